@@ -1,0 +1,5 @@
+"""Allows `python -m cadencia`."""
+
+from cadencia.cli import main
+
+raise SystemExit(main())

