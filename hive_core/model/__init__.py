@@ -1,0 +1,1 @@
+"""A llama-architecture transformer loaded from GGUF, as separable shard ops."""
