@@ -1,0 +1,1 @@
+"""The mesh: identities, channels (aiortc and in-memory), signaling and the DHT."""
