@@ -16,11 +16,15 @@ done
 
 # System libraries: EGL/Mesa for headless Panda3D rendering, Node for the Yjs interop test.
 apt_pkgs=(libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 libgles2)
-[ "$with_test" = 1 ] && apt_pkgs+=(nodejs npm)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Node may come from outside Debian (a newer npm); only install it when absent.
+if [ "$with_test" = 1 ]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing system packages: ${missing[*]}"
