@@ -1,0 +1,156 @@
+"""Wire protocol: frozen dataclass messages tagged by an IntEnum, and a pure binary codec.
+
+A frame is ``version (u8) | tag (u8) | fields``. Fields are little-endian, written in
+declaration order by the spec in each field's ``Annotated[...]`` hint (`UInt`, `Float`,
+`Bool`, `Blob`/`Fixed`, `Text`, `EnumOf`, `ListOf`, `Maybe`, `Nested`). Every length and
+count has a limit and a frame is at most `MAX_FRAME_BYTES` (aiortc's 256 KiB message).
+`decode` raises `ProtocolError` (a ValueError) and nothing else on malformed input.
+
+Adding messages (later issues do this for inference, trust, economy, world sync):
+define an IntEnum for your family using a reserved range (see `MsgType`), then::
+
+    from typing import Annotated
+    from dataclasses import dataclass
+    from hive_core.protocol import message, UInt, Text
+
+    class ExecMsgType(IntEnum):
+        RUN_LAYERS = 0x40
+
+    @message(ExecMsgType.RUN_LAYERS)
+    @dataclass(frozen=True)
+    class RunLayers:
+        rpc_id: Annotated[int, UInt(8)]
+        model: Annotated[str, Text(128)]
+
+The class is registered when its module is imported; after that `encode`/`decode`
+handle it like the core messages. A `__post_init__` raising ValueError makes `decode`
+refuse the frame with ProtocolError. Nested structs use `@wire_struct` and `Nested(cls)`.
+"""
+
+from hive_core.protocol.codec import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Nested,
+    decode,
+    decode_struct,
+    encode,
+    encode_struct,
+    message,
+    registered_messages,
+    wire_struct,
+)
+from hive_core.protocol.errors import ProtocolError
+from hive_core.protocol.fields import (
+    Blob,
+    Bool,
+    EnumOf,
+    Field,
+    Fixed,
+    Float,
+    Int,
+    ListOf,
+    Maybe,
+    Text,
+    UInt,
+)
+from hive_core.protocol.handshake import (
+    HandshakeError,
+    ReplayGuard,
+    make_hello,
+    make_signal,
+    relayed,
+    verify_hello,
+    verify_signal,
+)
+from hive_core.protocol.messages import (
+    ID_BYTES,
+    MAX_CONTACTS,
+    MAX_RECORD_VALUE_BYTES,
+    MAX_RECORDS,
+    Bye,
+    Contact,
+    Error,
+    ErrorCode,
+    FindNode,
+    FindValue,
+    Hello,
+    MsgType,
+    Nodes,
+    Ping,
+    Pong,
+    Signal,
+    SignalKind,
+    SignedRecord,
+    Store,
+    Stored,
+    Value,
+)
+from hive_core.protocol.tensor import (
+    MAX_CHUNK_PAYLOAD,
+    SAFE_CHUNK_PAYLOAD,
+    Dtype,
+    Reassembler,
+    TensorChunk,
+    WireTensor,
+    chunk_tensor,
+)
+
+__all__ = [
+    "ID_BYTES",
+    "MAX_CHUNK_PAYLOAD",
+    "MAX_CONTACTS",
+    "MAX_FRAME_BYTES",
+    "MAX_RECORDS",
+    "MAX_RECORD_VALUE_BYTES",
+    "PROTOCOL_VERSION",
+    "SAFE_CHUNK_PAYLOAD",
+    "Blob",
+    "Bool",
+    "Bye",
+    "Contact",
+    "Dtype",
+    "EnumOf",
+    "Error",
+    "ErrorCode",
+    "Field",
+    "FindNode",
+    "FindValue",
+    "Fixed",
+    "Float",
+    "HandshakeError",
+    "Hello",
+    "Int",
+    "ListOf",
+    "Maybe",
+    "MsgType",
+    "Nested",
+    "Nodes",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Reassembler",
+    "ReplayGuard",
+    "Signal",
+    "SignalKind",
+    "SignedRecord",
+    "Store",
+    "Stored",
+    "TensorChunk",
+    "Text",
+    "UInt",
+    "Value",
+    "WireTensor",
+    "chunk_tensor",
+    "decode",
+    "decode_struct",
+    "encode",
+    "encode_struct",
+    "make_hello",
+    "make_signal",
+    "message",
+    "registered_messages",
+    "relayed",
+    "verify_hello",
+    "verify_signal",
+    "wire_struct",
+]
