@@ -1,0 +1,201 @@
+"""DHT records: typed values (health, roles, layer spans, reachability) signed by their owner."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from typing import Annotated, Any
+
+from hive_core.mesh.dht.distance import key_of
+from hive_core.mesh.identity import Identity, IdentityError, node_id_of, verify
+from hive_core.protocol import (
+    MAX_RECORD_VALUE_BYTES,
+    Bool,
+    EnumOf,
+    Fixed,
+    Float,
+    ListOf,
+    Maybe,
+    ProtocolError,
+    SignedRecord,
+    Text,
+    UInt,
+    decode_struct,
+    encode_struct,
+    wire_struct,
+)
+
+log = logging.getLogger(__name__)
+
+_DOMAIN = b"cadencia/dht-record/v1\x00"
+MAX_TTL_S = 24 * 3600.0  # a record may not claim to live longer than this
+CLOCK_SKEW_S = 60.0  # tolerated difference between the owner's clock and ours
+
+
+class RecordError(ValueError):
+    """A DHT record is forged, expired, stale, misplaced or holds a malformed value."""
+
+
+class RecordKind(IntEnum):
+    """What a record's value is; node kinds live under `node_key(owner, kind)`."""
+
+    HEALTH = 1
+    ROLES = 2
+    REACH = 3
+    LAYER_SPAN = 4
+
+
+class Role(IntEnum):
+    """What a node offers the hive."""
+
+    ALPHA = 1  # attention
+    BETA = 2  # MLP
+    SENTINEL = 3  # bootstrap and signaling relay
+    VERIFIER = 4  # replica checks
+
+
+F64 = Annotated[float, Float()]
+OptF64 = Annotated[float | None, Maybe(Float())]
+
+
+@wire_struct
+@dataclass(frozen=True)
+class HealthRecord:
+    """A node's Health Vector as published (see `hive_core.sched.health`)."""
+
+    tflops: F64  # measured matmul throughput
+    battery_pct: OptF64  # None on a machine without a battery
+    on_ac: Annotated[bool, Bool()]
+    rtt_median_ms: OptF64  # median EWMA RTT over its peers, None before any ping
+    uptime_s: F64
+    success_rate: F64  # share of requests served successfully, 0..1
+    free_ram_mb: F64
+    temperature_c: OptF64  # hottest readable sensor, None where unreadable
+    measured_at_ms: Annotated[int, UInt(8)]
+
+
+@wire_struct
+@dataclass(frozen=True)
+class RolesRecord:
+    """The roles a node takes."""
+
+    roles: Annotated[tuple[Role, ...], ListOf(EnumOf(Role), 8)]
+
+
+@wire_struct
+@dataclass(frozen=True)
+class ReachRecord:
+    """How to reach a node: direct addresses and mesh peers that relay signaling to it."""
+
+    addresses: Annotated[tuple[str, ...], ListOf(Text(256), 8)]  # ws://host:port ...
+    relays: Annotated[tuple[bytes, ...], ListOf(Fixed(20), 16)]  # node ids linked to it
+
+
+@wire_struct
+@dataclass(frozen=True)
+class LayerSpanRecord:
+    """Layers [start, end) of `model` that the owner serves; stored under each layer's key."""
+
+    model: Annotated[str, Text(128)]
+    start: Annotated[int, UInt(2)]
+    end: Annotated[int, UInt(2)]
+    n_layers: Annotated[int, UInt(2)]
+
+    def __post_init__(self) -> None:
+        if not self.start < self.end <= self.n_layers:
+            raise ValueError(f"bad layer span [{self.start}, {self.end}) of {self.n_layers}")
+
+
+VALUE_TYPES: dict[RecordKind, type[Any]] = {
+    RecordKind.HEALTH: HealthRecord,
+    RecordKind.ROLES: RolesRecord,
+    RecordKind.REACH: ReachRecord,
+    RecordKind.LAYER_SPAN: LayerSpanRecord,
+}
+KIND_OF: dict[type[Any], RecordKind] = {v: k for k, v in VALUE_TYPES.items()}
+
+
+def node_key(node_id: bytes, kind: RecordKind) -> bytes:
+    """Key of a per-node record (health, roles, reach)."""
+    return key_of(f"cadencia/node/{kind.name.lower()}/{node_id.hex()}")
+
+
+def layer_key(model: str, layer: int) -> bytes:
+    """Key under which every server of `layer` of `model` publishes its span."""
+    return key_of(f"cadencia/layer/{model}/{layer}")
+
+
+def keys_for(value: Any, owner_id: bytes) -> list[bytes]:
+    """Every key a value of this type belongs under."""
+    if isinstance(value, LayerSpanRecord):
+        return [layer_key(value.model, i) for i in range(value.start, value.end)]
+    return [node_key(owner_id, KIND_OF[type(value)])]
+
+
+def signing_bytes(record: SignedRecord) -> bytes:
+    """What the owner signs: every field but the signature, domain-separated."""
+    return _DOMAIN + encode_struct(replace(record, signature=bytes(64)))
+
+
+def make_record(
+    identity: Identity, key: bytes, value: Any, *, seq: int, ttl_s: float, now_s: float
+) -> SignedRecord:
+    """Sign `value` under `key`, valid for `ttl_s` from `now_s` (unix seconds)."""
+    kind = KIND_OF.get(type(value))
+    if kind is None:
+        raise RecordError(f"{type(value).__name__} is not a record value type")
+    if not 0 < ttl_s <= MAX_TTL_S:
+        raise RecordError(f"ttl {ttl_s} s is outside (0, {MAX_TTL_S}]")
+    raw = encode_struct(value)
+    if len(raw) > MAX_RECORD_VALUE_BYTES:
+        raise RecordError(f"value of {len(raw)} bytes exceeds {MAX_RECORD_VALUE_BYTES}")
+    unsigned = SignedRecord(key, int(kind), identity.public_key, seq,
+                            int((now_s + ttl_s) * 1000), raw, bytes(64))
+    return replace(unsigned, signature=identity.sign(signing_bytes(unsigned)))
+
+
+def owner_of(record: SignedRecord) -> bytes:
+    return node_id_of(record.owner_key)
+
+
+def decode_value(record: SignedRecord) -> Any:
+    """The typed value inside a record (does not check the signature: see `verify_record`)."""
+    try:
+        cls = VALUE_TYPES[RecordKind(record.kind)]
+    except ValueError:
+        raise RecordError(f"unknown record kind {record.kind}") from None
+    try:
+        return decode_struct(record.value, cls)
+    except ProtocolError as exc:
+        raise RecordError(f"malformed {cls.__name__}: {exc}") from exc
+
+
+def verify_record(record: SignedRecord, now_s: float) -> Any:
+    """The typed value if `record` is authentic, live and stored under its right key.
+
+    Raises RecordError (forged signature, expired, expiry beyond MAX_TTL_S, wrong key).
+    """
+    try:
+        verify(record.owner_key, signing_bytes(record), record.signature)
+    except IdentityError as exc:
+        raise RecordError(f"forged record: {exc}") from exc
+    now_ms = now_s * 1000
+    if record.expires_at_ms <= now_ms:
+        raise RecordError("record expired")
+    if record.expires_at_ms > now_ms + (MAX_TTL_S + CLOCK_SKEW_S) * 1000:
+        raise RecordError("record expiry is too far in the future")
+    value = decode_value(record)
+    if record.key not in keys_for(value, owner_of(record)):
+        raise RecordError("record is stored under a key its value does not belong to")
+    return value
+
+
+def is_authentic(record: SignedRecord, now_s: float) -> bool:
+    """Boolean form of `verify_record` that logs refusals."""
+    try:
+        verify_record(record, now_s)
+    except RecordError as exc:
+        log.warning("dropped record from %s: %s", owner_of(record).hex()[:12], exc)
+        return False
+    return True
