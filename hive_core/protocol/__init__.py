@@ -7,7 +7,8 @@ count has a limit and a frame is at most `MAX_FRAME_BYTES` (aiortc's 256 KiB mes
 `decode` raises `ProtocolError` (a ValueError) and nothing else on malformed input.
 
 Adding messages (later issues do this for inference, trust, economy, world sync):
-define an IntEnum for your family using a reserved range (see `MsgType`), then::
+define an IntEnum for your family using a reserved range (see `MsgType`: 0x30-0x3F mesh
+runtime, 0x40-0x7F exec, 0x80-0x9F trust, 0xA0-0xBF economy, 0xC0-0xDF world), then::
 
     from typing import Annotated
     from dataclasses import dataclass

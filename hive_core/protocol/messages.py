@@ -26,7 +26,7 @@ MAX_RECORD_VALUE_BYTES = 8 * 1024
 class MsgType(IntEnum):
     """Tags of the core messages. Ranges reserved for later message families:
 
-    0x40-0x7F inference/exec, 0x80-0x9F trust, 0xA0-0xBF economy,
+    0x30-0x3F mesh runtime (status, join bookkeeping), 0x40-0x7F inference/exec, 0x80-0x9F trust, 0xA0-0xBF economy,
     0xC0-0xDF world/CRDT sync, 0xE0-0xFF experiments.
     """
 

@@ -200,3 +200,17 @@ async def test_lookups_succeed_over_a_lossy_jittery_link() -> None:
             assert found.found
     finally:
         await mesh.close()
+
+
+async def test_background_maintenance_starts_and_stops(mesh: MemoryMesh) -> None:
+    nodes = await mesh.build(4)
+    node = nodes[2]
+    node.observe_rtt(nodes[0].node_id, 0.004)
+    assert node.routing.nearby(1)[0].contact.node_id == nodes[0].node_id
+    node.start(period_s=0.01)
+    await asyncio.sleep(0.05)
+    await node.stop()
+    assert node._maintenance is None
+    node.remove_contact(nodes[0].node_id)
+    assert nodes[0].node_id not in node.routing
+    assert len(await nodes[1].get(node_key(nodes[3].node_id, RecordKind.HEALTH))) == 0

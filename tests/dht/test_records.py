@@ -113,3 +113,12 @@ def test_store_bounds_records_per_key() -> None:
     store.put(make_record(owners[4], key, LayerSpanRecord("m", 0, 1, 1), seq=1, ttl_s=50,
                           now_s=NOW), NOW)
     assert len(store.get(key, NOW)) == 3
+
+
+def test_links_record_carries_a_latency_row() -> None:
+    from hive_core.mesh.dht import LinkRtt, LinksRecord
+
+    row = LinksRecord((LinkRtt(MALLORY.node_id, 12.5), LinkRtt(bytes(20), 80.0)))
+    rec = make_record(OWNER, node_key(OWNER.node_id, RecordKind.LINKS), row, seq=1, ttl_s=60,
+                      now_s=NOW)
+    assert verify_record(decode_struct(encode_struct(rec), SignedRecord), NOW) == row

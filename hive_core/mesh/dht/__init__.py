@@ -13,6 +13,8 @@ from hive_core.mesh.dht.node import DhtNode
 from hive_core.mesh.dht.records import (
     HealthRecord,
     LayerSpanRecord,
+    LinkRtt,
+    LinksRecord,
     ReachRecord,
     RecordError,
     RecordKind,
@@ -30,7 +32,7 @@ from hive_core.mesh.dht.rpc import ChannelRpc, RpcEndpoint, RpcError, RpcTranspo
 from hive_core.mesh.dht.storage import RecordStore
 
 __all__ = [
-    "ChannelRpc", "DhtConfig", "DhtNode", "HealthRecord", "LayerSpanRecord", "LookupResult",
+    "ChannelRpc", "DhtConfig", "DhtNode", "HealthRecord", "LayerSpanRecord", "LinkRtt", "LinksRecord", "LookupResult",
     "ReachRecord", "RecordError", "RecordKind", "RecordStore", "Role", "RolesRecord",
     "RoutingTable", "RpcEndpoint", "RpcError", "RpcTransport", "bucket_index", "decode_value",
     "key_of", "layer_key", "make_record", "next_rpc_id", "node_key", "owner_of",

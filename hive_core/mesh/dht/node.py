@@ -84,6 +84,7 @@ class DhtNode:
         self.store = RecordStore()
         self._published: dict[bytes, _Published] = {}
         self.forged_seen = 0
+        self._maintenance: asyncio.Task[None] | None = None
 
     @property
     def node_id(self) -> bytes:
@@ -211,6 +212,22 @@ class DhtNode:
         for key in keys_for(value, self.node_id):
             self._published.pop(key, None)
 
+    async def get(self, key: bytes) -> list[SignedRecord]:
+        """Verified live records under `key` from every owner (an exhaustive lookup)."""
+        return (await self.find_value(key, exhaustive=True)).records
+
+    def observe_rtt(self, node_id: bytes, rtt_s: float) -> None:
+        """Feed an RTT measured elsewhere (transport pings) into the nearby-nodes table."""
+        self.routing.observe_rtt(node_id, rtt_s, self.monotonic())
+
+    def add_contact(self, contact: Contact, rtt_s: float | None = None) -> None:
+        """Note a peer the transport connected to (it joins a bucket if there is room)."""
+        self.routing.add(contact, self.monotonic(), rtt_s=rtt_s)
+
+    def remove_contact(self, node_id: bytes) -> None:
+        """Forget a peer the transport saw die."""
+        self.routing.remove(node_id)
+
     # -- joining and upkeep ------------------------------------------------------
 
     async def bootstrap(self, seeds: list[Contact], *, refresh: bool = True) -> int:
@@ -255,6 +272,19 @@ class DhtNode:
             for p in due
         ))
         await self.refresh()
+
+    def start(self, period_s: float = 30.0) -> None:
+        """Run maintenance in the background until `stop`."""
+        if self._maintenance is None or self._maintenance.done():
+            self._maintenance = asyncio.get_running_loop().create_task(
+                self.run_maintenance(period_s))
+
+    async def stop(self) -> None:
+        """Stop background maintenance; the node still answers `handle` calls."""
+        task, self._maintenance = self._maintenance, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def run_maintenance(self, period_s: float = 30.0) -> None:
         """Run `maintain_once` every `period_s` until cancelled; errors are logged."""

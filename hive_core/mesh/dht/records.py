@@ -17,6 +17,7 @@ from hive_core.protocol import (
     Float,
     ListOf,
     Maybe,
+    Nested,
     ProtocolError,
     SignedRecord,
     Text,
@@ -44,6 +45,7 @@ class RecordKind(IntEnum):
     ROLES = 2
     REACH = 3
     LAYER_SPAN = 4
+    LINKS = 5
 
 
 class Role(IntEnum):
@@ -107,11 +109,29 @@ class LayerSpanRecord:
             raise ValueError(f"bad layer span [{self.start}, {self.end}) of {self.n_layers}")
 
 
+@wire_struct
+@dataclass(frozen=True)
+class LinkRtt:
+    """Measured round trip from the owner to one peer."""
+
+    node_id: Annotated[bytes, Fixed(20)]
+    rtt_ms: F64  # EWMA of pings
+
+
+@wire_struct
+@dataclass(frozen=True)
+class LinksRecord:
+    """The owner's links and their RTTs: a row of the hive's latency matrix."""
+
+    peers: Annotated[tuple[LinkRtt, ...], ListOf(Nested(LinkRtt), 64)]
+
+
 VALUE_TYPES: dict[RecordKind, type[Any]] = {
     RecordKind.HEALTH: HealthRecord,
     RecordKind.ROLES: RolesRecord,
     RecordKind.REACH: ReachRecord,
     RecordKind.LAYER_SPAN: LayerSpanRecord,
+    RecordKind.LINKS: LinksRecord,
 }
 KIND_OF: dict[type[Any], RecordKind] = {v: k for k, v in VALUE_TYPES.items()}
 
