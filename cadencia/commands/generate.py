@@ -1,0 +1,125 @@
+"""`cadencia generate`: run the model locally on one prompt and stream the answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+NAME = "generate"
+HELP = "run the model locally on a prompt and stream the answer"
+DESCRIPTION = (
+    "Run the llama-architecture GGUF model on this device. The prompt goes through the "
+    "model's chat template as one user message unless --raw. Greedy unless --temperature > 0. "
+    "The model is --model PATH, else $CADENCIA_MODEL, else the bundled SmolLM2-135M-Instruct."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the prompt text")
+    parser.add_argument("--raw", action="store_true", help="feed the prompt as is, no chat template")
+    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+                        help="stop after N new tokens (default 128)")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="sampling temperature; 0 (default) is greedy")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="compute dtype (default float32)")
+    parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
+                        help="KV cache: full precision or INT4 (default fp32)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads (default: physical cores)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object at the end instead of streaming text")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hive_core.model.errors import ModelError, PromptError
+
+    if not args.prompt.strip():
+        raise PromptError("the prompt is empty")
+    if args.max_new_tokens < 1:
+        raise ModelError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.threads is not None and args.threads < 1:
+        raise ModelError(f"--threads must be at least 1, got {args.threads}")
+
+    import psutil
+    import torch
+
+    from hive_core.model.chat import ChatTemplate, ChatTemplateError
+    from hive_core.model.executor import DTYPES
+    from hive_core.model.generation import check_prompt, generate
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.kv_factory import kv_factory
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.pipeline import LocalPipeline
+    from hive_core.model.sampling import Sampler
+    from hive_core.model.tokenizer import GGUFTokenizer
+
+    torch.set_num_threads(args.threads or psutil.cpu_count(logical=False) or 1)
+    kv = kv_factory(args.kv)  # fail before loading when INT4 is unavailable
+    sampler = Sampler(args.temperature, args.top_p, args.seed)
+    path = resolve_model_path(args.model)
+    t0 = time.perf_counter()
+    print(f"loading {path.name} ...", file=sys.stderr, flush=True)
+    model = GGUFModelFile(path)
+    tokenizer = GGUFTokenizer(model)
+    if args.raw:
+        text = args.prompt
+    else:
+        source = model.metadata.get("tokenizer.chat_template")
+        if not isinstance(source, str):
+            raise ChatTemplateError("the model has no chat template; pass --raw to feed the prompt as is")
+        bos = tokenizer.tokens[tokenizer.bos_id] if tokenizer.bos_id is not None else ""
+        eos = tokenizer.tokens[tokenizer.eos_id] if tokenizer.eos_id is not None else ""
+        template = ChatTemplate(source, bos_token=bos, eos_token=eos)
+        text = template.render([{"role": "user", "content": args.prompt}])
+    prompt_ids = tokenizer.encode(text)
+    check_prompt(prompt_ids, model.config.context_length)
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty() or done == total:
+            end = "\n" if done == total else ""
+            print(f"\rdequantising tensors {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    pipeline = LocalPipeline.load_single(model, dtype=DTYPES[args.dtype], progress=progress)
+    print(f"model ready in {time.perf_counter() - t0:.1f}s ({model.config.n_layers} layers, "
+          f"{len(prompt_ids)} prompt tokens)", file=sys.stderr, flush=True)
+
+    session = pipeline.new_session(kv)
+    stream = tokenizer.stream()
+    pieces: list[str] = []
+
+    def on_token(token: int) -> None:
+        piece = stream.push(token)
+        pieces.append(piece)
+        if not args.json and piece:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+    result = generate(
+        session.forward, prompt_ids, max_new_tokens=args.max_new_tokens,
+        context_length=model.config.context_length, sampler=sampler,
+        stop_ids=tokenizer.stop_ids, on_token=on_token,
+    )
+    tail = stream.finish()
+    pieces.append(tail)
+    text_out = "".join(pieces)
+    if args.json:
+        print(json.dumps({
+            "text": text_out,
+            "prompt_ids": result.prompt_ids,
+            "new_ids": result.new_ids,
+            "ttft_s": round(result.ttft_s, 6),
+            "tokens_per_s": round(result.tokens_per_s, 3),
+            "kv": session.kv_kind,
+        }))
+    else:
+        sys.stdout.write(tail + "\n")
+        sys.stdout.flush()
+        print(f"{len(result.new_ids)} tokens, first after {result.ttft_s:.2f}s, "
+              f"{result.tokens_per_s:.1f} tokens/s", file=sys.stderr)
+    return 0

@@ -1,0 +1,27 @@
+"""Errors raised by the model package: each a ValueError subclass with one clear message."""
+
+from __future__ import annotations
+
+
+class ModelError(ValueError):
+    """A model file, prompt, stage or tensor that cannot be used as given."""
+
+
+class ModelNotFoundError(ModelError):
+    """No model file at the path given, in $CADENCIA_MODEL, or in the bundled package."""
+
+
+class GGUFFormatError(ModelError):
+    """The file is not a readable GGUF: bad magic, truncated, or tensors that do not fit."""
+
+
+class UnsupportedModelError(ModelError):
+    """A well-formed GGUF of an architecture, tokenizer or tensor type we do not run."""
+
+
+class PromptError(ModelError):
+    """A prompt that cannot be generated from: empty, or longer than the context."""
+
+
+class StageError(ModelError):
+    """A stage request that does not fit the loaded weights, its caches or its input tensor."""

@@ -1,0 +1,122 @@
+"""The llama layers as pure functions of (weights, input, positions, KV cache).
+
+Hidden states are ``[seq, hidden]`` for one sequence (the cache holds one session). Each
+residual add lives inside its part (`attention` returns ``h + attn(norm(h))``, `mlp` returns
+``h + mlp(norm(h))``), so running the parts on different nodes composes to exactly `block`.
+Every projection goes through `linear`, the one place a packed-weight kernel will plug in.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hive_core.model.config import LlamaConfig
+from hive_core.model.kvcache import KVCache
+from hive_core.model.weights import AttentionWeights, HeadWeights, MlpWeights
+
+
+def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T``: every weight multiplication in the model goes through here."""
+    return F.linear(x, w)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm computed in float32 and cast back, as transformers' LlamaRMSNorm does."""
+    dtype = x.dtype
+    x32 = x.to(torch.float32)
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(dtype)
+
+
+class RopeTable:
+    """Cosines and sines of rotary embeddings for every position up to the context length."""
+
+    def __init__(self, cfg: LlamaConfig, dtype: torch.dtype = torch.float32) -> None:
+        dim = cfg.head_dim
+        inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        pos = torch.arange(cfg.context_length, dtype=torch.float32)
+        freqs = torch.outer(pos, inv_freq)  # float32, like transformers' rotary embedding
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = emb.cos().to(dtype)
+        self.sin = emb.sin().to(dtype)
+        self.length = cfg.context_length
+
+    def at(self, start: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[start : start + seq], self.sin[start : start + seq]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on ``[heads, seq, head_dim]`` (weights are in the HF row order)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def embed(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Token ids ``[seq]`` to hidden states ``[seq, hidden]``."""
+    return F.embedding(ids, table)
+
+
+def attention(
+    w: AttentionWeights,
+    cfg: LlamaConfig,
+    rope: RopeTable,
+    h: torch.Tensor,
+    start: int,
+    cache: KVCache,
+) -> torch.Tensor:
+    """``h + o(attn(rope(q), rope(k), v))`` for positions ``start .. start+seq``; appends to `cache`.
+
+    The caller guarantees ``len(cache) == start`` (see `executor.ShardExecutor.run_stage`).
+    """
+    seq = h.shape[0]
+    hd = cfg.head_dim
+    x = rms_norm(h, w.norm, cfg.rms_eps)
+    q = linear(x, w.q).view(seq, cfg.n_heads, hd).transpose(0, 1)
+    k = linear(x, w.k).view(seq, cfg.n_kv_heads, hd).transpose(0, 1)
+    v = linear(x, w.v).view(seq, cfg.n_kv_heads, hd).transpose(0, 1)
+    cos, sin = rope.at(start, seq)
+    q = apply_rope(q, cos, sin)
+    k = apply_rope(k, cos, sin)
+    k_all, v_all = cache.append(k, v)
+    total = k_all.shape[1]
+    mask = None
+    causal = False
+    if seq > 1:
+        if total == seq:
+            causal = True
+        else:
+            # Queries after a cached prefix (chunked prefill, speculative verify).
+            qpos = torch.arange(total - seq, total).unsqueeze(1)
+            mask = torch.arange(total).unsqueeze(0) <= qpos
+    o = F.scaled_dot_product_attention(
+        q.unsqueeze(0), k_all.unsqueeze(0), v_all.unsqueeze(0),
+        attn_mask=mask, is_causal=causal, enable_gqa=cfg.n_kv_heads != cfg.n_heads,
+    )
+    o = o.squeeze(0).transpose(0, 1).reshape(seq, cfg.n_heads * hd)
+    return h + linear(o, w.o)
+
+
+def mlp(w: MlpWeights, cfg: LlamaConfig, h: torch.Tensor) -> torch.Tensor:
+    """``h + down(silu(gate(x)) * up(x))`` with ``x = norm(h)``."""
+    x = rms_norm(h, w.norm, cfg.rms_eps)
+    return h + linear(F.silu(linear(x, w.gate)) * linear(x, w.up), w.down)
+
+
+def block(
+    a: AttentionWeights,
+    m: MlpWeights,
+    cfg: LlamaConfig,
+    rope: RopeTable,
+    h: torch.Tensor,
+    start: int,
+    cache: KVCache,
+) -> torch.Tensor:
+    """One transformer block: exactly `mlp` after `attention`."""
+    return mlp(m, cfg, attention(a, cfg, rope, h, start, cache))
+
+
+def head(w: HeadWeights, cfg: LlamaConfig, h: torch.Tensor) -> torch.Tensor:
+    """Final norm and LM head: ``[seq, hidden]`` to logits ``[seq, vocab]``."""
+    return linear(rms_norm(h, w.norm, cfg.rms_eps), w.output)
