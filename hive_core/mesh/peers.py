@@ -1,0 +1,140 @@
+"""Authenticated links to peers and what the node measures about each: RTT, liveness, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hive_core.mesh.channel import Channel
+
+RTT_ALPHA = 0.25  # EWMA weight of a new RTT sample: reacts within a few pings, smooths jitter
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A snapshot of one link, for callers outside the node (planner, UI, status)."""
+
+    node_id: bytes  # the peer's proven id (hash of its public key)
+    public_key: bytes  # its Ed25519 key
+    kind: str  # "rtc" (WebRTC data channel) or "ws" (WebSocket to or from a listening node)
+    listen: str  # how others may reach it ("ws://..." or "")
+    rtt_ms: float | None  # EWMA of ping round trips; None before the first pong
+    connected_s: float  # seconds since the link opened
+    idle_s: float  # seconds since anything was heard from it
+    frames_in: int  # frames received and decoded
+    frames_rejected: int  # frames refused (malformed, oversized, forged)
+    pings: int  # pings sent
+    pongs: int  # pongs received: pongs / pings is the link's success rate
+
+
+class Link:
+    """One authenticated channel to one peer, plus the RTC connection under it if any."""
+
+    def __init__(
+        self,
+        node_id: bytes,
+        public_key: bytes,
+        channel: Channel,
+        *,
+        kind: str,
+        listen: str = "",
+        rtc: Any = None,
+    ) -> None:
+        self.node_id = node_id
+        self.public_key = public_key
+        self.channel = channel
+        self.kind = kind
+        self.listen = listen
+        self.rtc = rtc  # hive_core.mesh.rtc.RTCPeer for kind "rtc"
+        self.rtt_ms: float | None = None
+        self.connected_at = time.monotonic()
+        self.last_heard = self.connected_at
+        self.frames_in = 0
+        self.frames_rejected = 0
+        self.pings = 0
+        self.pongs = 0
+        self.reader: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Link({self.node_id.hex()[:8]}, {self.kind})"
+
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
+    def observe_rtt(self, rtt_ms: float) -> None:
+        if rtt_ms < 0:
+            return
+        self.rtt_ms = rtt_ms if self.rtt_ms is None else (
+            (1 - RTT_ALPHA) * self.rtt_ms + RTT_ALPHA * rtt_ms
+        )
+
+    def info(self) -> PeerInfo:
+        now = time.monotonic()
+        return PeerInfo(
+            node_id=self.node_id, public_key=self.public_key, kind=self.kind, listen=self.listen,
+            rtt_ms=self.rtt_ms, connected_s=now - self.connected_at, idle_s=now - self.last_heard,
+            frames_in=self.frames_in, frames_rejected=self.frames_rejected,
+            pings=self.pings, pongs=self.pongs,
+        )
+
+    async def close(self) -> None:
+        await self.channel.close()
+        if self.rtc is not None:
+            await self.rtc.close()
+
+
+class PeerTable:
+    """The node's links, at most one RTC and one WebSocket link per peer."""
+
+    def __init__(self) -> None:
+        self._rtc: dict[bytes, Link] = {}
+        self._ws: dict[bytes, Link] = {}
+
+    def _table(self, kind: str) -> dict[bytes, Link]:
+        return self._rtc if kind == "rtc" else self._ws
+
+    def add(self, link: Link) -> Link | None:
+        """Insert ``link``; returns the link it replaces (to be closed by the caller)."""
+        table = self._table(link.kind)
+        old = table.get(link.node_id)
+        table[link.node_id] = link
+        return old if old is not link else None
+
+    def remove(self, link: Link) -> bool:
+        """Remove ``link`` if it is still the current one for its peer."""
+        table = self._table(link.kind)
+        if table.get(link.node_id) is link:
+            del table[link.node_id]
+            return True
+        return False
+
+    def best(self, node_id: bytes) -> Link | None:
+        """The link to use for ``node_id``: its data channel, else its WebSocket."""
+        return self._rtc.get(node_id) or self._ws.get(node_id)
+
+    def rtc(self, node_id: bytes) -> Link | None:
+        return self._rtc.get(node_id)
+
+    def all(self) -> list[Link]:
+        return [*self._rtc.values(), *self._ws.values()]
+
+    def rtc_links(self) -> list[Link]:
+        return list(self._rtc.values())
+
+    def closest(self, target: bytes, n: int, exclude: set[bytes]) -> list[Link]:
+        """Up to ``n`` links (one per peer) whose ids are XOR-closest to ``target``."""
+        seen: dict[bytes, Link] = {}
+        for link in self.all():
+            if link.node_id not in exclude and link.node_id not in seen:
+                seen[link.node_id] = self.best(link.node_id) or link
+        t = int.from_bytes(target, "big")
+        ranked = sorted(seen.values(), key=lambda lk: int.from_bytes(lk.node_id, "big") ^ t)
+        return ranked[:n]
+
+    def __len__(self) -> int:
+        return len(self._rtc)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._rtc
