@@ -1,0 +1,34 @@
+"""The hive's map: node positions by MDS of measured RTTs, steady between updates."""
+
+from .align import align_to, procrustes_fit
+from .complete import measured_mask, prepare, triangle_fill
+from .errors import LayoutError
+from .hive_map import HiveMap, MapSnapshot, rtt_matrix
+from .mds import classical_mds, embed
+from .quality import VIVALDI_MEDIAN_REL_ERR, LayoutQuality, PairError, evaluate, pair_error
+from .rtt_data import CountryRtt, default_data_dir, load_country_rtt
+from .synth import SyntheticHive, synthetic_hive
+
+__all__ = [
+    "VIVALDI_MEDIAN_REL_ERR",
+    "CountryRtt",
+    "HiveMap",
+    "LayoutError",
+    "LayoutQuality",
+    "MapSnapshot",
+    "PairError",
+    "SyntheticHive",
+    "align_to",
+    "classical_mds",
+    "default_data_dir",
+    "embed",
+    "evaluate",
+    "load_country_rtt",
+    "measured_mask",
+    "pair_error",
+    "prepare",
+    "procrustes_fit",
+    "rtt_matrix",
+    "synthetic_hive",
+    "triangle_fill",
+]
