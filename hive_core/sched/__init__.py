@@ -15,17 +15,33 @@ from hive_core.sched.health import (
     measure_health,
     measured_tflops,
 )
+from hive_core.sched.planner import (
+    Candidate,
+    CostModel,
+    Plan,
+    PlanError,
+    PlannedStage,
+    fixed_plan,
+    plan,
+)
 
 __all__ = [
+    "Candidate",
+    "CostModel",
     "FitnessConfig",
     "FitnessConfigError",
     "HealthVector",
     "PeerRtt",
+    "Plan",
+    "PlanError",
+    "PlannedStage",
     "TaskKind",
     "benchmark_tflops",
     "fitness",
     "fitness_all",
+    "fixed_plan",
     "load_fitness_config",
     "measure_health",
     "measured_tflops",
+    "plan",
 ]
