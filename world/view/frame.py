@@ -1,0 +1,148 @@
+"""What the view draws: frozen snapshots of the hive and the city, and the interfaces it reads.
+
+The scene is a pure function of a `WorldFrame`; nothing the model does not hold is kept
+on scene nodes. Sources of frames (the game state, a spectated hive, the bench) and the
+editable city are `typing.Protocol`s so the view runs, and is tested, on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class ViewError(ValueError):
+    """A problem with what the view was asked to show or do."""
+
+
+class EditRefused(ViewError):
+    """The city refused an edit (someone else's plot, an occupied cell, off the plot)."""
+
+
+@dataclass(frozen=True)
+class DistrictView:
+    """One hive node as a district of the city."""
+
+    node_id: str
+    x: float  # map position in milliseconds (MDS of RTTs): close means a fast link
+    y: float
+    tflops: float = 1.0  # measured compute; sets the district's footprint and height
+    battery: float = 1.0  # 0..1; a draining battery lowers the lights
+    efficiency: float = 1.0  # 0..1; an overheating device dims as this drops
+    slashed_at: float | None = None  # clock time of slashing: the district falls from then on
+    active: bool = False  # runs the stage in flight right now
+
+
+@dataclass(frozen=True)
+class RoadView:
+    """A measured link between two districts."""
+
+    a: str
+    b: str
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
+class PulseView:
+    """A tensor in flight from one district to the next, over `duration` seconds from `start`."""
+
+    src: str
+    dst: str
+    start: float  # clock time the hop was sent
+    duration: float  # the measured hop time, in seconds
+
+
+@dataclass(frozen=True)
+class TowerView:
+    """The Merkle tower of a consensus trial beside a district: one floor per replica answer."""
+
+    node_id: str
+    answers: int  # replica answers received so far
+    needed: int  # answers that make the quorum
+    verified: bool = False  # all floors light up when the roots agree
+
+
+@dataclass(frozen=True)
+class PlotView:
+    """A player's rectangle of grid cells; only its owner may build there."""
+
+    plot_id: str
+    owner: str
+    x: float  # world position of cell (0, 0)'s corner, in map milliseconds
+    y: float
+    width: int  # cells along x
+    depth: int  # cells along y
+    cell: float = 1.0  # cell size in map milliseconds
+
+
+@dataclass(frozen=True)
+class BuildingView:
+    """A building on a plot cell, turned by quarter turns, as tall as the credits spent on it."""
+
+    building_id: str
+    plot_id: str
+    i: int
+    j: int
+    rotation: int = 0  # quarter turns, 0..3
+    kind: str = "tower"
+    height: float = 1.0  # in cells
+
+
+@dataclass(frozen=True)
+class HudView:
+    """The status panel's facts, as text-ready values."""
+
+    sharding: str = "-"  # layers per node and alpha/beta roles
+    routing: str = "-"  # mesh size and local RTT
+    kv_cache: str = "-"  # INT4 and bandwidth saved
+    consensus: str = "-"  # Merkle status and byzantine count
+    tokens_per_s: float = 0.0
+    answer: str = ""  # the answer streaming in
+    credits: int = 0  # the player's balance
+    player: str = ""
+
+
+@dataclass(frozen=True)
+class WorldFrame:
+    """Everything drawn in one frame; the scene renders exactly this."""
+
+    districts: tuple[DistrictView, ...] = ()
+    roads: tuple[RoadView, ...] = ()
+    pulses: tuple[PulseView, ...] = ()
+    towers: tuple[TowerView, ...] = ()
+    plots: tuple[PlotView, ...] = ()
+    buildings: tuple[BuildingView, ...] = ()
+    hud: HudView = field(default_factory=HudView)
+
+    def district(self, node_id: str) -> DistrictView:
+        for d in self.districts:
+            if d.node_id == node_id:
+                return d
+        raise ViewError(f"no district for node {node_id!r}")
+
+
+class WorldSource(Protocol):
+    """Anything that can say what the world looks like at clock time `now`."""
+
+    def frame(self, now: float) -> WorldFrame: ...
+
+
+class EditableCity(Protocol):
+    """The city doc as the editor needs it; refusals raise `ValueError` subclasses."""
+
+    def plots(self) -> Sequence[PlotView]: ...
+
+    def buildings(self) -> Sequence[BuildingView]: ...
+
+    def place(self, player: str, plot_id: str, i: int, j: int, rotation: int, kind: str) -> str: ...
+
+    def move(self, player: str, building_id: str, i: int, j: int) -> None: ...
+
+    def rotate(self, player: str, building_id: str, rotation: int) -> None: ...
+
+    def remove(self, player: str, building_id: str) -> None: ...
+
+    def undo(self, player: str) -> bool: ...
+
+    def redo(self, player: str) -> bool: ...

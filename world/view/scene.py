@@ -1,0 +1,225 @@
+"""The 3D scene as a function of a `WorldFrame`: districts, roads, pulses, towers, plots, buildings.
+
+`Scene.sync(frame, now)` rewrites only the layers whose part of the frame changed (checked
+by identity: sources hand out new tuples when something changes). Geometry carries no
+state of its own; `layout` holds the numbers derived from the frame for picking and tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from panda3d.core import NodePath, TransparencyAttrib
+
+from .frame import BuildingView, DistrictView, PlotView, PulseView, RoadView, TowerView, WorldFrame
+from .geometry import InstancedLayer, ground_quad, road_lines
+from .palette import district_light, fall_fraction, owner_color, rtt_colors
+from .shaders import load_shader
+
+BOX = ("i_offset", "i_scale", "i_color")
+PULSE = ("i_from", "i_to", "i_color")
+SUN = (0.35, -0.55, 0.75)
+
+
+@dataclass(frozen=True)
+class DistrictLayout:
+    """Where each district stands in world units (1 unit = 1 ms of RTT) and how big it is."""
+
+    index: dict[str, int]
+    xy: np.ndarray  # [n, 2]
+    footprint: np.ndarray  # [n]
+    height: np.ndarray  # [n]
+    unit: float  # typical spacing: the scale of districts, pulses and towers
+
+    def top(self, node_id: str) -> tuple[float, float, float]:
+        k = self.index[node_id]
+        return (float(self.xy[k, 0]), float(self.xy[k, 1]), float(self.height[k]))
+
+
+def district_layout(districts: tuple[DistrictView, ...]) -> DistrictLayout:
+    """Footprints scale with the map so 20 or 2,000 districts both read as a city."""
+    n = len(districts)
+    xy = np.array([(d.x, d.y) for d in districts], np.float64).reshape(n, 2)
+    if n >= 2:
+        span = float(np.ptp(xy, axis=0).max()) or 1.0
+        unit = max(span / math.sqrt(n) * 0.45, 0.05)
+    else:
+        unit = 4.0
+    tf = np.array([max(d.tflops, 0.0) for d in districts], np.float64)
+    rel = np.sqrt(tf / tf.max()) if n and tf.max() > 0 else np.ones(n)
+    footprint = unit * (0.45 + 0.55 * rel)
+    height = unit * (0.4 + 1.6 * rel)
+    return DistrictLayout({d.node_id: k for k, d in enumerate(districts)}, xy, footprint, height, unit)
+
+
+class Scene:
+    """Owns the scene graph under `parent`; `sync` makes it show a frame."""
+
+    def __init__(self, parent: NodePath) -> None:
+        self.root = parent.attach_new_node("world")
+        box_shader, self._pulse_shader = load_shader("instanced"), load_shader("pulse")
+        self.ground = self.root.attach_new_node(ground_quad("ground", 1.0))
+        self.ground.set_shader(load_shader("ground"))
+        self.ground.set_shader_input("u_grid", 10.0)
+        self.ground.set_shader_input("u_tint", (0.03, 0.04, 0.06))
+        self.roads = self.root.attach_new_node("roads")
+        self.roads.set_shader(load_shader("road"))
+        self.layers: dict[str, InstancedLayer] = {}
+        for name in ("districts", "towers", "plots", "buildings", "cursor"):
+            layer = InstancedLayer(name, BOX, self.root)
+            layer.np.set_shader(box_shader)
+            layer.np.set_shader_input("u_sun", SUN)
+            self.layers[name] = layer
+        cursor = self.layers["cursor"].np
+        cursor.set_transparency(TransparencyAttrib.M_alpha)
+        cursor.set_depth_write(False)
+        cursor.set_bin("transparent", 10)
+        self.pulses = InstancedLayer("pulses", PULSE, self.root)
+        self.pulses.np.set_shader(self._pulse_shader)
+        self.pulses.np.set_shader_input("u_time", 0.0)
+        self.pulses.np.set_shader_input("u_unit", 1.0)
+        self.layout = district_layout(())
+        self._seen: dict[str, object] = {}
+        self._falling = False
+
+    # -- sync -------------------------------------------------------------------------
+
+    def sync(self, frame: WorldFrame, now: float) -> None:
+        """Show `frame` at clock time `now` (seconds, the same clock as pulses and slashing)."""
+        relayout = self._changed("districts", frame.districts)
+        if relayout:
+            self.layout = district_layout(frame.districts)
+            self._fit_ground()
+        if relayout or self._falling:
+            self._falling = self._sync_districts(frame.districts, now)
+        if relayout or self._changed("roads", frame.roads):
+            self._sync_roads(frame.roads)
+        if relayout or self._changed("pulses", frame.pulses):
+            self._sync_pulses(frame.pulses)
+        if relayout or self._changed("towers", frame.towers):
+            self._sync_towers(frame.towers)
+        plots_changed = self._changed("plots", frame.plots)
+        if plots_changed:
+            self._sync_plots(frame.plots)
+        if plots_changed or self._changed("buildings", frame.buildings):
+            self._sync_buildings(frame.plots, frame.buildings)
+        self.pulses.np.set_shader_input("u_time", float(now))
+
+    def _changed(self, key: str, value: object) -> bool:
+        if self._seen.get(key) is value:
+            return False
+        self._seen[key] = value
+        return True
+
+    def _fit_ground(self) -> None:
+        lay = self.layout
+        if len(lay.xy):
+            lo, hi = lay.xy.min(axis=0), lay.xy.max(axis=0)
+            centre, half = (lo + hi) / 2.0, float((hi - lo).max()) * 0.75 + 4 * lay.unit
+        else:
+            centre, half = np.zeros(2), 50.0
+        self.ground.set_pos(float(centre[0]), float(centre[1]), 0.0)
+        self.ground.set_scale(half)
+        self.ground.set_shader_input("u_grid", float(10 ** math.floor(math.log10(max(half / 3, 1.0)))))
+
+    def _sync_districts(self, districts: tuple[DistrictView, ...], now: float) -> bool:
+        lay = self.layout
+        n = len(districts)
+        rows = np.zeros((n, 12), np.float32)
+        falling = False
+        for k, d in enumerate(districts):
+            fall = fall_fraction(d.slashed_at, now)
+            falling |= d.slashed_at is not None and fall < 1.0
+            light = district_light(d.battery, d.efficiency, d.active)
+            if fall > 0:
+                color, glow = (0.55 * (1 - fall) + 0.35, 0.08, 0.06, 1.0), 0.0
+            elif d.active:
+                color, glow = (1.0, 0.78, 0.3, 1.0), light
+            else:
+                color, glow = (0.2 + 0.3 * light, 0.45 + 0.4 * light, 0.6 + 0.4 * light, 1.0), light * 0.6
+            h = lay.height[k]
+            rows[k, 0:4] = (lay.xy[k, 0], lay.xy[k, 1], -0.95 * h * fall, 0.6 * fall)
+            rows[k, 4:8] = (lay.footprint[k], lay.footprint[k], h, glow)
+            rows[k, 8:12] = color
+        self.layers["districts"].set_rows(rows)
+        return falling
+
+    def _sync_roads(self, roads: tuple[RoadView, ...]) -> None:
+        self.roads.get_children().detach()
+        idx, lay = self.layout.index, self.layout
+        known = [r for r in roads if r.a in idx and r.b in idx]
+        pts = np.zeros((len(known), 2, 3), np.float32)
+        for k, r in enumerate(known):
+            pts[k, 0, :2] = lay.xy[idx[r.a]]
+            pts[k, 1, :2] = lay.xy[idx[r.b]]
+        pts[:, :, 2] = 0.02 * lay.unit
+        colors = rtt_colors(np.array([r.rtt_ms for r in known], np.float64))
+        colors[:, :3] *= 0.8
+        self.roads.attach_new_node(road_lines("road-lines", pts, colors))
+
+    def _sync_pulses(self, pulses: tuple[PulseView, ...]) -> None:
+        idx, lay = self.layout.index, self.layout
+        live = [p for p in pulses if p.src in idx and p.dst in idx]
+        rows = np.zeros((len(live), 12), np.float32)
+        for k, p in enumerate(live):
+            a, b = lay.top(p.src), lay.top(p.dst)
+            rows[k, 0:4] = (a[0], a[1], a[2] + 0.2 * lay.unit, p.start)
+            rows[k, 4:8] = (b[0], b[1], b[2] + 0.2 * lay.unit, p.duration)
+            rows[k, 8:12] = (0.35, 0.95, 1.0, 1.0)
+        self.pulses.np.set_shader_input("u_unit", float(lay.unit))
+        self.pulses.set_rows(rows)
+
+    def _sync_towers(self, towers: tuple[TowerView, ...]) -> None:
+        idx, lay = self.layout.index, self.layout
+        out = []
+        for t in towers:
+            if t.node_id not in idx:
+                continue
+            x, y, _ = lay.top(t.node_id)
+            fx, fh = 0.35 * lay.unit, 0.3 * lay.unit
+            for floor in range(max(t.needed, t.answers)):
+                lit = t.verified or floor < t.answers
+                color = (1.0, 0.85, 0.25, 1.0) if t.verified else (0.3, 0.9, 1.0, 1.0) if lit else (0.25, 0.25, 0.3, 1.0)
+                out.append((x + 0.8 * lay.unit, y, floor * fh * 1.1, 0.0, fx, fx, fh,
+                            1.0 if t.verified else 0.5 if lit else 0.0, *color))
+        self.layers["towers"].set_rows(np.array(out, np.float32).reshape(len(out), 12))
+
+    def _sync_plots(self, plots: tuple[PlotView, ...]) -> None:
+        rows = np.zeros((len(plots), 12), np.float32)
+        for k, p in enumerate(plots):
+            r, g, b = owner_color(p.owner)
+            rows[k] = (p.x + p.width * p.cell / 2, p.y + p.depth * p.cell / 2, 0.0, 0.0,
+                       p.width * p.cell, p.depth * p.cell, 0.03 * p.cell, 0.05, 0.3 * r, 0.3 * g, 0.3 * b, 1.0)
+        self.layers["plots"].set_rows(rows)
+
+    def _sync_buildings(self, plots: tuple[PlotView, ...], buildings: tuple[BuildingView, ...]) -> None:
+        by_id = {p.plot_id: p for p in plots}
+        rows = np.zeros((len(buildings), 12), np.float32)
+        n = 0
+        for b in buildings:
+            p = by_id.get(b.plot_id)
+            if p is None:
+                continue
+            cx, cy = building_centre(p, b.i, b.j)
+            r, g, bl = owner_color(p.owner)
+            rows[n] = (cx, cy, 0.03 * p.cell, b.rotation * math.pi / 2, 0.8 * p.cell, 0.45 * p.cell,
+                       max(b.height, 0.1) * p.cell, 0.35, r, g, bl, 1.0)
+            n += 1
+        self.layers["buildings"].set_rows(rows[:n])
+
+    def show_cursor(self, plot: PlotView | None, i: int = 0, j: int = 0, ok: bool = True) -> None:
+        """The editor's cell marker: green where an edit may go, red where it would be refused."""
+        if plot is None:
+            self.layers["cursor"].set_rows(np.zeros((0, 12), np.float32))
+            return
+        cx, cy = building_centre(plot, i, j)
+        color = (0.2, 1.0, 0.35, 0.45) if ok else (1.0, 0.15, 0.1, 0.55)
+        row = (cx, cy, 0.0, 0.0, plot.cell * 0.98, plot.cell * 0.98, 0.12 * plot.cell, 0.8, *color)
+        self.layers["cursor"].set_rows(np.array([row], np.float32))
+
+
+def building_centre(plot: PlotView, i: int, j: int) -> tuple[float, float]:
+    """World x, y of the middle of cell (i, j) of `plot`."""
+    return plot.x + (i + 0.5) * plot.cell, plot.y + (j + 0.5) * plot.cell

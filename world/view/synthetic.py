@@ -1,0 +1,87 @@
+"""Synthetic worlds on real latencies: N districts placed by MDS of RIPE Atlas country RTTs,
+roads to each district's nearest peers, and player plots with buildings. For the bench and
+for showing the view before a hive is up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from world.layout import HiveMap, load_country_rtt, synthetic_hive
+
+from .frame import BuildingView, DistrictView, HudView, PlotView, RoadView, WorldFrame
+
+ROAD_DEGREE = 3  # roads per district to its nearest peers on the map
+
+
+def nearest_roads(ids: tuple[str, ...], xy: np.ndarray, rtt: np.ndarray, degree: int = ROAD_DEGREE
+                  ) -> tuple[RoadView, ...]:
+    """Roads from each node to its `degree` nearest map neighbours, labelled with the RTT
+    (measured where known, else the map distance)."""
+    n = len(ids)
+    if n < 2:
+        return ()
+    d = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=-1) if n <= 2500 else None
+    assert d is not None, "nearest_roads is for up to 2,500 nodes"
+    np.fill_diagonal(d, np.inf)
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for a in range(n):
+        for b in np.argsort(d[a])[: min(degree, n - 1)]:
+            key = (min(a, int(b)), max(a, int(b)))
+            if key in seen:
+                continue
+            seen.add(key)
+            value = rtt[a, b]
+            out.append(RoadView(ids[key[0]], ids[key[1]], float(value if np.isfinite(value) else d[a, b])))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SyntheticWorld:
+    """A fixed frame; `frame(now)` returns it (pulses and falls animate from their clock times)."""
+
+    base: WorldFrame
+
+    def frame(self, now: float) -> WorldFrame:
+        return self.base
+
+
+def synthetic_world(n_districts: int, n_buildings: int = 0, seed: int = 0) -> SyntheticWorld:
+    """`n_districts` on the real-RTT map; buildings spread over one 10x10 plot per 100."""
+    data = load_country_rtt()
+    hive = synthetic_hive(data, n_districts, seed=seed)
+    ids = tuple(f"n{k:04d}" for k in range(n_districts))
+    snap = HiveMap(dim=2, seed=seed).update(ids, hive.rtt)
+    xy = np.asarray(snap.positions)[:, :2]
+    rng = np.random.default_rng(seed)
+    districts = tuple(
+        DistrictView(nid, float(x), float(y), tflops=float(rng.uniform(0.2, 4.0)),
+                     battery=float(rng.uniform(0.3, 1.0)), efficiency=float(rng.uniform(0.5, 1.0)))
+        for nid, (x, y) in zip(ids, xy)
+    )
+    plots, buildings = _city(xy, n_buildings, rng)
+    hud = HudView(sharding=f"{n_districts} nodes", routing=f"median RTT {np.nanmedian(hive.rtt):.0f} ms")
+    return SyntheticWorld(WorldFrame(districts, nearest_roads(ids, xy, hive.rtt), (), (), plots, buildings, hud))
+
+
+def _city(xy: np.ndarray, n_buildings: int, rng: np.random.Generator
+          ) -> tuple[tuple[PlotView, ...], tuple[BuildingView, ...]]:
+    if n_buildings <= 0:
+        return (), ()
+    side = 10
+    n_plots = -(-n_buildings // (side * side))
+    span = float(np.ptp(xy, axis=0).max()) or 10.0
+    cell = span / 200.0
+    plots = tuple(
+        PlotView(f"plot{k}", f"player{k % 7}", float(xy[k % len(xy), 0]) + cell,
+                 float(xy[k % len(xy), 1]) + cell, side, side, cell)
+        for k in range(n_plots)
+    )
+    buildings = tuple(
+        BuildingView(f"b{k}", f"plot{k // (side * side)}", k % side, (k // side) % side,
+                     int(rng.integers(0, 4)), "tower", float(rng.uniform(0.5, 4.0)))
+        for k in range(n_buildings)
+    )
+    return plots, buildings
