@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hive_core.mesh.channel import Channel, ChannelClosed
+from hive_core.mesh.dht.records import LayerSpanRecord
 from hive_core.mesh.events import FrameRejected, NodeEvent, PeerConnected, PeerLost
 from hive_core.mesh.identity import Identity
 from hive_core.mesh.peers import Link, PeerInfo, PeerTable
@@ -27,6 +28,7 @@ from hive_core.protocol import (
     ProtocolError,
     Reassembler,
     ReplayGuard,
+    Signal,
     Stored,
     TensorChunk,
     Value,
@@ -65,6 +67,9 @@ class NodeConfig:
     request_timeout_s: float = 5.0  # waiting for a reply to a request
     record_ttl_s: float = 120.0  # lifetime of this node's DHT records
     republish_s: float = 30.0  # re-sign and re-store them this often (< record_ttl_s)
+    dht_k: int = 20  # DHT bucket size and replication factor
+    tflops: float | None = None  # None: measure at start (matmul benchmark); a number skips it
+    spans: tuple[LayerSpanRecord, ...] = ()  # layer spans this node serves, published in the DHT
 
 
 class Node:
@@ -95,7 +100,8 @@ class Node:
         self._rpc_counter = int.from_bytes(identity.node_id[:6], "big") << 16
         # Set by the mesh services when they start (signaling, DHT); see hive_core.mesh.hivenode.
         self.request_handler: Callable[[Link, Any], Awaitable[Any]] | None = None
-        self.signal_handler: Callable[[Link, Any], Awaitable[None]] | None = None
+        self.signal_handler: Callable[[Link, Signal], Awaitable[None]] | None = None
+        self.on_link_up: list[Callable[[Link], None]] = []
         self.on_link_lost: list[Callable[[Link], None]] = []
 
     def __repr__(self) -> str:
@@ -273,6 +279,8 @@ class Node:
             )
         link.reader = self.spawn(self._read(link), name=f"read {link}")
         logger.info("%s: %s link to %s up", self, kind, peer_id.hex()[:12])
+        for callback in self.on_link_up:
+            callback(link)
         self.emit(PeerConnected(peer_id, kind))
         return link
 
@@ -292,6 +300,11 @@ class Node:
             return
         if inspect.isawaitable(result):
             self.spawn(result, name=getattr(handler, "__name__", "handler"))
+
+    def reject(self, link: Link, reason: str) -> None:
+        """Count and log a refused frame from ``link``'s peer; the link keeps serving."""
+        link.frames_rejected += 1
+        self._reject(link.node_id, reason)
 
     def _reject(self, node_id: bytes, reason: str) -> None:
         self.rejected_frames += 1
@@ -354,7 +367,7 @@ class Node:
         elif type(msg) in self._handlers:
             for handler in self._handlers[type(msg)]:
                 self._call(handler, link.node_id, msg)
-        elif type(msg).__name__ == "Signal" and self.signal_handler is not None:
+        elif isinstance(msg, Signal) and self.signal_handler is not None:
             self.spawn(self.signal_handler(link, msg), name="signal")
         elif self.request_handler is not None and rpc_id is not None:
             self.spawn(self._serve_request(link, msg), name=type(msg).__name__)
@@ -382,6 +395,14 @@ class Node:
             callback(link)
         self.emit(PeerLost(link.node_id, link.kind, reason))
         await link.close()
+
+    async def close_link(self, link: Link, reason: str) -> None:
+        """Say bye on one link and close it (other links to that peer stay up)."""
+        try:
+            await asyncio.wait_for(link.channel.send(encode(Bye(reason[:200]))), 1.0)
+        except (ChannelClosed, TimeoutError):
+            pass
+        await self._drop(link, reason)
 
     async def drop(self, node_id: bytes, reason: str = "closed") -> None:
         """Close every link to ``node_id``."""

@@ -63,6 +63,13 @@ from hive_core.protocol.handshake import (
     verify_hello,
     verify_signal,
 )
+from hive_core.protocol.meshmsgs import (
+    MAX_STATUS_NODES,
+    MAX_STATUS_RECORDS,
+    MeshMsgType,
+    StatusReply,
+    StatusRequest,
+)
 from hive_core.protocol.messages import (
     ID_BYTES,
     MAX_CONTACTS,
@@ -103,6 +110,8 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "MAX_RECORDS",
     "MAX_RECORD_VALUE_BYTES",
+    "MAX_STATUS_NODES",
+    "MAX_STATUS_RECORDS",
     "PROTOCOL_VERSION",
     "SAFE_CHUNK_PAYLOAD",
     "Blob",
@@ -123,6 +132,7 @@ __all__ = [
     "Int",
     "ListOf",
     "Maybe",
+    "MeshMsgType",
     "MsgType",
     "Nested",
     "Nodes",
@@ -134,6 +144,8 @@ __all__ = [
     "Signal",
     "SignalKind",
     "SignedRecord",
+    "StatusReply",
+    "StatusRequest",
     "Store",
     "Stored",
     "TensorChunk",

@@ -1,0 +1,197 @@
+"""`cadencia hive up|status`: run a local hive on loopback, or report on a running hive."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+NAME = "hive"
+HELP = "start a local hive (up) or report on one (status)"
+DESCRIPTION = (
+    "'hive up --nodes N' starts a sentinel and N node processes on loopback, prints how to "
+    "join, and stops them all on Ctrl-C. 'hive status --hive ws://HOST:PORT' asks a node "
+    "for every known node's signed records (health, roles, RTTs) and shows them."
+)
+READY_TIMEOUT_S = 120.0  # a node benchmarks its device at start; on a busy machine it takes a while
+
+
+class HiveUpError(RuntimeError):
+    """A process of the local hive failed to start or exited early."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hive_core.mesh.runner import add_mesh_arguments
+
+    sub = parser.add_subparsers(dest="hive_command", metavar="ACTION", required=True)
+    up = sub.add_parser("up", help="start a sentinel and N nodes on this machine",
+                        description="Start a sentinel and N node processes on loopback; "
+                                    "Ctrl-C stops them all.")
+    up.add_argument("--nodes", type=int, default=3, metavar="N",
+                    help="node processes besides the sentinel (default 3)")
+    up.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                    help="the sentinel's WebSocket address (default 127.0.0.1, any free port)")
+    add_mesh_arguments(up)
+    status = sub.add_parser("status", help="show the nodes of a running hive",
+                            description="Ask the node at --hive for the hive's signed records.")
+    status.add_argument("--hive", required=True, metavar="URL",
+                        help="ws://HOST:PORT of a sentinel or listening node")
+    status.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="give up after S seconds (default 10)")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.hive_command == "status":
+        return _status(args)
+    return _up(args)
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hive_core.mesh.status import fetch_status
+    from hive_core.mesh.wschannel import parse_ws_url
+
+    parse_ws_url(args.hive)
+    if args.timeout <= 0:
+        raise ValueError("--timeout must be positive")
+    view = asyncio.run(fetch_status(args.hive, timeout_s=args.timeout))
+    if args.json:
+        print(json.dumps(view))
+        return 0
+    print(f"hive {args.hive}: {len(view['nodes'])} nodes")
+    print(f"{'id':14} {'role':9} {'tflops':>8} {'rtt ms':>8} {'attn':>6} {'mlp':>6} {'verif':>6}")
+    for n in view["nodes"]:
+        h, f = n["health"] or {}, n["fitness"] or {}
+        rtt = h.get("rtt_median_ms")
+        print(f"{n['id'][:12]:14} {n['role']:9} {h.get('tflops', 0):8.3f} "
+              f"{'-' if rtt is None else f'{rtt:.1f}':>8} {f.get('attention', 0):6.3f} "
+              f"{f.get('mlp', 0):6.3f} {f.get('verification', 0):6.3f}")
+    if view["rejected"]:
+        print(f"{view['rejected']} records failed verification and were left out")
+    return 0
+
+
+# -- up -----------------------------------------------------------------------------------
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The shared mesh flags, passed on to every child process."""
+    out = ["--role", args.role, "--connect-timeout", str(args.connect_timeout),
+           "--ping-interval", str(args.ping_interval), "--dead-after", str(args.dead_after),
+           "--record-ttl", str(args.record_ttl), "--json"]
+    for host in args.ice_host or ():
+        out += ["--ice-host", host]
+    if args.loopback_candidate:
+        out.append("--loopback-candidate")
+    if args.tflops is not None:
+        out += ["--tflops", str(args.tflops)]
+    if args.verbose:
+        out.append("--verbose")
+    return out
+
+
+async def _ready_line(proc: asyncio.subprocess.Process, what: str) -> dict[str, Any]:
+    assert proc.stdout is not None
+    while True:
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
+        except TimeoutError:
+            raise HiveUpError(f"{what} did not become ready in {READY_TIMEOUT_S:g} s") from None
+        if not line:
+            code = await proc.wait()
+            raise HiveUpError(f"{what} exited with status {code} before it was ready")
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and msg.get("event") == "ready":
+            return msg
+
+
+async def _spawn(cmd: list[str]) -> asyncio.subprocess.Process:
+    # Children ignore the terminal's Ctrl-C (own session); we stop them with SIGTERM ourselves.
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cadencia", *cmd, stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 10.0) -> None:
+    for proc in reversed(procs):
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def _up_async(args: argparse.Namespace, base: str) -> int:
+    from hive_core.mesh.runner import node_config
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        print(f"starting sentinel on {args.listen} ...", file=sys.stderr, flush=True)
+        procs.append(await _spawn(["sentinel", "--listen", args.listen, "--data-dir",
+                                   os.path.join(base, "sentinel"), *_child_args(args)]))
+        sentinel = await _ready_line(procs[0], "the sentinel")
+        url = sentinel["listen"]
+        node_config(args, listen=None, join=[url])  # validate the flags once more, with the URL
+        for i in range(args.nodes):
+            procs.append(await _spawn(["node", "--join", url, "--listen", "127.0.0.1:0",
+                                       "--data-dir", os.path.join(base, f"node-{i}"),
+                                       *_child_args(args)]))
+        nodes = []
+        for i, proc in enumerate(procs[1:]):
+            nodes.append(await _ready_line(proc, f"node {i}"))
+            print(f"node {i + 1}/{args.nodes} ready: {nodes[-1]['id'][:12]} "
+                  f"({nodes[-1]['peers']} peers)", file=sys.stderr, flush=True)
+        summary = {"sentinel": url, "sentinel_id": sentinel["id"],
+                   "nodes": [{"id": n["id"], "listen": n["listen"]} for n in nodes]}
+        if args.json:
+            print(json.dumps(summary), flush=True)
+        print(f"hive up: sentinel {url} and {len(nodes)} nodes\n"
+              f"  join it:    cadencia node --join {url}\n"
+              f"  inspect it: cadencia hive status --hive {url}\n"
+              f"Ctrl-C stops them all.", file=sys.stderr, flush=True)
+        waiters = [asyncio.ensure_future(p.wait()) for p in procs]
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for w in waiters:
+            w.cancel()
+        if stopper not in done:
+            dead = [i for i, p in enumerate(procs) if p.returncode is not None]
+            print(f"hive up: process {dead} exited; stopping the others", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        print("hive up: stopping ...", file=sys.stderr, flush=True)
+        await _stop_all(procs)
+        print("hive up: all stopped", file=sys.stderr, flush=True)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from hive_core.mesh.runner import node_config
+    from hive_core.paths import data_dir
+
+    if not 0 <= args.nodes <= 64:
+        raise ValueError(f"--nodes must be between 0 and 64, got {args.nodes}")
+    node_config(args, listen=args.listen, join=[])
+    base = str(data_dir(args.data_dir) / "hive-up")
+    return asyncio.run(_up_async(args, base))

@@ -1,0 +1,37 @@
+"""`cadencia sentinel`: a bootstrap node that relays WebRTC signaling and computes like any node."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "sentinel"
+HELP = "run a bootstrap node: joiners reach the hive through it"
+DESCRIPTION = (
+    "Listen for joining nodes on a WebSocket (--listen HOST:PORT), relay their WebRTC "
+    "offers and answers to mesh peers, answer DHT requests and status queries, and carry "
+    "compute like any node. Once nodes are in the mesh they signal through each other, so "
+    "the hive keeps working when the sentinel stops."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hive_core.mesh.runner import add_mesh_arguments
+
+    parser.add_argument("--listen", default="127.0.0.1:7700", metavar="HOST:PORT",
+                        help="WebSocket address for joiners (default 127.0.0.1:7700)")
+    parser.add_argument("--join", action="append", default=[], metavar="URL",
+                        help="another sentinel or node to join (repeatable); none: a new hive")
+    add_mesh_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from hive_core.mesh.hivenode import HiveNode
+    from hive_core.mesh.runner import load_identity, node_config, serve, setup_logging
+
+    config = node_config(args, listen=args.listen, join=args.join, sentinel=True)
+    setup_logging(args.verbose)
+    identity, _ = load_identity(args.data_dir)
+    asyncio.run(serve(HiveNode(identity, config), as_json=args.json, what="sentinel"))
+    return 0

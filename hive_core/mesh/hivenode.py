@@ -1,0 +1,279 @@
+"""A full hive peer: node runtime + WebSocket entry + mesh signaling + DHT + published records.
+
+`HiveNode.start()` listens (if configured), joins through the first reachable ``join``
+URL (a sentinel, or any node that listens), asks it for the contacts nearest its own id,
+opens WebRTC links to them with offers relayed by that entry, joins the DHT, and
+publishes its records: Health Vector, roles, reachability, per-peer RTTs and the layer
+spans it serves. After that nothing depends on the entry: later links are signaled
+through mesh peers, and the records are republished until the node stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from hive_core.mesh.dht import (
+    DhtConfig,
+    DhtNode,
+    LinkRtt,
+    LinksRecord,
+    ReachRecord,
+    RecordKind,
+    Role,
+    RolesRecord,
+    RpcError,
+    node_key,
+)
+from hive_core.mesh.events import RecordsPublished
+from hive_core.mesh.health_source import local_health
+from hive_core.mesh.identity import Identity
+from hive_core.mesh.node import Node, NodeConfig, PeerUnavailable
+from hive_core.mesh.peers import Link
+from hive_core.mesh.rtc import ConnectFailed
+from hive_core.mesh.signaling import Signaler
+from hive_core.mesh.wschannel import WsChannel, WsServer, ws_connect
+from hive_core.protocol import (
+    MAX_STATUS_NODES,
+    MAX_STATUS_RECORDS,
+    Contact,
+    FindNode,
+    FindValue,
+    HandshakeError,
+    Nodes,
+    Ping,
+    SignedRecord,
+    StatusReply,
+    StatusRequest,
+    Store,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_KINDS = (RecordKind.HEALTH, RecordKind.ROLES, RecordKind.LINKS)
+ROLE_NAMES = {r.name.lower(): r for r in Role}
+
+
+class JoinFailed(ConnectionError):
+    """No join URL answered with a valid, authenticated hive node."""
+
+
+class HiveNode:
+    """One peer of the hive; sentinels are HiveNodes that listen and take the sentinel role."""
+
+    def __init__(self, identity: Identity, config: NodeConfig | None = None) -> None:
+        self.config = config or NodeConfig()
+        self.node = Node(identity, self.config)
+        self.signaler = Signaler(self.node)
+        self.dht = DhtNode(identity, "mesh", self._dht_rpc, config=DhtConfig(
+            k=self.config.dht_k, rpc_timeout_s=self.config.request_timeout_s,
+            record_ttl_s=self.config.record_ttl_s, republish_s=self.config.republish_s,
+        ))
+        self.server: WsServer | None = None
+        self.entry: Link | None = None
+        self.health: Any = None  # the last HealthRecord published
+        self.node.request_handler = self._serve
+        self.node.register_reply(StatusReply)
+        self.node.on_link_up.append(self._link_up)
+        self.node.on_link_lost.append(self._link_lost)
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"HiveNode({self.node.node_id_hex[:8]}, {len(self.node.peers)} peers)"
+
+    @property
+    def node_id(self) -> bytes:
+        return self.node.node_id
+
+    @property
+    def listen_url(self) -> str:
+        return self.node.listen_url
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        try:
+            return tuple(ROLE_NAMES[name] for name in self.config.roles)
+        except KeyError as exc:
+            raise ValueError(f"unknown role {exc.args[0]!r}") from None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen, join, link up with the entry's neighbourhood, publish records."""
+        if self._started:
+            return
+        self._started = True
+        self.roles  # noqa: B018 - validate role names before any network work
+        if self.config.listen is not None:
+            self.server = WsServer(self._accept)
+            self.node.listen_url = await self.server.start(self.config.listen)
+            self.dht.contact = Contact(self.node_id, self.node.identity.public_key,
+                                       self.node.listen_url)
+            logger.info("%s listening on %s", self, self.node.listen_url)
+        self.node.spawn(self.node.heartbeat(), name="heartbeat")
+        if self.config.join:
+            await self._join()
+            # One RTT sample per link first, so the first records already carry latencies.
+            await asyncio.gather(*(self.node.ping(lk) for lk in self.node.peers.all()),
+                                 return_exceptions=True)
+        await self.publish()
+        self.node.spawn(self._upkeep(), name="upkeep")
+
+    async def _join(self) -> None:
+        errors = []
+        for url in self.config.join:
+            if url == self.listen_url:
+                continue
+            try:
+                channel = await ws_connect(url, timeout=self.config.handshake_timeout_s)
+                self.entry = await self.node.attach(channel, kind="ws", mode="second")
+            except (ConnectionError, HandshakeError) as exc:
+                errors.append(f"{url}: {exc}")
+                logger.info("%s: join through %s failed: %s", self, url, exc)
+                continue
+            break
+        if self.entry is None:
+            raise JoinFailed("could not join the hive: " + "; ".join(errors or ["no join URL"]))
+        entry = self.entry
+        logger.info("%s joined through %s", self, entry.listen or entry.node_id.hex()[:12])
+        reply = await self.node.request(entry.node_id, FindNode(self.node.next_rpc_id(),
+                                                                self.node_id))
+        others = [c for c in reply.contacts if c.node_id != self.node_id] if isinstance(
+            reply, Nodes) else []
+        targets = [entry.node_id, *(c.node_id for c in others)][: self.config.max_peers]
+        results = await asyncio.gather(
+            *(self.signaler.connect(t, via=entry) for t in targets), return_exceptions=True
+        )
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.info("%s: no data channel to %s: %s", self, target.hex()[:12], result)
+        try:
+            await self.dht.bootstrap([self._contact(entry)])
+        except RpcError as exc:
+            logger.warning("%s: DHT bootstrap incomplete: %s", self, exc)
+        if self.node.peers.rtc(entry.node_id) is not None:
+            # The data channel replaces the WebSocket: free the sentinel's socket.
+            await self.node.close_link(entry, "joined: data channel up")
+
+    async def close(self) -> None:
+        """Leave: stop listening, say bye on every link, stop background work."""
+        await self.dht.stop()
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        await self.node.close()
+
+    async def _accept(self, channel: WsChannel) -> None:
+        """A WebSocket joiner (or a status client): authenticate it, then serve until it leaves."""
+        try:
+            link = await self.node.attach(channel, kind="ws", mode="first")
+        except HandshakeError:
+            return
+        if link.reader is not None:
+            await asyncio.gather(link.reader, return_exceptions=True)
+
+    # -- links and the DHT ---------------------------------------------------------------
+
+    def _contact(self, link: Link) -> Contact:
+        return Contact(link.node_id, link.public_key, link.listen or "mesh")
+
+    def _link_up(self, link: Link) -> None:
+        if link.kind == "rtc" or link.listen:
+            self.dht.add_contact(self._contact(link))
+
+    def _link_lost(self, link: Link) -> None:
+        if self.node.peers.best(link.node_id) is None:
+            self.dht.remove_contact(link.node_id)
+
+    async def _dht_rpc(self, contact: Contact, request: Any) -> Any:
+        """The DHT's transport: the existing link, else a data channel signaled via the mesh."""
+        if self.node.peers.best(contact.node_id) is None:
+            if len(self.node.peers) >= 2 * self.config.max_peers:
+                raise RpcError(f"no link to {contact.node_id.hex()[:12]} and no room for one")
+            try:
+                await self.signaler.connect(contact.node_id)
+            except (ConnectFailed, PeerUnavailable) as exc:
+                raise RpcError(str(exc)) from exc
+        try:
+            return await self.node.request(contact.node_id, request)
+        except PeerUnavailable as exc:
+            raise RpcError(str(exc)) from exc
+
+    async def _serve(self, link: Link, msg: Any) -> Any:
+        if isinstance(msg, (FindNode, FindValue, Store, Ping)):
+            return await self.dht.handle(self._contact(link), msg)
+        if isinstance(msg, StatusRequest):
+            return StatusReply(msg.rpc_id, tuple(await self.status_records()))
+        return None
+
+    # -- records -------------------------------------------------------------------------
+
+    def reach(self) -> ReachRecord:
+        addresses = (self.listen_url,) if self.listen_url else ()
+        relays = tuple(link.node_id for link in self.node.peers.rtc_links())[:16]
+        return ReachRecord(addresses, relays)
+
+    def links(self) -> LinksRecord:
+        rtts = [LinkRtt(lk.node_id, lk.rtt_ms) for lk in self.node.peers.all()
+                if lk.rtt_ms is not None and (lk.kind == "rtc" or lk.listen)]
+        best: dict[bytes, LinkRtt] = {}
+        for r in sorted(rtts, key=lambda r: r.rtt_ms):
+            best.setdefault(r.node_id, r)
+        return LinksRecord(tuple(best.values())[:64])
+
+    async def publish(self) -> int:
+        """Measure and sign this node's records and store them in the DHT."""
+        uptime = time.monotonic() - self.node.started_at
+        self.health = await local_health(self.node.peers_info(), uptime_s=uptime,
+                                         tflops=self.config.tflops)
+        values: list[Any] = [self.health, RolesRecord(self.roles), self.reach(), self.links(),
+                             *self.config.spans]
+        published = await asyncio.gather(*(self.dht.publish(v) for v in values))
+        stored = sum(len(p) for p in published)
+        self.node.emit(RecordsPublished(
+            tuple(sorted({type(v).__name__.removesuffix("Record").upper() for v in values})),
+            stored))
+        return stored
+
+    async def _upkeep(self) -> None:
+        """Feed link RTTs to the DHT, expire records, republish ours, refresh buckets."""
+        while True:
+            await asyncio.sleep(self.config.republish_s)
+            for link in self.node.peers.all():
+                if link.rtt_ms is not None and link.node_id in self.dht.routing:
+                    self.dht.observe_rtt(link.node_id, link.rtt_ms / 1000)
+            try:
+                self.dht.store.expire(self.dht.clock())
+                await self.publish()
+                await self.dht.refresh()
+            except Exception:  # upkeep must survive a bad round; the next one retries
+                logger.exception("%s: upkeep round failed", self)
+
+    def known_nodes(self) -> list[bytes]:
+        """This node, its peers and its routing contacts (at most MAX_STATUS_NODES)."""
+        ids = [self.node_id]
+        ids += [lk.node_id for lk in self.node.peers.all() if lk.kind == "rtc" or lk.listen]
+        ids += [c.node_id for c in self.dht.routing.contacts()]
+        return list(dict.fromkeys(ids))[:MAX_STATUS_NODES]
+
+    async def status_records(self) -> list[SignedRecord]:
+        """Health, roles and links records of every known node, as their owners signed them."""
+        keys = [node_key(n, kind) for n in self.known_nodes() for kind in STATUS_KINDS]
+
+        async def fetch(key: bytes) -> list[SignedRecord]:
+            try:
+                return (await self.dht.find_value(key)).records
+            except RpcError:
+                return []
+
+        found = await asyncio.gather(*(fetch(k) for k in keys))
+        records = [r for rs in found for r in rs][:MAX_STATUS_RECORDS]
+        budget, kept = 240_000, []
+        for r in records:  # stay below the frame limit: records are at most ~8 KiB each
+            budget -= 160 + len(r.value)
+            if budget < 0:
+                break
+            kept.append(r)
+        return kept

@@ -1,0 +1,139 @@
+"""Running a HiveNode as a process: CLI flags -> NodeConfig, ready line, clean stop on a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from hive_core.mesh.identity import Identity
+from hive_core.mesh.node import NodeConfig
+from hive_core.mesh.rtc import RTCOptions
+from hive_core.mesh.wschannel import parse_listen, parse_ws_url
+
+ROLE_CHOICES = ("auto", "alpha", "beta", "verifier")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class MeshConfigError(ValueError):
+    """A mesh command-line option is out of range or inconsistent."""
+
+
+def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "auto") -> None:
+    """Flags shared by `cadencia node`, `cadencia sentinel` and `cadencia hive up`."""
+    parser.add_argument("--role", choices=ROLE_CHOICES, default=default_role,
+                        help="what this node computes: alpha (attention), beta (MLP), "
+                             "verifier, or auto (alpha and beta; the planner decides)")
+    parser.add_argument("--data-dir", default=None, metavar="D",
+                        help="where the node key lives (default: $CADENCIA_DATA_DIR, else the "
+                             "user data dir)")
+    parser.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
+                        help="gather WebRTC candidates on ADDR only (repeatable); default: "
+                             "127.0.0.1 when every given address is loopback")
+    parser.add_argument("--loopback-candidate", action="store_true",
+                        help="also offer a 127.0.0.1 candidate (aioice skips loopback)")
+    parser.add_argument("--connect-timeout", type=float, default=15.0, metavar="S",
+                        help="give up on a data channel not open after S seconds (default 15)")
+    parser.add_argument("--ping-interval", type=float, default=2.0, metavar="S",
+                        help="RTT probe period per link (default 2)")
+    parser.add_argument("--dead-after", type=float, default=8.0, metavar="S",
+                        help="declare a peer dead after S silent seconds (default 8)")
+    parser.add_argument("--record-ttl", type=float, default=120.0, metavar="S",
+                        help="lifetime of this node's DHT records (default 120; republished at "
+                             "a quarter of it)")
+    parser.add_argument("--tflops", type=float, default=None, metavar="X",
+                        help="report X TFLOPS instead of running the start-up benchmark")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON line when ready (id, listen URL, peers) on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log mesh events")
+
+
+def roles_for(role: str, *, sentinel: bool = False) -> tuple[str, ...]:
+    roles = ("alpha", "beta") if role == "auto" else (role,)
+    return ("sentinel", *roles) if sentinel else roles
+
+
+def _host_of(address: str) -> str:
+    if address.startswith("ws://"):
+        return parse_ws_url(address)[0]
+    return parse_listen(address)[0]
+
+
+def rtc_options(args: argparse.Namespace, addresses: list[str]) -> RTCOptions:
+    """Candidates on --ice-host, else on 127.0.0.1 when the hive is all-loopback."""
+    if args.connect_timeout <= 0:
+        raise MeshConfigError("--connect-timeout must be positive")
+    hosts = [_host_of(a) for a in addresses]
+    if args.ice_host:
+        return RTCOptions(host_addresses=tuple(args.ice_host),
+                          loopback_candidate=args.loopback_candidate,
+                          connect_timeout_s=args.connect_timeout)
+    if hosts and all(h in LOOPBACK_HOSTS for h in hosts):
+        return RTCOptions.loopback(connect_timeout_s=args.connect_timeout)
+    return RTCOptions(loopback_candidate=args.loopback_candidate,
+                      connect_timeout_s=args.connect_timeout)
+
+
+def node_config(args: argparse.Namespace, *, listen: str | None, join: list[str],
+                sentinel: bool = False) -> NodeConfig:
+    """A NodeConfig from the shared flags; MeshConfigError on nonsense values."""
+    for url in join:
+        parse_ws_url(url)
+    if listen is not None:
+        parse_listen(listen)
+    if not 0 < args.ping_interval < args.dead_after:
+        raise MeshConfigError("need 0 < --ping-interval < --dead-after")
+    if not 1.0 <= args.record_ttl <= 86_400:
+        raise MeshConfigError("--record-ttl must be between 1 and 86400 seconds")
+    if args.tflops is not None and not 0 <= args.tflops <= 1e5:
+        raise MeshConfigError("--tflops must be between 0 and 100000")
+    return NodeConfig(
+        listen=listen, join=tuple(join), roles=roles_for(args.role, sentinel=sentinel),
+        rtc=rtc_options(args, [*join, *([listen] if listen else [])]),
+        ping_interval_s=args.ping_interval, dead_after_s=args.dead_after,
+        record_ttl_s=args.record_ttl, republish_s=args.record_ttl / 4, tflops=args.tflops,
+    )
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aioice", "aiortc", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_identity(data_dir: str | None, sub: str = "") -> tuple[Identity, Path]:
+    from hive_core.paths import data_dir as resolve
+
+    base = resolve(data_dir)
+    where = base / sub if sub else base
+    return Identity.load_or_create(where), where
+
+
+async def serve(hive: Any, *, as_json: bool, what: str) -> None:
+    """Start `hive`, announce it, and run until SIGINT/SIGTERM, then leave cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"{what} {hive.node_id.hex()[:12]}: starting ...", file=sys.stderr, flush=True)
+    try:
+        await hive.start()
+        ready = {"event": "ready", "id": hive.node_id.hex(), "listen": hive.listen_url,
+                 "peers": len(hive.node.peers), "roles": list(hive.config.roles)}
+        if as_json:
+            print(json.dumps(ready), flush=True)
+        where = f", listening on {hive.listen_url}" if hive.listen_url else ""
+        print(f"{what} {hive.node_id.hex()[:12]} ready{where}, {len(hive.node.peers)} data "
+              f"channel peers; Ctrl-C to leave", file=sys.stderr, flush=True)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await hive.close()
+        print(f"{what} {hive.node_id.hex()[:12]} stopped", file=sys.stderr, flush=True)

@@ -1,0 +1,121 @@
+"""Inference wire messages (tags 0x40-0x7F): stage requests, sealed results, receipts.
+
+Hidden states travel only inside `payload`, sealed for the one node that must read them
+(`hive_core.trust.seal`); token ids and text never appear in these messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Annotated
+
+from hive_core.economy import Part
+from hive_core.economy.receipt import SIZE as RECEIPT_BYTES
+from hive_core.protocol.codec import MAX_FRAME_BYTES, Nested, message
+from hive_core.protocol.errors import ProtocolError
+from hive_core.protocol.fields import Blob, Bool, EnumOf, Fixed, Float, Maybe, Text, UInt
+from hive_core.protocol.trust import SESSION_BYTES, Attestation
+
+MAX_PAYLOAD = MAX_FRAME_BYTES - 4096  # room for the other fields of a RunStage / StageResult
+MAX_MODEL_NAME = 128
+
+
+class ExecMsgType(IntEnum):
+    """Tags of the inference messages."""
+
+    RUN_STAGE = 0x40
+    STAGE_RESULT = 0x41
+    END_SESSION = 0x42
+    RECEIPT = 0x43
+    SHARD_QUERY = 0x44
+    SHARD_INFO = 0x45
+
+
+class KvKind(IntEnum):
+    """The KV cache a session asks its shard servers to keep."""
+
+    FP32 = 1
+    INT4 = 2
+
+
+@message(ExecMsgType.RUN_STAGE)
+@dataclass(frozen=True)
+class RunStage:
+    """Run layers `layer_start..layer_end` (`part`) on sealed hidden states at `position`.
+
+    A position below what the server's cache holds rolls the cache back first (rejected
+    speculative tokens); a position above it is refused, and the client rebuilds.
+    """
+
+    rpc_id: Annotated[int, UInt(8)]
+    session_id: Annotated[bytes, Fixed(SESSION_BYTES)]
+    step: Annotated[int, UInt(4)]  # the client's forward-pass counter: binds seal + attestation
+    layer_start: Annotated[int, UInt(2)]
+    layer_end: Annotated[int, UInt(2)]
+    part: Annotated[Part, EnumOf(Part)]
+    position: Annotated[int, UInt(4)]
+    tokens: Annotated[int, UInt(4)]  # rows of the sealed hidden states
+    kv: Annotated[KvKind, EnumOf(KvKind)]
+    attest: Annotated[bool, Bool()]  # sign a Merkle root of the output (verification on)
+    payload: Annotated[bytes, Blob(MAX_PAYLOAD)]  # sealed float32 [tokens, hidden]
+
+    def __post_init__(self) -> None:
+        if self.layer_end <= self.layer_start:
+            raise ProtocolError(f"empty layer range {self.layer_start}..{self.layer_end}")
+        if self.tokens < 1:
+            raise ProtocolError("a stage request needs at least one token")
+
+
+@message(ExecMsgType.STAGE_RESULT)
+@dataclass(frozen=True)
+class StageResult:
+    """The sealed output of a RunStage (or why it failed), with the worker's attestation."""
+
+    rpc_id: Annotated[int, UInt(8)]
+    ok: Annotated[bool, Bool()]
+    error: Annotated[str, Text(256)]  # empty when ok
+    cache_len: Annotated[int, UInt(4)]  # positions the server's cache holds now
+    compute_s: Annotated[float, Float()]  # seconds the worker spent computing
+    attestation: Annotated[Attestation | None, Maybe(Nested(Attestation))]
+    payload: Annotated[bytes, Blob(MAX_PAYLOAD)]  # sealed float32 [tokens, hidden]
+
+
+@message(ExecMsgType.END_SESSION)
+@dataclass(frozen=True)
+class EndSession:
+    """The client is done with a session: free its caches now rather than at idle eviction."""
+
+    session_id: Annotated[bytes, Fixed(SESSION_BYTES)]
+
+
+@message(ExecMsgType.RECEIPT)
+@dataclass(frozen=True)
+class ReceiptMsg:
+    """A client-signed work receipt for a stage the receiver served (it keeps it)."""
+
+    receipt: Annotated[bytes, Fixed(RECEIPT_BYTES)]  # WorkReceipt bytes
+
+
+@message(ExecMsgType.SHARD_QUERY)
+@dataclass(frozen=True)
+class ShardQuery:
+    """What do you serve? Answered by ShardInfo."""
+
+    rpc_id: Annotated[int, UInt(8)]
+
+
+@message(ExecMsgType.SHARD_INFO)
+@dataclass(frozen=True)
+class ShardInfo:
+    """A shard server's model and preloaded layers, and its Health Vector in brief."""
+
+    rpc_id: Annotated[int, UInt(8)]
+    model: Annotated[str, Text(MAX_MODEL_NAME)]  # GGUF file name
+    n_layers: Annotated[int, UInt(2)]
+    hidden: Annotated[int, UInt(4)]
+    layer_start: Annotated[int, UInt(2)]  # preloaded range (it loads others on demand)
+    layer_end: Annotated[int, UInt(2)]
+    tflops: Annotated[float, Float()]
+    free_ram_mb: Annotated[float, Float()]
+    on_ac: Annotated[bool, Bool()]
