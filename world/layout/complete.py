@@ -22,7 +22,10 @@ def prepare(rtt: np.ndarray) -> np.ndarray:
 
     Where both directions are measured their mean is used, else the one measured.
     """
-    arr = np.array(rtt, dtype=float)
+    try:
+        arr = np.array(rtt, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise LayoutError(f"RTT matrix must hold numbers: {exc}") from None
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise LayoutError(f"RTT matrix must be square, got shape {arr.shape}")
     if np.isinf(arr).any():
@@ -45,8 +48,9 @@ def triangle_fill(rtt: np.ndarray, via: np.ndarray | None = None) -> np.ndarray:
     """Fill NaN pairs with the midpoint of their triangle bounds.
 
     `via` restricts the intermediate nodes k (indices), which keeps the cost at
-    O(n^2 * len(via)) for large hives. Pairs with no common measured neighbour get
-    the upper bound of a two-hop path if there is one, else the largest RTT seen.
+    O(n^2 * len(via)) for large hives. Pairs with no common measured neighbour (no
+    bound at all) get the largest RTT seen: far apart, which is what MDS needs to keep
+    unrelated parts of the hive from collapsing onto each other.
     """
     n = rtt.shape[0]
     out = rtt.copy()

@@ -6,38 +6,42 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
 from .align import align_to
 from .complete import measured_mask, prepare
 from .errors import LayoutError
-from .mds import LANDMARK_THRESHOLD, N_LANDMARKS, embed
+from .mds import LANDMARK_THRESHOLD, N_LANDMARKS, embed, refine, triangulate
 from .quality import PairError, pair_error
+
+# Node ids as the hive has them (20-byte ids) or as text (hex, names in tests and tools).
+NodeKey: TypeAlias = str | bytes
 
 
 @dataclass(frozen=True)
 class MapSnapshot:
     """Where every node is, in milliseconds: close on the map means a fast link."""
 
-    node_ids: tuple[str, ...]
+    node_ids: tuple[NodeKey, ...]
     positions: np.ndarray  # n x dim, read-only
     quality: PairError  # how well map distances match the measured RTTs
-    unplaced: tuple[str, ...]  # nodes without any measurement yet: parked on an outer ring
+    unplaced: tuple[NodeKey, ...]  # nodes without any measurement yet: parked on an outer ring
 
-    def position(self, node_id: str) -> tuple[float, ...]:
+    def position(self, node_id: NodeKey) -> tuple[float, ...]:
         try:
             row = self.node_ids.index(node_id)
         except ValueError:
             raise LayoutError(f"unknown node {node_id!r}") from None
         return tuple(float(v) for v in self.positions[row])
 
-    def as_dict(self) -> dict[str, tuple[float, ...]]:
+    def as_dict(self) -> dict[NodeKey, tuple[float, ...]]:
         return {nid: tuple(float(v) for v in row) for nid, row in zip(self.node_ids, self.positions)}
 
 
 def rtt_matrix(
-    node_ids: Sequence[str], measurements: Mapping[tuple[str, str], float]
+    node_ids: Sequence[NodeKey], measurements: Mapping[tuple[NodeKey, NodeKey], float]
 ) -> np.ndarray:
     """Square matrix (NaN = not measured) from RTTs keyed by node-id pairs, in ms.
 
@@ -81,7 +85,7 @@ class HiveMap:
     def snapshot(self) -> MapSnapshot | None:
         return self._snapshot
 
-    def update(self, node_ids: Sequence[str], rtt: np.ndarray) -> MapSnapshot:
+    def update(self, node_ids: Sequence[NodeKey], rtt: np.ndarray) -> MapSnapshot:
         """Recompute the map for these nodes and their RTT matrix (NaN = not measured)."""
         ids = tuple(node_ids)
         if len(set(ids)) != len(ids):
@@ -125,8 +129,50 @@ class HiveMap:
         self._snapshot = snap
         return snap
 
+    def add_node(self, node_id: NodeKey, rtts: Mapping[NodeKey, float]) -> MapSnapshot:
+        """Place one joining node from its RTTs to nodes on the map; nobody else moves.
 
-def _parking_ring(placed: np.ndarray, ids: tuple[str, ...], dim: int) -> np.ndarray:
+        The incremental step for large hives: the newcomer is triangulated from the nodes
+        it measured and refined against those pairs alone, O(k) for k measurements instead
+        of a refit. Call `update` now and then to let the whole map settle again; the
+        snapshot's `quality` stays that of the last full fit.
+        """
+        prev = self._snapshot
+        if prev is None:
+            raise LayoutError("add_node needs a map: call update first")
+        if node_id in prev.node_ids:
+            raise LayoutError(f"node {node_id!r} is already on the map")
+        index = {nid: i for i, nid in enumerate(prev.node_ids)}
+        parked = set(prev.unplaced)
+        rows, values = [], []
+        for nid, value in rtts.items():
+            if nid not in index:
+                raise LayoutError(f"measurement to unknown node {nid!r}")
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise LayoutError(f"bad RTT {value!r} to node {nid!r}")
+            if nid not in parked:
+                rows.append(index[nid])
+                values.append(float(value))
+        if len(rows) < self.dim + 1:
+            raise LayoutError(
+                f"placing a node in {self.dim}D needs RTTs to at least {self.dim + 1} "
+                f"placed nodes, got {len(rows)}"
+            )
+        anchors = prev.positions[rows]
+        first = triangulate(anchors, np.array([values]))
+        local = np.full((len(rows) + 1, len(rows) + 1), np.nan)
+        local[-1, :-1] = local[:-1, -1] = values
+        free = np.zeros(len(rows) + 1, dtype=bool)
+        free[-1] = True
+        spot = refine(np.vstack([anchors, first]), local, free)[-1]
+        positions = np.vstack([prev.positions, spot[None, :]])
+        positions.setflags(write=False)
+        snap = MapSnapshot((*prev.node_ids, node_id), positions, prev.quality, prev.unplaced)
+        self._snapshot = snap
+        return snap
+
+
+def _parking_ring(placed: np.ndarray, ids: tuple[NodeKey, ...], dim: int) -> np.ndarray:
     """Nodes with no RTT yet wait on a ring outside the map, each at an angle fixed by
     its id, so they do not jump while they wait."""
     centre = placed.mean(axis=0) if placed.size else np.zeros(dim)
@@ -134,7 +180,8 @@ def _parking_ring(placed: np.ndarray, ids: tuple[str, ...], dim: int) -> np.ndar
     radius = 1.25 * spread + 50.0
     out = np.zeros((len(ids), dim))
     for k, nid in enumerate(ids):
-        angle = int.from_bytes(hashlib.blake2b(nid.encode(), digest_size=4).digest()) / 2**32
+        raw = nid.encode() if isinstance(nid, str) else nid
+        angle = int.from_bytes(hashlib.blake2b(raw, digest_size=4).digest()) / 2**32
         out[k, 0] = centre[0] + radius * math.cos(2 * math.pi * angle)
         out[k, 1] = centre[1] + radius * math.sin(2 * math.pi * angle)
         if dim == 3:

@@ -75,7 +75,13 @@ def smacof_em(
         # Fewer points than dimensions: classical MDS is exact and SMACOF is not needed.
         return classical_mds(triangle_fill(rtt), dim) if n > 1 else np.zeros((n, dim))
     missing = np.isnan(rtt)
-    target = triangle_fill(rtt)
+    if init is not None and missing.any():
+        # A warm start already holds the last fit's guesses for the missing pairs: its own
+        # distances. Restarting from triangle estimates would pull the map away from it.
+        target = np.where(missing, _pairwise(init), rtt)
+        np.fill_diagonal(target, 0.0)
+    else:
+        target = triangle_fill(rtt)
     x = _smacof(target, dim, init, seed)
     for _ in range(rounds if missing.any() else 0):
         target = np.where(missing, _pairwise(x), rtt)
@@ -153,10 +159,13 @@ def choose_landmarks(rtt: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     far = np.nan_to_num(rtt[np.ix_(pool, pool)], nan=np.nanmax(rtt))
     picked = [int(rng.integers(pool.size))]
     nearest = far[picked[0]].copy()
+    nearest[picked[0]] = -np.inf
     while len(picked) < min(count, pool.size):
         nxt = int(np.argmax(nearest))
         picked.append(nxt)
         nearest = np.minimum(nearest, far[nxt])
+        # Never pick a node twice, even when RTTs of 0 make it look as far as any other.
+        nearest[picked] = -np.inf
     return np.sort(pool[picked]) if n else np.array([], dtype=int)
 
 

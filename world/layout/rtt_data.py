@@ -69,26 +69,11 @@ def load_country_rtt(
             f"RTT data set not found at {path}: expected the RIPE Atlas file {DATA_FILE} "
             f"in ../shared/data/internet-rtt beside the repository (or set ${ENV_VAR})"
         )
-    pairs: dict[tuple[str, str], float] = {}
-    intra: dict[str, float] = {}
-    with gzip.open(path, "rt", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != _COLUMNS:
-            raise LayoutError(f"{path}: unexpected columns {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            a, b = row["cty1"], row["cty2"]
-            if UNKNOWN_COUNTRY in (a, b):
-                continue
-            try:
-                value = float(row[stat])
-            except ValueError:
-                raise LayoutError(f"{path}:{line}: {stat} is not a number") from None
-            if not math.isfinite(value) or value < 0:
-                raise LayoutError(f"{path}:{line}: bad RTT {value}")
-            if a == b:
-                intra[a] = value
-            else:
-                pairs[(min(a, b), max(a, b))] = value
+    try:
+        pairs, intra = _read_pairs(path, stat)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        # A truncated or non-gzip file: say which file, not a traceback from gzip.
+        raise LayoutError(f"{path}: unreadable RTT data set ({exc})") from None
     linked = sorted({c for pair in pairs for c in pair})
     dropped = sorted(set(intra) - set(linked))
     if dropped:
@@ -101,3 +86,31 @@ def load_country_rtt(
         rtt[index[a], index[b]] = rtt[index[b], index[a]] = value
     intra_arr = np.array([intra.get(c, np.nan) for c in linked])
     return CountryRtt(tuple(linked), rtt, intra_arr)
+
+
+def _read_pairs(path: Path, stat: str) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+    """Country pairs and intra-country RTTs of one column, every row checked."""
+    pairs: dict[tuple[str, str], float] = {}
+    intra: dict[str, float] = {}
+    with gzip.open(path, "rt", newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != _COLUMNS:
+            raise LayoutError(f"{path}: unexpected columns {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            a, b, raw = row.get("cty1"), row.get("cty2"), row.get(stat)
+            if None in row or not a or not b or raw is None:
+                # DictReader puts surplus fields under None and fills short rows with None.
+                raise LayoutError(f"{path}:{line}: expected {len(_COLUMNS)} fields")
+            if UNKNOWN_COUNTRY in (a, b):
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                raise LayoutError(f"{path}:{line}: {stat} is not a number") from None
+            if not math.isfinite(value) or value < 0:
+                raise LayoutError(f"{path}:{line}: bad RTT {value}")
+            if a == b:
+                intra[a] = value
+            else:
+                pairs[(min(a, b), max(a, b))] = value
+    return pairs, intra
