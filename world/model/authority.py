@@ -1,0 +1,183 @@
+"""Who may write what: checks an edit's effect on a scratch copy before the live doc sees it.
+
+Rules (the author is the key that signed the edit):
+- buildings, plots, roads, districts: an entry may be created, changed or removed only
+  by its owner, and only ever owned by the author (no handing things to others);
+- players: each player writes only their own entry, with their own public key;
+- ledger (receipts, spends): append-only; an entry must verify, a spend must be the
+  author's own, a receipt must be signed by the author or pay the author;
+- no other root may be written.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pycrdt import Doc, Map, Subscription
+
+from hive_core.economy import EconomyError, Spend, WorkReceipt
+
+from .edit import SignedEdit
+from .errors import EditError, SchemaError
+from .lib0 import decode_state_vector
+from .schema import (
+    BUILDINGS,
+    DISTRICTS,
+    LEDGER_ROOTS,
+    OWNED_ROOTS,
+    PLAYERS,
+    PLOTS,
+    RECEIPTS,
+    ROADS,
+    ROOTS,
+    SPENDS,
+    Building,
+    District,
+    Player,
+    Plot,
+    Road,
+)
+
+log = logging.getLogger(__name__)
+
+_VIEWS = {BUILDINGS: Building, PLOTS: Plot, ROADS: Road, DISTRICTS: District}
+
+
+def spend_key(spend: Spend) -> str:
+    """The ledger key of a spend: one account cannot record the same spend id twice."""
+    return f"{spend.account_id.hex()}:{spend.spend_id_hex}"
+
+
+def check_entry(root: str, key: str, before: Any, after: Any, edit: SignedEdit) -> None:
+    """Raise EditError unless `edit`'s author may turn `before` into `after` at root/key."""
+    author = edit.author_id
+    if root in OWNED_ROOTS:
+        old_owner = before.get("owner") if isinstance(before, dict) else None
+        if before is not None and old_owner != author:
+            raise EditError(f"{root} {key} belongs to {str(old_owner)[:12]}, "
+                            f"not to the author {author[:12]}")
+        if after is not None:
+            try:
+                view = _VIEWS[root].from_entry(key, after)
+            except SchemaError as exc:
+                raise EditError(f"invalid entry: {exc}") from None
+            if view.owner != author:
+                raise EditError(f"{root} {key} would be owned by someone else than its author")
+        return
+    if root == PLAYERS:
+        if key != author:
+            raise EditError(f"player entry {key[:12]} written by {author[:12]}")
+        if after is None:
+            raise EditError("a player entry cannot be removed")
+        try:
+            player = Player.from_entry(key, after)
+        except SchemaError as exc:
+            raise EditError(f"invalid entry: {exc}") from None
+        if player.public_key != edit.author.hex():
+            raise EditError("player entry names another public key")
+        return
+    if root in LEDGER_ROOTS:
+        if before is not None:
+            raise EditError(f"ledger entry {key[:16]} cannot be changed or removed")
+        if not isinstance(after, str):
+            raise EditError(f"ledger entry {key[:16]} must be a hex string")
+        try:
+            raw = bytes.fromhex(after)
+        except ValueError:
+            raise EditError(f"ledger entry {key[:16]} is not hex") from None
+        try:
+            _check_ledger(root, key, raw, edit)
+        except EconomyError as exc:
+            raise EditError(f"ledger entry {key[:16]}: {exc}") from None
+        return
+    raise EditError(f"unknown root {root!r}")
+
+
+def _check_ledger(root: str, key: str, raw: bytes, edit: SignedEdit) -> None:
+    author = bytes.fromhex(edit.author_id)
+    if root == SPENDS:
+        spend = Spend.parse(raw)
+        spend.verify()
+        if key != spend_key(spend):
+            raise EditError(f"spend recorded under the wrong key {key[:16]}")
+        if spend.account_id != author:
+            raise EditError("a spend can only be recorded by the account that pays")
+        return
+    assert root == RECEIPTS
+    receipt = WorkReceipt.parse(raw)
+    receipt.verify()
+    if key != receipt.receipt_id:
+        raise EditError(f"receipt recorded under the wrong key {key[:16]}")
+    if author not in (receipt.client_id, receipt.worker_id):
+        raise EditError("a receipt can only be recorded by its client or its worker")
+
+
+class Gate:
+    """A scratch replica of the live doc: edits are applied here first, then checked."""
+
+    def __init__(self, live: Doc) -> None:
+        self._live = live
+        self._touched: set[tuple[str, str]] = set()
+        self._subs: list[tuple[Map, Subscription]] = []
+        self._shadow = self._copy()
+
+    def _copy(self) -> Doc:
+        for root, sub in self._subs:
+            root.unobserve(sub)
+        shadow: Doc = Doc()
+        shadow.apply_update(self._live.get_update())
+        self._subs = []
+        for name in ROOTS:
+            root = shadow.get(name, type=Map)
+            self._subs.append((root, root.observe_deep(self._on_events(name))))
+        return shadow
+
+    def _on_events(self, name: str) -> Any:
+        def record(events: list[Any]) -> None:
+            for ev in events:
+                path = list(ev.path)
+                if path:
+                    self._touched.add((name, str(path[0])))
+                else:
+                    for key in ev.keys:
+                        self._touched.add((name, str(key)))
+        return record
+
+    def reset(self) -> None:
+        """Resync the scratch copy from the live doc (after a rejected edit tainted it)."""
+        self._shadow = self._copy()
+
+    def check(self, edit: SignedEdit, live_sv: dict[int, int]) -> None:
+        """Apply `edit` to the scratch copy and raise EditError if the live doc must not take it.
+
+        On success the scratch copy holds the edit, as the live doc will once the caller
+        applies it; on failure the caller must `reset()`.
+        """
+        self._touched = set()
+        try:
+            self._shadow.apply_update(edit.update)
+        except ValueError as exc:  # pycrdt: "Cannot decode update"
+            raise EditError(f"undecodable update: {exc}") from None
+        sv = decode_state_vector(self._shadow.get_state())
+        client = edit.client_id
+        if sv.get(client, 0) != edit.end:
+            raise EditError(f"update does not bring the author's clock to {edit.end} "
+                            f"(content missing, pending or mislabelled)")
+        for other, clock in sv.items():
+            if other != client and clock != live_sv.get(other, 0):
+                raise EditError(f"update carries items of another client ({other})")
+        extra = set(self._shadow.keys()) - set(ROOTS)
+        if extra:
+            raise EditError(f"update writes unknown roots {sorted(extra)}")
+        for root, key in sorted(self._touched):
+            before = _entry(self._live, root, key)
+            after = _entry(self._shadow, root, key)
+            if before == after:
+                continue
+            check_entry(root, key, before, after, edit)
+
+
+def _entry(doc: Doc, root: str, key: str) -> Any:
+    value = doc.get(root, type=Map).get(key)
+    return value.to_py() if isinstance(value, Map) else value
