@@ -56,5 +56,8 @@ def synthetic_hive(data: CountryRtt, n: int, seed: int = 0) -> SyntheticHive:
     noise = np.triu(noise, 1)
     noise = noise + noise.T
     rtt = (core[np.ix_(where, where)] + access[:, None] + access[None, :]) * noise
+    # a_i + a_j and a_j + a_i can differ in the last bit: mirror the upper triangle.
+    upper = np.triu(rtt, 1)
+    rtt = np.where(np.triu(np.ones((n, n), dtype=bool), 1), upper, upper.T)
     np.fill_diagonal(rtt, 0.0)
     return SyntheticHive(tuple(data.countries[i] for i in where), rtt)
