@@ -1,0 +1,182 @@
+"""Sync provider: keeps a City in step with one peer over one `Channel` ("crdt" label).
+
+Local edits are pushed as they happen (never remote ones: no echo storms); each side
+sends sync step 1 (its state vector) at start and every `interval_s`, answered with the
+signed edits the asker lacks. That periodic round heals lost, duplicated and reordered
+deliveries. Raw Yjs step 2 / update messages are refused here: on the mesh every change
+must come as an edit signed by its author.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any, Self
+
+from hive_core.mesh.channel import Channel, ChannelClosed
+
+from .city import City, Outcome
+from .errors import ProtocolError
+from .lib0 import decode_state_vector, encode_state_vector
+from .yproto import (
+    CHUNK_BYTES,
+    Awareness,
+    AwarenessEntry,
+    Chunk,
+    Edits,
+    Reassembler,
+    SyncStep1,
+    decode,
+    encode,
+    split,
+)
+
+log = logging.getLogger(__name__)
+AWARENESS_EVERY = 10  # periodic rounds between presence refreshes
+
+
+@dataclass
+class ProviderStats:
+    """Counters of one provider, for tests, benches and `cadencia world status`."""
+
+    sent_messages: int = 0
+    sent_bytes: int = 0
+    received_messages: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    early: int = 0
+    rejected: int = 0
+    protocol_errors: int = 0
+
+
+class SyncProvider:
+    """Syncs `city` with the peer at the other end of `channel` until stopped."""
+
+    def __init__(self, city: City, channel: Channel, *, interval_s: float = 1.0) -> None:
+        self.city = city
+        self.channel = channel
+        self.interval_s = interval_s
+        self.stats = ProviderStats()
+        self.presence: dict[int, dict[str, Any]] = {}  # peer client id -> presence state
+        self._presence_clock = 0
+        self._my_presence: dict[str, Any] | None = None
+        self._outq: asyncio.Queue[bytes] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: Any = None
+        self._chunks = Reassembler()
+        self._ids = itertools.count(1)
+        self._resync = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        self._unsubscribe = self.city.on_local_edit(
+            lambda edit: self._outq.put_nowait(encode(Edits((bytes(edit),)))))
+        self._queue(SyncStep1(encode_state_vector(self.city.state_vector())))
+        for coro in (self._send_loop(), self._recv_loop(), self._round_loop()):
+            self._tasks.append(asyncio.create_task(coro))
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, ChannelClosed):
+                await task
+        self._tasks = []
+
+    def set_presence(self, state: dict[str, Any] | None) -> None:
+        """Publish this player's presence (cursor, selection...); None announces leaving."""
+        self._my_presence = state
+        self._presence_clock += 1
+        self._queue(self._awareness())
+
+    def _awareness(self) -> Awareness:
+        return Awareness((AwarenessEntry(self.city.client_id, self._presence_clock,
+                                         self._my_presence),))
+
+    def _queue(self, msg: SyncStep1 | Edits | Awareness) -> None:
+        for part in split(encode(msg), next(self._ids)):
+            self._outq.put_nowait(part)
+
+    async def _send_loop(self) -> None:
+        while True:
+            data = await self._outq.get()
+            await self.channel.send(data)
+            self.stats.sent_messages += 1
+            self.stats.sent_bytes += len(data)
+
+    async def _round_loop(self) -> None:
+        rounds = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync.wait(), self.interval_s)
+                await asyncio.sleep(self.interval_s / 10)  # let a burst of early edits land
+            self._resync.clear()
+            self._queue(SyncStep1(encode_state_vector(self.city.state_vector())))
+            rounds += 1
+            if self._my_presence is not None and rounds % AWARENESS_EVERY == 0:
+                self._queue(self._awareness())
+
+    async def _recv_loop(self) -> None:
+        async for data in self.channel:
+            self.stats.received_messages += 1
+            try:
+                self._handle(decode(data))
+            except ProtocolError as exc:
+                self.stats.protocol_errors += 1
+                log.warning("bad sync message from %s: %s", self.channel.label, exc)
+
+    def _handle(self, msg: object) -> None:
+        if isinstance(msg, Chunk):
+            whole = self._chunks.add(msg)
+            if whole is not None:
+                self._handle(decode(whole))
+        elif isinstance(msg, SyncStep1):
+            self._answer(decode_state_vector(msg.state_vector))
+        elif isinstance(msg, Edits):
+            for raw in msg.edits:
+                self._count(self.city.receive(raw))
+        elif isinstance(msg, Awareness):
+            for entry in msg.entries:
+                if entry.state is None:
+                    self.presence.pop(entry.client_id, None)
+                else:
+                    self.presence[entry.client_id] = entry.state
+        else:
+            raise ProtocolError(f"unsigned {type(msg).__name__} refused on the mesh")
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome is Outcome.ACCEPTED:
+            self.stats.accepted += 1
+        elif outcome is Outcome.DUPLICATE:
+            self.stats.duplicates += 1
+        elif outcome is Outcome.EARLY:
+            self.stats.early += 1
+            self._resync.set()
+        else:
+            self.stats.rejected += 1
+
+    def _answer(self, state_vector: dict[int, int]) -> None:
+        """Send the edits the peer lacks, batched below the channel's message limit."""
+        batch: list[bytes] = []
+        size = 0
+        for edit in self.city.edits_since(state_vector):
+            raw = bytes(edit)
+            if batch and size + len(raw) > CHUNK_BYTES - 1024:
+                self._queue(Edits(tuple(batch)))
+                batch, size = [], 0
+            batch.append(raw)
+            size += len(raw) + 4
+        if batch:
+            self._queue(Edits(tuple(batch)))
