@@ -81,8 +81,11 @@ class WsChannel:
         try:
             data = await self._conn.recv()
         except ConnectionClosed as exc:
-            # Also raised when the peer sent a frame over max_size: websockets closes (1009).
             self._closed = True
+            if exc.sent is not None and exc.sent.code == 1009:
+                # The peer sent a frame over max_size: websockets refused it and closed.
+                logger.warning("refused an oversized frame from %s (limit %d bytes); "
+                               "connection closed", self.peer, MAX_MESSAGE_BYTES)
             raise ChannelClosed(f"websocket closed: {exc}") from None
         # Text frames are not part of the protocol: hand them on as bytes, the codec refuses.
         return data.encode() if isinstance(data, str) else bytes(data)
