@@ -4,6 +4,7 @@ Importing this package does not import panda3d; `WorldApp` and `Scene` load it w
 """
 
 from .camera import CameraState, framing, orbit, track
+from .city_view import CityView
 from .config import ViewConfig, apply_config, has_display
 from .editor import Cell, Editor, cell_at
 from .frame import (
@@ -20,18 +21,17 @@ from .frame import (
     WorldFrame,
     WorldSource,
 )
-from .local_city import LocalCity
 
 __all__ = [
     "BuildingView",
     "CameraState",
     "Cell",
+    "CityView",
     "DistrictView",
     "EditRefused",
     "EditableCity",
     "Editor",
     "HudView",
-    "LocalCity",
     "PlotView",
     "PulseView",
     "RoadView",

@@ -36,7 +36,7 @@ def cell_at(plots: tuple[PlotView, ...] | list[PlotView], x: float, y: float) ->
 class Editor:
     """One player's editing session on the city."""
 
-    def __init__(self, city: EditableCity, player: str, kind: str = "tower") -> None:
+    def __init__(self, city: EditableCity, player: str, kind: str = "house") -> None:
         self.city = city
         self.player = player
         self.kind = kind
@@ -71,15 +71,21 @@ class Editor:
         here = self.building_at(cell)
         if here is not None:
             self.selected = here.building_id
-            self._ok(f"selected {here.building_id}")
-        elif self.selected is not None:
-            self._do(lambda: self.city.move(self.player, self.selected or "", cell.i, cell.j),
-                     f"moved {self.selected} to ({cell.i}, {cell.j})")
+            self._ok(f"selected {here.kind} {here.building_id[:8]}")
+        elif cell.plot.owner != self.player:
+            self._refuse(f"refused: plot {cell.plot.plot_id[:8]} belongs to player {cell.plot.owner[:8]}")
         else:
-            def place() -> None:
-                self.selected = self.city.place(self.player, cell.plot.plot_id, cell.i, cell.j,
-                                                self.rotation, self.kind)
-            self._do(place, f"placed a {self.kind} at ({cell.i}, {cell.j})")
+            b = self._selected_building()
+            if b is None:
+                def place() -> None:
+                    self.selected = self.city.place(self.player, cell.plot.plot_id, cell.i, cell.j,
+                                                    self.rotation, self.kind)
+                self._do(place, f"placed a {self.kind} at ({cell.i}, {cell.j})")
+            elif b.plot_id != cell.plot.plot_id:
+                self._refuse("refused: a building stays on its own plot")
+            else:
+                self._do(lambda: self.city.move(self.player, b.building_id, cell.i, cell.j),
+                         f"moved {b.building_id[:8]} to ({cell.i}, {cell.j})")
 
     def key(self, name: str) -> None:
         """Keyboard: arrows move, r rotates, delete removes, z/y undo/redo, escape deselects."""
