@@ -13,18 +13,27 @@ from .events import (
     StageStarted,
     Verified,
 )
+from .snapshot import DistrictSnapshot, GameSnapshot, PulseSnapshot, TowerSnapshot, TrialStatus
+from .state import MC_PER_FLOOR, GameState
 
 __all__ = [
+    "MC_PER_FLOOR",
+    "DistrictSnapshot",
     "EventKind",
     "GameError",
     "GameEvent",
     "GameEventError",
+    "GameSnapshot",
+    "GameState",
     "HealthUpdated",
     "HopSent",
     "NodeLeft",
+    "PulseSnapshot",
     "ReceiptIssued",
     "ReplicaAnswered",
     "Slashed",
     "StageStarted",
+    "TowerSnapshot",
+    "TrialStatus",
     "Verified",
 ]

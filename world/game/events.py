@@ -26,6 +26,7 @@ from .errors import GameEventError
 
 NODE_ID_BYTES = 20
 MAX_REASON_CHARS = 256
+MAX_QUORUM = 64
 
 
 class EventKind(IntEnum):
@@ -116,7 +117,11 @@ class HopSent:
 
 @dataclass(frozen=True)
 class ReplicaAnswered:
-    """One replica of a trial returned its output; `digest` is its Merkle root."""
+    """One replica of a trial returned its output; `digest` is its Merkle root.
+
+    Replicas whose answers agree within tolerance should carry the same digest (the
+    trust layer's class of the answer), so the game can show answers converging.
+    """
 
     kind: ClassVar[EventKind] = EventKind.REPLICA_ANSWERED
     session_id: bytes
@@ -124,6 +129,7 @@ class ReplicaAnswered:
     node_id: bytes
     digest: bytes
     at: float
+    quorum: int = 2  # agreeing answers the trial needs to pass: the tower's height
 
     def __post_init__(self) -> None:
         _session(self.session_id)
@@ -132,6 +138,8 @@ class ReplicaAnswered:
         if not isinstance(self.digest, bytes) or not 1 <= len(self.digest) <= 64:
             raise GameEventError("digest must be 1..64 bytes")
         _time("at", self.at)
+        if not isinstance(self.quorum, int) or not 1 <= self.quorum <= MAX_QUORUM:
+            raise GameEventError(f"quorum must be in [1, {MAX_QUORUM}], got {self.quorum!r}")
 
 
 @dataclass(frozen=True)
