@@ -274,9 +274,11 @@ class Node:
             self.spawn(self._drop(old, "replaced by a new link"))
         if rtc is not None:
             rtc.on_channel = lambda ch: self._incoming_channel(link, ch)
-            rtc.on_state = lambda state: (
-                None if rtc.alive else self.spawn(self._drop(link, f"connection {state.value}"))
-            )
+            def on_state(state: RTCPeer.State) -> None:
+                if not rtc.alive:
+                    self.spawn(self._drop(link, f"connection {state.value}"))
+
+            rtc.on_state = on_state
         link.reader = self.spawn(self._read(link), name=f"read {link}")
         logger.info("%s: %s link to %s up", self, kind, peer_id.hex()[:12])
         for callback in self.on_link_up:

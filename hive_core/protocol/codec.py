@@ -150,7 +150,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     cls = _MESSAGES.get(tag)
     if cls is None:
         raise ProtocolError(f"unknown message type {tag:#04x}")
-    r = Reader(data)
+    r = Reader(data if isinstance(data, bytes) else bytes(data))
     r.pos = 2
     msg = read_struct(r, cls)
     if r.remaining:

@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hive_core.mesh.dht.rpc import RpcError, next_rpc_id
-from hive_core.protocol import Contact, Error, FindNode, FindValue, Nodes, SignedRecord, Value
+from hive_core.mesh.dht.rpc import Reply, RpcError, next_rpc_id
+from hive_core.protocol import Contact, FindNode, FindValue, Nodes, SignedRecord, Value
 
 if TYPE_CHECKING:
     from hive_core.mesh.dht.node import DhtNode
@@ -58,7 +58,7 @@ async def iterative_lookup(
     result = LookupResult(target, [])
     records: dict[tuple[bytes, bytes], SignedRecord] = {}
     best_answer_depth = 0
-    in_flight: dict[asyncio.Task[Nodes | Value | Error], Contact] = {}
+    in_flight: dict[asyncio.Task[Reply], Contact] = {}
     node.routing.touch_bucket(target, node.monotonic())
 
     def candidates() -> list[Contact]:
@@ -74,13 +74,13 @@ async def iterative_lookup(
     try:
         while True:
             while len(in_flight) < cfg.alpha:
-                c = pick()
-                if c is None:
+                picked = pick()
+                if picked is None:
                     break
-                queried.add(c.node_id)
+                queried.add(picked.node_id)
                 req = FindValue(next_rpc_id(), target) if want_value else FindNode(
                     next_rpc_id(), target)
-                in_flight[asyncio.ensure_future(node.request(c, req))] = c
+                in_flight[asyncio.ensure_future(node.request(picked, req))] = picked
             if not in_flight:
                 break
             done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -93,7 +93,7 @@ async def iterative_lookup(
                     failed.add(c.node_id)
                     result.failed += 1
                     continue
-                if isinstance(reply, Error):
+                if not isinstance(reply, (Nodes, Value)):  # an Error, or a peer answering nonsense
                     failed.add(c.node_id)
                     result.failed += 1
                     continue
