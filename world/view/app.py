@@ -14,7 +14,7 @@ import numpy as np
 from .camera import CameraState, framing, orbit, track
 from .config import ViewConfig, apply_config
 from .editor import Editor
-from .frame import WorldFrame, WorldSource
+from .frame import EditableCity, WorldFrame, WorldSource
 from .modes import Modes
 
 ORBIT_KEYS = {"a": "left", "d": "right", "w": "up", "s": "down", "q": "zoom_in", "e": "zoom_out",
@@ -25,7 +25,7 @@ class WorldApp:
     """One window (or offscreen buffer) showing a `WorldSource`, in one of the modes."""
 
     def __init__(self, cfg: ViewConfig, source: WorldSource, *, mode: str = "play",
-                 editor: Editor | None = None, on_prompt: Callable[[str], None] | None = None,
+                 editor: Editor | None = None, city: EditableCity | None = None, on_prompt: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         apply_config(cfg)
         from direct.showbase.ShowBase import ShowBase
@@ -43,6 +43,7 @@ class WorldApp:
         self.base.camLens.set_near_far(0.5, 1e5)
         self.source = source
         self.editor = editor
+        self.city = editor.city if editor is not None else city  # plots and buildings come from here
         self.clock = clock
         self.scene = Scene(self.base.render)
         self.hud = Hud({"top_left": self.base.a2dTopLeft, "top_right": self.base.a2dTopRight,
@@ -73,9 +74,8 @@ class WorldApp:
         dt = min(max(now - self._last, 0.0), 0.25)
         self._last = now
         frame = self.source.frame(now)
-        if self.editor is not None:
-            frame = replace(frame, plots=tuple(self.editor.city.plots()),
-                            buildings=tuple(self.editor.city.buildings()))
+        if self.city is not None:
+            frame = replace(frame, plots=tuple(self.city.plots()), buildings=tuple(self.city.buildings()))
         self.frame = frame
         self.scene.sync(frame, now)
         self._update_camera(frame, dt)

@@ -32,7 +32,7 @@ class Hud:
         self._on_prompt = on_prompt
         top_left, top_right, bottom_left = anchors["top_left"], anchors["top_right"], anchors["bottom_left"]
         self.panel = DirectFrame(parent=top_left, frameColor=(0.02, 0.05, 0.1, 0.72),
-                                 frameSize=(0.02, 1.32, -0.36, -0.02))
+                                 frameSize=(0.02, 1.5, -0.28, -0.02))
         self.status = self._text(top_left, (0.05, -0.08), WHITE, 0.045, TextNode.A_left)
         self.mode = self._text(top_right, (-0.05, -0.08), GOLD, 0.06, TextNode.A_right)
         self.rate = self._text(top_right, (-0.05, -0.16), CYAN, 0.05, TextNode.A_right)

@@ -187,12 +187,18 @@ class Scene:
         self.layers["towers"].set_rows(np.array(out, np.float32).reshape(len(out), 12))
 
     def _sync_plots(self, plots: tuple[PlotView, ...]) -> None:
-        rows = np.zeros((len(plots), 12), np.float32)
-        for k, p in enumerate(plots):
+        """One tile per cell, a little smaller than the cell: the gaps draw the snapping grid."""
+        rows = []
+        for p in plots:
             r, g, b = owner_color(p.owner)
-            rows[k] = (p.x + p.width * p.cell / 2, p.y + p.depth * p.cell / 2, 0.0, 0.0,
-                       p.width * p.cell, p.depth * p.cell, 0.03 * p.cell, 0.05, 0.3 * r, 0.3 * g, 0.3 * b, 1.0)
-        self.layers["plots"].set_rows(rows)
+            ii, jj = np.meshgrid(np.arange(p.width), np.arange(p.depth), indexing="ij")
+            tiles = np.zeros((p.width * p.depth, 12), np.float32)
+            tiles[:, 0] = p.x + (ii.ravel() + 0.5) * p.cell
+            tiles[:, 1] = p.y + (jj.ravel() + 0.5) * p.cell
+            tiles[:, 4:8] = (0.92 * p.cell, 0.92 * p.cell, 0.03 * p.cell, 0.05)
+            tiles[:, 8:12] = (0.3 * r, 0.3 * g, 0.3 * b, 1.0)
+            rows.append(tiles)
+        self.layers["plots"].set_rows(np.concatenate(rows) if rows else np.zeros((0, 12), np.float32))
 
     def _sync_buildings(self, plots: tuple[PlotView, ...], buildings: tuple[BuildingView, ...]) -> None:
         by_id = {p.plot_id: p for p in plots}
@@ -204,7 +210,7 @@ class Scene:
                 continue
             cx, cy = building_centre(p, b.i, b.j)
             r, g, bl = owner_color(p.owner)
-            rows[n] = (cx, cy, 0.03 * p.cell, b.rotation * math.pi / 2, 0.8 * p.cell, 0.45 * p.cell,
+            rows[n] = (cx, cy, 0.03 * p.cell, b.rotation * math.pi / 2, 0.8 * p.cell, 0.55 * p.cell,
                        max(b.height, 0.1) * p.cell, 0.35, r, g, bl, 1.0)
             n += 1
         self.layers["buildings"].set_rows(rows[:n])

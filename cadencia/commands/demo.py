@@ -1,0 +1,81 @@
+"""`cadencia demo`: an embedded hive of 4 nodes answers a prompt while the world renders it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+NAME = "demo"
+HELP = "watch an embedded 4-node hive answer a prompt in the 3D world"
+DESCRIPTION = (
+    "Start a hive of 4 nodes inside this process (the model split into 4 stages, hidden "
+    "states sent between them as protocol frames over emulated links, the last stage on 3 "
+    "replicas judged by Merkle root and tolerance, one of them cheating), ask it a prompt, and "
+    "render the world while it answers: pulses along roads, the Merkle tower, the cheater's "
+    "district falling. On a screen if there is one, else offscreen to the PNG it names."
+)
+DEFAULT_PNG = "cadencia-demo.png"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from world.view.runner import add_view_arguments
+
+    parser.add_argument("prompt", nargs="?", default="What is the capital of France?", help="what to ask")
+    parser.add_argument("--max-new-tokens", type=int, default=24, metavar="N", help="answer length cap")
+    parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
+    parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    add_view_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from world.view.config import has_display
+    from world.view.frame import ViewError
+    from world.view.runner import say, view_config
+
+    if not args.prompt.strip():
+        raise ViewError("the prompt is empty")
+    if args.max_new_tokens < 1:
+        raise ViewError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not has_display() or args.offscreen:
+        args.offscreen = True
+        args.screenshot = args.screenshot or DEFAULT_PNG
+        if args.frames is None:
+            args.frames = 1_000_000  # until the answer is in (the run stops when work is done)
+    cfg = view_config(args)
+    return asyncio.run(_demo(args, cfg, say))
+
+
+async def _demo(args: argparse.Namespace, cfg, say) -> int:
+    from world.view.app import WorldApp
+    from world.view.live import LiveWorld
+    from world.view.runner import run_view
+    from world.view.session import HiveSession
+
+    world = LiveWorld(player="you")
+    session = HiveSession(world, model=args.model, kv=args.kv, say=say)
+    app = WorldApp(cfg, world, mode="play")
+
+    async def work() -> None:
+        await session.ask(args.prompt, args.max_new_tokens)
+
+    try:
+        report = await run_view(app, args, work=work, until_work_done=True, linger_frames=45)
+    finally:
+        app.destroy()
+    result = session.results[-1] if session.results else None
+    if args.json:
+        print(json.dumps({
+            "answer": result.text if result else None,
+            "tokens_per_s": round(result.tokens_per_s, 3) if result else None,
+            "hops": result.hops if result else None,
+            "slashed": list(result.slashed) if result else [],
+            "frames": report.frames,
+            "screenshot": report.screenshot,
+        }))
+    else:
+        if result:
+            print(result.text.strip())
+        if report.screenshot:
+            say(f"the world, as the answer came in: {report.screenshot}")
+    return 0

@@ -1,0 +1,78 @@
+"""`cadencia edit`: the city editor on your own plot (place, move, rotate, delete, undo, redo)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+NAME = "edit"
+HELP = "edit your plot of the city: place, move, rotate, delete buildings, undo/redo"
+DESCRIPTION = (
+    "Click an empty cell of your plot to build, click a building to select it, then: arrows "
+    "move it (snapped to the grid), r turns it, Delete removes it, z undoes, y redoes, Escape "
+    "deselects. Edits on another player's plot are refused with a message. The city is the "
+    "CRDT doc kept in your data dir. --script runs input without a mouse, e.g. "
+    "'click 2 3; key r; key arrow_right; click theirs 1 1; key z'."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from world.view.runner import add_view_arguments
+
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the city replica is stored")
+    parser.add_argument("--kind", default="house", help="what to build (house, tower, workshop, ...)")
+    parser.add_argument("--neighbour", action="store_true",
+                        help="add a second local player with a plot beside yours (to see refusals)")
+    parser.add_argument("--script", default="", metavar="STEPS",
+                        help="';'-separated input: 'click [mine|theirs] I J' or 'key NAME'")
+    add_view_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from world.model import BUILDING_KINDS
+    from world.view.frame import ViewError
+    from world.view.runner import say, view_config
+    from world.view.script import parse_script
+
+    cfg = view_config(args)
+    if args.kind not in BUILDING_KINDS:
+        raise ViewError(f"--kind must be one of {', '.join(sorted(BUILDING_KINDS))}, got {args.kind!r}")
+    steps = parse_script(args.script)
+    return asyncio.run(_edit(args, cfg, steps, say))
+
+
+async def _edit(args: argparse.Namespace, cfg, steps, say) -> int:
+    from world.view.app import WorldApp
+    from world.view.editor import Editor
+    from world.view.live import LiveWorld
+    from world.view.runner import run_view
+    from world.view.script import play_script
+    from world.view.session import city_view, neighbour_city, open_city
+
+    city = open_city(args.data_dir)
+    if args.neighbour and not any(p.owner != city.player_id for p in city.plots().values()):
+        neighbour_city(city)
+    view = city_view(city)
+    editor = Editor(view, view.player, kind=args.kind)
+    app = WorldApp(cfg, LiveWorld(player=view.player[:8]), mode="edit", editor=editor)
+
+    async def work() -> None:
+        await play_script(app, steps)
+        await asyncio.Event().wait()
+
+    try:
+        report = await run_view(app, args, work=work if steps else None)
+        counts = {"buildings": len(view.buildings()), "plots": len(view.plots())}
+    finally:
+        app.destroy()
+        city.close()
+    if args.json:
+        print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
+                          "message": editor.message, "refused": editor.refused, **counts}))
+    else:
+        if editor.message:
+            say(editor.message)
+        if report.screenshot:
+            say(f"screenshot saved to {report.screenshot}")
+    return 0

@@ -1,0 +1,74 @@
+"""`cadencia play`: the Accordion World, hosting shards of the hive while you play."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+NAME = "play"
+HELP = "play the Accordion World while hosting shards of the hive"
+DESCRIPTION = (
+    "Open the 3D city of the hive: districts are nodes placed by measured latency, tensors "
+    "pulse along roads as stages run, the HUD shows sharding, routing, KV cache and consensus. "
+    "Type a prompt in the box to ask the hive. Without --hive an embedded local hive of 4 "
+    "nodes runs in this process. Keys: a/d turn, w/s tilt, q/e zoom, i/j/k/l pan."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from world.view.runner import add_view_arguments
+
+    parser.add_argument("--hive", default=None, metavar="URL", help="join a running hive at ws://127.0.0.1:PORT")
+    parser.add_argument("--prompt", default=None, help="ask the hive this prompt as soon as it is ready")
+    parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="answer length cap (default 32)")
+    parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
+    parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads for the shards")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the city replica is stored")
+    add_view_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from world.view.frame import ViewError
+    from world.view.runner import check_hive_url, say, view_config
+
+    cfg = view_config(args)
+    if args.max_new_tokens < 1:
+        raise ViewError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.hive:
+        check_hive_url(args.hive)
+        raise ViewError("joining a running hive needs the distributed client (hive_core.exec), "
+                        "which this build's view does not use yet; run without --hive for the embedded hive")
+    return asyncio.run(_play(args, cfg, say))
+
+
+async def _play(args: argparse.Namespace, cfg, say) -> int:
+    from world.view.app import WorldApp
+    from world.view.live import LiveWorld
+    from world.view.runner import run_view
+    from world.view.session import HiveSession, city_view, open_city
+
+    city = open_city(args.data_dir)
+    world = LiveWorld(player=city.player_id[:8])
+    session = HiveSession(world, model=args.model, kv=args.kv, threads=args.threads, say=say)
+    app = WorldApp(cfg, world, mode="play", city=city_view(city),
+                   on_prompt=lambda text: session.submit(text, args.max_new_tokens))
+
+    async def work() -> None:
+        await session.load()
+        if args.prompt:
+            await session.ask(args.prompt, args.max_new_tokens)
+        await asyncio.Event().wait()  # keep hosting until the view stops
+
+    try:
+        report = await run_view(app, args, work=work)
+    finally:
+        app.destroy()
+        city.close()
+    if args.json:
+        print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
+                          "answers": [r.text for r in session.results]}))
+    elif report.screenshot:
+        say(f"screenshot saved to {report.screenshot}")
+    return 0

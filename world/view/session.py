@@ -1,0 +1,104 @@
+"""Game sessions the commands run: the embedded hive answering prompts, and the player's city."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .city_view import CityView
+from .embedded import AskResult, LocalHive
+from .live import LiveWorld
+
+PLOT_SIZE = 8.0  # a new player's plot, world units (cells of 1)
+
+
+class HiveSession:
+    """Loads the embedded hive off the event loop, then answers prompts one at a time."""
+
+    def __init__(self, world: LiveWorld, *, model: str | None = None, kv: str = "fp32",
+                 threads: int | None = None, say: Callable[[str], None] = lambda _m: None) -> None:
+        self.world, self.model, self.kv, self.threads, self.say = world, model, kv, threads, say
+        self.hive: LocalHive | None = None
+        self.results: list[AskResult] = []
+        self._busy = asyncio.Lock()
+
+    async def load(self) -> LocalHive:
+        if self.hive is None:
+            self.world.status(consensus="loading the hive's shards ...")
+            self.hive = await asyncio.to_thread(self._load)
+        return self.hive
+
+    def _load(self) -> LocalHive:
+        import torch
+
+        from hive_core.model.gguf_file import GGUFModelFile
+        from hive_core.model.locate import resolve_model_path
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        t0 = time.perf_counter()
+        path = resolve_model_path(self.model)
+        self.say(f"loading {path.name} as a hive of 4 nodes ...")
+        hive = LocalHive(GGUFModelFile(path), self.world, kv=self.kv)
+        self.say(f"hive ready in {time.perf_counter() - t0:.1f}s")
+        return hive
+
+    async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
+        async with self._busy:
+            hive = await self.load()
+            self.say(f"asking the hive: {prompt!r}")
+            result = await hive.ask(prompt, max_new_tokens)
+            self.results.append(result)
+            self.say(f"answer: {result.text.strip()!r} ({len(result.new_ids)} tokens, "
+                     f"{result.tokens_per_s:.1f} tokens/s, {result.hops} hops)")
+            return result
+
+    def submit(self, prompt: str, max_new_tokens: int = 32) -> None:
+        """From the HUD's prompt box: ask in the background (one at a time)."""
+        if self._busy.locked():
+            self.world.status(consensus="busy: one ask at a time")
+            return
+        asyncio.get_running_loop().create_task(self.ask(prompt, max_new_tokens))
+
+
+def open_city(data_dir: str | None):  # -> world.model.City
+    """The player's city replica (SQLite store in the data dir), with a plot of their own."""
+    from hive_core.paths import data_dir as resolve
+    from world.model import City
+
+    city = City.open(Path(resolve(data_dir)))
+    ensure_plot(city)
+    return city
+
+
+def ensure_plot(city, x: float = -4.0, y: float = -14.0) -> str:  # city: world.model.City
+    """The player's first plot, created (with their district) on first play."""
+    mine = [p for p in city.plots().values() if p.owner == city.player_id]
+    if mine:
+        return mine[0].id
+    if not city.players().get(city.player_id):
+        city.join("player")
+    district = city.claim_district()
+    return city.add_plot(district, x, y, PLOT_SIZE, PLOT_SIZE)
+
+
+def neighbour_city(city, x: float = 6.0, y: float = -14.0):  # -> world.model.City
+    """A second player's replica, synced both ways with `city` through signed edits,
+    owning a plot beside the player's: somewhere the editor must refuse to build."""
+    from hive_core.mesh.identity import Identity
+    from world.model import City
+
+    other = City(Identity.generate())
+    other.on_local_edit(city.receive)
+    city.on_local_edit(other.receive)
+    for edit in city.edits_since({}):
+        other.receive(edit)
+    other.join("neighbour")
+    other.add_plot(other.claim_district(), x, y, PLOT_SIZE, PLOT_SIZE)
+    return other
+
+
+def city_view(city) -> CityView:
+    return CityView(city)
