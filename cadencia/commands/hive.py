@@ -90,6 +90,8 @@ def _child_args(args: argparse.Namespace) -> list[str]:
         out += ["--ice-host", host]
     if args.loopback_candidate:
         out.append("--loopback-candidate")
+    for span in args.serve:
+        out += ["--serve", span]
     if args.tflops is not None:
         out += ["--tflops", str(args.tflops)]
     if args.verbose:
@@ -124,15 +126,17 @@ async def _spawn(cmd: list[str]) -> asyncio.subprocess.Process:
 
 
 async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 10.0) -> None:
-    for proc in reversed(procs):
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            await asyncio.wait_for(proc.wait(), grace_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    """Nodes first (each says bye to its peers), the sentinel last."""
+    for group in (procs[1:], procs[:1]):
+        for proc in group:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in group:
+            try:
+                await asyncio.wait_for(proc.wait(), grace_s)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 async def _up_async(args: argparse.Namespace, base: str) -> int:

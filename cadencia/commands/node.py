@@ -27,12 +27,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    from dataclasses import replace
 
     from hive_core.mesh.hivenode import HiveNode
-    from hive_core.mesh.runner import load_identity, node_config, serve, setup_logging
+    from hive_core.mesh.runner import (
+        load_entries,
+        load_identity,
+        node_config,
+        serve,
+        setup_logging,
+    )
 
-    config = node_config(args, listen=args.listen, join=args.join)
+    config = node_config(args, listen=args.listen, join=args.join)  # fail before touching disk
+    identity, where = load_identity(args.data_dir)
+    # Peers' entry points saved by the last run come after --join: a fallback when it is gone.
+    config = replace(config, join=tuple(dict.fromkeys([*args.join, *load_entries(where)])))
     setup_logging(args.verbose)
-    identity, _ = load_identity(args.data_dir)
-    asyncio.run(serve(HiveNode(identity, config), as_json=args.json, what="node"))
+    asyncio.run(serve(HiveNode(identity, config), as_json=args.json, what="node",
+                      data_dir=where))
     return 0

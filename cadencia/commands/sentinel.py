@@ -28,10 +28,15 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from hive_core.mesh.hivenode import HiveNode
-    from hive_core.mesh.runner import load_identity, node_config, serve, setup_logging
+    from hive_core.mesh.runner import (
+        load_identity,
+        node_config,
+        serve,
+        setup_logging,
+    )
 
     config = node_config(args, listen=args.listen, join=args.join, sentinel=True)
-    setup_logging(args.verbose)
     identity, _ = load_identity(args.data_dir)
+    setup_logging(args.verbose)
     asyncio.run(serve(HiveNode(identity, config), as_json=args.json, what="sentinel"))
     return 0

@@ -79,6 +79,7 @@ class HiveNode:
         self.node.on_link_up.append(self._link_up)
         self.node.on_link_lost.append(self._link_lost)
         self._started = False
+        self._entries: dict[str, None] = {}  # listen URLs of peers seen, oldest first
 
     def __repr__(self) -> str:
         return f"HiveNode({self.node.node_id_hex[:8]}, {len(self.node.peers)} peers)"
@@ -180,6 +181,11 @@ class HiveNode:
         return Contact(link.node_id, link.public_key, link.listen or "mesh")
 
     def _link_up(self, link: Link) -> None:
+        if link.listen:
+            self._entries.pop(link.listen, None)
+            self._entries[link.listen] = None
+            while len(self._entries) > 64:
+                del self._entries[next(iter(self._entries))]
         if link.kind == "rtc" or link.listen:
             self.dht.add_contact(self._contact(link))
 
@@ -250,6 +256,10 @@ class HiveNode:
                 await self.dht.refresh()
             except Exception:  # upkeep must survive a bad round; the next one retries
                 logger.exception("%s: upkeep round failed", self)
+
+    def entry_urls(self) -> list[str]:
+        """Where peers seen by this node accept joiners, newest first (to rejoin later)."""
+        return [u for u in reversed(self._entries) if u != self.listen_url]
 
     def known_nodes(self) -> list[bytes]:
         """This node, its peers and its routing contacts (at most MAX_STATUS_NODES)."""

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hive_core.mesh.dht.records import LayerSpanRecord
 from hive_core.mesh.identity import Identity
 from hive_core.mesh.node import NodeConfig
 from hive_core.mesh.rtc import RTCOptions
@@ -46,11 +47,31 @@ def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "
     parser.add_argument("--record-ttl", type=float, default=120.0, metavar="S",
                         help="lifetime of this node's DHT records (default 120; republished at "
                              "a quarter of it)")
+    parser.add_argument("--serve", action="append", default=[], metavar="MODEL:START-END/N",
+                        help="publish that this node serves layers [START, END) of the N-layer "
+                             "MODEL, e.g. smollm2-135m:0-15/30 (repeatable)")
     parser.add_argument("--tflops", type=float, default=None, metavar="X",
                         help="report X TFLOPS instead of running the start-up benchmark")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON line when ready (id, listen URL, peers) on stdout")
     parser.add_argument("-v", "--verbose", action="store_true", help="log mesh events")
+
+
+def parse_span(text: str) -> LayerSpanRecord:
+    """``MODEL:START-END/N`` -> LayerSpanRecord; MeshConfigError on anything else."""
+    model, sep, rest = text.rpartition(":")
+    span, slash, total = rest.partition("/")
+    start, dash, end = span.partition("-")
+    if not (sep and slash and dash and model and start.isdigit() and end.isdigit()
+            and total.isdigit()):
+        raise MeshConfigError(f"bad --serve {text!r}: expected MODEL:START-END/N, "
+                              "e.g. smollm2-135m:0-15/30")
+    if len(model.encode()) > 128 or int(total) > 65535:
+        raise MeshConfigError(f"bad --serve {text!r}: model name over 128 bytes or N over 65535")
+    try:
+        return LayerSpanRecord(model, int(start), int(end), int(total))
+    except (ValueError, OverflowError) as exc:
+        raise MeshConfigError(f"bad --serve {text!r}: {exc}") from None
 
 
 def roles_for(role: str, *, sentinel: bool = False) -> tuple[str, ...]:
@@ -97,6 +118,7 @@ def node_config(args: argparse.Namespace, *, listen: str | None, join: list[str]
         rtc=rtc_options(args, [*join, *([listen] if listen else [])]),
         ping_interval_s=args.ping_interval, dead_after_s=args.dead_after,
         record_ttl_s=args.record_ttl, republish_s=args.record_ttl / 4, tflops=args.tflops,
+        spans=tuple(parse_span(s) for s in args.serve),
     )
 
 
@@ -115,7 +137,36 @@ def load_identity(data_dir: str | None, sub: str = "") -> tuple[Identity, Path]:
     return Identity.load_or_create(where), where
 
 
-async def serve(hive: Any, *, as_json: bool, what: str) -> None:
+KNOWN_ENTRIES = "entries.txt"  # in the data dir: listen URLs of peers seen, to rejoin through
+MAX_KNOWN_ENTRIES = 16
+
+
+def load_entries(directory: Path) -> list[str]:
+    """Entry URLs saved by an earlier run (valid ``ws://`` lines only; others are skipped)."""
+    try:
+        lines = (directory / KNOWN_ENTRIES).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    good = []
+    for line in lines[:MAX_KNOWN_ENTRIES]:
+        try:
+            parse_ws_url(line.strip())
+        except ValueError:
+            continue
+        good.append(line.strip())
+    return good
+
+
+def save_entries(directory: Path, urls: list[str]) -> None:
+    """Remember where peers listen, so a restart can rejoin after the sentinel is gone."""
+    urls = list(dict.fromkeys(urls))[:MAX_KNOWN_ENTRIES]
+    if urls:
+        tmp = directory / (KNOWN_ENTRIES + ".tmp")
+        tmp.write_text("".join(u + "\n" for u in urls), encoding="utf-8")
+        tmp.replace(directory / KNOWN_ENTRIES)
+
+
+async def serve(hive: Any, *, as_json: bool, what: str, data_dir: Path | None = None) -> None:
     """Start `hive`, announce it, and run until SIGINT/SIGTERM, then leave cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -135,5 +186,7 @@ async def serve(hive: Any, *, as_json: bool, what: str) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if data_dir is not None:
+            save_entries(data_dir, hive.entry_urls())
         await hive.close()
         print(f"{what} {hive.node_id.hex()[:12]} stopped", file=sys.stderr, flush=True)

@@ -54,6 +54,9 @@ def test_hive_up_status_json_and_ctrl_c_stops_everything(tmp_path) -> None:
         _, err = up.communicate(timeout=30)
         assert up.returncode == 0, err
         assert "hive up: all stopped" in err and err.count(" stopped") >= 4
+        # Each node saved where its peers listen, to rejoin later without the sentinel.
+        saved = (tmp_path / "hive-up" / "node-0" / "entries.txt").read_text().split()
+        assert url in saved and all(u.startswith("ws://127.0.0.1:") for u in saved)
     finally:
         if up.poll() is None:
             up.kill()

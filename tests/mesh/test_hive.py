@@ -12,12 +12,15 @@ import pytest
 
 from hive_core.mesh.dht import (
     HealthRecord,
+    LayerSpanRecord,
     ReachRecord,
     RecordKind,
     Role,
     RolesRecord,
     decode_value,
+    layer_key,
     node_key,
+    owner_of,
 )
 from hive_core.mesh.events import PeerLost
 from hive_core.mesh.hivenode import HiveNode, JoinFailed
@@ -97,6 +100,20 @@ async def test_status_lists_every_node_with_health_fitness_and_rtts(hive: Hive) 
     row = view["rtt_ms"][nodes[0].node_id.hex()]
     assert sentinel.node_id.hex() in row and all(ms > 0 for ms in row.values())
     assert view["rejected"] == 0
+
+
+async def test_layer_spans_a_node_serves_are_found_per_layer(hive: Hive) -> None:
+    sentinel = await hive.sentinel()
+    server = hive.make(seed=20, join=(sentinel.listen_url,),
+                       spans=(LayerSpanRecord("smol", 0, 3, 30), LayerSpanRecord("smol", 27, 30, 30)))
+    (other,) = await hive.join([sentinel.listen_url], 1, first_seed=21)
+    await asyncio.wait_for(server.start(), 20)
+    for layer in (0, 2, 29):
+        found = await other.dht.get(layer_key("smol", layer))
+        assert [owner_of(r) for r in found] == [server.node_id]
+        span = decode_value(found[0])
+        assert span.start <= layer < span.end
+    assert await other.dht.get(layer_key("smol", 3)) == []
 
 
 async def test_a_killed_node_is_noticed_and_its_records_expire(hive: Hive, tmp_path) -> None:
