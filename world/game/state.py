@@ -55,6 +55,7 @@ MC_PER_FLOOR = 1000  # one credit per floor: a 100-token answer on SmolLM2 is 3 
 MAX_CLOCK_SKEW_S = 5.0  # events dated further in the future than this are refused
 MAX_PULSES = 4096  # a flood of hops keeps only the newest pulses
 MAX_TRIALS = 4096  # likewise for trials
+DEFAULT_QUORUM = 2  # a trial nobody announced a quorum for: 2 of 3 replicas
 
 TrialKey = tuple[bytes, int]
 
@@ -66,13 +67,16 @@ if TYPE_CHECKING:  # world.layout pulls in scikit-learn: the inference path neve
 class _District:
     position: Position | None = None
     online: bool = True
+    presence_at: float = float("-inf")  # time of the health or leave event that set `online`
+    health: HealthUpdated | None = None  # the latest by its own time, not by arrival
     last_active: float = float("-inf")
     efficiency: float = 1.0
     battery: float | None = None
     on_ac: bool = True
     credits_mc: int = 0
     settled_mc: int = 0  # credits whose building rise has finished
-    rising: list[tuple[float, int]] = field(default_factory=list)  # (time, mc) still rising
+    # receipt id -> (time, mc) of credits whose building is still rising
+    rising: dict[str, tuple[float, int]] = field(default_factory=dict)
     fallen_at: float | None = None
     slash_reason: str = ""
 
@@ -82,27 +86,31 @@ class _District:
         A sum over receipts, so the order in which they were applied does not matter.
         """
         mc = float(self.settled_mc)
-        for at, amount in self.rising:
+        for at, amount in sorted(self.rising.values()):  # fixed order: the same floats
             t = min(1.0, max(0.0, (now - at) / RISE_S))
             mc += amount * t * t * (3.0 - 2.0 * t)  # smoothstep: starts and lands softly
         return mc / MC_PER_FLOOR
 
     def settle(self, now: float) -> None:
-        done = [(at, mc) for at, mc in self.rising if at + RISE_S <= now]
-        if done:
-            self.settled_mc += sum(mc for _, mc in done)
-            self.rising = [r for r in self.rising if r[0] + RISE_S > now]
+        for rid in [r for r, (at, _) in self.rising.items() if at + RISE_S <= now]:
+            self.settled_mc += self.rising.pop(rid)[1]
 
 
 @dataclass
 class _Trial:
     opened_at: float
-    quorum: int
+    announced_quorum: int = 0  # the largest quorum replicas announced (0: none yet)
+    verdict_size: int = 0  # how many replicas the verdict accepted (0: no verdict yet)
     # node -> (digest, time): a replica's first answer is the one that counts
     answers: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
     verified_at: float | None = None
     agreeing: set[bytes] = field(default_factory=set)  # replicas the verdict accepted
     slashed: dict[bytes, float] = field(default_factory=dict)  # node -> time
+
+    @property
+    def quorum(self) -> int:
+        """As announced by the replicas, else the verdict's size, else 2 (of 3 replicas)."""
+        return self.announced_quorum or self.verdict_size or DEFAULT_QUORUM
 
     def arrived(self, now: float) -> dict[bytes, bytes | None]:
         """Answers that had arrived by `now`, in order of arrival; once verified, accepted
@@ -180,8 +188,8 @@ class GameState:
                 del self._pulses[:-MAX_PULSES]
         elif isinstance(event, ReplicaAnswered):
             self._touch(event.node_id, event.at)
-            trial = self._trial((event.session_id, event.step), event.at, event.quorum)
-            trial.quorum = max(trial.quorum, event.quorum)
+            trial = self._trial((event.session_id, event.step), event.at)
+            trial.announced_quorum = max(trial.announced_quorum, event.quorum)
             old = trial.answers.get(event.node_id)
             # A replica's earliest answer counts (ties: the smaller digest), whatever the
             # order of delivery.
@@ -192,28 +200,37 @@ class GameState:
         elif isinstance(event, Slashed):
             self._on_slashed(event)
         elif isinstance(event, ReceiptIssued):
-            receipt = event.receipt
-            if receipt.receipt_id in self._receipts:
-                return  # the same work is paid once, however often it is announced
-            self._receipts.add(receipt.receipt_id)
-            d = self._district(receipt.worker_id)
-            mc = receipt.reward_mc()
+            rid = event.receipt.receipt_id
+            d = self._district(event.receipt.worker_id)
+            if rid in self._receipts:
+                # The same work is paid once, however often it is announced; its building
+                # rises from the earliest announcement.
+                if rid in d.rising and event.at < d.rising[rid][0]:
+                    d.rising[rid] = (event.at, d.rising[rid][1])
+                return
+            self._receipts.add(rid)
+            mc = event.receipt.reward_mc()
             d.credits_mc += mc
-            d.rising.append((event.at, mc))
+            d.rising[rid] = (event.at, mc)
         elif isinstance(event, HealthUpdated):
             d = self._district(event.node_id)
-            d.efficiency = efficiency_factor(event.temperature_c, event.battery_pct, event.on_ac)
-            d.battery = None if event.battery_pct is None else event.battery_pct / 100.0
-            d.on_ac = event.on_ac
-            d.online = True
+            if d.health is None or _health_order(event) > _health_order(d.health):
+                d.health = event
+                d.efficiency = efficiency_factor(
+                    event.temperature_c, event.battery_pct, event.on_ac
+                )
+                d.battery = None if event.battery_pct is None else event.battery_pct / 100.0
+                d.on_ac = event.on_ac
+            self._presence(d, event.at, online=True)
         elif isinstance(event, NodeLeft):
-            self._district(event.node_id).online = False
+            self._presence(self._district(event.node_id), event.at, online=False)
         else:
             raise GameEventError(f"not a game event: {type(event).__name__}")
 
     def _on_verified(self, event: Verified) -> None:
         key = (event.session_id, event.step)
-        trial = self._trial(key, event.at, len(event.agreeing))
+        trial = self._trial(key, event.at)
+        trial.verdict_size = max(trial.verdict_size, len(event.agreeing))
         trial.agreeing.update(event.agreeing)
         for node in event.agreeing:
             self._touch(node, event.at)
@@ -228,9 +245,14 @@ class GameState:
             d.fallen_at = event.at
             d.slash_reason = event.reason
         key = (event.session_id, event.step)
-        trial = self._trial(key, event.at, 2)
+        trial = self._trial(key, event.at)
         trial.slashed[event.node_id] = min(event.at, trial.slashed.get(event.node_id, event.at))
         self._slashings.add((key, event.node_id))
+
+    @staticmethod
+    def _presence(d: _District, at: float, online: bool) -> None:
+        # The latest news by its own time wins (a tie: online), whatever the arrival order.
+        d.presence_at, d.online = max((d.presence_at, d.online), (at, online))
 
     def _touch(self, node: bytes, at: float) -> None:
         d = self._district(node)
@@ -242,10 +264,10 @@ class GameState:
             d = self._districts[node] = _District()
         return d
 
-    def _trial(self, key: TrialKey, at: float, quorum: int) -> _Trial:
+    def _trial(self, key: TrialKey, at: float) -> _Trial:
         trial = self._trials.get(key)
         if trial is None:
-            trial = self._trials[key] = _Trial(opened_at=at, quorum=quorum)
+            trial = self._trials[key] = _Trial(opened_at=at)
             if len(self._trials) > MAX_TRIALS:
                 del self._trials[next(iter(self._trials))]  # the oldest opened
         trial.opened_at = min(trial.opened_at, at)
@@ -355,6 +377,16 @@ class GameState:
     def _position(self, node: bytes) -> Position | None:
         d = self._districts.get(node)
         return d.position if d else None
+
+
+def _health_order(h: HealthUpdated) -> tuple[float, float, float, bool, float]:
+    return (
+        h.at,
+        -1.0 if h.temperature_c is None else h.temperature_c,
+        -1.0 if h.battery_pct is None else h.battery_pct,
+        h.on_ac,
+        h.stability,
+    )
 
 
 def _pulse_order(p: HopSent) -> tuple[float, bytes, bytes, bytes, float, int]:
