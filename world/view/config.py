@@ -43,7 +43,6 @@ def prc_text(cfg: ViewConfig) -> str:
         "notify-level-display warning",
         "print-pipe-types #f",
         "textures-power-2 none",
-        "gl-version 3 2",
         f"model-path {ASSET_DIR}",
     ]
     if cfg.offscreen:

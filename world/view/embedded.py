@@ -56,8 +56,8 @@ class AskResult:
 class LocalHive:
     """The hive, loaded; `ask` runs one prompt through it."""
 
-    def __init__(self, file: GGUFModelFile, world: LiveWorld, *, kv: str = "int4",
-                 byzantine: str | None = BYZANTINE, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(self, file: GGUFModelFile, world: LiveWorld, *, kv: str = "fp32",
+                 byzantine: str | None = BYZANTINE, rtt_scale: float = 1.0, progress: Callable[[str], None] | None = None) -> None:
         say = progress or (lambda _m: None)
         self.file, self.world, self.kv_kind = file, world, kv
         self.config = file.config
@@ -77,9 +77,10 @@ class LocalHive:
         self.slashed: set[str] = set()
         self.links: dict[tuple[str, str], tuple[MemoryChannel, MemoryChannel]] = {}
         for (i, a), (j, b) in itertools.combinations(enumerate(NODES), 2):
-            profile = LinkProfile(latency_s=RTT_MS[i, j] / 2000.0)
+            profile = LinkProfile(latency_s=rtt_scale * RTT_MS[i, j] / 2000.0)
             self.links[(a, b)] = memory_pair(f"{a}-{b}", profile, seed=i * 10 + j)
-        self.hop_ms = {pair: RTT_MS[NODES.index(pair[0]), NODES.index(pair[1])] / 2 for pair in self.links}
+        self.hop_ms = {pair: rtt_scale * RTT_MS[NODES.index(pair[0]), NODES.index(pair[1])] / 2
+                       for pair in self.links}
         self._streams = itertools.count(1)
         snap = HiveMap(dim=2).update(NODES, RTT_MS)
         world.set_map(snap.as_dict(), {(a, b): RTT_MS[i, j] for (i, a), (j, b)

@@ -44,7 +44,7 @@ def district_layout(districts: tuple[DistrictView, ...]) -> DistrictLayout:
     xy = np.array([(d.x, d.y) for d in districts], np.float64).reshape(n, 2)
     if n >= 2:
         span = float(np.ptp(xy, axis=0).max()) or 1.0
-        unit = max(span / math.sqrt(n) * 0.45, 0.05)
+        unit = max(min(span / math.sqrt(n) * 0.45, span * 0.08), 0.05)
     else:
         unit = 4.0
     tf = np.array([max(d.tflops, 0.0) for d in districts], np.float64)
@@ -66,6 +66,7 @@ class Scene:
         self.ground.set_shader_input("u_tint", (0.03, 0.04, 0.06))
         self.roads = self.root.attach_new_node("roads")
         self.roads.set_shader(load_shader("road"))
+        self.roads.set_render_mode_thickness(2.0)
         self.layers: dict[str, InstancedLayer] = {}
         for name in ("districts", "towers", "plots", "buildings", "cursor"):
             layer = InstancedLayer(name, BOX, self.root)
@@ -164,12 +165,16 @@ class Scene:
         live = [p for p in pulses if p.src in idx and p.dst in idx]
         rows = np.zeros((len(live), 12), np.float32)
         for k, p in enumerate(live):
-            a, b = lay.top(p.src), lay.top(p.dst)
-            rows[k, 0:4] = (a[0], a[1], a[2] + 0.2 * lay.unit, p.start)
-            rows[k, 4:8] = (b[0], b[1], b[2] + 0.2 * lay.unit, p.duration)
+            rows[k, 0:4] = (*self.pulse_end(p.src), p.start)
+            rows[k, 4:8] = (*self.pulse_end(p.dst), p.duration)
             rows[k, 8:12] = (0.35, 0.95, 1.0, 1.0)
         self.pulses.np.set_shader_input("u_unit", float(lay.unit))
         self.pulses.set_rows(rows)
+
+    def pulse_end(self, node_id: str) -> tuple[float, float, float]:
+        """Where pulses leave and land: just above the district's roof."""
+        x, y, z = self.layout.top(node_id)
+        return x, y, z + 0.2 * self.layout.unit
 
     def _sync_towers(self, towers: tuple[TowerView, ...]) -> None:
         idx, lay = self.layout.index, self.layout
@@ -177,13 +182,17 @@ class Scene:
         for t in towers:
             if t.node_id not in idx:
                 continue
-            x, y, _ = lay.top(t.node_id)
-            fx, fh = 0.35 * lay.unit, 0.3 * lay.unit
+            k = lay.index[t.node_id]
+            x, y = float(lay.xy[k, 0]) + 0.5 * lay.footprint[k] + 0.45 * lay.unit, float(lay.xy[k, 1])
+            fx, fh = 0.3 * lay.unit, 0.45 * lay.unit
             for floor in range(max(t.needed, t.answers)):
                 lit = t.verified or floor < t.answers
                 color = (1.0, 0.85, 0.25, 1.0) if t.verified else (0.3, 0.9, 1.0, 1.0) if lit else (0.25, 0.25, 0.3, 1.0)
-                out.append((x + 0.8 * lay.unit, y, floor * fh * 1.1, 0.0, fx, fx, fh,
+                out.append((x, y, floor * fh * 1.25, 0.0, fx, fx, fh,
                             1.0 if t.verified else 0.5 if lit else 0.0, *color))
+            # the tower's crown: the Merkle root, lit once the replicas agree
+            out.append((x, y, max(t.needed, t.answers) * fh * 1.25, math.pi / 4, 1.4 * fx, 1.4 * fx, 0.5 * fh,
+                        1.0 if t.verified else 0.0, *((1.0, 0.95, 0.5, 1.0) if t.verified else (0.3, 0.3, 0.35, 1.0))))
         self.layers["towers"].set_rows(np.array(out, np.float32).reshape(len(out), 12))
 
     def _sync_plots(self, plots: tuple[PlotView, ...]) -> None:
@@ -224,6 +233,15 @@ class Scene:
         color = (0.2, 1.0, 0.35, 0.45) if ok else (1.0, 0.15, 0.1, 0.55)
         row = (cx, cy, 0.0, 0.0, plot.cell * 0.98, plot.cell * 0.98, 0.12 * plot.cell, 0.8, *color)
         self.layers["cursor"].set_rows(np.array([row], np.float32))
+
+
+def pulse_position(a: tuple[float, float, float], b: tuple[float, float, float], t: float, unit: float
+                   ) -> tuple[float, float, float]:
+    """Where a pulse is at fraction `t` of its hop: what shaders/pulse.vert.glsl computes."""
+    t = min(max(t, 0.0), 1.0)
+    x, y, z = (a[k] + (b[k] - a[k]) * t for k in range(3))
+    span = math.dist(a, b)
+    return x, y, z + math.sin(math.pi * t) * (0.6 * unit + 0.15 * span)
 
 
 def building_centre(plot: PlotView, i: int, j: int) -> tuple[float, float]:

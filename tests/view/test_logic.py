@@ -1,0 +1,132 @@
+"""The view's pure parts: colours, camera, editor on the real city, scripts, URLs, shaders."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from world.view.camera import CameraState, framing, orbit, track
+from world.view.city_view import CityView
+from world.view.editor import Editor, cell_at
+from world.view.frame import EditRefused, PlotView, ViewError
+from world.view.palette import FALL_SECONDS, district_light, fall_fraction, rtt_color
+from world.view.runner import check_hive_url
+from world.view.script import Step, parse_script
+from world.view.shaders import shader_paths
+
+
+def test_rtt_colour_runs_green_to_red():
+    fast, mid, slow = rtt_color(5), rtt_color(50), rtt_color(400)
+    assert fast[1] == 1.0 and fast[0] == 0.0
+    assert slow[0] == 1.0 and slow[1] == 0.0
+    assert 0.0 < mid[0] <= 1.0 and 0.0 < mid[1] <= 1.0
+
+
+def test_fall_and_light():
+    assert fall_fraction(None, 10.0) == 0.0
+    assert fall_fraction(10.0, 9.0) == 0.0
+    assert fall_fraction(10.0, 10.0 + FALL_SECONDS / 2) == pytest.approx(0.25)
+    assert fall_fraction(10.0, 99.0) == 1.0
+    assert district_light(1.0, 1.0, True) > district_light(1.0, 0.4, True) > district_light(1.0, 0.4, False)
+
+
+def test_camera_framing_orbit_and_tracking():
+    cam = framing([0.0, 100.0], [0.0, 0.0])
+    assert (cam.x, cam.y) == (50.0, 0.0)
+    assert cam.distance > 50.0
+    eye = CameraState(0, 0, 10, heading=0, pitch=90).eye()
+    assert eye == pytest.approx((0, 0, 10), abs=1e-9)
+    turned = orbit(cam, {"right": True}, 0.5)
+    assert turned.heading == pytest.approx((cam.heading + 30.0) % 360)
+    followed = cam
+    for _ in range(120):
+        followed = track(followed, 10.0, 20.0, 1 / 60)
+    assert math.hypot(followed.x - 10.0, followed.y - 20.0) < 1.0
+
+
+def test_cell_at_snaps_to_grid():
+    plot = PlotView("p", "me", 2.0, 3.0, 4, 4, 1.0)
+    assert cell_at([plot], 2.01, 3.99).j == 0
+    c = cell_at([plot], 5.9, 6.9)
+    assert (c.i, c.j) == (3, 3)
+    assert cell_at([plot], 6.1, 4.0) is None
+
+
+def test_editor_commands_change_the_city_and_undo_restores(cities):
+    alice, bob = cities
+    view = CityView(alice)
+    ed = Editor(view, view.player)
+    ed.click(1.5, 2.5)  # empty cell of her plot: build
+    assert not ed.refused, ed.message
+    (b,) = view.buildings()
+    assert (b.i, b.j, b.rotation, b.kind) == (1, 2, 0, "house")
+    assert len(bob.buildings()) == 1  # the signed edit reached the other replica
+    ed.key("arrow_right")
+    ed.key("r")
+    (b,) = view.buildings()
+    assert (b.i, b.j, b.rotation) == (2, 2, 1)
+    x, y, _ = alice.building(b.building_id).position
+    assert (x, y) == (2.5, 2.5)  # snapped to the cell's centre in the doc
+    ed.key("z")
+    ed.key("z")
+    assert [(v.i, v.j, v.rotation) for v in view.buildings()] == [(1, 2, 0)]
+    ed.key("y")
+    assert [(v.i, v.j) for v in view.buildings()] == [(2, 2)]
+    ed.key("delete")
+    assert view.buildings() == () and bob.buildings() == {}
+    ed.key("z")
+    assert len(view.buildings()) == 1
+
+
+def test_editor_refuses_visibly(cities):
+    alice, bob = cities
+    view = CityView(alice)
+    ed = Editor(view, view.player)
+    ed.click(12.5, 1.5)  # Bob's plot
+    assert ed.refused and ed.message.startswith("refused: plot") and "belongs to player" in ed.message
+    assert view.buildings() == ()
+    ed.click(30.0, 30.0)
+    assert ed.refused and "not on any plot" in ed.message
+    ed.click(0.5, 0.5)
+    ed.key("escape")
+    ed.click(0.5, 0.5)  # selects the building there, does not stack a second one
+    assert len(view.buildings()) == 1 and not ed.refused
+    ed.key("arrow_left")  # off the plot
+    assert ed.refused and "off plot" in ed.message
+    with pytest.raises(EditRefused, match="own player"):
+        view.place(bob.player_id, view.plots()[0].plot_id, 0, 0, 0, "house")
+    # Bob's building, seen from Alice's replica, can be selected but not changed.
+    bob_view = CityView(bob)
+    bob_plot = next(p for p in bob_view.plots() if p.owner == bob.player_id)
+    bob_building = bob_view.place(bob.player_id, bob_plot.plot_id, 0, 0, 0, "tower")
+    ed.key("escape")
+    ed.click(10.5, 0.5)
+    assert not ed.refused
+    ed.key("delete")
+    assert ed.refused and bob_building in bob.buildings() and bob_building in alice.buildings()
+
+
+def test_script_parsing():
+    assert parse_script("click 1 2; key r; click theirs 0 3") == [
+        Step("click", "mine", 1, 2), Step("key", key="r"), Step("click", "theirs", 0, 3)]
+    for bad in ("jump 1 2", "click 1", "key launch", "click mine x 2"):
+        with pytest.raises(ViewError, match="bad script step"):
+            parse_script(bad)
+
+
+def test_hive_url_must_be_loopback_ws():
+    assert check_hive_url("ws://127.0.0.1:8765") == "ws://127.0.0.1:8765"
+    for bad in ("http://127.0.0.1:1", "ws://10.0.0.1:80", "ws://127.0.0.1", "127.0.0.1:80"):
+        with pytest.raises(ViewError):
+            check_hive_url(bad)
+
+
+def test_shaders_exist_and_names_are_checked(tmp_path):
+    for name in ("instanced", "pulse", "road", "ground"):
+        vert, _frag = shader_paths(name)
+        assert vert.read_text().startswith("#version")
+    with pytest.raises(ViewError, match="bad shader name"):
+        shader_paths("../etc/passwd")
+    with pytest.raises(ViewError, match="missing"):
+        shader_paths("instanced", tmp_path)
