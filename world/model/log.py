@@ -17,8 +17,7 @@ class EditLog:
     def add(self, edit: SignedEdit) -> list[SignedEdit]:
         """Insert `edit`; return the edits it covers, which it replaces (a compacted edit)."""
         chain = self._chains.setdefault(edit.client_id, [])
-        starts = [e.start for e in chain]
-        i = bisect.bisect_left(starts, edit.start)
+        i = bisect.bisect_left(chain, edit.start, key=lambda e: e.start)
         j = i
         while j < len(chain) and chain[j].end <= edit.end:
             j += 1
@@ -32,8 +31,7 @@ class EditLog:
             have = state_vector.get(client, 0)
             if chain and chain[-1].end <= have:
                 continue
-            ends = [e.end for e in chain]
-            yield from chain[bisect.bisect_right(ends, have):]
+            yield from chain[bisect.bisect_right(chain, have, key=lambda e: e.end):]
 
     def chain(self, client: int) -> list[SignedEdit]:
         return list(self._chains.get(client, ()))
