@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from world.layout import HiveMap, load_country_rtt, prepare, synthetic_hive
+from world.layout import HiveMap, SyntheticHive, load_country_rtt, prepare, synthetic_hive
 from world.layout.complete import measured_mask
 from world.layout.mds import LANDMARK_THRESHOLD, N_LANDMARKS, embed
 from world.layout.quality import VIVALDI_MEDIAN_REL_ERR, holdout_mask, pair_error
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "fitted stress | held-out pairs | held-out med. rel. err | held-out stress | "
           "held-out cross-country | held-out same-country (pairs) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    hives = {}
+    hives: dict[int, SyntheticHive] = {}
     for dim in dims:
         print(fit_row("RIPE countries", data.rtt, data.countries, dim, args.seed), flush=True)
         for n in sizes:

@@ -10,6 +10,7 @@ import pytest
 from hive_core.economy import Part
 from world.game import (
     EventKind,
+    GameEvent,
     GameEventError,
     HealthUpdated,
     HopSent,
@@ -26,7 +27,7 @@ S = b"s" * 16
 
 
 def test_valid_events_carry_their_kind() -> None:
-    events = [
+    events: list[GameEvent] = [
         StageStarted(S, A, 0, 10, Part.ATTENTION, 1.0),
         HopSent(S, A, B, 1.0, 0.02, 4096),
         ReplicaAnswered(S, 3, A, b"root", 1.0),
@@ -46,7 +47,7 @@ def test_valid_events_carry_their_kind() -> None:
     ]
     assert ReplicaAnswered(S, 3, A, b"root", 1.0).quorum == 2
     with pytest.raises(AttributeError):
-        events[0].at = 2.0  # type: ignore[misc]
+        events[0].at = 2.0  # type: ignore[misc, union-attr]
 
 
 VALID: dict[type, dict[str, Any]] = {

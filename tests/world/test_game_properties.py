@@ -121,7 +121,7 @@ def test_an_inference_session_on_a_real_latency_map() -> None:
     mid = game.snapshot(100.0 + hop / 2)
     (pulse,) = mid.pulses
     a, b = np.array(layout.position(client)), np.array(layout.position(w1))
-    assert np.allclose(pulse.position, (a + b) / 2)
+    assert pulse.position is not None and np.allclose(pulse.position, (a + b) / 2)
     end = game.snapshot(t + 3.0)  # towers linger 5 s after their verdict
     (tower,) = end.towers
     assert tower.status is TrialStatus.VERIFIED and tower.slashed == (liar,)

@@ -235,7 +235,7 @@ def test_layout_from_the_hive_map_places_districts() -> None:
     game.set_layout(hex_map)
     assert len(game.snapshot(0.0).district(C).position or ()) == 2
     with pytest.raises(GameError, match="is not a node id"):
-        game.set_layout({"nobody": (0.0, 0.0)})
+        game.set_layout({"nobody": (0.0, 0.0)})  # type: ignore[dict-item]
     with pytest.raises(GameError, match="2 or 3 coordinates"):
         game.set_layout({A: (0.0,)})
     with pytest.raises(KeyError):

@@ -41,7 +41,8 @@ class MapSnapshot:
 
 
 def rtt_matrix(
-    node_ids: Sequence[NodeKey], measurements: Mapping[tuple[NodeKey, NodeKey], float]
+    node_ids: Sequence[NodeKey],
+    measurements: Mapping[tuple[str, str], float] | Mapping[tuple[bytes, bytes], float],
 ) -> np.ndarray:
     """Square matrix (NaN = not measured) from RTTs keyed by node-id pairs, in ms.
 
@@ -129,7 +130,9 @@ class HiveMap:
         self._snapshot = snap
         return snap
 
-    def add_node(self, node_id: NodeKey, rtts: Mapping[NodeKey, float]) -> MapSnapshot:
+    def add_node(
+        self, node_id: NodeKey, rtts: Mapping[str, float] | Mapping[bytes, float]
+    ) -> MapSnapshot:
         """Place one joining node from its RTTs to nodes on the map; nobody else moves.
 
         The incremental step for large hives: the newcomer is triangulated from the nodes
