@@ -103,7 +103,7 @@ def test_forged_signature_is_rejected(shared: tuple[Recorder, Recorder, str]) ->
     before = alice.city.to_json()
     assert alice.city.receive(bytes(tampered)) is Outcome.REJECTED
     # Claiming to be Alice with Bob's key: the signature is Bob's, the key Alice's.
-    impostor = SignedEdit(alice.city.identity.public_key, good.start, good.end, good.update,
+    impostor = SignedEdit(alice.city.identity.public_key, 10_000, 10_001, good.update,
                           good.signature)
     assert alice.city.receive(bytes(impostor)) is Outcome.REJECTED
     assert alice.city.to_json() == before

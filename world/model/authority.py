@@ -151,6 +151,11 @@ class Gate:
         """Resync the scratch copy from the live doc (after a rejected edit tainted it)."""
         self._shadow = self._copy()
 
+    def follow(self, update: bytes) -> None:
+        """Apply a change the live doc already took without a check (a local edit)."""
+        self._shadow.apply_update(update)
+        self._touched = set()
+
     def check(self, edit: SignedEdit, live_sv: dict[int, int]) -> None:
         """Apply `edit` to the scratch copy and raise EditError if the live doc must not take it.
 

@@ -8,6 +8,7 @@ each change however many hops it travelled.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ MAX_UPDATE_BYTES = 192 * 1024  # a whole edit fits one data-channel message (< 2
 MIN_SIZE = _HEAD.size + SIGNATURE_BYTES
 
 
+@functools.lru_cache(maxsize=4096)
 def client_id_of(public_key: bytes) -> int:
     """The Yjs client id a player's doc must use: 32 bits of BLAKE2b of the key.
 

@@ -82,14 +82,31 @@ class Reader:
 
 
 def decode_state_vector(data: bytes) -> dict[int, int]:
-    """Yjs state vector: count, then (client id, clock) pairs."""
-    r = Reader(data)
-    out: dict[int, int] = {}
-    for _ in range(r.var_uint()):
-        client = r.var_uint()
-        out[client] = r.var_uint()
-    r.end()
-    return out
+    """Yjs state vector: count, then (client id, clock) pairs.
+
+    Inlined (no Reader calls): sync rounds decode one of these per message.
+    """
+    buf = bytes(data)
+    n = len(buf)
+    pos = 0
+    values: list[int] = []
+    while pos < n:
+        num = shift = 0
+        while True:
+            if pos >= n:
+                raise ProtocolError("state vector truncated")
+            b = buf[pos]
+            pos += 1
+            num |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > 56:
+                raise ProtocolError("var-uint too long")
+        values.append(num)
+    if not values or len(values) != 1 + 2 * values[0]:
+        raise ProtocolError("malformed state vector")
+    return dict(zip(values[1::2], values[2::2], strict=True))
 
 
 def encode_state_vector(sv: dict[int, int]) -> bytes:

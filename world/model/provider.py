@@ -36,6 +36,7 @@ from .yproto import (
 
 log = logging.getLogger(__name__)
 AWARENESS_EVERY = 10  # periodic rounds between presence refreshes
+IN_FLIGHT_ROUNDS = 3  # an answered edit is not sent again to the same peer for this long
 
 
 @dataclass
@@ -69,6 +70,7 @@ class SyncProvider:
         self._chunks = Reassembler()
         self._ids = itertools.count(1)
         self._resync = asyncio.Event()
+        self._in_flight: dict[int, tuple[int, float]] = {}  # client -> (end sent, when)
 
     async def __aenter__(self) -> Self:
         self.start()
@@ -168,10 +170,20 @@ class SyncProvider:
             self.stats.rejected += 1
 
     def _answer(self, state_vector: dict[int, int]) -> None:
-        """Send the edits the peer lacks, batched below the channel's message limit."""
+        """Send the edits the peer lacks, batched below the channel's message limit.
+
+        Edits sent in the last few rounds are assumed in flight and not sent again; if
+        they were lost, a later round (after IN_FLIGHT_ROUNDS) sends them.
+        """
+        now = asyncio.get_running_loop().time()
+        horizon = now - IN_FLIGHT_ROUNDS * self.interval_s
         batch: list[bytes] = []
         size = 0
         for edit in self.city.edits_since(state_vector):
+            sent_end, sent_at = self._in_flight.get(edit.client_id, (0, 0.0))
+            if edit.end <= sent_end and sent_at > horizon:
+                continue
+            self._in_flight[edit.client_id] = (max(edit.end, sent_end), now)
             raw = bytes(edit)
             if batch and size + len(raw) > CHUNK_BYTES - 1024:
                 self._queue(Edits(tuple(batch)))
