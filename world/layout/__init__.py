@@ -3,6 +3,7 @@
 from .align import align_to, procrustes_fit
 from .complete import measured_mask, prepare, triangle_fill
 from .errors import LayoutError
+from .heights import embed_with_heights, fit_heights
 from .hive_map import HiveMap, MapSnapshot, rtt_matrix
 from .mds import classical_mds, embed
 from .quality import VIVALDI_MEDIAN_REL_ERR, LayoutQuality, PairError, evaluate, pair_error
@@ -22,7 +23,9 @@ __all__ = [
     "classical_mds",
     "default_data_dir",
     "embed",
+    "embed_with_heights",
     "evaluate",
+    "fit_heights",
     "load_country_rtt",
     "measured_mask",
     "pair_error",

@@ -9,6 +9,7 @@ import numpy as np
 
 from .complete import measured_mask, prepare
 from .errors import LayoutError
+from .heights import embed_with_heights
 from .mds import embed
 
 # Vivaldi's published median relative error (Dabek et al., SIGCOMM 2004), for scale.
@@ -35,13 +36,18 @@ class LayoutQuality:
     seconds: float  # time of the fit alone
 
 
-def pair_error(positions: np.ndarray, rtt: np.ndarray, mask: np.ndarray) -> PairError:
-    """Compare map distances with `rtt` on the pairs of the upper triangle of `mask`."""
+def pair_error(
+    positions: np.ndarray, rtt: np.ndarray, mask: np.ndarray, heights: np.ndarray | None = None
+) -> PairError:
+    """Compare map distances (plus both heights, if given) with `rtt` on the pairs of the
+    upper triangle of `mask`."""
     i, j = np.nonzero(np.triu(mask, 1))
     if i.size == 0:
         return PairError(0, float("nan"), float("nan"))
     truth = rtt[i, j]
     dist = np.linalg.norm(positions[i] - positions[j], axis=1)
+    if heights is not None:
+        dist = dist + heights[i] + heights[j]
     stress = float(np.sqrt(((dist - truth) ** 2).sum() / (truth**2).sum()))
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.abs(dist - truth) / truth
@@ -70,20 +76,31 @@ def holdout_mask(rtt: np.ndarray, fraction: float, seed: int = 0, min_keep: int 
 
 
 def evaluate(
-    rtt: np.ndarray, dim: int = 3, *, holdout: float = 0.1, seed: int = 0, **embed_kw: object
+    rtt: np.ndarray,
+    dim: int = 3,
+    *,
+    holdout: float = 0.1,
+    seed: int = 0,
+    heights: bool = False,
+    **embed_kw: object,
 ) -> LayoutQuality:
     """Fit a map without a random `holdout` share of the measured pairs and score it
-    on the pairs it saw and on those it did not."""
+    on the pairs it saw and on those it did not. `heights`: score Vivaldi's model (map
+    distance + height vectors, see `heights.py`) instead of the map distance alone."""
     full = prepare(rtt)
     hide = holdout_mask(full, holdout, seed) if holdout else np.zeros(full.shape, dtype=bool)
     seen = np.where(hide, np.nan, full)
     start = time.perf_counter()
-    positions = embed(seen, dim, seed=seed, **embed_kw)  # type: ignore[arg-type]
+    h: np.ndarray | None = None
+    if heights:
+        positions, h = embed_with_heights(seen, dim, seed=seed)
+    else:
+        positions = embed(seen, dim, seed=seed, **embed_kw)  # type: ignore[arg-type]
     seconds = time.perf_counter() - start
     return LayoutQuality(
         n_nodes=full.shape[0],
         dim=dim,
-        fitted=pair_error(positions, full, measured_mask(seen)),
-        held_out=pair_error(positions, full, hide) if hide.any() else None,
+        fitted=pair_error(positions, full, measured_mask(seen), h),
+        held_out=pair_error(positions, full, hide, h) if hide.any() else None,
         seconds=seconds,
     )
