@@ -39,6 +39,8 @@ from hive_core.protocol import (
     MAX_STATUS_NODES,
     MAX_STATUS_RECORDS,
     Contact,
+    Error,
+    ErrorCode,
     FindNode,
     FindValue,
     HandshakeError,
@@ -48,6 +50,7 @@ from hive_core.protocol import (
     StatusReply,
     StatusRequest,
     Store,
+    encode,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class HiveNode:
         self.node.on_link_up.append(self._link_up)
         self.node.on_link_lost.append(self._link_lost)
         self._started = False
+        self._ws_open = 0  # WebSocket connections handshaking or linked
         self._entries: dict[str, None] = {}  # listen URLs of peers seen, oldest first
 
     def __repr__(self) -> str:
@@ -168,12 +172,23 @@ class HiveNode:
 
     async def _accept(self, channel: WsChannel) -> None:
         """A WebSocket joiner (or a status client): authenticate it, then serve until it leaves."""
+        if self._ws_open >= self.config.max_ws_links:
+            logger.warning("%s: refused a WebSocket from %s: %d already open", self,
+                           channel.peer, self._ws_open)
+            try:
+                await channel.send(encode(Error(0, ErrorCode.OVERLOADED, "too many joiners")))
+            finally:
+                await channel.close()
+            return
+        self._ws_open += 1
         try:
             link = await self.node.attach(channel, kind="ws", mode="first")
+            if link.reader is not None:
+                await asyncio.gather(link.reader, return_exceptions=True)
         except HandshakeError:
             return
-        if link.reader is not None:
-            await asyncio.gather(link.reader, return_exceptions=True)
+        finally:
+            self._ws_open -= 1
 
     # -- links and the DHT ---------------------------------------------------------------
 

@@ -61,6 +61,7 @@ class NodeConfig:
     roles: tuple[str, ...] = ()  # "alpha", "beta", "sentinel", "verifier"
     rtc: RTCOptions = field(default_factory=RTCOptions)  # data channel options (timeouts, ICE)
     max_peers: int = 16  # data-channel links this node opens itself (it still accepts more)
+    max_ws_links: int = 256  # WebSocket joiners served at once by a listening node
     ping_interval_s: float = 2.0  # RTT probe period per link
     dead_after_s: float = 8.0  # a link silent this long is declared dead and closed
     handshake_timeout_s: float = 10.0  # waiting for the peer's Hello
