@@ -1,0 +1,81 @@
+"""One replica's answer to one stage step, checked: sealed for us, signed, about our input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hive_core.exec.errors import ExecError
+from hive_core.exec.wire import TO_WIRE, hidden_from_bytes, seal_context
+from hive_core.model.stage import Stage
+from hive_core.protocol.inference import StageResult
+from hive_core.protocol.trust import Attestation
+from hive_core.trust import TrustError, check_attestation, merkle_root, open_sealed, worker_id
+
+
+class BadAnswer(ExecError):
+    """A replica's answer that cannot be used (forged, corrupt, refused): it is dropped."""
+
+
+class Unavailable(ExecError):
+    """A replica that is gone (link closed, timed out, crashed)."""
+
+
+class NeedsRebuild(ExecError):
+    """The replica lost (or never had) this session's KV cache."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    """What was asked of a stage: the key every answer must match."""
+
+    session_id: bytes
+    step: int
+    stage: Stage
+    position: int
+    tokens: int
+    input_bytes: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A usable answer: its output, the signed statement behind it, the worker's time."""
+
+    node: bytes
+    out: np.ndarray  # float32 [tokens, hidden]
+    out_bytes: bytes
+    attestation: Attestation | None
+    compute_s: float
+
+
+def check_answer(node: bytes, hop: Hop, result: StageResult, box: object, hidden: int,
+                 attest: bool) -> Answer:
+    """Decrypt and verify `result` for `hop`; BadAnswer / NeedsRebuild when unusable."""
+    if not result.ok:
+        if "rebuild" in result.error:
+            raise NeedsRebuild(result.error)
+        raise BadAnswer(f"{node.hex()[:12]} refused: {result.error}")
+    ctx = seal_context(b"out", hop.session_id, hop.step, hop.stage, hop.position)
+    try:
+        raw = open_sealed(box, result.payload, ctx)  # type: ignore[arg-type]
+        out = hidden_from_bytes(raw, hop.tokens, hidden)
+    except (TrustError, ExecError) as exc:
+        raise BadAnswer(f"{node.hex()[:12]}: {exc}") from None
+    att = result.attestation
+    if attest:
+        if att is None:
+            raise BadAnswer(f"{node.hex()[:12]} sent no attestation")
+        try:
+            check_attestation(att, raw)
+        except TrustError as exc:
+            raise BadAnswer(str(exc)) from None
+        expected = (hop.session_id, hop.step, hop.stage.start, hop.stage.end,
+                    TO_WIRE[hop.stage.part], hop.position, hop.tokens)
+        got = (att.session_id, att.step, att.layer_start, att.layer_end, att.part, att.position,
+               att.tokens)
+        if worker_id(att) != node or got != expected:
+            raise BadAnswer(f"{node.hex()[:12]} attested another task or identity")
+        if att.input_digest != merkle_root(hop.input_bytes):
+            raise BadAnswer(f"{node.hex()[:12]} attested another input")
+    return Answer(node, out, raw, att, max(result.compute_s, 0.0))

@@ -1,0 +1,156 @@
+"""A hive in one process: shard servers and an asker wired by in-memory or real aiortc
+channels (tests, benchmarks, `cadencia ask --hive local:N`).
+
+Every server loads only its own stage from the GGUF file; the asker loads only the
+embedding and the head. The links are authenticated `Node` links like the live mesh's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hive_core.exec.client import ClientConfig, HiveClient
+from hive_core.exec.events import EventHook
+from hive_core.exec.faults import Fault
+from hive_core.exec.server import ServerConfig, ShardServer
+from hive_core.mesh.identity import Identity
+from hive_core.mesh.memchannel import LinkProfile, memory_pair
+from hive_core.mesh.node import Node
+from hive_core.model.executor import ShardExecutor
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.stage import Stage, even_stages
+from hive_core.sched.planner import Plan, fixed_plan
+from hive_core.trust import ReputationBook
+
+Tap = Callable[[bytes, bytes], None]  # (receiving node id, frame bytes)
+
+
+def identity(name: str) -> Identity:
+    return Identity.from_seed(hashlib.blake2b(name.encode(), digest_size=32).digest())
+
+
+class _TapChannel:
+    """Wraps a channel end and reports every frame it receives (privacy tests)."""
+
+    def __init__(self, inner: Any, owner: bytes, tap: Tap) -> None:
+        self.inner, self.owner, self.tap = inner, owner, tap
+
+    @property
+    def label(self) -> str:
+        return str(self.inner.label)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.inner.closed)
+
+    async def send(self, data: bytes) -> None:
+        await self.inner.send(data)
+
+    async def recv(self) -> bytes:
+        data = await self.inner.recv()
+        self.tap(self.owner, bytes(data))
+        return data  # type: ignore[no-any-return]
+
+    def __aiter__(self) -> Any:
+        return self.inner.__aiter__()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@dataclass
+class InProcessHive:
+    """The asker's node and client, the servers, and what to close."""
+
+    asker: Node
+    client: HiveClient
+    servers: list[ShardServer]
+    peers: list[Any] = field(default_factory=list)  # RTCPeer objects to close
+
+    @property
+    def node_ids(self) -> list[bytes]:
+        return [s.node.node_id for s in self.servers]
+
+    async def close(self) -> None:
+        self.client.close()
+        for s in self.servers:
+            await s.close()
+            await s.node.close()
+        await self.asker.close()
+        for p in self.peers:
+            await p.close()
+
+
+async def _link(a: Node, b: Node, transport: str, tap: Tap | None, peers: list[Any],
+                profile: LinkProfile | None) -> None:
+    if transport == "rtc":
+        from hive_core.mesh.rtc import connect_pair
+
+        pa, pb, ca, cb = await connect_pair()
+        peers += [pa, pb]
+        rtc_a, rtc_b = pa, pb
+    elif transport == "memory":
+        ca, cb = memory_pair(profile=profile or LinkProfile())
+        rtc_a = rtc_b = None
+    else:
+        raise ValueError(f"unknown transport {transport!r}: memory or rtc")
+    if tap is not None:
+        cb = _TapChannel(cb, b.node_id, tap)  # type: ignore[assignment]
+    await asyncio.gather(a.attach(ca, kind=transport, expect=b.node_id, rtc=rtc_a),
+                         b.attach(cb, kind=transport, expect=a.node_id, rtc=rtc_b))
+
+
+async def build_hive(
+    model_path: Path | str,
+    n_servers: int,
+    *,
+    stages: Sequence[Stage] | None = None,
+    replicas: int = 1,
+    spares: int = 0,
+    faults: dict[int, Fault] | None = None,
+    transport: str = "memory",
+    client_config: ClientConfig | None = None,
+    profile: LinkProfile | None = None,
+    tap: Tap | None = None,
+    on_event: EventHook | None = None,
+    model: GGUFModelFile | None = None,
+) -> InProcessHive:
+    """`n_servers` servers; stage k runs on servers k*replicas .. k*replicas+replicas-1.
+
+    With `stages` None the layers are split evenly into ``n_servers // replicas`` stages.
+    `spares` extra servers hold nothing at first (failover, referees, spot checks).
+    """
+    file = model or GGUFModelFile(model_path)
+    n_layers = file.config.n_layers
+    if replicas < 1 or n_servers < replicas:
+        raise ValueError(f"{n_servers} servers cannot hold {replicas} replicas per stage")
+    stages = list(stages) if stages is not None else even_stages(n_layers, n_servers // replicas)
+    if len(stages) * replicas > n_servers:
+        raise ValueError(f"{len(stages)} stages x {replicas} replicas need more than {n_servers} servers")
+    faults = faults or {}
+    asker = Node(identity("asker"))
+    servers: list[ShardServer] = []
+    groups: list[list[bytes]] = [[] for _ in stages]
+    for k in range(n_servers + spares):
+        node = Node(identity(f"server-{k}"))
+        stage_index = k // replicas
+        preload = (stages[stage_index],) if k < len(stages) * replicas else ()
+        if preload:
+            groups[stage_index].append(node.node_id)
+        cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k)
+        servers.append(ShardServer(node, file, cfg))
+    hive_peers: list[Any] = []
+    await asyncio.gather(*(_link(asker, s.node, transport, tap, hive_peers, profile)
+                           for s in servers))
+    await asyncio.gather(*(s.start() for s in servers))
+    plan: Plan = fixed_plan(stages, groups)
+    local = ShardExecutor.load(file, [], embed=True, head=True)
+    spare_ids = [s.node.node_id for s in servers[len(stages) * replicas:]]
+    client = HiveClient(asker, local, plan, client_config, reputation=ReputationBook(),
+                        spares=spare_ids, on_event=on_event)
+    return InProcessHive(asker, client, servers, hive_peers)

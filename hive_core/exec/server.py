@@ -1,0 +1,291 @@
+"""The shard server: serves stages of one model to askers over a `Node`.
+
+It loads only the layers it is asked for (a preloaded range, others on first request),
+computes on one dedicated worker thread (never on the asyncio loop, and in request order),
+keeps one KV cache per (client, session, stage) in fp32 or INT4, evicts idle sessions,
+signs a Merkle root of every output, seals outputs for the asker only, and keeps the
+work receipts clients sign for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from hive_core.economy import ReceiptError, WorkReceipt
+from hive_core.exec.errors import ExecError
+from hive_core.exec.faults import Fault
+from hive_core.exec.wire import hidden_bytes, hidden_from_bytes, seal_context, stage_of
+from hive_core.mesh.node import Node
+from hive_core.model.errors import ModelError
+from hive_core.model.executor import ShardExecutor
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kvcache import KVCache
+from hive_core.model.stage import Stage
+from hive_core.protocol.inference import (
+    EndSession,
+    KvKind,
+    ReceiptMsg,
+    RunStage,
+    ShardInfo,
+    ShardQuery,
+    StageResult,
+)
+from hive_core.trust import TrustError, attest, box_between, open_sealed, seal
+
+logger = logging.getLogger(__name__)
+KV_NAMES = {KvKind.FP32: "fp32", KvKind.INT4: "int4"}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How a shard server behaves."""
+
+    preload: tuple[Stage, ...] = ()  # stages loaded at start; others load on first request
+    load_on_demand: bool = True  # refuse stages outside `preload` when False
+    idle_evict_s: float = 300.0  # a session unused this long loses its caches
+    max_sessions: int = 256  # oldest session is evicted beyond this
+    fault: Fault | None = None  # TEST TOOL: misbehave on purpose
+    fault_seed: int = 0
+    tflops: float = 0.0  # reported in ShardInfo (from the Health Vector)
+    free_ram_mb: float = 0.0
+    on_ac: bool = True
+
+
+@dataclass
+class _Session:
+    caches: dict[int, KVCache]
+    last_used: float
+    tokens: int = 0  # rows served (prompt + generated, including rolled-back drafts)
+    compute_s: float = 0.0
+    last_out: torch.Tensor | None = None  # for the "stale" fault
+
+
+@dataclass
+class ServedStats:
+    """What this server did, for status output and tests."""
+
+    requests: int = 0
+    errors: int = 0
+    evicted: int = 0
+    loaded_stages: list[str] = field(default_factory=list)
+
+
+class ShardServer:
+    """Serves RunStage / ShardQuery / EndSession / ReceiptMsg on `node`."""
+
+    def __init__(self, node: Node, model: GGUFModelFile, config: ServerConfig | None = None) -> None:
+        self.node = node
+        self.model = model
+        self.config = config or ServerConfig()
+        self.executors: list[ShardExecutor] = []
+        self.sessions: dict[tuple[bytes, bytes, Stage], _Session] = {}
+        self.receipts: list[WorkReceipt] = []
+        self.stats = ServedStats()
+        self.crashed = False
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard")
+        self._gen = torch.Generator().manual_seed(self.config.fault_seed)
+        self._boxes: dict[bytes, object] = {}
+        self._evictor: asyncio.Task[None] | None = None
+        node.on(RunStage, self._on_run)
+        node.on(ShardQuery, self._on_query)
+        node.on(EndSession, self._on_end)
+        node.on(ReceiptMsg, self._on_receipt)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the preloaded stages (off the loop) and start idle eviction."""
+        loop = asyncio.get_running_loop()
+        for stage in self.config.preload:
+            await loop.run_in_executor(self._pool, self._executor_for, stage)
+        self._evictor = self.node.spawn(self._evict_loop(), name="evict sessions")
+
+    async def close(self) -> None:
+        if self._evictor is not None:
+            self._evictor.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- handlers --------------------------------------------------------------------
+
+    def _on_run(self, peer: bytes, msg: RunStage) -> asyncio.Future[None] | None:
+        if self.crashed:
+            return None
+        fault = self.config.fault
+        if fault is not None and fault.should_crash(self.stats.requests):
+            self.crashed = True
+            logger.warning("%s: fault %s: crashing now", self.node, fault)
+            return asyncio.ensure_future(self._crash())
+        self.stats.requests += 1
+        link = self.node.peers.best(peer)
+        if link is None:
+            return None
+        # Submitted before any await, so a session's steps compute in arrival order.
+        job = asyncio.get_running_loop().run_in_executor(
+            self._pool, self._serve, peer, link.public_key, msg)
+        return asyncio.ensure_future(self._reply(peer, msg.rpc_id, job))
+
+    async def _reply(self, peer: bytes, rpc_id: int, job: asyncio.Future[StageResult]) -> None:
+        try:
+            result = await job
+        except Exception as exc:  # a bug must still answer, never leave the asker waiting
+            logger.exception("%s: stage failed", self.node)
+            result = _failure(rpc_id, f"internal error: {type(exc).__name__}", 0)
+        if not result.ok:
+            self.stats.errors += 1
+        try:
+            await self.node.send(peer, result)
+        except ConnectionError as exc:
+            logger.info("%s: could not answer %s: %s", self.node, peer.hex()[:12], exc)
+
+    async def _crash(self) -> None:
+        """Die abruptly: every link drops without a reply (what a killed process looks like)."""
+        for link in self.node.peers.all():
+            await link.channel.close()
+            if link.rtc is not None:
+                await link.rtc.close()
+
+    def _on_query(self, peer: bytes, msg: ShardQuery) -> asyncio.Future[None]:
+        cfg = self.model.config
+        pre = self.config.preload
+        start, end = (pre[0].start, pre[-1].end) if pre else (0, 0)
+        info = ShardInfo(msg.rpc_id, self.model.path.name[:128], cfg.n_layers, cfg.hidden,
+                         start, end, float(self.config.tflops), float(self.config.free_ram_mb),
+                         self.config.on_ac)
+        return asyncio.ensure_future(self.node.send(peer, info))
+
+    def _on_end(self, peer: bytes, msg: EndSession) -> asyncio.Future[None] | None:
+        if self.crashed:
+            return None
+        # Sessions are only touched on the worker thread.
+        return asyncio.get_running_loop().run_in_executor(self._pool, self._end, peer, msg.session_id)
+
+    def _end(self, peer: bytes, session_id: bytes) -> None:
+        for key in [k for k in self.sessions if k[0] == peer and k[1] == session_id]:
+            del self.sessions[key]
+
+    def _on_receipt(self, peer: bytes, msg: ReceiptMsg) -> None:
+        try:
+            receipt = WorkReceipt.parse(msg.receipt)
+            receipt.verify()
+        except ReceiptError as exc:
+            logger.info("%s: refused receipt from %s: %s", self.node, peer.hex()[:12], exc)
+            return
+        if receipt.worker_id != self.node.node_id or receipt.client_id != peer:
+            logger.info("%s: refused a receipt not between %s and us", self.node, peer.hex()[:12])
+            return
+        self.receipts.append(receipt)
+
+    # -- compute (worker thread) -----------------------------------------------------
+
+    def _executor_for(self, stage: Stage) -> ShardExecutor:
+        stage.check(self.model.config.n_layers)
+        for ex in self.executors:
+            w = ex.weights
+            if all((not stage.part.has_attention or layer in w.attention)
+                   and (not stage.part.has_mlp or layer in w.mlp) for layer in stage.layers):
+                return ex
+        if self.executors and not self.config.load_on_demand:
+            raise ExecError(f"stage {stage} is not served here")
+        ex = ShardExecutor.load(self.model, [stage])
+        self.executors.append(ex)
+        self.stats.loaded_stages.append(str(stage))
+        return ex
+
+    def _box(self, peer: bytes, public_key: bytes) -> object:
+        box = self._boxes.get(peer)
+        if box is None:
+            box = self._boxes[peer] = box_between(self.node.identity, public_key)
+        return box
+
+    def _serve(self, peer: bytes, public_key: bytes, msg: RunStage) -> StageResult:
+        try:
+            return self._compute(peer, public_key, msg)
+        except (ModelError, ExecError, TrustError) as exc:
+            return _failure(msg.rpc_id, str(exc)[:256], 0)
+
+    def _compute(self, peer: bytes, public_key: bytes, msg: RunStage) -> StageResult:
+        stage = stage_of(msg.layer_start, msg.layer_end, msg.part)
+        ex = self._executor_for(stage)
+        box = self._box(peer, public_key)
+        raw = open_sealed(box, msg.payload,  # type: ignore[arg-type]
+                          seal_context(b"in", msg.session_id, msg.step, stage, msg.position))
+        hidden = torch.from_numpy(
+            hidden_from_bytes(raw, msg.tokens, self.model.config.hidden).copy())
+        key = (peer, msg.session_id, stage)
+        now = time.monotonic()
+        sess = self.sessions.get(key)
+        if sess is None:
+            if msg.position != 0 and stage.part.has_attention:
+                return _failure(msg.rpc_id, "unknown session: rebuild from position 0", 0)
+            factory = kv_factory(KV_NAMES[msg.kv])
+            sess = self.sessions[key] = _Session(ex.new_caches(factory) if stage.part.has_attention
+                                                 else {}, now)
+            caches = {layer: sess.caches[layer] for layer in stage.layers} if sess.caches else {}
+            sess.caches = caches
+            self._evict_excess()
+        held = len(next(iter(sess.caches.values()))) if sess.caches else msg.position
+        if msg.position > held:
+            return _failure(msg.rpc_id, f"cache holds {held} positions, input starts at "
+                            f"{msg.position}: rebuild", held)
+        for cache in sess.caches.values():
+            if len(cache) > msg.position:
+                cache.truncate(msg.position)  # rejected speculative tokens
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                out = ex.run_stage(stage, hidden, msg.position, sess.caches)
+        except Exception:
+            for cache in sess.caches.values():
+                cache.truncate(msg.position)
+            raise
+        if self.config.fault is not None:
+            out = self.config.fault.corrupt(out, hidden, sess.last_out, self._gen)
+            sess.last_out = out
+        compute_s = time.perf_counter() - t0
+        sess.last_used = time.monotonic()
+        sess.tokens += msg.tokens
+        sess.compute_s += compute_s
+        out_bytes = hidden_bytes(out)
+        att = None
+        if msg.attest:
+            att = attest(self.node.identity, session_id=msg.session_id, step=msg.step,
+                         layer_start=stage.start, layer_end=stage.end, part=msg.part,
+                         position=msg.position, tokens=msg.tokens, input_bytes=raw,
+                         output_bytes=out_bytes)
+        sealed = seal(box, out_bytes,  # type: ignore[arg-type]
+                      seal_context(b"out", msg.session_id, msg.step, stage, msg.position))
+        return StageResult(msg.rpc_id, True, "", msg.position + msg.tokens, compute_s, att, sealed)
+
+    # -- eviction --------------------------------------------------------------------
+
+    def evict_idle(self, now: float | None = None) -> int:
+        """Drop sessions idle longer than `idle_evict_s`; returns how many went."""
+        now = time.monotonic() if now is None else now
+        stale = [k for k, s in self.sessions.items()
+                 if now - s.last_used > self.config.idle_evict_s]
+        for k in stale:
+            del self.sessions[k]
+        self.stats.evicted += len(stale)
+        return len(stale)
+
+    def _evict_excess(self) -> None:
+        while len(self.sessions) > self.config.max_sessions:
+            oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
+            del self.sessions[oldest]
+            self.stats.evicted += 1
+
+    async def _evict_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.config.idle_evict_s / 4))
+            await asyncio.get_running_loop().run_in_executor(self._pool, self.evict_idle)
+
+
+def _failure(rpc_id: int, error: str, cache_len: int) -> StageResult:
+    return StageResult(rpc_id, False, error[:256], cache_len, 0.0, None, b"")
