@@ -50,9 +50,9 @@ async def _demo(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
     from world.view.live import LiveWorld
     from world.view.runner import run_view
-    from world.view.session import HiveSession
+    from world.view.session import SLOW_MOTION, HiveSession
 
-    world = LiveWorld(player="you")
+    world = LiveWorld(player="you", slow_motion=SLOW_MOTION)
     session = HiveSession(world, model=args.model, kv=args.kv, say=say)
     app = WorldApp(cfg, world, mode="play")
 

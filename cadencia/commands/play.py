@@ -47,10 +47,10 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
     from world.view.live import LiveWorld
     from world.view.runner import run_view
-    from world.view.session import HiveSession, city_view, open_city
+    from world.view.session import SLOW_MOTION, HiveSession, city_view, open_city
 
     city = open_city(args.data_dir)
-    world = LiveWorld(player=city.player_id[:8])
+    world = LiveWorld(player=city.player_id[:8], slow_motion=SLOW_MOTION)
     session = HiveSession(world, model=args.model, kv=args.kv, threads=args.threads, say=say)
     app = WorldApp(cfg, world, mode="play", city=city_view(city),
                    on_prompt=lambda text: session.submit(text, args.max_new_tokens))
@@ -62,7 +62,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
         await asyncio.Event().wait()  # keep hosting until the view stops
 
     try:
-        report = await run_view(app, args, work=work)
+        report = await run_view(app, args, work=work, ready=session.ready)
     finally:
         app.destroy()
         city.close()

@@ -43,9 +43,9 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
     from world.view.live import LiveWorld
     from world.view.runner import run_view
-    from world.view.session import HiveSession
+    from world.view.session import SLOW_MOTION, HiveSession
 
-    world = LiveWorld(player="spectator")
+    world = LiveWorld(player="spectator", slow_motion=SLOW_MOTION)
     session = HiveSession(world, model=args.model, say=say)
     app = WorldApp(cfg, world, mode="spectate")
 
@@ -53,7 +53,8 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
         await session.ask(args.prompt, args.max_new_tokens)
 
     try:
-        report = await run_view(app, args, work=work, until_work_done=args.frames is None)
+        report = await run_view(app, args, work=work, until_work_done=args.frames is None,
+                                ready=session.ready)
     finally:
         app.destroy()
     if args.json:

@@ -20,6 +20,7 @@ class ViewConfig:
     offscreen: bool = False  # render to an offscreen buffer (EGL, no display needed)
     title: str = "cadencIA Accordion World"
     sync_video: bool = False  # wait for vblank; off so frame times measure the renderer
+    finish: bool = False  # glFinish every frame, so a frame's time includes the GPU's work (bench)
 
     def __post_init__(self) -> None:
         if not (16 <= self.width <= 8192 and 16 <= self.height <= 8192):
@@ -45,6 +46,8 @@ def prc_text(cfg: ViewConfig) -> str:
         "textures-power-2 none",
         f"model-path {ASSET_DIR}",
     ]
+    if cfg.finish:
+        lines.append("gl-finish #t")
     if cfg.offscreen:
         lines += ["load-display p3headlessgl", "window-type offscreen"]
     return "\n".join(lines) + "\n"

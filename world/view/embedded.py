@@ -82,6 +82,7 @@ class LocalHive:
         self.hop_ms = {pair: rtt_scale * RTT_MS[NODES.index(pair[0]), NODES.index(pair[1])] / 2
                        for pair in self.links}
         self._streams = itertools.count(1)
+        self.frames_sent = 0  # protocol frames (tensor chunks) over the emulated links
         snap = HiveMap(dim=2).update(NODES, RTT_MS)
         world.set_map(snap.as_dict(), {(a, b): RTT_MS[i, j] for (i, a), (j, b)
                                        in itertools.combinations(enumerate(NODES), 2)})
@@ -90,7 +91,8 @@ class LocalHive:
                          efficiency=[1.0, 0.95, 0.55, 0.9][k])
         world.status(sharding=" | ".join(f"{n} {s.start}-{s.end - 1}" for n, s in self.stages.items())
                      + f" (x{len(self.replicas)} last)",
-                     routing=f"{len(NODES)} nodes, local RTT {RTT_MS[0, 1]:.0f} ms (emulated)",
+                     routing=f"{len(NODES)} nodes, local RTT {RTT_MS[0, 1]:.0f} ms (emulated), "
+                             f"pulses x{world.slow_motion:g} slow motion",
                      kv_cache=kv, consensus="idle")
 
     # -- transport --------------------------------------------------------------------------
@@ -107,6 +109,7 @@ class LocalHive:
         chunks = list(chunk_tensor(hidden.numpy(), stream_id=stream, sequence=position))
         for chunk in chunks:
             await out.send(encode(chunk))
+            self.frames_sent += 1
         reasm = Reassembler()
         got = None
         while got is None:

@@ -48,13 +48,16 @@ def _instance_format(columns: tuple[str, ...]) -> GeomVertexFormat:
 class InstancedLayer:
     """A unit box (x, y in -0.5..0.5, z in 0..1) drawn once per row of a float32 array."""
 
-    def __init__(self, name: str, columns: tuple[str, ...], parent: NodePath) -> None:
+    def __init__(self, name: str, columns: tuple[str, ...], parent: NodePath, faces: str = "box") -> None:
+        """`faces`: "box" (the five faces seen from above; the bottom never shows) or "tile"
+        (the top face only: flat markers cost a sixth of the vertices)."""
         self.columns = columns
         self.vdata = GeomVertexData(name, _instance_format(columns), Geom.UH_dynamic)
         vw = GeomVertexWriter(self.vdata, "vertex")
         nw = GeomVertexWriter(self.vdata, "normal")
         tris = GeomTriangles(Geom.UH_static)
-        for k, (normal, corners) in enumerate(_FACES):
+        chosen = [f for f in _FACES if f[0] != (0, 0, -1)] if faces == "box" else _FACES[:1]
+        for k, (normal, corners) in enumerate(chosen):
             for cx, cy, cz in corners:
                 vw.add_data3(cx * 0.5, cy * 0.5, cz)
                 nw.add_data3(*normal)

@@ -19,7 +19,12 @@ PULSE_LINGER_S = 0.1  # keep a pulse this long after it lands
 class LiveWorld:
     """Thread-safe: hive callbacks may come from worker threads; the view reads on its own."""
 
-    def __init__(self, player: str = "") -> None:
+    def __init__(self, player: str = "", slow_motion: float = 1.0) -> None:
+        if slow_motion < 1.0:
+            raise ViewError(f"slow motion must be >= 1, got {slow_motion}")
+        # Millisecond hops are invisible at 60 frames a second: pulses may be played slower,
+        # every hop by the same factor, so their relative speeds stay the measured ones.
+        self.slow_motion = slow_motion
         self._lock = threading.Lock()
         self._districts: dict[str, DistrictView] = {}
         self._roads: tuple[RoadView, ...] = ()
@@ -69,7 +74,7 @@ class LiveWorld:
         with self._lock:
             self._need(src)
             self._need(dst)
-            self._pulses.append(PulseView(src, dst, start, max(duration_s, 1e-3)))
+            self._pulses.append(PulseView(src, dst, start, max(duration_s * self.slow_motion, 1e-3)))
             self._dirty.add("pulses")
 
     def replica_answered(self, node: str, answers: int, needed: int) -> None:

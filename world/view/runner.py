@@ -27,7 +27,7 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after N frames (default: run until the window closes)")
     parser.add_argument("--screenshot", default=None, metavar="PATH", help="save the last frame as PNG")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="window size (default 1280x720)")
-    parser.add_argument("--fps", type=float, default=60.0, help="frame rate cap (default 60)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate cap (default 30)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
 
@@ -72,8 +72,13 @@ def say(text: str) -> None:
 
 async def run_view(app, args: argparse.Namespace, *,  # app: world.view.app.WorldApp
                    work: Callable[[], Awaitable[None]] | None = None,
-                   until_work_done: bool = False, linger_frames: int = 30) -> RunReport:
-    """Step `app` while `work` runs; stop at --frames, on close, or (if asked) when work ends."""
+                   until_work_done: bool = False, linger_frames: int = 30,
+                   ready: asyncio.Event | None = None) -> RunReport:
+    """Step `app` while `work` runs; stop at --frames, on close, or (if asked) when work ends.
+
+    With `ready`, frames before it is set (the hive loading) do not count towards --frames,
+    so `--frames N --screenshot` catches the world N frames into its live part.
+    """
     report = RunReport(app.modes.name)
     task = asyncio.create_task(work()) if work is not None else None
     try:
@@ -85,7 +90,10 @@ async def run_view(app, args: argparse.Namespace, *,  # app: world.view.app.Worl
                 report.frames += linger_frames
                 break
             await app.run(frames=1, fps=args.fps)
-            report.frames += 1
+            if ready is None or ready.is_set():
+                report.frames += 1
+            elif task is not None and task.done():
+                break  # the work failed before the world went live
             if report.frames % 120 == 0 and app.cfg.offscreen:
                 say(f"rendered {report.frames} frames")
         if task is not None and task.done() and task.exception() is not None:

@@ -69,7 +69,7 @@ class Scene:
         self.roads.set_render_mode_thickness(2.0)
         self.layers: dict[str, InstancedLayer] = {}
         for name in ("districts", "towers", "plots", "buildings", "cursor"):
-            layer = InstancedLayer(name, BOX, self.root)
+            layer = InstancedLayer(name, BOX, self.root, faces="tile" if name == "plots" else "box")
             layer.np.set_shader(box_shader)
             layer.np.set_shader_input("u_sun", SUN)
             self.layers[name] = layer

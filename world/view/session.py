@@ -12,6 +12,7 @@ from .embedded import AskResult, LocalHive
 from .live import LiveWorld
 
 PLOT_SIZE = 8.0  # a new player's plot, world units (cells of 1)
+SLOW_MOTION = 40.0  # the embedded hive's hops take 3-16 ms: played 40x slower they can be seen
 
 
 class HiveSession:
@@ -23,11 +24,13 @@ class HiveSession:
         self.hive: LocalHive | None = None
         self.results: list[AskResult] = []
         self._busy = asyncio.Lock()
+        self.ready = asyncio.Event()  # set once the hive is loaded
 
     async def load(self) -> LocalHive:
         if self.hive is None:
             self.world.status(consensus="loading the hive's shards ...")
             self.hive = await asyncio.to_thread(self._load)
+            self.ready.set()
         return self.hive
 
     def _load(self) -> LocalHive:

@@ -1,0 +1,119 @@
+"""Benchmark of the 3D view: frame time at 1280x720 offscreen, and while hosting an ask.
+
+Run: `.venv/bin/python -m bench.bench_view [--quick]`. Prints one markdown table:
+frame time median and p95 (each frame: read the model, sync the scene, HUD, render with
+glFinish so the GPU's work is counted) for hives of 20, 200 and 2,000 districts placed by
+MDS of RIPE Atlas RTTs, each with 5,000 instanced buildings and pulses in flight; then
+the 200-district world again while this process's embedded 4-node hive answers a prompt
+with the real SmolLM2 model (its stages on worker threads, frames stepped by asyncio).
+Rendering is Panda3D's EGL offscreen on whatever GL the machine has (Mesa llvmpipe on
+CPU-only machines). Targets: p95 under 33 ms at 200 districts, hosting adds under 20 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from world.view.frame import PulseView
+from world.view.synthetic import SyntheticWorld, synthetic_world
+
+
+def with_pulses(world: SyntheticWorld, n: int = 24) -> SyntheticWorld:
+    """Pulses always in flight: hops along roads, repeating every 2 s, staggered."""
+    roads = world.base.roads[:n]
+    base = time.monotonic()
+    pulses = tuple(PulseView(r.a, r.b, base + 0.1 * k, 1e6) for k, r in enumerate(roads))
+    return SyntheticWorld(replace(world.base, pulses=pulses))
+
+
+async def measure(app, frames: int, warmup: int) -> np.ndarray:
+    await app.run(frames=warmup, fps=0)
+    times = []
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        app.step()
+        times.append(time.perf_counter() - t0)
+        await asyncio.sleep(0)  # let the hive's coroutines run between frames
+    return np.array(times) * 1000.0
+
+
+def row(name: str, n: int, b: int, ms: np.ndarray) -> str:
+    med, p95 = float(np.median(ms)), float(np.percentile(ms, 95))
+    return f"| {name} | {n} | {b} | {len(ms)} | {med:.1f} | {p95:.1f} | {1000.0 / med:.0f} |"
+
+
+async def run(args: argparse.Namespace) -> None:
+    from world.view.app import WorldApp
+    from world.view.config import ViewConfig
+
+    cfg = ViewConfig(args.width, args.height, offscreen=True, finish=True)
+    frames, warmup = (30, 5) if args.quick else (args.frames, 20)
+    sizes = (20, 200) if args.quick else (20, 200, 2000)
+    rows, p95_idle, renderer = [], None, ""
+    worlds = {}
+    for n in sizes:
+        print(f"building a {n}-district world ...", file=sys.stderr, flush=True)
+        worlds[n] = with_pulses(synthetic_world(n, args.buildings, seed=1))
+        app = WorldApp(cfg, worlds[n], mode="spectate")
+        renderer = app.base.win.get_gsg().get_driver_renderer()
+        ms = await measure(app, frames, warmup)
+        app.destroy()
+        rows.append(row("view", n, args.buildings, ms))
+        if n == 200:
+            p95_idle = float(np.percentile(ms, 95))
+    if not args.no_hosting:
+        from world.view.live import LiveWorld
+        from world.view.session import HiveSession
+
+        hive_world = LiveWorld(player="you")
+        session = HiveSession(hive_world, threads=args.threads)
+        print("loading the embedded hive (SmolLM2, 4 stages) ...", file=sys.stderr, flush=True)
+        await session.load()
+        app = WorldApp(cfg, worlds[200], mode="spectate")
+
+        async def keep_asking() -> None:
+            while True:
+                await session.ask("Name three colours of the rainbow.", 16)
+
+        task = asyncio.create_task(keep_asking())
+        await asyncio.sleep(0.5)  # the first stage is running
+        ms = await measure(app, frames, warmup)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        app.destroy()
+        sent = session.hive.frames_sent if session.hive else 0
+        rows.append(row(f"view + hosting an ask ({sent} tensor frames sent)", 200, args.buildings, ms))
+        if p95_idle:
+            over = 100.0 * (float(np.percentile(ms, 95)) / p95_idle - 1.0)
+            rows.append(f"| hosting overhead on p95 | 200 | | | | {over:+.0f} % | |")
+    print(f"\nFrame time at {args.width}x{args.height} offscreen, renderer: {renderer}, "
+          f"{os.cpu_count()} CPUs\n")
+    print("| scene | districts | buildings | frames | median ms | p95 ms | fps (median) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(r)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 and 200 districts, 30 frames each")
+    parser.add_argument("--frames", type=int, default=200, help="frames measured per scene (default 200)")
+    parser.add_argument("--buildings", type=int, default=5000, help="instanced buildings (default 5,000)")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the hosted shards (default 1)")
+    parser.add_argument("--no-hosting", action="store_true", help="skip the ask (no model load)")
+    asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
