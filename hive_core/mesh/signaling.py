@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 SIGNAL_TTL = 8  # relays a Signal may take; a mesh of thousands needs about log2(N)/2
 MAX_SEEN_SESSIONS = 10_000  # remembered (sender, session) pairs for replay refusal
+MAX_ANSWERING = 32  # offers being answered at once; more are refused (each costs a connection)
 
 
 class Superseded(ConnectionError):
@@ -59,6 +60,7 @@ class Signaler:
         self._connecting: dict[bytes, asyncio.Future[Link]] = {}
         self._seen: OrderedDict[tuple[bytes, int, int], None] = OrderedDict()
         self.relayed = 0
+        self._answering = 0
         node.signal_handler = self.handle
 
     # -- opening a link ----------------------------------------------------------------
@@ -164,7 +166,14 @@ class Signaler:
             self._seen[key] = None
             while len(self._seen) > MAX_SEEN_SESSIONS:
                 self._seen.popitem(last=False)
-            await self._answer(link, sig)
+            if self._answering >= MAX_ANSWERING:
+                self.node.reject(link, f"signal: {MAX_ANSWERING} offers already being answered")
+                return
+            self._answering += 1
+            try:
+                await self._answer(link, sig)
+            finally:
+                self._answering -= 1
         elif sig.kind == SignalKind.ANSWER:
             pending = self._outgoing.get(sig.session)
             if pending is None or pending.peer_id != sig.from_id:
