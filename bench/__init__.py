@@ -1,0 +1,1 @@
+"""Benchmarks: each `bench/bench_<area>.py` runs as `python -m bench.bench_<area> [--quick]`."""
