@@ -236,10 +236,12 @@ def peer_rtts(peers: Iterable[Any] | Mapping[bytes, float | None]) -> tuple[Peer
 
     Peers never answered are left out; above MAX_PEERS only the nearest are kept.
     """
+    pairs: list[tuple[bytes, float | None]]
     if isinstance(peers, Mapping):
         pairs = list(peers.items())
     else:
-        pairs = [(p.node_id, p.rtt_ms) for p in peers]
+        links: Iterable[Any] = peers
+        pairs = [(p.node_id, p.rtt_ms) for p in links]
     best: dict[bytes, float] = {}
     for node_id, rtt in pairs:
         if rtt is None or not math.isfinite(rtt) or rtt < 0:
@@ -276,9 +278,13 @@ def measure_health(
     id -> RTT mapping; `successes`/`attempts`: tasks served; `tflops`: override the
     cached start-up benchmark (tests, simulator).
     """
-    peer_list = list(peers.items()) if isinstance(peers, Mapping) else list(peers)
-    rtts = peer_rtts(dict(peer_list) if isinstance(peers, Mapping) else peer_list)
-    rate = success_rate_of([] if isinstance(peers, Mapping) else peer_list, successes, attempts)
+    if isinstance(peers, Mapping):
+        rtts = peer_rtts(peers)
+        rate = success_rate_of((), successes, attempts)
+    else:
+        peer_list = list(peers)
+        rtts = peer_rtts(peer_list)
+        rate = success_rate_of(peer_list, successes, attempts)
     battery, on_ac = read_power()
     return HealthVector(
         tflops=measured_tflops() if tflops is None else float(tflops),

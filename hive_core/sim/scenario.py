@@ -18,7 +18,7 @@ import asyncio
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -238,7 +238,7 @@ async def run_simulation(cfg: SimConfig, progress: Progress | None = None) -> Si
                    time.perf_counter() - wall0)
 
 
-async def _gather_with_progress(tasks: list[asyncio.Future[Any]], phase: str,
+async def _gather_with_progress(tasks: Sequence[asyncio.Future[Any]], phase: str,
                                 say: Progress) -> list[Any]:
     total = len(tasks)
     say(phase, 0, total)
