@@ -67,6 +67,7 @@ class StageState:
     segments: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # accepted inputs
     steps: int = 0
     verified_steps: int = 0
+    failed: set[bytes] = field(default_factory=set)  # nodes dropped from this stage
     work: dict[bytes, list[float]] = field(default_factory=dict)  # node -> [rows, compute s]
 
 
@@ -222,7 +223,7 @@ class HiveSession:
         """A connected, non-excluded node not already serving stage `i`."""
         st = self.stages[i]
         for cand in [*self.client.spares, *self.client.plan.nodes]:
-            if (cand not in st.nodes and cand not in exclude
+            if (cand not in st.nodes and cand not in exclude and cand not in st.failed
                     and not self.client.reputation.excluded(cand)
                     and self.client.node.peers.best(cand) is not None):
                 return cand

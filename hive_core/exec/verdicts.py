@@ -51,6 +51,7 @@ class StageVerifier:
         st = self.s.stages[i]
         if node in st.nodes:
             st.nodes.remove(node)
+        st.failed.add(node)
         logger.info("stage %s: dropping %s: %s", st.stage, node.hex()[:12], reason)
         if gone:
             self._emit("NodeLeft", node_id=node)
