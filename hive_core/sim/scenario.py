@@ -169,6 +169,8 @@ async def _fail_at(net: SimNetwork, at: float) -> None:
 async def _lookup_at(net: SimNetwork, at: float, key: bytes, owner: bytes, tally: _Tally) -> None:
     await asyncio.sleep(max(0.0, at - net.now()))
     live = net.live()
+    if not live:
+        return  # the whole hive is down: nothing to look up from (counted as aborted)
     origin = live[net.rng.randrange(len(live))]
     start = net.now()
     try:
