@@ -47,11 +47,26 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
     from world.view.live import LiveWorld
     from world.view.runner import run_view
-    from world.view.session import SLOW_MOTION, HiveSession, city_view, open_city
+    from world.view.session import (
+        SLOW_MOTION,
+        HiveSession,
+        build_with_credits,
+        city_view,
+        open_city,
+    )
 
     city = open_city(args.data_dir)
     world = LiveWorld(player=city.player_id[:8], slow_motion=SLOW_MOTION)
-    session = HiveSession(world, model=args.model, kv=args.kv, threads=args.threads, say=say)
+    world.status(credits_mc=city.balance_mc())
+
+    def paid(result) -> None:  # receipts for this node's shards become credits, credits buildings
+        raised = build_with_credits(city, result.receipts)
+        world.status(credits_mc=city.balance_mc())
+        if raised:
+            say(f"your credits raised {raised} building level(s)")
+
+    session = HiveSession(world, model=args.model, kv=args.kv, threads=args.threads, say=say,
+                          identity=city.identity, on_answer=paid)
     app = WorldApp(cfg, world, mode="play", city=city_view(city),
                    on_prompt=lambda text: session.submit(text, args.max_new_tokens))
 

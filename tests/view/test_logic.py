@@ -130,3 +130,31 @@ def test_shaders_exist_and_names_are_checked(tmp_path):
         shader_paths("../etc/passwd")
     with pytest.raises(ViewError, match="missing"):
         shader_paths("instanced", tmp_path)
+
+
+def test_work_receipts_become_credits_that_raise_buildings(cities):
+    import time
+
+    from hive_core.economy import WorkReceipt
+    from hive_core.economy.efficiency import Part
+    from hive_core.mesh.identity import Identity
+    from world.view.session import build_with_credits
+
+    alice, _bob = cities
+    asker = Identity.from_seed(b"c" * 32)
+
+    def receipt(worker: bytes) -> WorkReceipt:
+        return WorkReceipt.create(asker, session_id=bytes(16), worker_id=worker, layer_start=0, layer_end=8,
+                                  part=Part.FULL, tokens=40, wall_time_s=0.5,
+                                  timestamp_ms=time.time_ns() // 1_000_000, stability=1.0,
+                                  temperature_c=None, battery_pct=None, on_ac=True)
+
+    mine, other = receipt(bytes.fromhex(alice.player_id)), receipt(b"\x01" * 20)
+    earned = mine.reward_mc()
+    assert earned >= 200
+    raised = build_with_credits(alice, [mine, other], cost_mc=100)
+    assert raised == earned // 100  # a first tower, then a level per 100 milli-credits
+    (tower,) = alice.buildings().values()
+    assert (tower.kind, tower.level) == ("tower", raised)
+    assert alice.balance_mc() == earned % 100  # the other node's receipt paid someone else
+    assert build_with_credits(alice, [mine], cost_mc=100) == 0  # the same receipt pays once

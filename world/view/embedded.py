@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hive_core.economy import WorkReceipt
+from hive_core.economy.efficiency import Part as WorkPart
+from hive_core.mesh.identity import Identity
 from hive_core.mesh.memchannel import LinkProfile, MemoryChannel, memory_pair
 from hive_core.model.chat import ChatTemplate
 from hive_core.model.executor import ShardExecutor
@@ -27,7 +31,7 @@ from hive_core.model.generation import check_prompt
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv_factory import kv_factory, new_caches
 from hive_core.model.sampling import Sampler
-from hive_core.model.stage import even_stages
+from hive_core.model.stage import Stage, even_stages
 from hive_core.model.tokenizer import GGUFTokenizer
 from hive_core.protocol.codec import decode, encode
 from hive_core.protocol.tensor import Reassembler, chunk_tensor
@@ -51,13 +55,15 @@ class AskResult:
     tokens_per_s: float
     hops: int
     slashed: tuple[str, ...]
+    receipts: tuple[WorkReceipt, ...]  # signed by the asker, one per node that did verified work
 
 
 class LocalHive:
     """The hive, loaded; `ask` runs one prompt through it."""
 
     def __init__(self, file: GGUFModelFile, world: LiveWorld, *, kv: str = "fp32",
-                 byzantine: str | None = BYZANTINE, rtt_scale: float = 1.0, progress: Callable[[str], None] | None = None) -> None:
+                 byzantine: str | None = BYZANTINE, rtt_scale: float = 1.0, you: Identity | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
         say = progress or (lambda _m: None)
         self.file, self.world, self.kv_kind = file, world, kv
         self.config = file.config
@@ -74,6 +80,11 @@ class LocalHive:
         self.replica_ex = {n: ShardExecutor(self.config, self.executors[last_node].weights, [last], torch.float32)
                            for n in self.replicas}
         self.byzantine = byzantine
+        # "you" is this device's node (the player's identity when playing); prompts are asked by
+        # a separate, per-hive client identity, which signs the work receipts.
+        self.client = Identity.generate()
+        self.identities = {n: (you or Identity.generate()) if n == NODES[0] else Identity.generate() for n in NODES}
+        self.battery = {n: [1.0, 0.9, 0.6, 1.0][k] for k, n in enumerate(NODES)}
         self.slashed: set[str] = set()
         self.links: dict[tuple[str, str], tuple[MemoryChannel, MemoryChannel]] = {}
         for (i, a), (j, b) in itertools.combinations(enumerate(NODES), 2):
@@ -87,7 +98,7 @@ class LocalHive:
         world.set_map(snap.as_dict(), {(a, b): RTT_MS[i, j] for (i, a), (j, b)
                                        in itertools.combinations(enumerate(NODES), 2)})
         for k, node in enumerate(NODES):
-            world.health(node, tflops=[1.2, 2.5, 0.8, 1.8][k], battery=[1.0, 0.9, 0.6, 1.0][k],
+            world.health(node, tflops=[1.2, 2.5, 0.8, 1.8][k], battery=self.battery[node],
                          efficiency=[1.0, 0.95, 0.55, 0.9][k])
         world.status(sharding=" | ".join(f"{n} {s.start}-{s.end - 1}" for n, s in self.stages.items())
                      + f" (x{len(self.replicas)} last)",
@@ -141,6 +152,7 @@ class LocalHive:
         self.world.status(answer="", tokens_per_s=0.0)
         new: list[int] = []
         hops, position, feed = 0, 0, ids
+        self._busy: dict[tuple[str, Stage], float] = {}  # compute seconds per (node, stage) served
         t0 = time.monotonic()
         you = self.executors[NODES[0]]
         with torch.inference_mode():
@@ -150,8 +162,10 @@ class LocalHive:
                 for node in NODES[:-1]:
                     h = await self._send(where, node, h, stream, position)
                     self.world.stage_started(node)
+                    c0 = time.perf_counter()
                     h = await asyncio.to_thread(self.executors[node].run_stage, self.stages[node], h,
                                                 position, caches[node])
+                    self._served(node, self.stages[node], time.perf_counter() - c0)
                     where, hops = node, hops + 1
                 h = await self._consensus(where, h, stream, position, replica_caches)
                 hops += 1
@@ -159,7 +173,6 @@ class LocalHive:
                 token = sampler(you.head(h[-1:])[0])
                 new.append(token)
                 self.world.answer_piece(text.push(token))
-                self.world.receipt(len(self.stages[NODES[0]].layers))
                 self._kv_status(caches[NODES[0]])
                 rate = len(new) / max(time.monotonic() - t0, 1e-6)
                 self.world.status(tokens_per_s=rate)
@@ -169,7 +182,28 @@ class LocalHive:
         self.world.answer_piece(text.finish())
         self.world.idle()
         elapsed = max(time.monotonic() - t0, 1e-6)
-        return AskResult(self.tokenizer.decode(new), new, len(new) / elapsed, hops, tuple(sorted(self.slashed)))
+        receipts = self._receipts(position)
+        for r in receipts:
+            if r.worker_id == self.identities[NODES[0]].node_id:
+                self.world.receipt(r.reward_mc())
+        return AskResult(self.tokenizer.decode(new), new, len(new) / elapsed, hops, tuple(sorted(self.slashed)),
+                         receipts)
+
+    def _served(self, node: str, stage: Stage, seconds: float) -> None:
+        self._busy[(node, stage)] = self._busy.get((node, stage), 0.0) + seconds
+
+    def _receipts(self, tokens: int) -> tuple[WorkReceipt, ...]:
+        """The asker signs one receipt per node for the stages it served (slashed nodes get none)."""
+        session, out = os.urandom(16), []
+        for (node, stage), busy in self._busy.items():
+            if node in self.slashed:
+                continue
+            out.append(WorkReceipt.create(
+                self.client, session_id=session, worker_id=self.identities[node].node_id,
+                layer_start=stage.start, layer_end=stage.end, part=WorkPart.FULL, tokens=tokens,
+                wall_time_s=busy, timestamp_ms=time.time_ns() // 1_000_000, stability=1.0,
+                temperature_c=None, battery_pct=100.0 * self.battery[node], on_ac=self.battery[node] >= 1.0))
+        return tuple(out)
 
     async def _consensus(self, src: str, h: torch.Tensor, stream: int, position: int,
                          caches: dict[str, dict]) -> torch.Tensor:
@@ -180,7 +214,9 @@ class LocalHive:
         async def one(node: str) -> tuple[str, torch.Tensor]:
             x = await self._send(src, node, h, stream, position)
             self.world.stage_started(node)
+            c0 = time.perf_counter()
             y = await asyncio.to_thread(self.replica_ex[node].run_stage, stage, x, position, caches[node])
+            self._served(node, stage, time.perf_counter() - c0)
             if node == self.byzantine:
                 y = y + 0.05 * torch.randn_like(y) * y.abs().mean()  # a cheating node's wrong answer
             y = await self._send(node, NODES[0], y, stream, position)

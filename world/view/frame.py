@@ -99,7 +99,7 @@ class HudView:
     consensus: str = "-"  # Merkle status and byzantine count
     tokens_per_s: float = 0.0
     answer: str = ""  # the answer streaming in
-    credits: int = 0  # the player's balance
+    credits_mc: int = 0  # the player's balance, milli-credits (verified work receipts)
     player: str = ""
 
 

@@ -64,7 +64,7 @@ class Hud:
         _set(self.status, "\n".join(status_lines(hud)))
         _set(self.mode, mode.upper() + (f"  {hud.player}" if hud.player else ""))
         _set(self.rate, f"{hud.tokens_per_s:.1f} tokens/s")
-        _set(self.credits, f"{hud.credits} credits")
+        _set(self.credits, f"{hud.credits_mc / 1000:.3f} credits")
         tail = hud.answer[-400:]
         _set(self.answer, "\n".join(textwrap.wrap(tail, 70)[-5:]))
         _set(self.message, message)

@@ -93,7 +93,7 @@ class LiveWorld:
         self._update(node, slashed_at=at, active=False)
 
     def status(self, **fields: object) -> None:
-        """Set HUD fields (sharding, routing, kv_cache, consensus, tokens_per_s, credits, answer)."""
+        """Set HUD fields (sharding, routing, kv_cache, consensus, tokens_per_s, credits_mc, answer)."""
         with self._lock:
             self._hud = replace(self._hud, **fields)  # type: ignore[arg-type]
             self._dirty.add("hud")
@@ -103,10 +103,10 @@ class LiveWorld:
             self._hud = replace(self._hud, answer=self._hud.answer + text)
             self._dirty.add("hud")
 
-    def receipt(self, credits: int) -> None:
-        """A verified work receipt paid the player."""
+    def receipt(self, credits_mc: int) -> None:
+        """A verified work receipt paid the player `credits_mc` milli-credits."""
         with self._lock:
-            self._hud = replace(self._hud, credits=self._hud.credits + int(credits))
+            self._hud = replace(self._hud, credits_mc=self._hud.credits_mc + int(credits_mc))
             self._dirty.add("hud")
 
     def idle(self) -> None:

@@ -19,8 +19,11 @@ class HiveSession:
     """Loads the embedded hive off the event loop, then answers prompts one at a time."""
 
     def __init__(self, world: LiveWorld, *, model: str | None = None, kv: str = "fp32",
-                 threads: int | None = None, say: Callable[[str], None] = lambda _m: None) -> None:
+                 threads: int | None = None, say: Callable[[str], None] = lambda _m: None,
+                 identity=None, on_answer: Callable[[AskResult], None] | None = None) -> None:
         self.world, self.model, self.kv, self.threads, self.say = world, model, kv, threads, say
+        self.identity = identity  # this device's node identity (the player's), else a fresh one
+        self.on_answer = on_answer
         self.hive: LocalHive | None = None
         self.results: list[AskResult] = []
         self._busy = asyncio.Lock()
@@ -44,7 +47,7 @@ class HiveSession:
         t0 = time.perf_counter()
         path = resolve_model_path(self.model)
         self.say(f"loading {path.name} as a hive of 4 nodes ...")
-        hive = LocalHive(GGUFModelFile(path), self.world, kv=self.kv)
+        hive = LocalHive(GGUFModelFile(path), self.world, kv=self.kv, you=self.identity)
         self.say(f"hive ready in {time.perf_counter() - t0:.1f}s")
         return hive
 
@@ -54,6 +57,8 @@ class HiveSession:
             self.say(f"asking the hive: {prompt!r}")
             result = await hive.ask(prompt, max_new_tokens)
             self.results.append(result)
+            if self.on_answer is not None:
+                self.on_answer(result)
             self.say(f"answer: {result.text.strip()!r} ({len(result.new_ids)} tokens, "
                      f"{result.tokens_per_s:.1f} tokens/s, {result.hops} hops)")
             return result
@@ -105,3 +110,30 @@ def neighbour_city(city, x: float = 6.0, y: float = -14.0):  # -> world.model.Ci
 
 def city_view(city) -> CityView:
     return CityView(city)
+
+
+UPGRADE_MC = 100  # milli-credits to raise a building one level
+
+
+def build_with_credits(city, receipts, cost_mc: int = UPGRADE_MC) -> int:  # city: world.model.City
+    """Record the receipts that pay this player, then spend the balance raising their buildings
+    (lowest first; a first tower on their plot if they have none). Returns levels raised."""
+    from world.model.schema import MAX_LEVEL
+
+    me = bytes.fromhex(city.player_id)
+    for receipt in receipts:
+        if receipt.worker_id == me:
+            city.record_receipt(receipt)
+    raised = 0
+    while city.balance_mc() >= cost_mc:
+        mine = sorted((b for b in city.buildings().values() if b.owner == city.player_id and b.level < MAX_LEVEL),
+                      key=lambda b: (b.level, b.id))
+        if mine:
+            city.upgrade(mine[0].id, cost_mc=cost_mc)
+        else:
+            plot = next((p for p in city.plots().values() if p.owner == city.player_id), None)
+            if plot is None or any(b.owner == city.player_id for b in city.buildings().values()):
+                break  # nowhere to build, or everything is at the top level
+            city.place_building("tower", (plot.x + 0.5, plot.y + 0.5, 0.0), plot=plot.id, cost_mc=cost_mc)
+        raised += 1
+    return raised
