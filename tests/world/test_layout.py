@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from world.layout import (
     HiveMap,
@@ -280,3 +282,38 @@ def test_rtt_matrix_and_update_validate_ids() -> None:
         HiveMap(2).update([a, b, c], np.zeros((2, 2)))
     with pytest.raises(LayoutError, match="dim must be 2 or 3"):
         HiveMap(1)
+
+
+def test_degenerate_hives_give_finite_maps() -> None:
+    ids = names(10)
+    co_located = HiveMap(3).update(ids, np.zeros((10, 10)))
+    assert np.isfinite(co_located.positions).all() and co_located.quality.stress == 0.0
+    one_pair = np.full((10, 10), np.nan)
+    one_pair[0, 1] = one_pair[1, 0] = 20.0
+    snap = HiveMap(3).update(ids, one_pair)  # two placed nodes in a 3D map
+    assert np.linalg.norm(np.subtract(snap.position("n000"), snap.position("n001"))) == (
+        pytest.approx(20.0)
+    )
+    assert len(snap.unplaced) == 8
+    assert np.isfinite(embed(np.zeros((450, 450)), 3)).all()  # landmark path too
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, 14),
+    st.integers(0, 2**32 - 1),
+    st.floats(0.0, 0.9),
+    st.floats(0.0, 0.3),
+    st.sampled_from([2, 3]),
+)
+def test_any_valid_matrix_gives_a_finite_map(
+    n: int, seed: int, missing: float, zeros: float, dim: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    rtt = rng.lognormal(3.5, 1.0, size=(n, n))  # not a metric at all, as on the internet
+    rtt[rng.random((n, n)) < zeros] = 0.0
+    rtt[rng.random((n, n)) < missing] = np.nan
+    hive = HiveMap(dim)
+    for _ in range(2):
+        snap = hive.update(names(n), rtt)
+        assert snap.positions.shape == (n, dim) and np.isfinite(snap.positions).all()

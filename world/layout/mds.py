@@ -39,7 +39,9 @@ def classical_mds(dist: np.ndarray, dim: int) -> np.ndarray:
     b = -0.5 * j @ (dist**2) @ j
     vals, vecs = np.linalg.eigh(b)
     top = np.argsort(vals)[::-1][:dim]
-    return vecs[:, top] * np.sqrt(np.clip(vals[top], 0.0, None))
+    out = np.zeros((n, dim))  # fewer points than dimensions: the extra axes stay 0
+    out[:, : top.size] = vecs[:, top] * np.sqrt(np.clip(vals[top], 0.0, None))
+    return out
 
 
 def _pairwise(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -49,6 +51,17 @@ def _pairwise(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
 
 
 def _smacof(target: np.ndarray, dim: int, init: np.ndarray | None, seed: int) -> np.ndarray:
+    if not (target > 0).any():
+        # Every node at 0 ms from every other (co-located): one point, and SMACOF's
+        # convergence test would divide by a zero sum of distances.
+        return np.zeros((target.shape[0], dim))
+    if init is None:
+        # Our own Torgerson start, not scikit-learn's: on non-metric RTTs some eigenvalues
+        # are negative and its start takes their square root (NaN). A jitter of 0.1 % of
+        # the scale keeps SMACOF from sitting on a degenerate (collinear, or single-point)
+        # start, where its update cannot leave the subspace.
+        jitter = np.random.default_rng(seed).normal(size=(target.shape[0], dim))
+        init = classical_mds(target, dim) + 1e-3 * float(target.max()) * jitter
     mds = MDS(
         n_components=dim,
         metric_mds=True,
