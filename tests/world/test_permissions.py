@@ -171,3 +171,41 @@ def test_import_rejects_garbage(alice: Recorder) -> None:
 
     with pytest.raises(EditError, match="not a Yjs update"):
         alice.city.import_update(b"\xff\xff\xff")
+
+
+def _foreign_building(owner: str, client_id: int, key: str = "00000000000000f1",
+                      base: bytes | None = None) -> bytes:
+    """A Yjs update from a non-player client (a JavaScript tab, say) adding one building,
+    after it has seen `base`."""
+    doc: Doc = Doc(client_id=client_id)
+    if base is not None:
+        doc.apply_update(base)
+    doc.get("buildings", type=Map)[key] = Map(
+        {"kind": "park", "x": 0.0, "y": 0.0, "z": 0.0, "rotation": 0.0, "level": 1,
+         "owner": owner, "plot": "", "spend": ""})
+    return doc.get_update()
+
+
+def test_foreign_clients_are_adopted_first_come(shared: tuple[Recorder, Recorder, str]) -> None:
+    from world.model import EditError
+
+    alice, bob, _ = shared
+    alice.city.import_update(_foreign_building(alice.city.player_id, 4242))
+    assert alice.city.players()[alice.city.player_id].clients == (4242,)
+    for e in alice.edits[-1:]:
+        assert bob.city.receive(e) is Outcome.ACCEPTED
+    # The same client id cannot ride in Bob's edits: Alice adopted it.
+    with pytest.raises(EditError, match="belong to player"):
+        bob.city.import_update(_foreign_building(bob.city.player_id, 4242, "00000000000000f2",
+                                                 base=bob.city.export_update()))
+    # Nor can anyone import items written under another player's own client id.
+    with pytest.raises(EditError, match="belong to player"):
+        bob.city.import_update(_foreign_building(bob.city.player_id, alice.city.client_id,
+                                                 "00000000000000f3",
+                                                 base=bob.city.export_update()))
+    # A forged edit by Bob that carries a client he did not adopt is rejected remotely.
+    before = alice.city.to_json()
+    edit = _forge(bob.city, lambda c: c.doc.apply_update(
+        _foreign_building(c.player_id, 777, "00000000000000f4")))
+    assert alice.city.receive(edit) is Outcome.REJECTED
+    assert alice.city.to_json() == before

@@ -72,6 +72,12 @@ def test_python_and_yjs_sync_both_ways() -> None:
         js = peer.command("json")
         assert js == alice.to_json()
         assert len(sent) == 5
+        # Not only the JSON: both hold the same items (the JS client's included, adopted).
+        peer.command("step1")
+        js_sv = decode_state_vector(_take(peer, SyncStep1).state_vector)  # type: ignore[attr-defined]
+        assert js_sv == alice.state_vector() and len(js_sv) == 2
+        assert alice.players()[alice.player_id].clients == tuple(
+            c for c in js_sv if c != alice.client_id)
         assert js["buildings"][b]["level"] == 2 and "00000000000000aa" not in js["buildings"]
 
         # A JS client writing what this player does not own is refused; nothing changes.

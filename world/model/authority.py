@@ -15,11 +15,11 @@ import json
 import logging
 from typing import Any
 
-from pycrdt import Doc, Map, Subscription
+from pycrdt import Doc, Map, Subscription, get_state
 
 from hive_core.economy import EconomyError, Spend, WorkReceipt
 
-from .edit import SignedEdit
+from .edit import SignedEdit, client_id_of
 from .errors import EditError, SchemaError
 from .lib0 import decode_state_vector
 from .schema import (
@@ -77,6 +77,8 @@ def check_entry(root: str, key: str, before: Any, after: Any, edit: SignedEdit) 
             raise EditError(f"invalid entry: {exc}") from None
         if player.public_key != edit.author.hex():
             raise EditError("player entry names another public key")
+        if before is not None and not set(before.get("clients", [])) <= set(player.clients):
+            raise EditError("adopted client ids cannot be released")
         return
     if root in LEDGER_ROOTS:
         if before is not None:
@@ -112,6 +114,42 @@ def _check_ledger(root: str, key: str, raw: bytes, edit: SignedEdit) -> None:
         raise EditError(f"receipt recorded under the wrong key {key[:16]}")
     if author not in (receipt.client_id, receipt.worker_id):
         raise EditError("a receipt can only be recorded by its client or its worker")
+
+
+def advanced_clients(before: dict[int, int], after: dict[int, int], update: bytes,
+                     own: int) -> set[int]:
+    """Clients other than `own` whose clock the update moved; EditError if any of its
+    content is left pending (it depends on items this replica lacks)."""
+    for c, clock in decode_state_vector(get_state(update)).items():
+        if after.get(c, 0) < clock:
+            raise EditError(f"update depends on content this replica lacks (client {c})")
+    return {c for c, clock in after.items() if c != own and clock != before.get(c, 0)}
+
+
+def check_adoption(players: dict[str, Any], author_id: str, own: int, carried: set[int]) -> None:
+    """Items of foreign Yjs clients may ride in an edit only if its author adopted them.
+
+    A client id that is a player's own, or that another player adopted, cannot be
+    adopted: nobody may write (or squat the clock of) someone else's client.
+    """
+    mine = players.get(author_id) or {}
+    adopted = set(mine.get("clients", []) if isinstance(mine, dict) else [])
+    if not carried <= adopted:
+        raise EditError(f"update carries items of clients {sorted(carried - adopted)} "
+                        "that its author has not adopted")
+    if not adopted:
+        return
+    if own in adopted:
+        raise EditError("a player cannot adopt its own client id")
+    for pid, entry in players.items():
+        if pid == author_id or not isinstance(entry, dict):
+            continue
+        theirs = set(entry.get("clients", []))
+        key = entry.get("public_key")
+        if isinstance(key, str) and len(key) == 64:
+            theirs.add(client_id_of(bytes.fromhex(key)))
+        if adopted & theirs:
+            raise EditError(f"client ids {sorted(adopted & theirs)} belong to player {pid[:12]}")
 
 
 class Gate:
@@ -156,11 +194,12 @@ class Gate:
         self._shadow.apply_update(update)
         self._touched = set()
 
-    def check(self, edit: SignedEdit, live_sv: dict[int, int]) -> None:
+    def check(self, edit: SignedEdit, live_sv: dict[int, int]) -> dict[int, int]:
         """Apply `edit` to the scratch copy and raise EditError if the live doc must not take it.
 
         On success the scratch copy holds the edit, as the live doc will once the caller
-        applies it; on failure the caller must `reset()`.
+        applies it, and the clocks it advances are returned; on failure the caller must
+        `reset()`.
         """
         self._touched = set()
         try:
@@ -172,9 +211,7 @@ class Gate:
         if sv.get(client, 0) != edit.end:
             raise EditError(f"update does not bring the author's clock to {edit.end} "
                             f"(content missing, pending or mislabelled)")
-        for other, clock in sv.items():
-            if other != client and clock != live_sv.get(other, 0):
-                raise EditError(f"update carries items of another client ({other})")
+        carried = advanced_clients(live_sv, sv, edit.update, own=client)
         extra = set(self._shadow.keys()) - set(ROOTS)
         if extra:
             raise EditError(f"update writes unknown roots {sorted(extra)}")
@@ -184,6 +221,8 @@ class Gate:
                 after = _entry(self._shadow_roots[root], key)
                 if before != after:
                     check_entry(root, key, before, after, edit)
+            check_adoption(self._shadow_roots[PLAYERS].to_py(), edit.author_id, client, carried)
+        return {c: sv[c] for c in (client, *carried)}
 
 
 def _entry(root: Map, key: str) -> Any:

@@ -216,8 +216,8 @@ class City:
             bufs, self._buf = self._buf, None
         if not bufs:
             return
-        end = decode_state_vector(self.doc.get_state())[self.client_id]
-        self._sv[self.client_id] = end
+        self._sv = decode_state_vector(self.doc.get_state())  # own clock, adopted clients
+        end = self._sv[self.client_id]
         update = bufs[0] if len(bufs) == 1 else merge_updates(*bufs)
         self._commit(SignedEdit.create(self.identity, start, end, update))
 

@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc, Map, merge_updates
 
-from .authority import check_entry
+from .authority import advanced_clients, check_adoption, check_entry
 from .edit import MAX_UPDATE_BYTES, SignedEdit
 from .errors import EditError
-from .schema import LEDGER_ROOTS, ROOTS
+from .schema import LEDGER_ROOTS, PLAYERS, ROOTS
 
 if TYPE_CHECKING:
     from .city import City, Outcome
 
 log = logging.getLogger(__name__)
 COMPACT_GROUP_BYTES = MAX_UPDATE_BYTES // 2
-IMPORT_BATCH = 200  # entries per local edit when importing (keeps each edit small)
+IMPORT_BATCH = 200  # entries per local edit when a big import is replayed
+IMPORT_WHOLE_BYTES = MAX_UPDATE_BYTES // 2  # bigger imports are replayed entry by entry
 
 
 def receive(city: City, data: SignedEdit | bytes) -> Outcome:
@@ -64,7 +65,7 @@ def _receive_one(city: City, edit: SignedEdit) -> Outcome:
             held[edit.start] = edit
         return Outcome.EARLY
     try:
-        city._gate.check(edit, sv)
+        advanced = city._gate.check(edit, sv)
     except EditError as exc:
         log.warning("rejected edit by %s [%d, %d): %s", edit.author_id[:12], edit.start,
                     edit.end, exc)
@@ -73,7 +74,7 @@ def _receive_one(city: City, edit: SignedEdit) -> Outcome:
         return Outcome.REJECTED
     with city.doc.transaction(origin=REMOTE):
         city.doc.apply_update(edit.update)
-    sv[edit.client_id] = edit.end  # the scratch check proved it moves this clock only
+    sv.update(advanced)  # the scratch check found exactly these clocks moved
     covered = city.log.add(edit)
     if city._store is not None:
         city._store.append(edit, covered)
@@ -117,12 +118,18 @@ class _LocalAuthor:
 
 
 def import_update(city: City, update: bytes) -> int:
-    """Merge a Yjs update as the local player's own edits, validated like a remote edit.
+    """Merge a Yjs update as the local player's own edit, validated like a remote edit.
 
     The update is applied to a scratch copy; every entry it changes must be one this
-    player may write. The changes are then replayed as this player's commands (so they
-    carry this player's client id and signature). Returns the number of entries changed.
+    player may write, and any foreign Yjs client whose items it carries (a JavaScript
+    tab, say) must not be another player's. Then the update itself is applied, with the
+    foreign clients recorded as adopted by this player, and the whole signed as one edit:
+    the foreign peer and every mesh peer end with the same items. An update too big for
+    one edit is instead replayed entry by entry as this player's writes. Returns the
+    number of entries changed.
     """
+    from .lib0 import decode_state_vector
+
     scratch: Doc = Doc()
     scratch.apply_update(city.doc.get_update())
     try:
@@ -141,6 +148,37 @@ def import_update(city: City, update: bytes) -> int:
             if before.get(key) != after.get(key):
                 check_entry(root, key, before.get(key), after.get(key), me)  # type: ignore[arg-type]
                 changes.append((root, key, after.get(key)))
+    sv_after = decode_state_vector(scratch.get_state())
+    carried = advanced_clients(city._sv, sv_after, update, own=city.client_id)
+    if city.client_id in {c for c, k in sv_after.items() if k != city._sv.get(c, 0)}:
+        raise EditError("update carries items of this player's own client id")
+    if len(update) > IMPORT_WHOLE_BYTES:
+        return _replay(city, changes)
+    players = scratch.get(PLAYERS, type=Map).to_py()
+    mine = players.get(city.player_id) or {}
+    adopted = sorted(set(mine.get("clients", [])) | carried)
+    players[city.player_id] = {**mine, "clients": adopted}
+    check_adoption(players, city.player_id, city.client_id, carried)
+    if not carried and not changes:
+        return 0
+    with city._edit(), city.doc.transaction(origin=city._origin):
+        city.doc.apply_update(bytes(update))
+        if carried:
+            _adopt(city, adopted)
+    return len(changes)
+
+
+def _adopt(city: City, clients: list[int]) -> None:
+    players = city.doc.get(PLAYERS, type=Map)
+    entry = players.get(city.player_id)
+    if isinstance(entry, Map):
+        entry["clients"] = clients
+    else:
+        players[city.player_id] = Map({"name": "", "edits": 0, "clients": clients,
+                                       "public_key": city.identity.public_key.hex()})
+
+
+def _replay(city: City, changes: list[tuple[str, str, Any]]) -> int:
     for i in range(0, len(changes), IMPORT_BATCH):
         with city._txn():
             for root, key, value in changes[i:i + IMPORT_BATCH]:

@@ -33,6 +33,7 @@ MAX_LEVEL = 10
 MAX_COORD = 1.0e6
 MAX_ROAD_POINTS = 64
 MAX_NAME = 64
+MAX_CLIENTS = 64  # foreign Yjs clients one player may adopt
 _ID = re.compile(r"^[0-9a-f]{8,64}$")
 _PLAYER_ID = re.compile(r"^[0-9a-f]{40}$")
 
@@ -210,6 +211,8 @@ class Player:
     name: str
     public_key: str  # 64 hex digits
     edits: int  # counter bumped by every edit: each edit advances the author's Yjs clock
+    clients: tuple[int, ...] = ()  # foreign Yjs client ids (e.g. a JS tab) whose items
+    # this player imported and vouches for; first come, never released
 
     @classmethod
     def from_entry(cls, entry_id: str, raw: Any) -> Player:
@@ -221,5 +224,13 @@ class Player:
         key = _str(f, "public_key", what)
         if not re.fullmatch(r"[0-9a-f]{64}", key):
             raise SchemaError(f"{what}: public_key must be 64 hex digits")
+        clients = f.get("clients", [])
+        if not isinstance(clients, list) or len(clients) > MAX_CLIENTS:
+            raise SchemaError(f"{what}: clients must be a list of at most {MAX_CLIENTS} ids")
+        for c in clients:
+            if isinstance(c, bool) or not isinstance(c, (int, float)) \
+                    or not math.isfinite(c) or c != int(c) or not 0 <= c < 2**53:
+                raise SchemaError(f"{what}: bad client id {c!r}")
+        ids = tuple(int(c) for c in clients)
         return cls(check_player_id(entry_id, what), name, key,
-                   _int(f, "edits", what, 0, 2**53))
+                   _int(f, "edits", what, 0, 2**53), ids)
