@@ -1,4 +1,18 @@
-"""The city as a CRDT doc: schema, commands, signed edits, permissions, persistence, sync."""
+"""The city as a CRDT doc: schema, commands, signed edits, permissions, persistence, sync.
+
+Reading (what the 3D view needs), all typed, frozen views re-read on each call:
+    city = City.open(data_dir)              # or City(identity) in memory
+    city.buildings() -> {id: Building}      # kind, position (x, y, z), rotation, level, owner
+    city.plots(), city.roads(), city.districts(), city.players()
+    city.ledger(), city.balance_mc(player_id)
+    city.on_change(callback)                # after any accepted local or remote change
+Commands (each one transaction + one signed, stored edit; NotOwnerError/SchemaError on
+bad input, nothing written):
+    join, claim_district, add_plot, place_building, move, rotate, upgrade, remove,
+    add_road, remove_road, record_receipt, undo, redo   (undo/redo: own commands only)
+Sync: `SyncProvider(city, channel)` on a "crdt" data channel; `city.receive(edit)` for
+edits from elsewhere; `import_update` / `export_update` for plain Yjs.
+"""
 
 from .city import City, Outcome
 from .edit import SignedEdit, client_id_of, player_id_of
@@ -11,6 +25,7 @@ from .errors import (
     UnknownEntryError,
     WorldError,
 )
+from .provider import SyncProvider
 from .schema import BUILDING_KINDS, DISTRICT_ROLES, Building, District, Player, Plot, Road
 from .store import Store
 
@@ -31,6 +46,7 @@ __all__ = [
     "SignedEdit",
     "Store",
     "StoreError",
+    "SyncProvider",
     "UnknownEntryError",
     "WorldError",
     "client_id_of",

@@ -44,6 +44,7 @@ from .schema import (
     Plot,
     Road,
 )
+from .store import Store
 
 log = logging.getLogger(__name__)
 REMOTE = "remote"  # origin of transactions that apply checked remote edits
@@ -66,7 +67,7 @@ class Outcome(enum.Enum):
 class City:
     """One player's replica of the shared city."""
 
-    def __init__(self, identity: Identity, *, store: Any = None) -> None:
+    def __init__(self, identity: Identity, *, store: Store | None = None) -> None:
         self.identity = identity
         self.player_id = player_id_of(identity.public_key)
         self.client_id = client_id_of(identity.public_key)
@@ -94,8 +95,6 @@ class City:
     @classmethod
     def open(cls, data_dir: Path, identity: Identity | None = None) -> City:
         """The city persisted in `data_dir` (created if absent), as the node's player."""
-        from .store import Store
-
         identity = identity or Identity.load_or_create(Path(data_dir))
         return cls(identity, store=Store.in_dir(Path(data_dir)))
 
