@@ -26,7 +26,7 @@ from pycrdt import Doc
 
 from hive_core.mesh.identity import Identity
 from hive_core.mesh.memchannel import LinkProfile, memory_pair
-from world.model import City, Outcome
+from world.model import City, Outcome, SignedEdit
 from world.model.provider import SyncProvider
 
 LOSSY = LinkProfile(latency_s=0.002, jitter_s=0.006, loss=0.10, duplicate=0.05, reorder=0.1)
@@ -42,7 +42,7 @@ def progress(msg: str) -> None:
 
 def bench_edits(n_cmds: int) -> list[tuple[str, str]]:
     author = City(player(1))
-    edits = []
+    edits: list[SignedEdit] = []
     author.on_local_edit(edits.append)
     kinds: dict[str, list[int]] = {"place": [], "move": [], "upgrade": [], "rotate": []}
     ids: list[str] = []
@@ -103,7 +103,7 @@ async def _sync_once(source: City) -> tuple[float, int, int]:
     return took, ps[0].stats.sent_bytes, ps[0].stats.sent_messages
 
 
-def bench_big_sync(n_buildings: int) -> list[tuple[str, str]]:
+def bench_big_sync(n_buildings: int) -> list[tuple[str, str, str, str]]:
     progress(f"building a city of {n_buildings} buildings ...")
     city = City(player(3))
     for k in range(n_buildings):
@@ -130,13 +130,13 @@ async def _converge(n_peers: int, edits_each: int, seed: int) -> tuple[float, in
     if n_peers <= 3:
         pairs = [(i, j) for i in range(n_peers) for j in range(i + 1, n_peers)]
     else:
-        pairs = sorted({tuple(sorted((i, (i + d) % n_peers))) for i in range(n_peers)
-                        for d in (1, n_peers // 4)})
+        pairs = sorted({(min(i, (i + d) % n_peers), max(i, (i + d) % n_peers))
+                        for i in range(n_peers) for d in (1, n_peers // 4)})
     providers = []
     for k, (i, j) in enumerate(pairs):
-        a, b = memory_pair("crdt", LOSSY, seed=seed * 1000 + k)
-        providers += [SyncProvider(cities[i], a, interval_s=0.05),
-                      SyncProvider(cities[j], b, interval_s=0.05)]
+        ca, cb = memory_pair("crdt", LOSSY, seed=seed * 1000 + k)
+        providers += [SyncProvider(cities[i], ca, interval_s=0.05),
+                      SyncProvider(cities[j], cb, interval_s=0.05)]
     for p in providers:
         p.start()
     for k in range(edits_each):

@@ -42,7 +42,7 @@ from .schema import (
 
 log = logging.getLogger(__name__)
 
-_VIEWS = {BUILDINGS: Building, PLOTS: Plot, ROADS: Road, DISTRICTS: District}
+_VIEWS: dict[str, Any] = {BUILDINGS: Building, PLOTS: Plot, ROADS: Road, DISTRICTS: District}
 
 
 def spend_key(spend: Spend) -> str:
@@ -221,7 +221,7 @@ class Gate:
                 after = _entry(self._shadow_roots[root], key)
                 if before != after:
                     check_entry(root, key, before, after, edit)
-            check_adoption(self._shadow_roots[PLAYERS].to_py(), edit.author_id, client, carried)
+            check_adoption(self._shadow_roots[PLAYERS].to_py() or {}, edit.author_id, client, carried)
         return {c: sv[c] for c in (client, *carried)}
 
 

@@ -316,7 +316,7 @@ class City:
     def move(self, building_id: str, position: tuple[float, float, float]) -> None:
         entry = self._owned(BUILDINGS, building_id)
         x, y, z = (float(v) for v in position)
-        Building.from_entry(building_id, {**entry.to_py(), "x": x, "y": y, "z": z})
+        Building.from_entry(building_id, {**(entry.to_py() or {}), "x": x, "y": y, "z": z})
         with self._txn():
             entry["x"], entry["y"], entry["z"] = x, y, z
 
@@ -329,7 +329,7 @@ class City:
         """Raise the building one level (paid if `cost_mc` > 0); returns the new level."""
         entry = self._owned(BUILDINGS, building_id)
         level = int(entry.get("level", 1)) + 1
-        Building.from_entry(building_id, {**entry.to_py(), "level": level})
+        Building.from_entry(building_id, {**(entry.to_py() or {}), "level": level})
         spend = self._spend(cost_mc, f"upgrade:{building_id}:{level}") if cost_mc else None
         with self._txn():
             entry["level"] = level
