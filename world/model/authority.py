@@ -215,13 +215,18 @@ class Gate:
         extra = set(self._shadow.keys()) - set(ROOTS)
         if extra:
             raise EditError(f"update writes unknown roots {sorted(extra)}")
+        adopting = bool(carried)
         with self._live.transaction(), self._shadow.transaction():
             for root, key in sorted(self._touched):
                 before = _entry(self._live_roots[root], key)
                 after = _entry(self._shadow_roots[root], key)
                 if before != after:
                     check_entry(root, key, before, after, edit)
-            check_adoption(self._shadow_roots[PLAYERS].to_py() or {}, edit.author_id, client, carried)
+                    if root == PLAYERS and (before or {}).get("clients") != after.get("clients"):
+                        adopting = True
+            if adopting:  # reading every player is costly: only when adoption is at stake
+                players = self._shadow_roots[PLAYERS].to_py() or {}
+                check_adoption(players, edit.author_id, client, carried)
         return {c: sv[c] for c in (client, *carried)}
 
 
