@@ -369,7 +369,7 @@ class GameState:
             quorum=t.quorum,
             convergence=min(1.0, agreeing / t.quorum),
             status=status,
-            slashed=tuple(n for n, at in sorted(t.slashed.items(), key=lambda x: x[1]) if at <= now),
+            slashed=tuple(n for at, n in sorted((at, n) for n, at in t.slashed.items()) if at <= now),
             anchor=self._position(nodes[0]) if nodes else None,
             resolved_at=resolved,
         )
