@@ -89,6 +89,8 @@ def test_cannot_command_what_another_player_owns(alice: Recorder, bob: Recorder)
         bob.city.move(b, (1.0, 1.0, 0.0))
     with pytest.raises(NotOwnerError):
         bob.city.remove(b)
+    with pytest.raises(NotOwnerError, match="only be written by that node"):
+        bob.city.claim_district(alice.city.player_id)
     assert bob.edits == []
 
 

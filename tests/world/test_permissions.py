@@ -57,6 +57,8 @@ ATTACKS: dict[str, Callable[[City, str], None]] = {
     "rename another player": lambda c, b: c.doc.get("players", type=Map)[
         next(k for k in c.doc.get("players", type=Map) if k != c.player_id)
     ].__setitem__("name", "mallory"),
+    "claim another node's district": lambda c, b: c.doc.get("districts", type=Map).__setitem__(
+        "cd" * 20, Map({"owner": c.player_id, "role": "alpha", "health": 1.0})),
     "forged receipt": lambda c, b: c.doc.get("receipts", type=Map).__setitem__(
         "00" * 16, "00" * 200),
     "unknown root": lambda c, b: c.doc.get("treasury", type=Map).__setitem__("gold", 1e9),

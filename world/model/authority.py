@@ -2,7 +2,8 @@
 
 Rules (the author is the key that signed the edit):
 - buildings, plots, roads, districts: an entry may be created, changed or removed only
-  by its owner, and only ever owned by the author (no handing things to others);
+  by its owner, and only ever owned by the author (no handing things to others); a
+  district is keyed by its node's id and written only by that node;
 - players: each player writes only their own entry, with their own public key;
 - ledger (receipts, spends): append-only; an entry must verify, a spend must be the
   author's own, a receipt must be signed by the author or pay the author;
@@ -53,6 +54,8 @@ def spend_key(spend: Spend) -> str:
 def check_entry(root: str, key: str, before: Any, after: Any, edit: SignedEdit) -> None:
     """Raise EditError unless `edit`'s author may turn `before` into `after` at root/key."""
     author = edit.author_id
+    if root == DISTRICTS and key != author:
+        raise EditError(f"district {key[:12]} can only be written by that node")
     if root in OWNED_ROOTS:
         old_owner = before.get("owner") if isinstance(before, dict) else None
         if before is not None and old_owner != author:

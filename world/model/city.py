@@ -273,14 +273,17 @@ class City:
 
     def claim_district(self, node_id: str | None = None, role: str = "full",
                        health: float = 1.0) -> str:
-        """Create or update the district of a node this player runs (default: their own)."""
+        """Create or update this node's district (keyed by its id, which is the player's).
+
+        Only a node writes its own district, so two players can never race for one key.
+        """
         node_id = node_id or self.player_id
+        if node_id != self.player_id:
+            raise NotOwnerError(f"district {node_id[:12]} can only be written by that node")
         District.from_entry(node_id, {"owner": self.player_id, "role": role, "health": health})
         current = self._roots[DISTRICTS].get(node_id)
         with self._txn():
             if isinstance(current, Map):
-                if current.get("owner") != self.player_id:
-                    raise NotOwnerError(f"district {node_id} belongs to someone else")
                 current["role"], current["health"] = role, float(health)
             else:
                 self._roots[DISTRICTS][node_id] = Map(
