@@ -4,8 +4,9 @@ Run: `.venv/bin/python -m bench.bench_view [--quick]`. Prints one markdown table
 frame time median and p95 (each frame: read the model, sync the scene, HUD, render with
 glFinish so the GPU's work is counted) for hives of 20, 200 and 2,000 districts placed by
 MDS of RIPE Atlas RTTs, each with 5,000 instanced buildings and pulses in flight; then
-the 200-district world again while this process's embedded 4-node hive answers a prompt
-with the real SmolLM2 model (its stages on worker threads, frames stepped by asyncio).
+the 200-district world again while this process's embedded hive (hive_core.exec: 4 shard
+servers on 2 stages x 2 replicas plus a referee) answers prompts with the real SmolLM2
+model (stages on worker threads, frames stepped by asyncio on the same loop).
 Rendering is Panda3D's EGL offscreen on whatever GL the machine has (Mesa llvmpipe on
 CPU-only machines). Targets: p95 under 33 ms at 200 districts, hosting adds under 20 %.
 """
@@ -70,12 +71,10 @@ async def run(args: argparse.Namespace) -> None:
         if n == 200:
             p95_idle = float(np.percentile(ms, 95))
     if not args.no_hosting:
-        from world.view.live import LiveWorld
-        from world.view.session import HiveSession
+        from world.view.session import HiveSession, game_source
 
-        hive_world = LiveWorld(player="you")
-        session = HiveSession(hive_world, threads=args.threads)
-        print("loading the embedded hive (SmolLM2, 4 stages) ...", file=sys.stderr, flush=True)
+        session = HiveSession(game_source(), threads=args.threads)
+        print("starting the embedded hive (SmolLM2: 4 shard servers + referee) ...", file=sys.stderr, flush=True)
         await session.load()
         app = WorldApp(cfg, worlds[200], mode="spectate")
 
@@ -90,8 +89,10 @@ async def run(args: argparse.Namespace) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         app.destroy()
-        sent = session.hive.frames_sent if session.hive else 0
-        rows.append(row(f"view + hosting an ask ({sent} tensor frames sent)", 200, args.buildings, ms))
+        steps = session.source.state.snapshot(time.monotonic()).verified_trials
+        await session.close()
+        rows.append(row(f"view + hive serving an ask ({steps} verified stage steps meanwhile)", 200,
+                        args.buildings, ms))
         if p95_idle:
             over = 100.0 * (float(np.percentile(ms, 95)) / p95_idle - 1.0)
             rows.append(f"| hosting overhead on p95 | 200 | | | | {over:+.0f} % | |")

@@ -9,11 +9,12 @@ import json
 NAME = "demo"
 HELP = "watch an embedded 4-node hive answer a prompt in the 3D world"
 DESCRIPTION = (
-    "Start a hive of 4 nodes inside this process (the model split into 4 stages, hidden "
-    "states sent between them as protocol frames over emulated links, the last stage on 3 "
-    "replicas judged by Merkle root and tolerance, one of them cheating), ask it a prompt, and "
-    "render the world while it answers: pulses along roads, the Merkle tower, the cheater's "
-    "district falling. On a screen if there is one, else offscreen to the PNG it names."
+    "Start a hive inside this process (hive_core.exec: 4 shard servers holding 2 stages of the "
+    "model on 2 replicas each, plus a referee; authenticated in-memory mesh links with an "
+    "emulated latency; one replica cheats unless --honest), ask it a prompt, and render the "
+    "world while it answers: pulses along roads, Merkle towers of replica answers, the "
+    "cheater's district falling, credits raising buildings. On a screen if there is one, "
+    "else offscreen to the PNG it names."
 )
 DEFAULT_PNG = "cadencia-demo.png"
 
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=24, metavar="N", help="answer length cap")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    parser.add_argument("--honest", action="store_true", help="no cheating replica")
     add_view_arguments(parser)
 
 
@@ -48,27 +50,27 @@ def run(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
-    from world.view.live import LiveWorld
     from world.view.runner import run_view
-    from world.view.session import SLOW_MOTION, HiveSession
+    from world.view.session import HiveSession, game_source
 
-    world = LiveWorld(player="you", slow_motion=SLOW_MOTION)
-    session = HiveSession(world, model=args.model, kv=args.kv, say=say)
-    app = WorldApp(cfg, world, mode="play")
+    source = game_source(player="asker")
+    session = HiveSession(source, model=args.model, kv=args.kv, faulty=not args.honest, say=say)
+    app = WorldApp(cfg, source, mode="play")
 
     async def work() -> None:
         await session.ask(args.prompt, args.max_new_tokens)
 
     try:
-        report = await run_view(app, args, work=work, until_work_done=True, linger_frames=45)
+        report = await run_view(app, args, work=work, until_work_done=True, linger_frames=60)
     finally:
         app.destroy()
+        await session.close()
     result = session.results[-1] if session.results else None
     if args.json:
         print(json.dumps({
             "answer": result.text if result else None,
             "tokens_per_s": round(result.tokens_per_s, 3) if result else None,
-            "hops": result.hops if result else None,
+            "verified": result.verified if result else None,
             "slashed": list(result.slashed) if result else [],
             "frames": report.frames,
             "screenshot": report.screenshot,

@@ -45,17 +45,16 @@ def run(args: argparse.Namespace) -> int:
 async def _edit(args: argparse.Namespace, cfg, steps, say) -> int:
     from world.view.app import WorldApp
     from world.view.editor import Editor
-    from world.view.live import LiveWorld
     from world.view.runner import run_view
     from world.view.script import play_script
-    from world.view.session import city_view, neighbour_city, open_city
+    from world.view.session import city_view, game_source, neighbour_city, open_city
 
     city = open_city(args.data_dir)
     if args.neighbour and not any(p.owner != city.player_id for p in city.plots().values()):
         neighbour_city(city)
     view = city_view(city)
     editor = Editor(view, view.player, kind=args.kind)
-    app = WorldApp(cfg, LiveWorld(player=view.player[:8]), mode="edit", editor=editor)
+    app = WorldApp(cfg, game_source(player=view.player[:8]), mode="edit", editor=editor)
 
     async def work() -> None:
         await play_script(app, steps)

@@ -45,29 +45,26 @@ def run(args: argparse.Namespace) -> int:
 
 async def _play(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
-    from world.view.live import LiveWorld
     from world.view.runner import run_view
     from world.view.session import (
-        SLOW_MOTION,
         HiveSession,
         build_with_credits,
         city_view,
+        game_source,
         open_city,
     )
 
     city = open_city(args.data_dir)
-    world = LiveWorld(player=city.player_id[:8], slow_motion=SLOW_MOTION)
-    world.status(credits_mc=city.balance_mc())
+    source = game_source(player=city.player_id[:8])
 
-    def paid(result) -> None:  # receipts for this node's shards become credits, credits buildings
+    def paid(result) -> None:  # receipts naming this player become credits that raise buildings
         raised = build_with_credits(city, result.receipts)
-        world.status(credits_mc=city.balance_mc())
         if raised:
             say(f"your credits raised {raised} building level(s)")
 
-    session = HiveSession(world, model=args.model, kv=args.kv, threads=args.threads, say=say,
-                          identity=city.identity, on_answer=paid)
-    app = WorldApp(cfg, world, mode="play", city=city_view(city),
+    session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,
+                          on_answer=paid)
+    app = WorldApp(cfg, source, mode="play", city=city_view(city),
                    on_prompt=lambda text: session.submit(text, args.max_new_tokens))
 
     async def work() -> None:
@@ -80,6 +77,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
         report = await run_view(app, args, work=work, ready=session.ready)
     finally:
         app.destroy()
+        await session.close()
         city.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,

@@ -41,13 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
 async def _spectate(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
-    from world.view.live import LiveWorld
     from world.view.runner import run_view
-    from world.view.session import SLOW_MOTION, HiveSession
+    from world.view.session import HiveSession, game_source
 
-    world = LiveWorld(player="spectator", slow_motion=SLOW_MOTION)
-    session = HiveSession(world, model=args.model, say=say)
-    app = WorldApp(cfg, world, mode="spectate")
+    source = game_source(player="spectator")
+    session = HiveSession(source, model=args.model, say=say)
+    app = WorldApp(cfg, source, mode="spectate")
 
     async def work() -> None:
         await session.ask(args.prompt, args.max_new_tokens)
@@ -57,6 +56,7 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
                                 ready=session.ready)
     finally:
         app.destroy()
+        await session.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
                           "answers": [r.text for r in session.results]}))

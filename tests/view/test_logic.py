@@ -10,7 +10,7 @@ from world.view.camera import CameraState, framing, orbit, track
 from world.view.city_view import CityView
 from world.view.editor import Editor, cell_at
 from world.view.frame import EditRefused, PlotView, ViewError
-from world.view.palette import FALL_SECONDS, district_light, fall_fraction, rtt_color
+from world.view.palette import district_light, rtt_color
 from world.view.runner import check_hive_url
 from world.view.script import Step, parse_script
 from world.view.shaders import shader_paths
@@ -23,11 +23,7 @@ def test_rtt_colour_runs_green_to_red():
     assert 0.0 < mid[0] <= 1.0 and 0.0 < mid[1] <= 1.0
 
 
-def test_fall_and_light():
-    assert fall_fraction(None, 10.0) == 0.0
-    assert fall_fraction(10.0, 9.0) == 0.0
-    assert fall_fraction(10.0, 10.0 + FALL_SECONDS / 2) == pytest.approx(0.25)
-    assert fall_fraction(10.0, 99.0) == 1.0
+def test_lights_dim_with_heat_and_idleness():
     assert district_light(1.0, 1.0, True) > district_light(1.0, 0.4, True) > district_light(1.0, 0.4, False)
 
 
@@ -158,3 +154,22 @@ def test_work_receipts_become_credits_that_raise_buildings(cities):
     assert (tower.kind, tower.level) == ("tower", raised)
     assert alice.balance_mc() == earned % 100  # the other node's receipt paid someone else
     assert build_with_credits(alice, [mine], cost_mc=100) == 0  # the same receipt pays once
+
+
+def test_pulse_replay_plays_each_hop_out_and_back_in_slow_motion():
+    from world.game import HopSent
+    from world.view.game_source import PulseReplay
+
+    a, b = b"\x01" * 20, b"\x02" * 20
+    replay = PulseReplay(slow_motion=10.0, max_lag_s=0.75)
+    hop = HopSent(session_id=bytes(16), from_node=a, to_node=b, sent_at=1.0, hop_time_s=0.01, nbytes=100)
+    replay.hop(hop, heard_at=2.0)
+    out, back = replay.in_flight(2.05)
+    assert (out.src, out.dst, out.start, out.duration) == (a.hex(), b.hex(), 2.0, pytest.approx(0.1))
+    assert (back.src, back.dst, back.start) == (b.hex(), a.hex(), pytest.approx(2.1))
+    for _ in range(20):  # a burst queues on the link, but never more than max_lag behind
+        replay.hop(hop, heard_at=2.0)
+    assert max(p.start for p in replay.in_flight(2.0)) <= 2.0 + 0.75 + 0.1 + 1e-9
+    assert replay.in_flight(60.0) == ()
+    with pytest.raises(ViewError):
+        PulseReplay(slow_motion=0.5)

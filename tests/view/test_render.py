@@ -7,11 +7,12 @@ import asyncio
 import numpy as np
 import pytest
 
+from hive_core.model.kv_factory import kv_factory
 from world.view.city_view import CityView
 from world.view.editor import Editor
 from world.view.frame import BuildingView, DistrictView, PlotView, PulseView, WorldFrame
-from world.view.live import LiveWorld
 from world.view.scene import building_centre, pulse_position
+from world.view.session import game_source
 from world.view.synthetic import SyntheticWorld
 
 
@@ -82,57 +83,65 @@ def test_pulse_flies_along_the_road_by_the_clock(make_app):
 
 
 def test_pulses_in_flight_during_a_real_ask(make_app, tiny_gguf):
-    """The embedded hive (real protocol frames over emulated links, real compute) drives the
-    picture: while it answers, frames show pulses where the shader puts them."""
+    """hive_core.exec's in-process hive (sealed hops over authenticated mesh links, replicas,
+    a referee, one cheating replica) drives the picture through the game state: while it
+    answers, frames show pulses where the shader puts them; afterwards towers stood, the
+    cheater's district fell, receipts raised credit buildings."""
+    from hive_core.exec.hive import identity
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.pipeline import LocalPipeline
-    from world.view.embedded import LocalHive
+    from world.view.hive_link import EmbeddedHive
 
     file = GGUFModelFile(tiny_gguf)
-    world = LiveWorld(player="you")
-    hive = LocalHive(file, world, rtt_scale=15.0)
-    app = make_app(world, mode="spectate")
+    source = game_source(slow_motion=40.0)
+    hive = EmbeddedHive(source)
+    app = make_app(source, mode="spectate")
     seen: list[np.ndarray] = []
 
     async def main():
-        task = asyncio.create_task(hive.ask("hi", max_new_tokens=3))
-        while not task.done():
-            app.step()
-            now = app.clock()
-            live = [p for p in app.frame.pulses if p.start + 0.1 * p.duration < now < p.start + 0.9 * p.duration]
-            if live:
-                px, sc = app.pixels(), app.scene
-                for p in live:
-                    where = pulse_position(sc.pulse_end(p.src), sc.pulse_end(p.dst), (now - p.start) / p.duration,
-                                           sc.layout.unit)
-                    seen.append(at(px, app.project(*where)))
-            await asyncio.sleep(0.005)
-        return task.result()
+        await hive.start(file=file, link_ms=2.0)
+        try:
+            task = asyncio.create_task(hive.ask("hi", max_new_tokens=3))
+            while not task.done():
+                app.step()
+                now = app.clock()
+                live = [p for p in app.frame.pulses if p.start + 0.1 * p.duration < now < p.start + 0.9 * p.duration]
+                if live:
+                    px, sc = app.pixels(), app.scene
+                    for p in live:
+                        t = (now - p.start) / p.duration
+                        where = pulse_position(sc.pulse_end(p.src), sc.pulse_end(p.dst), t, sc.layout.unit)
+                        seen.append(at(px, app.project(*where)))
+                await asyncio.sleep(0.005)
+            return task.result()
+        finally:
+            await hive.close()
 
     result = asyncio.run(asyncio.wait_for(main(), 120))
     assert seen, "no frame caught a pulse in flight"
     cyan = [rgb for rgb in seen if rgb[1] > 120 and rgb[2] > 120 and rgb[0] < rgb[1]]
     assert len(cyan) >= 0.8 * len(seen), seen
-    assert result.slashed == ("oak",)  # the cheating replica was caught
-    # The hive's answer is the model's: same tokens as the single-process pipeline.
-    ids = hive.prompt_ids("hi")
-    session = LocalPipeline.load_single(file).new_session(__import__("hive_core.model.kv_factory",
-                                                                        fromlist=["x"]).kv_factory("fp32"))
-    logits, want = session.forward(ids), []
+    cheater = identity("server-1").node_id.hex()
+    assert result.slashed == (cheater,) and result.verified
+    # The hive's answer is the model's: the same tokens as the single-process pipeline.
+    session = LocalPipeline.load_single(file).new_session(kv_factory("fp32"))
+    logits, want = session.forward(hive.prompt_ids("hi")), []
     for _ in range(len(result.new_ids)):
         want.append(int(logits.argmax()))
         logits = session.forward([want[-1]])
     assert result.new_ids == want
-    frame = world.frame(app.clock())
-    assert frame.towers and frame.towers[0].verified
-    assert next(d for d in frame.districts if d.node_id == "oak").slashed_at is not None
+    frame = source.frame(app.clock() + 5.0)  # after the fall and the rise animations
+    assert next(d for d in frame.districts if d.node_id == cheater).fall == 1.0
+    assert any(d.floors > 0 for d in frame.districts) or all(r.reward_mc() < 1000 for r in result.receipts)
+    assert sum(source.state.credits_mc(bytes.fromhex(d.node_id)) for d in frame.districts) == \
+        sum(r.reward_mc() for r in result.receipts)
 
 
 def test_editor_input_changes_doc_and_picture_and_undo_restores_both(make_app, cities):
     alice, _bob = cities
     view = CityView(alice)
     editor = Editor(view, view.player)
-    app = make_app(LiveWorld(), mode="edit", editor=editor)
+    app = make_app(game_source(), mode="edit", editor=editor)
     mine = next(p for p in view.plots() if p.owner == view.player)
     app.step()
     app.step()
@@ -167,7 +176,7 @@ def test_refused_edit_shows_a_red_cursor_and_changes_nothing(make_app, cities):
     alice, _bob = cities
     view = CityView(alice)
     editor = Editor(view, view.player)
-    app = make_app(LiveWorld(), mode="edit", editor=editor)
+    app = make_app(game_source(), mode="edit", editor=editor)
     theirs = next(p for p in view.plots() if p.owner != view.player)
     app.step()
     app.step()

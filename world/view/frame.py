@@ -30,8 +30,10 @@ class DistrictView:
     tflops: float = 1.0  # measured compute; sets the district's footprint and height
     battery: float = 1.0  # 0..1; a draining battery lowers the lights
     efficiency: float = 1.0  # 0..1; an overheating device dims as this drops
-    slashed_at: float | None = None  # clock time of slashing: the district falls from then on
+    fall: float = 0.0  # 0 standing .. 1 fallen: a slashed node's district sinks and tilts
     active: bool = False  # runs the stage in flight right now
+    online: bool = True  # False once the node left: the district goes dark
+    floors: float = 0.0  # floors its verified work receipts paid for (animated as they rise)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class TowerView:
     answers: int  # replica answers received so far
     needed: int  # answers that make the quorum
     verified: bool = False  # all floors light up when the roots agree
+    agreeing: int = 0  # answers in the largest agreeing group (the rest are drawn red)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 
-FALL_SECONDS = 1.5  # how long a slashed district takes to sink
-
 
 def rtt_color(rtt_ms: float) -> tuple[float, float, float, float]:
     """Green for a fast link (<= 10 ms), through yellow, to red (>= 250 ms); log scale."""
@@ -41,14 +39,6 @@ def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
     f = h * 6.0 - int(h * 6.0)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
     return ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))[i]
-
-
-def fall_fraction(slashed_at: float | None, now: float) -> float:
-    """0 before slashing, rising to 1 over `FALL_SECONDS` (eased: it accelerates like a fall)."""
-    if slashed_at is None:
-        return 0.0
-    t = min(max((now - slashed_at) / FALL_SECONDS, 0.0), 1.0)
-    return t * t
 
 
 def district_light(battery: float, efficiency: float, active: bool) -> float:

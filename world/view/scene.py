@@ -15,7 +15,7 @@ from panda3d.core import NodePath, TransparencyAttrib
 
 from .frame import BuildingView, DistrictView, PlotView, PulseView, RoadView, TowerView, WorldFrame
 from .geometry import InstancedLayer, ground_quad, road_lines
-from .palette import district_light, fall_fraction, owner_color, rtt_colors
+from .palette import district_light, owner_color, rtt_colors
 from .shaders import load_shader
 
 BOX = ("i_offset", "i_scale", "i_color")
@@ -83,7 +83,6 @@ class Scene:
         self.pulses.np.set_shader_input("u_unit", 1.0)
         self.layout = district_layout(())
         self._seen: dict[str, object] = {}
-        self._falling = False
 
     # -- sync -------------------------------------------------------------------------
 
@@ -93,8 +92,8 @@ class Scene:
         if relayout:
             self.layout = district_layout(frame.districts)
             self._fit_ground()
-        if relayout or self._falling:
-            self._falling = self._sync_districts(frame.districts, now)
+        if relayout:
+            self._sync_districts(frame.districts)
         if relayout or self._changed("roads", frame.roads):
             self._sync_roads(frame.roads)
         if relayout or self._changed("pulses", frame.pulses):
@@ -109,6 +108,7 @@ class Scene:
         self.pulses.np.set_shader_input("u_time", float(now))
 
     def _changed(self, key: str, value: object) -> bool:
+        """Whether `value` is a different object from last frame's (sources reuse unchanged tuples)."""
         if self._seen.get(key) is value:
             return False
         self._seen[key] = value
@@ -125,27 +125,31 @@ class Scene:
         self.ground.set_scale(half)
         self.ground.set_shader_input("u_grid", float(10 ** math.floor(math.log10(max(half / 3, 1.0)))))
 
-    def _sync_districts(self, districts: tuple[DistrictView, ...], now: float) -> bool:
+    def _sync_districts(self, districts: tuple[DistrictView, ...]) -> None:
         lay = self.layout
         n = len(districts)
-        rows = np.zeros((n, 12), np.float32)
-        falling = False
+        rows = np.zeros((2 * n, 12), np.float32)
         for k, d in enumerate(districts):
-            fall = fall_fraction(d.slashed_at, now)
-            falling |= d.slashed_at is not None and fall < 1.0
-            light = district_light(d.battery, d.efficiency, d.active)
-            if fall > 0:
-                color, glow = (0.55 * (1 - fall) + 0.35, 0.08, 0.06, 1.0), 0.0
+            light = district_light(d.battery, d.efficiency, d.active) if d.online else 0.05
+            if d.fall > 0:
+                color, glow = (0.55 * (1 - d.fall) + 0.35, 0.08, 0.06, 1.0), 0.0
             elif d.active:
                 color, glow = (1.0, 0.78, 0.3, 1.0), light
             else:
                 color, glow = (0.2 + 0.3 * light, 0.45 + 0.4 * light, 0.6 + 0.4 * light, 1.0), light * 0.6
             h = lay.height[k]
-            rows[k, 0:4] = (lay.xy[k, 0], lay.xy[k, 1], -0.95 * h * fall, 0.6 * fall)
+            rows[k, 0:4] = (lay.xy[k, 0], lay.xy[k, 1], -0.95 * h * d.fall, 0.6 * d.fall)
             rows[k, 4:8] = (lay.footprint[k], lay.footprint[k], h, glow)
             rows[k, 8:12] = color
-        self.layers["districts"].set_rows(rows)
-        return falling
+            # Credits raise a golden building beside the district, a floor per credit.
+            if d.floors > 0 and d.fall == 0:
+                f = lay.footprint[k]
+                rows[n + k, 0:4] = (lay.xy[k, 0] - 0.5 * f - 0.25 * lay.unit, lay.xy[k, 1], 0.0, 0.0)
+                rows[n + k, 4:8] = (0.3 * lay.unit, 0.3 * lay.unit, 0.25 * lay.unit * d.floors, 0.7)
+                rows[n + k, 8:12] = (1.0, 0.8, 0.35, 1.0)
+        keep = np.ones(2 * n, bool)
+        keep[n:] = rows[n:, 6] > 0
+        self.layers["districts"].set_rows(rows[keep])
 
     def _sync_roads(self, roads: tuple[RoadView, ...]) -> None:
         self.roads.get_children().detach()
@@ -187,7 +191,9 @@ class Scene:
             fx, fh = 0.3 * lay.unit, 0.45 * lay.unit
             for floor in range(max(t.needed, t.answers)):
                 lit = t.verified or floor < t.answers
-                color = (1.0, 0.85, 0.25, 1.0) if t.verified else (0.3, 0.9, 1.0, 1.0) if lit else (0.25, 0.25, 0.3, 1.0)
+                odd = floor >= max(t.agreeing, 1) and floor < t.answers  # an answer outside the agreeing group
+                color = ((1.0, 0.2, 0.15, 1.0) if odd else (1.0, 0.85, 0.25, 1.0) if t.verified
+                         else (0.3, 0.9, 1.0, 1.0) if lit else (0.25, 0.25, 0.3, 1.0))
                 out.append((x, y, floor * fh * 1.25, 0.0, fx, fx, fh,
                             1.0 if t.verified else 0.5 if lit else 0.0, *color))
             # the tower's crown: the Merkle root, lit once the replicas agree

@@ -3,53 +3,52 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .city_view import CityView
-from .embedded import AskResult, LocalHive
-from .live import LiveWorld
+from .game_source import GameSource, HudBoard, PulseReplay
+from .hive_link import AskResult, EmbeddedHive
 
 PLOT_SIZE = 8.0  # a new player's plot, world units (cells of 1)
-SLOW_MOTION = 40.0  # the embedded hive's hops take 3-16 ms: played 40x slower they can be seen
+SLOW_MOTION = 25.0  # the embedded hive's hops take milliseconds: played 25x slower they can be seen
+
+
+def game_source(player: str = "", slow_motion: float = SLOW_MOTION) -> GameSource:
+    """An empty game (state, pulse replay, HUD board) for the view to read."""
+    from world.game import GameState
+
+    return GameSource(GameState(), HudBoard(player), PulseReplay(slow_motion))
 
 
 class HiveSession:
-    """Loads the embedded hive off the event loop, then answers prompts one at a time."""
+    """Starts the embedded hive off the frame loop's way, then answers prompts one at a time."""
 
-    def __init__(self, world: LiveWorld, *, model: str | None = None, kv: str = "fp32",
-                 threads: int | None = None, say: Callable[[str], None] = lambda _m: None,
-                 identity=None, on_answer: Callable[[AskResult], None] | None = None) -> None:
-        self.world, self.model, self.kv, self.threads, self.say = world, model, kv, threads, say
-        self.identity = identity  # this device's node identity (the player's), else a fresh one
-        self.on_answer = on_answer
-        self.hive: LocalHive | None = None
+    def __init__(self, source: GameSource, *, model: str | None = None, kv: str = "fp32",
+                 faulty: bool = True, threads: int | None = None,
+                 say: Callable[[str], None] = lambda _m: None,
+                 on_answer: Callable[[AskResult], None] | None = None) -> None:
+        self.source, self.model, self.kv, self.faulty, self.threads = source, model, kv, faulty, threads
+        self.say, self.on_answer = say, on_answer
+        self.hive = EmbeddedHive(source, say=say)
         self.results: list[AskResult] = []
         self._busy = asyncio.Lock()
-        self.ready = asyncio.Event()  # set once the hive is loaded
+        self.ready = asyncio.Event()  # set once the hive is up
 
-    async def load(self) -> LocalHive:
-        if self.hive is None:
-            self.world.status(consensus="loading the hive's shards ...")
-            self.hive = await asyncio.to_thread(self._load)
+    async def load(self) -> EmbeddedHive:
+        if not self.ready.is_set():
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)
+            self.source.hud.set(consensus="starting the hive ...")
+            await self.hive.start(self.model, kv=self.kv, faulty=self.faulty)
+            # This device hosts the first server's shard: its credits are the player's.
+            self.source.me = self.hive.hive.servers[0].node.node_id
+            self.source.hud.set(player=f"{self.source.hud.view().player} hosting {self.source.me.hex()[:6]}")
+            self.source.hud.set(consensus="-")
             self.ready.set()
         return self.hive
-
-    def _load(self) -> LocalHive:
-        import torch
-
-        from hive_core.model.gguf_file import GGUFModelFile
-        from hive_core.model.locate import resolve_model_path
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        t0 = time.perf_counter()
-        path = resolve_model_path(self.model)
-        self.say(f"loading {path.name} as a hive of 4 nodes ...")
-        hive = LocalHive(GGUFModelFile(path), self.world, kv=self.kv, you=self.identity)
-        self.say(f"hive ready in {time.perf_counter() - t0:.1f}s")
-        return hive
 
     async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
         async with self._busy:
@@ -57,18 +56,22 @@ class HiveSession:
             self.say(f"asking the hive: {prompt!r}")
             result = await hive.ask(prompt, max_new_tokens)
             self.results.append(result)
+            self.say(f"answer: {result.text.strip()!r} ({len(result.new_ids)} tokens, "
+                     f"{result.tokens_per_s:.1f} tokens/s, verified={result.verified}, "
+                     f"slashed {len(result.slashed)})")
             if self.on_answer is not None:
                 self.on_answer(result)
-            self.say(f"answer: {result.text.strip()!r} ({len(result.new_ids)} tokens, "
-                     f"{result.tokens_per_s:.1f} tokens/s, {result.hops} hops)")
             return result
 
     def submit(self, prompt: str, max_new_tokens: int = 32) -> None:
         """From the HUD's prompt box: ask in the background (one at a time)."""
         if self._busy.locked():
-            self.world.status(consensus="busy: one ask at a time")
+            self.source.hud.set(consensus="busy: one ask at a time")
             return
         asyncio.get_running_loop().create_task(self.ask(prompt, max_new_tokens))
+
+    async def close(self) -> None:
+        await self.hive.close()
 
 
 def open_city(data_dir: str | None):  # -> world.model.City

@@ -1,0 +1,157 @@
+"""The embedded hive the game plays with: `hive_core.exec`'s in-process hive, wired to the view.
+
+Four shard servers (two stages of the model, each on two replicas) and one spare that
+referees disagreements, linked to the asker by authenticated in-memory mesh links with
+an emulated latency; one replica may be made faulty so the game shows a slashing. Every
+hive event goes to the `GameSource` (game state, pulse replay); the map comes from RTTs
+the asker measures by pinging each server; prompts stream their answer into the HUD.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .frame import RoadView
+from .game_source import GameSource
+
+N_SERVERS, REPLICAS, SPARES = 4, 2, 1
+LINK_MS = 8.0  # emulated one-way latency of every asker link, ms
+
+
+@dataclass(frozen=True)
+class AskResult:
+    """One answered prompt."""
+
+    text: str
+    new_ids: list[int]
+    tokens_per_s: float
+    verified: bool  # every stage step confirmed by agreeing replicas or the referee
+    receipts: tuple  # WorkReceipt, signed by the asker, one per worker and stage
+    slashed: tuple[str, ...]  # hex ids of nodes slashed so far
+
+
+class EmbeddedHive:
+    """Start it, then `ask`; `close` when done."""
+
+    def __init__(self, source: GameSource, say: Callable[[str], None] = lambda _m: None) -> None:
+        self.source, self.say = source, say
+        self.hive = None  # hive_core.exec.hive.InProcessHive
+        self.file = None
+        self.tokenizer = None
+
+    @property
+    def node_ids(self) -> list[bytes]:
+        assert self.hive is not None
+        return [self.hive.asker.node_id, *self.hive.node_ids]
+
+    async def start(self, model_path: str | Path | None = None, *, file=None, faulty: bool = True,
+                    kv: str = "fp32", link_ms: float = LINK_MS) -> None:
+        from hive_core.exec import ClientConfig, Fault
+        from hive_core.exec.hive import build_hive
+        from hive_core.mesh.memchannel import LinkProfile
+        from hive_core.model.gguf_file import GGUFModelFile
+        from hive_core.model.locate import resolve_model_path
+        from hive_core.model.tokenizer import GGUFTokenizer
+        from hive_core.protocol.inference import KvKind
+
+        t0 = time.perf_counter()
+        self.file = file or GGUFModelFile(resolve_model_path(model_path))
+        self.tokenizer = GGUFTokenizer(self.file)
+        self.say(f"starting a hive of {N_SERVERS} shard servers + {SPARES} referee on "
+                 f"{self.file.config.n_layers} layers ...")
+        self.hive = await build_hive(
+            self.file.path, N_SERVERS, replicas=REPLICAS, spares=SPARES,
+            faults={1: Fault.parse("noise")} if faulty else None, model=self.file,
+            profile=LinkProfile(latency_s=link_ms / 1000.0), on_event=self._hook,
+            client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv]))
+        await self._map()
+        self._status(kv, link_ms)
+        self.say(f"hive ready in {time.perf_counter() - t0:.1f}s")
+
+    def _hook(self, event: object) -> None:
+        self.source.on_event(event, time.monotonic())
+
+    async def _map(self, pings: int = 3) -> None:
+        """Districts placed by MDS of the RTTs the asker measures (servers see only the asker)."""
+        from world.layout import HiveMap
+
+        hive = self.hive
+        ids = [n.hex() for n in self.node_ids]
+        rtt = np.full((len(ids), len(ids)), np.nan)
+        np.fill_diagonal(rtt, 0.0)
+        roads = []
+        for k, node in enumerate(hive.node_ids, start=1):
+            link = hive.asker.peers.best(node)
+            samples = [await hive.asker.ping(link) for _ in range(pings)] if link is not None else []
+            if samples:
+                rtt[0, k] = rtt[k, 0] = float(np.median(samples))
+                roads.append(RoadView(ids[0], ids[k], rtt[0, k]))
+        snap = HiveMap(dim=2).update(ids, rtt)
+        self.source.state.set_layout(snap.as_dict())
+        self.source.roads = tuple(roads)
+
+    def _status(self, kv: str, link_ms: float) -> None:
+        hive, cfg = self.hive, self.file.config
+        stages = {}
+        for k, server in enumerate(hive.servers):
+            if k < N_SERVERS:
+                stages.setdefault(k // REPLICAS, []).append(server.node.node_id.hex()[:6])
+        per = math.ceil(cfg.n_layers / len(stages))
+        sharding = " | ".join(f"L{i * per}-{min((i + 1) * per, cfg.n_layers) - 1}: {'+'.join(n)}"
+                              for i, n in sorted(stages.items()))
+        rtts = [r.rtt_ms for r in self.source.roads]
+        self.source.hud.set(
+            sharding=f"{sharding} (full blocks, x{REPLICAS})",
+            routing=f"{len(self.node_ids)} nodes, RTT {min(rtts):.0f}-{max(rtts):.0f} ms (emulated {link_ms:g} ms links)",
+            kv_cache=f"{kv} on the shard servers")
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        from hive_core.model.chat import ChatTemplate
+        from hive_core.model.generation import check_prompt
+
+        tok = self.tokenizer
+        source = self.file.metadata.get("tokenizer.chat_template")
+        if isinstance(source, str):
+            bos = tok.tokens[tok.bos_id] if tok.bos_id is not None else ""
+            eos = tok.tokens[tok.eos_id] if tok.eos_id is not None else ""
+            prompt = ChatTemplate(source, bos_token=bos, eos_token=eos).render([{"role": "user", "content": prompt}])
+        ids = tok.encode(prompt)
+        check_prompt(ids, self.file.config.context_length)
+        return ids
+
+    async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
+        """Greedy generation through the hive, the answer streaming into the HUD."""
+        from hive_core.exec import generate_hive
+
+        if self.hive is None:
+            raise RuntimeError("the hive is not started")
+        ids = self.prompt_ids(prompt)
+        hud, stream = self.source.hud, self.tokenizer.stream()
+        hud.set(answer="", tokens_per_s=0.0)
+        session = self.hive.client.new_session()
+        t0, count = time.perf_counter(), [0]
+
+        def on_token(token: int) -> None:
+            count[0] += 1
+            hud.append_answer(stream.push(token))
+            hud.set(tokens_per_s=count[0] / max(time.perf_counter() - t0, 1e-6))
+
+        gen = await generate_hive(session, ids, max_new_tokens=max_new_tokens,
+                                  context_length=self.file.config.context_length,
+                                  stop_ids=self.tokenizer.stop_ids, on_token=on_token)
+        hud.append_answer(stream.finish())
+        receipts = tuple(await session.finish())
+        slashed = tuple(sorted(n.hex() for n in self.hive.client.reputation.slashed))
+        return AskResult(self.tokenizer.decode(gen.new_ids), list(gen.new_ids), gen.tokens_per_s,
+                         session.verified, receipts, slashed)
+
+    async def close(self) -> None:
+        if self.hive is not None:
+            await self.hive.close()
+            self.hive = None
