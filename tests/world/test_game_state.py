@@ -240,3 +240,15 @@ def test_layout_from_the_hive_map_places_districts() -> None:
         game.set_layout({A: (0.0,)})
     with pytest.raises(KeyError):
         snap.district(b"z" * 20)
+
+
+def test_unchanged_districts_are_reused_between_frames() -> None:
+    game = placed_state()
+    first = game.snapshot(1.0)
+    second = game.snapshot(1.016)
+    assert all(a is b for a, b in zip(first.districts, second.districts))
+    game.apply(HealthUpdated(B, 92.0, None, True, 1.0, at=1.02), now=1.02)
+    third = game.snapshot(1.032)
+    assert third.district(A) is first.district(A)
+    assert third.district(B) is not first.district(B)
+    assert third.district(B).efficiency < 1.0

@@ -53,6 +53,7 @@ FALL_S = 2.0  # a slashed district's fall
 RISE_S = 1.5  # a building rising to its new height after a receipt
 MC_PER_FLOOR = 1000  # one credit per floor: a 100-token answer on SmolLM2 is 3 floors
 MAX_CLOCK_SKEW_S = 5.0  # events dated further in the future than this are refused
+PRUNE_EVERY_S = 0.25  # landed pulses, gone towers and risen buildings are folded this often
 MAX_PULSES = 4096  # a flood of hops keeps only the newest pulses
 MAX_TRIALS = 4096  # likewise for trials
 DEFAULT_QUORUM = 2  # a trial nobody announced a quorum for: 2 of 3 replicas
@@ -141,6 +142,12 @@ class GameState:
         self._receipts: set[str] = set()
         self._verified = 0
         self._slashings: set[tuple[TrialKey, bytes]] = set()
+        self._rising: set[bytes] = set()  # districts with a building still rising
+        self._pruned_at = float("-inf")
+        # Drawing caches, not game state: district ids in order, and each district's last
+        # view with the values it was built from (a frame reuses views that did not change).
+        self._order: list[bytes] | None = None
+        self._views: dict[bytes, tuple[tuple[object, ...], DistrictSnapshot]] = {}
 
     # -- the map ----------------------------------------------------------------------------
 
@@ -212,6 +219,7 @@ class GameState:
             mc = event.receipt.reward_mc()
             d.credits_mc += mc
             d.rising[rid] = (event.at, mc)
+            self._rising.add(event.receipt.worker_id)
         elif isinstance(event, HealthUpdated):
             d = self._district(event.node_id)
             if d.health is None or _health_order(event) > _health_order(d.health):
@@ -262,6 +270,7 @@ class GameState:
         d = self._districts.get(node)
         if d is None:
             d = self._districts[node] = _District()
+            self._order = None
         return d
 
     def _trial(self, key: TrialKey, at: float) -> _Trial:
@@ -274,21 +283,30 @@ class GameState:
         return trial
 
     def _prune(self, now: float) -> None:
+        # Every event would make this O(state) per event: a few times a second is enough.
+        if self._pruned_at <= now < self._pruned_at + PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
         self._pulses = [
             p for p in self._pulses if p.sent_at + p.hop_time_s + PULSE_LINGER_S >= now
         ]
         for key in [k for k, t in self._trials.items() if _tower_gone(t, now)]:
             del self._trials[key]
-        for d in self._districts.values():
+        for node in list(self._rising):
+            d = self._districts[node]
             d.settle(now)
+            if not d.rising:
+                self._rising.discard(node)
 
     # -- reading ----------------------------------------------------------------------------
 
     def snapshot(self, now: float) -> GameSnapshot:
         """What to draw at clock time `now` (the state is not changed)."""
         with self._lock:
+            if self._order is None:
+                self._order = sorted(self._districts)
             districts = tuple(
-                self._district_view(node, d, now) for node, d in sorted(self._districts.items())
+                self._district_view(node, self._districts[node], now) for node in self._order
             )
             pulses = tuple(
                 self._pulse_view(p, now)
@@ -316,25 +334,33 @@ class GameState:
             d = self._districts.get(node)
             return d.credits_mc if d else 0
 
-    @staticmethod
-    def _district_view(node: bytes, d: _District, now: float) -> DistrictSnapshot:
+    def _district_view(self, node: bytes, d: _District, now: float) -> DistrictSnapshot:
         fallen = d.fallen_at is not None and d.fallen_at <= now
         fall = min(1.0, (now - d.fallen_at) / FALL_S) if fallen and d.fallen_at is not None else 0.0
-        return DistrictSnapshot(
+        active = d.online and not fallen and 0.0 <= now - d.last_active <= ACTIVE_WINDOW_S
+        height = d.height(now) if d.rising else d.settled_mc / MC_PER_FLOOR
+        key = (d.position, d.online, active, d.efficiency, d.battery, d.on_ac, d.credits_mc,
+               height, fallen, fall, d.slash_reason)
+        cached = self._views.get(node)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        view = DistrictSnapshot(
             node_id=node,
             position=d.position,
             online=d.online,
-            active=d.online and not fallen and 0.0 <= now - d.last_active <= ACTIVE_WINDOW_S,
+            active=active,
             efficiency=d.efficiency,
             battery=d.battery,
             on_ac=d.on_ac,
             credits_mc=d.credits_mc,
             floors=d.credits_mc // MC_PER_FLOOR,
-            building_height=d.height(now),
+            building_height=height,
             fallen=fallen,
             fall_progress=fall,
             slash_reason=d.slash_reason if fallen else "",
         )
+        self._views[node] = (key, view)
+        return view
 
     def _pulse_view(self, p: HopSent, now: float) -> PulseSnapshot:
         progress = min(1.0, max(0.0, (now - p.sent_at) / p.hop_time_s))
