@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,8 @@ from hive_core.mesh.identity import Identity
 from hive_core.mesh.memchannel import LinkProfile, MemoryChannel, memory_pair
 from hive_core.protocol import Contact
 from hive_core.sim.latency import LatencyModel, SimError
+
+EPOCH_S = 1_750_000_000.0  # 2025-06-15: the simulated hive's wall clock starts here
 
 
 @dataclass
@@ -66,7 +67,8 @@ class SimNetwork:
         self.setup_rtts = setup_rtts
         self.rng = random.Random(seed)
         self.seed = seed
-        self.epoch_s = time.time() if epoch_s is None else epoch_s  # wall clock at virtual 0
+        # wall clock (record expiry) at virtual 0: fixed, so a run depends on its seed only
+        self.epoch_s = EPOCH_S if epoch_s is None else epoch_s
         self.nodes: dict[bytes, SimNode] = {}
         self.by_index: dict[int, SimNode] = {}
         self.links_opened = 0

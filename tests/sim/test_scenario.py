@@ -132,3 +132,12 @@ def test_failing_every_seed_is_a_join_failure() -> None:
 
     run_virtual(main())
     asyncio.get_event_loop_policy()  # the virtual loop did not leak into the policy
+
+
+def test_a_run_depends_on_its_seed_only() -> None:
+    cfg = SimConfig(nodes=50, lookups=30, records=10, k=8, latency="constant:30",
+                    lookup_window_s=20.0)
+    a, b = simulate(cfg).as_dict(), simulate(cfg).as_dict()
+    a.pop("wall_s")
+    b.pop("wall_s")
+    assert a == b
