@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -70,6 +71,7 @@ class SyncProvider:
         self._chunks = Reassembler()
         self._ids = itertools.count(1)
         self._resync = asyncio.Event()
+        self._rng = random.Random()
         self._in_flight: dict[int, tuple[int, float]] = {}  # client -> (end sent, when)
 
     async def __aenter__(self) -> Self:
@@ -121,8 +123,11 @@ class SyncProvider:
     async def _round_loop(self) -> None:
         rounds = 0
         while True:
+            # Jitter: neighbours that ask at different moments get each missing edit from
+            # whichever answers first, instead of from all of them at once.
+            wait = self.interval_s * self._rng.uniform(0.5, 1.5)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._resync.wait(), self.interval_s)
+                await asyncio.wait_for(self._resync.wait(), wait)
                 await asyncio.sleep(self.interval_s / 10)  # let a burst of early edits land
             self._resync.clear()
             self._queue(SyncStep1(encode_state_vector(self.city.state_vector())))
