@@ -24,7 +24,7 @@ from world.game import (
     TrialStatus,
     Verified,
 )
-from world.game.state import (
+from world.game.rules import (
     ACTIVE_WINDOW_S,
     FALL_S,
     PULSE_LINGER_S,

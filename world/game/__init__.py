@@ -13,8 +13,9 @@ from .events import (
     StageStarted,
     Verified,
 )
+from .rules import MC_PER_FLOOR
 from .snapshot import DistrictSnapshot, GameSnapshot, PulseSnapshot, TowerSnapshot, TrialStatus
-from .state import MC_PER_FLOOR, GameState
+from .state import GameState
 
 __all__ = [
     "MC_PER_FLOOR",

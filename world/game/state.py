@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hive_core.economy import EconomyError, efficiency_factor
@@ -36,99 +35,24 @@ from .events import (
     StageStarted,
     Verified,
 )
-from .snapshot import (
-    DistrictSnapshot,
-    GameSnapshot,
-    Position,
-    PulseSnapshot,
-    TowerSnapshot,
-    TrialStatus,
+from .rules import (
+    ACTIVE_WINDOW_S,
+    FALL_S,
+    MAX_CLOCK_SKEW_S,
+    MAX_PULSES,
+    MAX_TRIALS,
+    MC_PER_FLOOR,
+    PRUNE_EVERY_S,
+    PULSE_LINGER_S,
+    District,
+    Trial,
+    TrialKey,
+    tower_gone,
 )
-
-ACTIVE_WINDOW_S = 1.0  # a district glows this long after its last stage, hop or answer
-PULSE_LINGER_S = 0.25  # a pulse stays drawn this long after it lands (the arrival flash)
-TRIAL_TIMEOUT_S = 30.0  # an open trial without a verdict expires after this
-TOWER_LINGER_S = 5.0  # a resolved tower stays standing this long
-FALL_S = 2.0  # a slashed district's fall
-RISE_S = 1.5  # a building rising to its new height after a receipt
-MC_PER_FLOOR = 1000  # one credit per floor: a 100-token answer on SmolLM2 is 3 floors
-MAX_CLOCK_SKEW_S = 5.0  # events dated further in the future than this are refused
-PRUNE_EVERY_S = 0.25  # landed pulses, gone towers and risen buildings are folded this often
-MAX_PULSES = 4096  # a flood of hops keeps only the newest pulses
-MAX_TRIALS = 4096  # likewise for trials
-DEFAULT_QUORUM = 2  # a trial nobody announced a quorum for: 2 of 3 replicas
-
-TrialKey = tuple[bytes, int]
+from .snapshot import DistrictSnapshot, GameSnapshot, Position, PulseSnapshot, TowerSnapshot
 
 if TYPE_CHECKING:  # world.layout pulls in scikit-learn: the inference path never needs it
     from world.layout import MapSnapshot
-
-
-@dataclass
-class _District:
-    position: Position | None = None
-    online: bool = True
-    presence_at: float = float("-inf")  # time of the health or leave event that set `online`
-    health: HealthUpdated | None = None  # the latest by its own time, not by arrival
-    last_active: float = float("-inf")
-    efficiency: float = 1.0
-    battery: float | None = None
-    on_ac: bool = True
-    credits_mc: int = 0
-    settled_mc: int = 0  # credits whose building rise has finished
-    # receipt id -> (time, mc) of credits whose building is still rising
-    rising: dict[str, tuple[float, int]] = field(default_factory=dict)
-    fallen_at: float | None = None
-    slash_reason: str = ""
-
-    def height(self, now: float) -> float:
-        """Floors drawn at `now`: each receipt's credits rise over RISE_S from its time.
-
-        A sum over receipts, so the order in which they were applied does not matter.
-        """
-        mc = float(self.settled_mc)
-        for at, amount in sorted(self.rising.values()):  # fixed order: the same floats
-            t = min(1.0, max(0.0, (now - at) / RISE_S))
-            mc += amount * t * t * (3.0 - 2.0 * t)  # smoothstep: starts and lands softly
-        return mc / MC_PER_FLOOR
-
-    def settle(self, now: float) -> None:
-        for rid in [r for r, (at, _) in self.rising.items() if at + RISE_S <= now]:
-            self.settled_mc += self.rising.pop(rid)[1]
-
-
-@dataclass
-class _Trial:
-    opened_at: float
-    announced_quorum: int = 0  # the largest quorum replicas announced (0: none yet)
-    verdict_size: int = 0  # how many replicas the verdict accepted (0: no verdict yet)
-    # node -> (digest, time): a replica's first answer is the one that counts
-    answers: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
-    verified_at: float | None = None
-    agreeing: set[bytes] = field(default_factory=set)  # replicas the verdict accepted
-    slashed: dict[bytes, float] = field(default_factory=dict)  # node -> time
-
-    @property
-    def quorum(self) -> int:
-        """As announced by the replicas, else the verdict's size, else 2 (of 3 replicas)."""
-        return self.announced_quorum or self.verdict_size or DEFAULT_QUORUM
-
-    def arrived(self, now: float) -> dict[bytes, bytes | None]:
-        """Answers that had arrived by `now`, in order of arrival; once verified, accepted
-        replicas whose answer was never announced join with digest None."""
-        got = sorted((at, node, digest) for node, (digest, at) in self.answers.items())
-        out: dict[bytes, bytes | None] = {node: digest for at, node, digest in got if at <= now}
-        if self.verified_at is not None and self.verified_at <= now:
-            for node in sorted(self.agreeing - out.keys()):
-                out[node] = None
-        return out
-
-    def status(self, now: float) -> tuple[TrialStatus, float | None]:
-        if self.verified_at is not None and self.verified_at <= now:
-            return TrialStatus.VERIFIED, self.verified_at
-        if now - self.opened_at >= TRIAL_TIMEOUT_S:
-            return TrialStatus.EXPIRED, self.opened_at + TRIAL_TIMEOUT_S
-        return TrialStatus.OPEN, None
 
 
 class GameState:
@@ -136,9 +60,9 @@ class GameState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._districts: dict[bytes, _District] = {}
+        self._districts: dict[bytes, District] = {}
         self._pulses: list[HopSent] = []
-        self._trials: dict[TrialKey, _Trial] = {}
+        self._trials: dict[TrialKey, Trial] = {}
         self._receipts: set[str] = set()
         self._verified = 0
         self._slashings: set[tuple[TrialKey, bytes]] = set()
@@ -258,7 +182,7 @@ class GameState:
         self._slashings.add((key, event.node_id))
 
     @staticmethod
-    def _presence(d: _District, at: float, online: bool) -> None:
+    def _presence(d: District, at: float, online: bool) -> None:
         # The latest news by its own time wins (a tie: online), whatever the arrival order.
         d.presence_at, d.online = max((d.presence_at, d.online), (at, online))
 
@@ -266,17 +190,17 @@ class GameState:
         d = self._district(node)
         d.last_active = max(d.last_active, at)
 
-    def _district(self, node: bytes) -> _District:
+    def _district(self, node: bytes) -> District:
         d = self._districts.get(node)
         if d is None:
-            d = self._districts[node] = _District()
+            d = self._districts[node] = District()
             self._order = None
         return d
 
-    def _trial(self, key: TrialKey, at: float) -> _Trial:
+    def _trial(self, key: TrialKey, at: float) -> Trial:
         trial = self._trials.get(key)
         if trial is None:
-            trial = self._trials[key] = _Trial(opened_at=at)
+            trial = self._trials[key] = Trial(opened_at=at)
             if len(self._trials) > MAX_TRIALS:
                 del self._trials[next(iter(self._trials))]  # the oldest opened
         trial.opened_at = min(trial.opened_at, at)
@@ -290,7 +214,7 @@ class GameState:
         self._pulses = [
             p for p in self._pulses if p.sent_at + p.hop_time_s + PULSE_LINGER_S >= now
         ]
-        for key in [k for k, t in self._trials.items() if _tower_gone(t, now)]:
+        for key in [k for k, t in self._trials.items() if tower_gone(t, now)]:
             del self._trials[key]
         for node in list(self._rising):
             d = self._districts[node]
@@ -316,7 +240,7 @@ class GameState:
             towers = tuple(
                 self._tower_view(k, t, now)
                 for k, t in sorted(self._trials.items(), key=lambda kt: (kt[1].opened_at, kt[0]))
-                if t.opened_at <= now and not _tower_gone(t, now)
+                if t.opened_at <= now and not tower_gone(t, now)
             )
             return GameSnapshot(
                 now=now,
@@ -334,7 +258,7 @@ class GameState:
             d = self._districts.get(node)
             return d.credits_mc if d else 0
 
-    def _district_view(self, node: bytes, d: _District, now: float) -> DistrictSnapshot:
+    def _district_view(self, node: bytes, d: District, now: float) -> DistrictSnapshot:
         fallen = d.fallen_at is not None and d.fallen_at <= now
         fall = min(1.0, (now - d.fallen_at) / FALL_S) if fallen and d.fallen_at is not None else 0.0
         active = d.online and not fallen and 0.0 <= now - d.last_active <= ACTIVE_WINDOW_S
@@ -372,7 +296,7 @@ class GameState:
             p.session_id, p.from_node, p.to_node, p.sent_at, p.hop_time_s, p.nbytes, progress, where
         )
 
-    def _tower_view(self, key: TrialKey, t: _Trial, now: float) -> TowerSnapshot:
+    def _tower_view(self, key: TrialKey, t: Trial, now: float) -> TowerSnapshot:
         # Only answers that had arrived by `now` count, so a replay shows the tower growing.
         answers = t.arrived(now)
         accepted = {answers[n] for n in t.agreeing if answers.get(n) is not None}
@@ -417,11 +341,6 @@ def _health_order(h: HealthUpdated) -> tuple[float, float, float, bool, float]:
 
 def _pulse_order(p: HopSent) -> tuple[float, bytes, bytes, bytes, float, int]:
     return (p.sent_at, p.from_node, p.to_node, p.session_id, p.hop_time_s, p.nbytes)
-
-
-def _tower_gone(t: _Trial, now: float) -> bool:
-    _, resolved = t.status(now)
-    return resolved is not None and now > resolved + TOWER_LINGER_S
 
 
 def _event_time(event: object) -> float:
