@@ -5,7 +5,7 @@ to both i and j, the RTT is at most d_ik + d_kj and at least |d_ik - d_kj|; the 
 is the midpoint of the tightest bounds. Shortest paths over measured edges (the upper
 bound alone) were measured on the RIPE data with 10 % of the measured pairs held out:
 they underestimate badly (median error 41 %) because 61 % of the measured pairs there
-violate the triangle inequality, while the midpoint is off by 17 %. The MDS fit then
+violate the triangle inequality, while the midpoint is off by 20 %. The MDS fit then
 replaces these first guesses by the map's own distances (see `mds.py`), so they only
 need to be a good starting point.
 """
