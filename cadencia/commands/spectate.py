@@ -10,8 +10,10 @@ NAME = "spectate"
 HELP = "watch a hive's tensor flow without hosting; the camera follows the active stage"
 DESCRIPTION = (
     "Join a hive as a spectator: no shards, no prompt box; the camera tracks the district "
-    "running the stage in flight. --hive local watches the embedded 4-node hive of this "
-    "process answer --prompt (what `cadencia demo` runs)."
+    "running the stage in flight. --hive ws://127.0.0.1:PORT joins a running hive (e.g. "
+    "`cadencia hive up`) through that node with a throwaway identity and shows its nodes, "
+    "placed by their measured RTTs and lit by their health, refreshed every few seconds. "
+    "--hive local watches this process's embedded hive answer --prompt (what `cadencia demo` runs)."
 )
 
 
@@ -34,32 +36,44 @@ def run(args: argparse.Namespace) -> int:
     cfg = view_config(args)
     if args.hive != "local":
         check_hive_url(args.hive)
-        raise ViewError("spectating a running hive needs its event feed from hive_core.exec, which this "
-                        "build's view does not read yet; try --hive local")
+    if args.max_new_tokens < 1:
+        raise ViewError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     return asyncio.run(_spectate(args, cfg, say))
 
 
 async def _spectate(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
+    from world.view.mesh_watch import MeshWatcher
     from world.view.runner import run_view
     from world.view.session import HiveSession, game_source
 
     source = game_source(player="spectator")
-    session = HiveSession(source, model=args.model, say=say)
     app = WorldApp(cfg, source, mode="spectate")
+    session = watcher = None
+    if args.hive == "local":
+        session = HiveSession(source, model=args.model, say=say)
+        ready = session.ready
 
-    async def work() -> None:
-        await session.ask(args.prompt, args.max_new_tokens)
+        async def work() -> None:
+            await session.ask(args.prompt, args.max_new_tokens)
+    else:
+        watcher = MeshWatcher(source, args.hive, say=say)
+        ready = watcher.ready
+
+        async def work() -> None:
+            await watcher.run()
 
     try:
-        report = await run_view(app, args, work=work, until_work_done=args.frames is None,
-                                ready=session.ready)
+        report = await run_view(app, args, work=work, until_work_done=args.frames is None and session is not None,
+                                ready=ready)
     finally:
         app.destroy()
-        await session.close()
+        if session is not None:
+            await session.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
-                          "answers": [r.text for r in session.results]}))
+                          "answers": [r.text for r in session.results] if session else [],
+                          "polls": watcher.polls if watcher else 0}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
     return 0

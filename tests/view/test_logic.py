@@ -173,3 +173,36 @@ def test_pulse_replay_plays_each_hop_out_and_back_in_slow_motion():
     assert replay.in_flight(60.0) == ()
     with pytest.raises(ViewError):
         PulseReplay(slow_motion=0.5)
+
+
+def test_mesh_watcher_turns_status_records_into_the_map():
+    from world.view.mesh_watch import MeshWatcher
+    from world.view.session import game_source
+
+    a, b, c, s = "aa" * 20, "bb" * 20, "cc" * 20, "dd" * 20
+    view = {
+        "nodes": [
+            {"id": s, "role": "sentinel", "health": None},
+            {"id": a, "role": "auto", "health": {"tflops": 2.0, "battery_pct": 100, "on_ac": True,
+                                                  "temperature_c": 40.0, "success_rate": 1.0}},
+            {"id": b, "role": "auto", "health": {"tflops": 1.0, "battery_pct": 20, "on_ac": False,
+                                                  "temperature_c": 90.0, "success_rate": 1.0}},
+            {"id": c, "role": "auto", "health": {"tflops": "junk"}},
+        ],
+        "rtt_ms": {a: {b: 10.0, c: 40.0}, b: {a: 12.0, c: 35.0}, c: {a: -5, b: "x"}},
+    }
+    source = game_source()
+    watcher = MeshWatcher(source, "ws://127.0.0.1:1")
+    watcher.apply(view, now=1.0)
+    assert watcher.rejected == 1  # c's health is junk: c is drawn without it, nothing guessed
+    frame = source.frame(1.0)
+    ids = {d.node_id for d in frame.districts}
+    assert ids == {a, b, c}  # the sentinel is not a district
+    roads = {(r.a, r.b): r.rtt_ms for r in frame.roads}
+    assert roads == {(a, b): 11.0, (a, c): 40.0, (b, c): 35.0}  # negatives and junk dropped
+    pa, pb, pc = (frame.district(n) for n in (a, b, c))
+    assert math.dist((pa.x, pa.y), (pb.x, pb.y)) < math.dist((pa.x, pa.y), (pc.x, pc.y))
+    assert pb.efficiency < pa.efficiency  # hot, on battery: dimmer
+    assert (pa.tflops, frame.district(c).tflops) == (2.0, 1.0)
+    with pytest.raises(ViewError, match="malformed"):
+        watcher.apply({"nodes": [{"role": "auto"}]}, now=2.0)

@@ -74,6 +74,7 @@ class GameSource:
                  me: bytes | None = None) -> None:
         self.state, self.hud, self.pulses, self.me = state, hud, pulses or PulseReplay(), me
         self.roads: tuple[RoadView, ...] = ()  # measured links, set by whoever measures them
+        self.tflops: dict[str, float] = {}  # hex node id -> measured TFLOPS, when known
         self._last = WorldFrame()
 
     def on_event(self, event: object, now: float) -> None:
@@ -85,7 +86,7 @@ class GameSource:
     def frame(self, now: float) -> WorldFrame:
         snap = self.state.snapshot(now)
         last = self._last
-        districts = _districts(snap)
+        districts = _districts(snap, self.tflops)
         towers = _towers(snap)
         pulses = self.pulses.in_flight(now)
         hud = self.hud.view()
@@ -102,13 +103,14 @@ class GameSource:
         return self._last
 
 
-def _districts(snap: GameSnapshot) -> tuple[DistrictView, ...]:
+def _districts(snap: GameSnapshot, tflops: dict[str, float]) -> tuple[DistrictView, ...]:
     out = []
     for d in snap.districts:
         if d.position is None:
             continue  # the map has not placed it yet
+        nid = d.node_id.hex()
         out.append(DistrictView(
-            d.node_id.hex(), float(d.position[0]), float(d.position[1]),
+            nid, float(d.position[0]), float(d.position[1]), tflops=tflops.get(nid, 1.0) or 1.0,
             battery=1.0 if d.battery is None else d.battery, efficiency=d.efficiency,
             fall=d.fall_progress if d.fallen else 0.0, active=d.active, online=d.online,
             floors=d.building_height))

@@ -94,7 +94,7 @@ async def run_view(app, args: argparse.Namespace, *,  # app: world.view.app.Worl
                 report.frames += 1
             elif task is not None and task.done():
                 break  # the work failed before the world went live
-            if report.frames % 120 == 0 and app.cfg.offscreen:
+            if report.frames and report.frames % 120 == 0 and app.cfg.offscreen:
                 say(f"rendered {report.frames} frames")
         if task is not None and task.done() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
