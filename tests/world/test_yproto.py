@@ -85,6 +85,7 @@ def test_garbage_never_crashes(data: bytes) -> None:
     (b"\x01\x06\x01\x01\x01\x02[]", "JSON object"),
     (b"\x21\x01\x05\x03\x00", "bad chunk 5/3"),
     (b"\xff" * 10, "too long"),
+    (b"\x21\x01\x00\x02" + write_var_uint(CHUNK_BYTES + 1) + bytes(CHUNK_BYTES + 1), "exceeds"),
 ])
 def test_malformed_messages(data: bytes, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):

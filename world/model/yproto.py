@@ -20,7 +20,7 @@ from .errors import ProtocolError
 from .lib0 import Reader, write_var_bytes, write_var_string, write_var_uint
 
 CHUNK_BYTES = 200 * 1024  # below aiortc's 256 KiB message limit, with room for headers
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a reassembled message may not exceed this
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a reassembled message may not exceed this
 MAX_AWARENESS_STATE = 4096  # bytes of JSON per client state
 
 
@@ -139,7 +139,10 @@ def decode(data: bytes) -> Message:
         mid, index, count = r.var_uint(), r.var_uint(), r.var_uint()
         if not 0 <= index < count or count * CHUNK_BYTES > MAX_MESSAGE_BYTES:
             raise ProtocolError(f"bad chunk {index}/{count}")
-        msg = Chunk(mid, index, count, r.var_bytes())
+        part = r.var_bytes()
+        if len(part) > CHUNK_BYTES:
+            raise ProtocolError(f"chunk part of {len(part)} bytes exceeds {CHUNK_BYTES}")
+        msg = Chunk(mid, index, count, part)
     else:
         raise ProtocolError(f"unknown message type {kind}")
     r.end()
@@ -189,7 +192,7 @@ def split(message: bytes, message_id: int, limit: int = CHUNK_BYTES) -> list[byt
 class Reassembler:
     """Collects chunks into whole messages; bounded so a peer cannot exhaust memory."""
 
-    def __init__(self, max_pending: int = 4) -> None:
+    def __init__(self, max_pending: int = 2) -> None:
         self._parts: dict[int, dict[int, bytes]] = {}
         self._counts: dict[int, int] = {}
         self._max_pending = max_pending
