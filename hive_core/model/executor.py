@@ -45,12 +45,14 @@ class ShardExecutor:
         head: bool = False,
         dtype: torch.dtype = torch.float32,
         progress: Progress | None = None,
+        weights: str = "fp32",
     ) -> ShardExecutor:
-        """Dequantise only what `stages` (plus embedding/head if asked) need from `file`."""
+        """Load only what `stages` (plus embedding/head if asked) need from `file`, with the
+        matrices held as `weights` says ("packed", "fp32" or "bf16": see `weights.py`)."""
         stages = tuple(stages)
-        weights = load_shard_weights(file, stages, embed=embed, head=head, dtype=dtype,
-                                     progress=progress)
-        return cls(file.config, weights, stages, dtype)
+        held = load_shard_weights(file, stages, embed=embed, head=head, dtype=dtype,
+                                  progress=progress, mode=weights)
+        return cls(file.config, held, stages, dtype)
 
     @property
     def attention_layers(self) -> list[int]:

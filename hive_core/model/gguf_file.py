@@ -86,6 +86,15 @@ class GGUFModelFile:
     def tensor_names(self) -> list[str]:
         return list(self._tensors)
 
+    def raw(self, name: str) -> tuple[np.ndarray, str]:
+        """One tensor's stored blocks (read-only memory map, rows as in the file) and its GGML
+        type name, for `hive_core.model.packed` to keep quantised weights packed."""
+        t = self._tensors.get(name)
+        if t is None:
+            raise GGUFFormatError(f"{self.path} has no tensor {name}")
+        self.loaded.append(name)
+        return t.data, t.tensor_type.name
+
     def tensor(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """Dequantise one tensor to `dtype`, checking it has the `shape` the config implies.
 

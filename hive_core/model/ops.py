@@ -3,7 +3,8 @@
 Hidden states are ``[seq, hidden]`` for one sequence (the cache holds one session). Each
 residual add lives inside its part (`attention` returns ``h + attn(norm(h))``, `mlp` returns
 ``h + mlp(norm(h))``), so running the parts on different nodes composes to exactly `block`.
-Every projection goes through `linear`, the one place a packed-weight kernel will plug in.
+Every projection goes through `linear`, where packed weights (`hive_core.model.packed`) run
+their own kernel; embedding lookups go through `embed` the same way.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import torch.nn.functional as F
 
 from hive_core.model.config import LlamaConfig
 from hive_core.model.kvcache import KVCache
+from hive_core.model.packed import Matrix, Table
 from hive_core.model.weights import AttentionWeights, HeadWeights, MlpWeights
 
 
-def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def linear(x: torch.Tensor, w: Matrix) -> torch.Tensor:
     """``x @ w.T``: every weight multiplication in the model goes through here."""
-    return F.linear(x, w)
+    if isinstance(w, torch.Tensor):
+        return F.linear(x, w)
+    return w(x)  # a packed or differently-typed matrix brings its own kernel
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -53,9 +57,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-def embed(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+def embed(table: Table, ids: torch.Tensor) -> torch.Tensor:
     """Token ids ``[seq]`` to hidden states ``[seq, hidden]``."""
-    return F.embedding(ids, table)
+    if isinstance(table, torch.Tensor):
+        return F.embedding(ids, table)
+    return table.lookup(ids)
 
 
 def attention(

@@ -5,13 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
 
+from hive_core.model.errors import ModelError
 from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.packed import (
+    PACKABLE,
+    DenseLinear,
+    Matrix,
+    RescoredHead,
+    RowTable,
+    Table,
+    pack_blocks,
+    row_table,
+)
 from hive_core.model.stage import Stage
 
 Progress = Callable[[int, int], None]  # (done, total) tensors
+WeightsMode = Literal["packed", "fp32", "bf16"]
+# packed: Q4_1/Q8_0 matrices stay int4-packed (others dequantised to the compute dtype);
+# fp32: every matrix dequantised to the compute dtype; bf16: matrices stored as bfloat16.
+WEIGHT_MODES: tuple[str, ...] = ("packed", "fp32", "bf16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +36,10 @@ class AttentionWeights:
     """Layer norm and projections of one attention block; q/k rows in the HF layout."""
 
     norm: torch.Tensor  # [hidden]
-    q: torch.Tensor  # [n_heads * head_dim, hidden]
-    k: torch.Tensor  # [n_kv_heads * head_dim, hidden]
-    v: torch.Tensor  # [n_kv_heads * head_dim, hidden]
-    o: torch.Tensor  # [hidden, n_heads * head_dim]
+    q: Matrix  # [n_heads * head_dim, hidden]
+    k: Matrix  # [n_kv_heads * head_dim, hidden]
+    v: Matrix  # [n_kv_heads * head_dim, hidden]
+    o: Matrix  # [hidden, n_heads * head_dim]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +47,9 @@ class MlpWeights:
     """Layer norm and SwiGLU projections of one MLP block."""
 
     norm: torch.Tensor  # [hidden]
-    gate: torch.Tensor  # [ffn, hidden]
-    up: torch.Tensor  # [ffn, hidden]
-    down: torch.Tensor  # [hidden, ffn]
+    gate: Matrix  # [ffn, hidden]
+    up: Matrix  # [ffn, hidden]
+    down: Matrix  # [hidden, ffn]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +57,7 @@ class HeadWeights:
     """Final norm and output projection (the embedding itself when the model ties them)."""
 
     norm: torch.Tensor  # [hidden]
-    output: torch.Tensor  # [vocab, hidden]
+    output: Matrix  # [vocab, hidden]
 
 
 @dataclass(slots=True)
@@ -49,21 +66,25 @@ class ShardWeights:
 
     attention: dict[int, AttentionWeights]
     mlp: dict[int, MlpWeights]
-    embedding: torch.Tensor | None = None  # [vocab, hidden]
+    embedding: Table | None = None  # [vocab, hidden]
     head: HeadWeights | None = None
 
     def nbytes(self) -> int:
+        """Bytes of weights held (a packed embedding counts its memory-mapped blocks)."""
         seen: set[int] = set()
         total = 0
-        tensors: list[torch.Tensor] = []
+        held: list[torch.Tensor | Matrix | Table] = []
         for a in self.attention.values():
-            tensors += [a.norm, a.q, a.k, a.v, a.o]
+            held += [a.norm, a.q, a.k, a.v, a.o]
         for m in self.mlp.values():
-            tensors += [m.norm, m.gate, m.up, m.down]
+            held += [m.norm, m.gate, m.up, m.down]
         if self.embedding is not None:
-            tensors.append(self.embedding)
+            held.append(self.embedding)
+            if isinstance(self.embedding, RowTable):
+                total += self.embedding.nbytes()
         if self.head is not None:
-            tensors += [self.head.norm, self.head.output]
+            held += [self.head.norm, self.head.output]
+        tensors = [t for x in held for t in ([x] if isinstance(x, torch.Tensor) else x.tensors())]
         for t in tensors:
             if t.data_ptr() not in seen:  # a tied head shares the embedding
                 seen.add(t.data_ptr())
@@ -100,8 +121,15 @@ def load_shard_weights(
     head: bool = False,
     dtype: torch.dtype = torch.float32,
     progress: Progress | None = None,
+    mode: WeightsMode | str = "fp32",
 ) -> ShardWeights:
-    """Dequantise only the tensors `stages` (and the embedding/head when asked) need."""
+    """Load only the tensors `stages` (and the embedding/head when asked) need.
+
+    `dtype` is the compute dtype (norms and activations); `mode` says how matrices are held
+    (see `WEIGHT_MODES`): a shard keeps only its own layers, in that form.
+    """
+    if mode not in WEIGHT_MODES:
+        raise ModelError(f"weights mode must be one of {', '.join(WEIGHT_MODES)}, got {mode!r}")
     stages = list(stages)
     cfg = file.config
     h, kv, ffn, vocab = cfg.hidden, cfg.kv_dim, cfg.ffn, cfg.vocab_size
@@ -111,9 +139,20 @@ def load_shard_weights(
         "ffn_down": (h, ffn), "token_embd": (vocab, h), "output_norm": (h,), "output": (vocab, h),
     }
     names = needed_tensors(file, stages, embed=embed, head=head)
-    got: dict[str, torch.Tensor] = {}
+    tied = not file.has_tensor("output.weight")
+    got: dict[str, torch.Tensor | Matrix] = {}
+    table: Table | None = None
     for n, name in enumerate(names):
-        got[name] = file.tensor(name, shapes[name.split(".")[-2]], dtype)
+        shape = shapes[name.split(".")[-2]]
+        if name == "token_embd.weight":
+            table, tied_head = _load_embedding(file, shape, dtype, mode, embed=embed,
+                                               head=head and tied)
+            if tied_head is not None:
+                got[name] = tied_head
+        elif len(shape) == 1 or mode == "fp32":
+            got[name] = file.tensor(name, shape, dtype)
+        else:
+            got[name] = _load_matrix(file, name, (shape[0], shape[1]), dtype, mode)
         if progress is not None:
             progress(n + 1, len(names))
     out = ShardWeights(attention={}, mlp={})
@@ -122,16 +161,68 @@ def load_shard_weights(
             p = f"blk.{i}."
             if stage.part.has_attention and i not in out.attention:
                 out.attention[i] = AttentionWeights(
-                    got[p + "attn_norm.weight"], got[p + "attn_q.weight"], got[p + "attn_k.weight"],
-                    got[p + "attn_v.weight"], got[p + "attn_output.weight"])
+                    _vec(got[p + "attn_norm.weight"]), got[p + "attn_q.weight"],
+                    got[p + "attn_k.weight"], got[p + "attn_v.weight"],
+                    got[p + "attn_output.weight"])
             if stage.part.has_mlp and i not in out.mlp:
                 out.mlp[i] = MlpWeights(
-                    got[p + "ffn_norm.weight"], got[p + "ffn_gate.weight"], got[p + "ffn_up.weight"],
-                    got[p + "ffn_down.weight"])
+                    _vec(got[p + "ffn_norm.weight"]), got[p + "ffn_gate.weight"],
+                    got[p + "ffn_up.weight"], got[p + "ffn_down.weight"])
     if embed:
-        out.embedding = got["token_embd.weight"]
+        out.embedding = table
     if head:
         output = got.get("output.weight", got.get("token_embd.weight"))
         assert output is not None
-        out.head = HeadWeights(got["output_norm.weight"], output)
+        out.head = HeadWeights(_vec(got["output_norm.weight"]), output)
     return out
+
+
+def _vec(t: torch.Tensor | Matrix) -> torch.Tensor:
+    assert isinstance(t, torch.Tensor)  # norms are always loaded as plain vectors
+    return t
+
+
+def _row_order(file: GGUFModelFile, name: str, rows: int) -> np.ndarray | None:
+    """The q/k un-permutation (see `GGUFModelFile.tensor`) as an order of output rows."""
+    cfg = file.config
+    heads = cfg.n_heads if ".attn_q." in name else cfg.n_kv_heads if ".attn_k." in name else 0
+    if heads == 0:
+        return None
+    dim = rows // heads // 2
+    return np.arange(rows).reshape(heads, dim, 2).swapaxes(2, 1).reshape(-1)
+
+
+def _load_matrix(
+    file: GGUFModelFile, name: str, shape: tuple[int, int], dtype: torch.dtype, mode: str
+) -> Matrix:
+    if mode == "bf16":
+        return DenseLinear(file.tensor(name, shape, torch.bfloat16))
+    blocks, qtype = file.raw(name)
+    if qtype not in PACKABLE:  # other GGML types: computed dequantised
+        return file.tensor(name, shape, dtype)
+    packed = pack_blocks(blocks, qtype, shape, _row_order(file, name, shape[0]))
+    if name == "output.weight":
+        return RescoredHead(packed, row_table(blocks, qtype, shape, dtype))
+    return packed
+
+
+def _load_embedding(
+    file: GGUFModelFile, shape: tuple[int, ...], dtype: torch.dtype, mode: str, *, embed: bool,
+    head: bool,
+) -> tuple[Table | None, Matrix | None]:
+    """The embedding table (when `embed`) and the tied LM head (when `head`) from one tensor."""
+    name = "token_embd.weight"
+    rows, cols = shape
+    if mode == "fp32":
+        t = file.tensor(name, shape, dtype)
+        return (t if embed else None), (t if head else None)
+    if mode == "bf16":
+        t = file.tensor(name, shape, torch.bfloat16)
+        return (RowTable(t, "dense", dtype) if embed else None), (DenseLinear(t) if head else None)
+    blocks, qtype = file.raw(name)
+    if qtype not in PACKABLE:
+        t = file.tensor(name, shape, dtype)
+        return (t if embed else None), (t if head else None)
+    table = row_table(blocks, qtype, (rows, cols), dtype)
+    out = RescoredHead(pack_blocks(blocks, qtype, (rows, cols)), table) if head else None
+    return (table if embed else None), out

@@ -1,0 +1,209 @@
+"""Linear weights kept in their GGUF block form and multiplied by torch's packed int4 CPU kernel.
+
+Q4_1 stores each block of 32 weights as ``w = d * q + m`` (4-bit ``q``, fp16 ``d`` and ``m``);
+torch's int4 weight-only kernel computes with ``w = (q - 8) * scale + zero`` per group of 32,
+so a Q4_1 block is exactly ``scale = d, zero = m + 8 d``. A Q8_0 block (``w = d * q``, int8
+``q``) is split into its high and low nibbles ``q + 128 = 16 h + l``, stored as two int4 groups
+(``scale = 16 d, zero = 0`` and ``scale = d, zero = 8 d``) and multiplied by the input fed
+twice, so it too runs on the int4 kernel with no float32 copy of the weight. The kernel is
+fast with bfloat16 activations only: inputs are rounded to bfloat16 and results come back
+in the caller's dtype (that rounding, plus bfloat16 scales, is the packed path's only
+numerical change; `tests/model/test_packed_quality.py` measures it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hive_core.model.errors import GGUFFormatError
+
+GROUP = 32  # weights per GGUF block and per int4 group
+PACKABLE = ("Q4_1", "Q8_0")  # GGML types kept packed; any other type is dequantised
+_BLOCK_BYTES = {"Q4_1": 20, "Q8_0": 34}
+_INNER_K_TILES = 2  # the kernel's K tiling; packing is independent per row, so rows chunk
+_PACK_ROWS = 4096  # rows converted at a time, bounding the int32 scratch at load
+
+
+@dataclass(frozen=True, slots=True)
+class PackedLinear:
+    """``x @ W.T`` for ``W [out, in]`` held as int4 groups of 32 with bfloat16 scales and zeros."""
+
+    packed: torch.Tensor  # uint8 [out, repeat * in / 2], the kernel's tiled layout
+    scales_zeros: torch.Tensor  # bfloat16 [repeat * in / 32, out, 2]
+    in_features: int
+    repeat: int  # 1 (Q4_1) or 2 (Q8_0: the high-nibble groups, then the low-nibble ones)
+
+    @property
+    def out_features(self) -> int:
+        return int(self.packed.shape[0])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        xb = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if self.repeat > 1:
+            xb = xb.repeat(1, self.repeat)
+        y = torch._weight_int4pack_mm_for_cpu(xb, self.packed, GROUP, self.scales_zeros)
+        return y.to(x.dtype).reshape(*lead, self.out_features)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.packed, self.scales_zeros]
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 matrix these groups encode (tests and debugging only: one kernel call)."""
+        eye = torch.eye(self.in_features, dtype=torch.bfloat16)
+        if self.repeat > 1:
+            eye = eye.repeat(1, self.repeat)
+        return torch._weight_int4pack_mm_for_cpu(eye, self.packed, GROUP, self.scales_zeros).float().T
+
+
+@dataclass(frozen=True, slots=True)
+class DenseLinear:
+    """A plain matrix stored in another dtype than the activations (``--weights bf16``)."""
+
+    weight: torch.Tensor  # [out, in]
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[0])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype:
+            return F.linear(x, self.weight)
+        return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.weight]
+
+
+@dataclass(frozen=True, slots=True)
+class RowTable:
+    """An embedding table read row by row: from packed GGUF blocks, or from a dense matrix."""
+
+    rows: np.ndarray | torch.Tensor  # GGUF blocks uint8 [vocab, bytes] (memory map) or dense
+    qtype: str  # "Q4_1", "Q8_0", or "dense"
+    dtype: torch.dtype  # what `lookup` returns
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` as ``[seq, hidden]``; only those rows are read and dequantised."""
+        if isinstance(self.rows, torch.Tensor):
+            return F.embedding(ids, self.rows).to(self.dtype)
+        picked = np.array(self.rows[ids.numpy()], copy=True)  # fancy indexing copies the rows
+        return torch.from_numpy(_dequantize_rows(picked, self.qtype)).to(self.dtype)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.rows] if isinstance(self.rows, torch.Tensor) else []
+
+    def nbytes(self) -> int:
+        return int(self.rows.nbytes) if isinstance(self.rows, np.ndarray) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class RescoredHead:
+    """An LM head run packed, with every logit that could be the largest recomputed exactly.
+
+    Packed logits carry bfloat16 rounding (about 0.1 on logits near 20), enough to swap
+    near-tied top tokens. Tokens whose packed logit is within `margin` of their row's
+    maximum get float32 logits from their dequantised rows, so the choice among them is
+    the float32 path's; the rest keep their packed values.
+    """
+
+    packed: PackedLinear
+    rows: RowTable  # the same matrix as GGUF blocks, read row by row
+    margin: float = 1.0  # logits; several times the largest packed error measured
+
+    @property
+    def out_features(self) -> int:
+        return self.packed.out_features
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.packed(x)
+        near = logits >= logits.amax(dim=-1, keepdim=True) - self.margin
+        cand = near.any(dim=0).nonzero().squeeze(1)  # tokens near the top of any row
+        exact = F.linear(x.float(), self.rows.lookup(cand).float()).to(logits.dtype)
+        logits[:, cand] = exact
+        return logits
+
+    def tensors(self) -> list[torch.Tensor]:
+        return self.packed.tensors()
+
+
+Matrix = torch.Tensor | PackedLinear | DenseLinear | RescoredHead
+Table = torch.Tensor | RowTable
+
+
+def _dequantize_rows(blocks: np.ndarray, qtype: str) -> np.ndarray:
+    """float32 ``[rows, cols]`` from GGUF block bytes, with the same arithmetic as `gguf`."""
+    n = blocks.shape[0]
+    b = blocks.reshape(n, -1, _BLOCK_BYTES[qtype])
+    d = np.ascontiguousarray(b[..., 0:2]).view(np.float16).astype(np.float32)
+    if qtype == "Q8_0":
+        q = np.ascontiguousarray(b[..., 2:]).view(np.int8).astype(np.float32)
+        return (q * d).reshape(n, -1)
+    m = np.ascontiguousarray(b[..., 2:4]).view(np.float16).astype(np.float32)
+    qs = b[..., 4:]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.float32)
+    return (d * q + m).reshape(n, -1)
+
+
+def _check_blocks(blocks: np.ndarray, qtype: str, shape: tuple[int, int]) -> None:
+    rows, cols = shape
+    if qtype not in PACKABLE:
+        raise GGUFFormatError(f"GGML type {qtype} cannot be kept packed")
+    if cols % GROUP != 0:
+        raise GGUFFormatError(f"a packed matrix needs rows of whole blocks of {GROUP}, got {cols}")
+    expected = (rows, cols // GROUP * _BLOCK_BYTES[qtype])
+    if blocks.dtype != np.uint8 or tuple(blocks.shape) != expected:
+        raise GGUFFormatError(
+            f"{qtype} blocks have shape {tuple(blocks.shape)}, expected {expected} for {shape}"
+        )
+
+
+def _codes_and_scales(chunk: np.ndarray, qtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """int32 codes ``[rows, repeat * cols]`` in 0..15 and float32 ``[rows, groups, 2]``."""
+    n = chunk.shape[0]
+    b = torch.from_numpy(np.array(chunk, copy=True)).view(n, -1, _BLOCK_BYTES[qtype])
+    d = b[..., 0:2].contiguous().view(torch.float16).float().squeeze(-1)
+    if qtype == "Q4_1":
+        m = b[..., 2:4].contiguous().view(torch.float16).float().squeeze(-1)
+        qs = b[..., 4:]
+        codes = torch.cat([qs & 0x0F, qs >> 4], dim=-1).reshape(n, -1).to(torch.int32)
+        sz = torch.stack([d, m + 8 * d], dim=-1)
+        return codes, sz
+    q = b[..., 2:].contiguous().view(torch.int8).to(torch.int32) + 128  # 0..255 = 16 h + l
+    codes = torch.cat([(q >> 4).reshape(n, -1), (q & 0x0F).reshape(n, -1)], dim=1)
+    hi = torch.stack([16 * d, torch.zeros_like(d)], dim=-1)  # (h - 8) * 16 d
+    lo = torch.stack([d, 8 * d], dim=-1)  # (l - 8) * d + 8 d
+    return codes, torch.cat([hi, lo], dim=1)
+
+
+def pack_blocks(
+    blocks: np.ndarray, qtype: str, shape: tuple[int, int], row_order: np.ndarray | None = None
+) -> PackedLinear:
+    """Pack GGUF ``qtype`` blocks of a ``shape = (out, in)`` matrix for the int4 kernel.
+
+    `row_order` permutes output rows first (the q/k un-permutation); quantisation runs
+    along each row, so reordering rows of blocks is exact.
+    """
+    _check_blocks(blocks, qtype, shape)
+    rows, cols = shape
+    packed_parts: list[torch.Tensor] = []
+    sz_parts: list[torch.Tensor] = []
+    for start in range(0, rows, _PACK_ROWS):
+        idx = slice(start, min(start + _PACK_ROWS, rows))
+        chunk = blocks[row_order[idx]] if row_order is not None else blocks[idx]
+        codes, sz = _codes_and_scales(chunk, qtype)
+        packed_parts.append(torch._convert_weight_to_int4pack_for_cpu(codes, _INNER_K_TILES))
+        sz_parts.append(sz)
+    packed = torch.cat(packed_parts) if len(packed_parts) > 1 else packed_parts[0]
+    scales_zeros = torch.cat(sz_parts).transpose(0, 1).contiguous().to(torch.bfloat16)
+    return PackedLinear(packed, scales_zeros, cols, 2 if qtype == "Q8_0" else 1)
+
+
+def row_table(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtype: torch.dtype) -> RowTable:
+    """An embedding over GGUF blocks left in the memory map: a lookup touches only its rows."""
+    _check_blocks(blocks, qtype, shape)
+    return RowTable(blocks, qtype, dtype)
