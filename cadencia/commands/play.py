@@ -11,8 +11,12 @@ HELP = "play the Accordion World while hosting shards of the hive"
 DESCRIPTION = (
     "Open the 3D city of the hive: districts are nodes placed by measured latency, tensors "
     "pulse along roads as stages run, the HUD shows sharding, routing, KV cache and consensus. "
-    "Type a prompt in the box to ask the hive. Without --hive an embedded local hive of 4 "
-    "nodes runs in this process. Keys: a/d turn, w/s tilt, q/e zoom, i/j/k/l pan."
+    "Type a prompt in the box to ask the hive. Without --hive an embedded hive runs in this "
+    "process (hive_core.exec: 4 shard servers on 2 stages x 2 replicas and a referee; your "
+    "device hosts the first). With --hive ws://127.0.0.1:PORT this process joins that hive "
+    "as a mesh node under your node key (publishing --serve spans) and the city shows its "
+    "nodes by measured RTT; asking a live hive from the game is not wired yet. "
+    "Keys: a/d turn, w/s tilt, q/e zoom, i/j/k/l pan."
 )
 
 
@@ -25,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads for the shards")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the city replica is stored")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="where your node key and city replica are kept")
+    parser.add_argument("--serve", action="append", default=[], metavar="MODEL:START-END/N",
+                        help="with --hive: publish that you serve these layers, e.g. smollm2-135m:0-15/30")
+    parser.add_argument("--tflops", type=float, default=None, metavar="X",
+                        help="with --hive: report X TFLOPS instead of benchmarking the device")
     add_view_arguments(parser)
 
 
@@ -38,9 +47,51 @@ def run(args: argparse.Namespace) -> int:
         raise ViewError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.hive:
         check_hive_url(args.hive)
-        raise ViewError("joining a running hive needs the distributed client (hive_core.exec), "
-                        "which this build's view does not use yet; run without --hive for the embedded hive")
+        return asyncio.run(_play_live(args, cfg, say))
     return asyncio.run(_play(args, cfg, say))
+
+
+async def _play_live(args: argparse.Namespace, cfg, say) -> int:
+    """Join the hive at --hive as a node (your key), and show it from the inside."""
+    from hive_core.mesh.hivenode import HiveNode
+    from hive_core.mesh.runner import load_identity, node_config
+    from world.view.app import WorldApp
+    from world.view.mesh_watch import MeshWatcher
+    from world.view.runner import run_view
+    from world.view.session import city_view, game_source, open_city
+
+    mesh = argparse.Namespace(role="auto", ice_host=None, loopback_candidate=False, connect_timeout=15.0,
+                              ping_interval=2.0, dead_after=8.0, record_ttl=120.0, serve=args.serve,
+                              tflops=args.tflops)
+    config = node_config(mesh, listen=None, join=[args.hive])
+    identity, _where = load_identity(args.data_dir)
+    city = open_city(args.data_dir)
+    source = game_source(player=city.player_id[:8])
+    node = HiveNode(identity, config)
+    watcher = MeshWatcher(source, args.hive, say=say)
+
+    def no_asks(_text: str) -> None:
+        source.hud.set(consensus="asking a live hive from the game is not wired yet")
+
+    app = WorldApp(cfg, source, mode="play", city=city_view(city), on_prompt=no_asks)
+
+    async def work() -> None:
+        say(f"joining {args.hive} as node {identity.node_id.hex()[:12]} ...")
+        await node.start()
+        await watcher.run()
+
+    try:
+        report = await run_view(app, args, work=work, ready=watcher.ready)
+    finally:
+        app.destroy()
+        await node.close()
+        city.close()
+    if args.json:
+        print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
+                          "node": identity.node_id.hex(), "polls": watcher.polls}))
+    elif report.screenshot:
+        say(f"screenshot saved to {report.screenshot}")
+    return 0
 
 
 async def _play(args: argparse.Namespace, cfg, say) -> int:
