@@ -64,6 +64,9 @@ class HiveMap:
     Nodes present before and after an update move only as much as their RTTs changed:
     the fit starts from their old positions, then the whole new map is rotated and
     shifted (Procrustes, no scaling) onto the old positions of the nodes both share.
+
+    An update is CPU work (under a second to a few seconds at 2,000 nodes): call it off the
+    event loop (`asyncio.to_thread`); `add_node` is cheap enough for the loop itself.
     """
 
     def __init__(
