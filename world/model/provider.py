@@ -113,16 +113,24 @@ class SyncProvider:
         for part in split(encode(msg), next(self._ids)):
             self._outq.put_nowait(part)
 
+    @property
+    def closed(self) -> bool:
+        """True once the channel closed: the provider then does nothing more."""
+        return self.channel.closed
+
     async def _send_loop(self) -> None:
         while True:
             data = await self._outq.get()
-            await self.channel.send(data)
+            try:
+                await self.channel.send(data)
+            except ChannelClosed:
+                return
             self.stats.sent_messages += 1
             self.stats.sent_bytes += len(data)
 
     async def _round_loop(self) -> None:
         rounds = 0
-        while True:
+        while not self.channel.closed:
             # Jitter: neighbours that ask at different moments get each missing edit from
             # whichever answers first, instead of from all of them at once.
             wait = self.interval_s * self._rng.uniform(0.5, 1.5)
