@@ -54,6 +54,12 @@ async def test_cities_sync_over_the_hive_mesh() -> None:
                        "cities to converge over the mesh")
         assert all(len(s.providers) == 2 for s in syncs)
         assert cities[2].districts()[cities[0].player_id].role == "sentinel"
+        # A node leaves: its peers stop syncing with it and go on with each other.
+        await nodes[2].close()
+        await wait_for(lambda: all(len(s.providers) == 1 for s in syncs[:2]), 15,
+                       "providers of the lost link to stop")
+        b = cities[1].place_building("park", (9.0, 9.0, 0.0))
+        await wait_for(lambda: b in cities[0].buildings(), 10, "sync after a node left")
     finally:
         for s in syncs:
             await s.stop()
