@@ -149,3 +149,17 @@ def test_buildings_are_paid_from_the_ledger_once(alice: Recorder, bob: Recorder)
     third = City(player(3))
     with pytest.raises(NotOwnerError):
         bob.city.record_receipt(_receipt(third, worker, tokens=10))
+
+
+def test_a_failing_listener_does_not_break_the_model(alice: Recorder,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    def boom(*_: object) -> None:
+        raise RuntimeError("view crashed")
+
+    alice.city.on_local_edit(boom)
+    alice.city.on_change(boom)
+    b = alice.city.place_building("house", (0.0, 0.0, 0.0))
+    assert "view crashed" in caplog.text
+    assert alice.city.building(b).kind == "house" and len(alice.edits) == 1
+    peer = City(player(7))
+    assert peer.receive(alice.edits[0]) is Outcome.ACCEPTED

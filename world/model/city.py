@@ -209,16 +209,17 @@ class City:
         try:
             yield
         finally:
+            # Whatever reached the doc is signed and stored, even if the command failed
+            # half-way: an unsigned change would leave a gap in our chain for good.
             if self._buf:
                 with self.doc.transaction(origin=self._meta_origin):
                     self._bump()
             bufs, self._buf = self._buf, None
-        if not bufs:
-            return
-        self._sv = decode_state_vector(self.doc.get_state())  # own clock, adopted clients
-        end = self._sv[self.client_id]
-        update = bufs[0] if len(bufs) == 1 else merge_updates(*bufs)
-        self._commit(SignedEdit.create(self.identity, start, end, update))
+            if bufs:
+                self._sv = decode_state_vector(self.doc.get_state())  # own + adopted clocks
+                end = self._sv[self.client_id]
+                update = bufs[0] if len(bufs) == 1 else merge_updates(*bufs)
+                self._commit(SignedEdit.create(self.identity, start, end, update))
 
     def _bump(self) -> None:
         """Count the edit in our player entry: every edit then advances our clock."""
@@ -236,7 +237,7 @@ class City:
             self._store.append(edit, covered)
         self._gate.follow(edit.update)
         for cb in list(self._edit_listeners):
-            cb(edit)
+            _notify(cb, edit)
         self._changed()
         self._own_since_compact += 1
         if self._store is not None and self._own_since_compact >= COMPACT_EVERY:
@@ -244,7 +245,7 @@ class City:
 
     def _changed(self) -> None:
         for cb in list(self._change_listeners):
-            cb()
+            _notify(cb)
 
     @contextmanager
     def _txn(self) -> Iterator[None]:
@@ -392,3 +393,11 @@ class City:
             return False
         with self._edit():
             return bool(self._undo.redo())
+
+
+def _notify(callback: Callable[..., Any], *args: Any) -> None:
+    """Call a listener; its failure is logged, never allowed to break the model."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("world listener %r failed", callback)
