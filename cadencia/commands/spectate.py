@@ -51,7 +51,7 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
     app = WorldApp(cfg, source, mode="spectate")
     session = watcher = None
     if args.hive == "local":
-        session = HiveSession(source, model=args.model, say=say)
+        session = HiveSession(source, model=args.model, say=say, host=False)
         ready = session.ready
 
         async def work() -> None:

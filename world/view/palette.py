@@ -30,7 +30,7 @@ def rtt_colors(rtt_ms: np.ndarray) -> np.ndarray:
 def owner_color(owner: str) -> tuple[float, float, float]:
     """A stable, saturated colour per player id."""
     h = hashlib.blake2b(owner.encode(), digest_size=2).digest()
-    hue = int.from_bytes(h, "big") / 65536.0
+    hue = (int.from_bytes(h, "big") % 12) / 12.0  # twelve well-separated hues
     return _hsv(hue, 0.55, 0.9)
 
 
@@ -45,3 +45,15 @@ def district_light(battery: float, efficiency: float, active: bool) -> float:
     """0..1 glow: full health lights a district; a hot, inefficient device dims."""
     health = min(max(battery, 0.0), 1.0) * min(max(efficiency, 0.0), 1.0)
     return (0.25 + 0.75 * health) * (1.0 if active else 0.45)
+
+
+# Footprint (x, y) and height per building kind, in cells; unknown kinds are drawn as houses.
+KIND_SHAPE = {
+    "house": (0.8, 0.6, 0.8), "tower": (0.5, 0.5, 2.2), "workshop": (0.9, 0.7, 0.6),
+    "datacenter": (0.9, 0.9, 1.3), "park": (0.9, 0.9, 0.12), "plaza": (0.95, 0.95, 0.05),
+    "antenna": (0.18, 0.18, 3.0), "market": (0.85, 0.85, 0.5),
+}
+
+
+def kind_shape(kind: str) -> tuple[float, float, float]:
+    return KIND_SHAPE.get(kind, KIND_SHAPE["house"])

@@ -15,7 +15,7 @@ from panda3d.core import NodePath, TransparencyAttrib
 
 from .frame import BuildingView, DistrictView, PlotView, PulseView, RoadView, TowerView, WorldFrame
 from .geometry import InstancedLayer, ground_quad, road_lines
-from .palette import district_light, owner_color, rtt_colors
+from .palette import district_light, kind_shape, owner_color, rtt_colors
 from .shaders import load_shader
 
 BOX = ("i_offset", "i_scale", "i_color")
@@ -123,7 +123,7 @@ class Scene:
             centre, half = np.zeros(2), 50.0
         self.ground.set_pos(float(centre[0]), float(centre[1]), 0.0)
         self.ground.set_scale(half)
-        self.ground.set_shader_input("u_grid", float(10 ** math.floor(math.log10(max(half / 3, 1.0)))))
+        self.ground.set_shader_input("u_grid", float(10 ** round(math.log10(max(half / 2, 1.0)))))
 
     def _sync_districts(self, districts: tuple[DistrictView, ...]) -> None:
         lay = self.layout
@@ -225,8 +225,9 @@ class Scene:
                 continue
             cx, cy = building_centre(p, b.i, b.j)
             r, g, bl = owner_color(p.owner)
-            rows[n] = (cx, cy, 0.03 * p.cell, b.rotation * math.pi / 2, 0.8 * p.cell, 0.55 * p.cell,
-                       max(b.height, 0.1) * p.cell, 0.35, r, g, bl, 1.0)
+            sx, sy, sz = kind_shape(b.kind)
+            rows[n] = (cx, cy, 0.03 * p.cell, b.rotation * math.pi / 2, sx * p.cell, sy * p.cell,
+                       max(b.height * sz, 0.05) * p.cell, 0.35, r, g, bl, 1.0)
             n += 1
         self.layers["buildings"].set_rows(rows[:n])
 

@@ -25,10 +25,11 @@ class HiveSession:
     """Starts the embedded hive off the frame loop's way, then answers prompts one at a time."""
 
     def __init__(self, source: GameSource, *, model: str | None = None, kv: str = "fp32",
-                 faulty: bool = True, threads: int | None = None,
+                 faulty: bool = True, threads: int | None = None, host: bool = True,
                  say: Callable[[str], None] = lambda _m: None,
                  on_answer: Callable[[AskResult], None] | None = None) -> None:
         self.source, self.model, self.kv, self.faulty, self.threads = source, model, kv, faulty, threads
+        self.host = host  # this device hosts the first server's shard (play); a spectator hosts none
         self.say, self.on_answer = say, on_answer
         self.hive = EmbeddedHive(source, say=say)
         self.results: list[AskResult] = []
@@ -43,9 +44,9 @@ class HiveSession:
                 torch.set_num_threads(self.threads)
             self.source.hud.set(consensus="starting the hive ...")
             await self.hive.start(self.model, kv=self.kv, faulty=self.faulty)
-            # This device hosts the first server's shard: its credits are the player's.
-            self.source.me = self.hive.hive.servers[0].node.node_id
-            self.source.hud.set(player=f"{self.source.hud.view().player} hosting {self.source.me.hex()[:6]}")
+            if self.host:  # this device hosts the first server's shard: its credits are the player's
+                self.source.me = self.hive.hive.servers[0].node.node_id
+                self.source.hud.set(player=f"{self.source.hud.view().player} hosting {self.source.me.hex()[:6]}")
             self.source.hud.set(consensus="-")
             self.ready.set()
         return self.hive
