@@ -10,7 +10,8 @@ Run: `.venv/bin/python -m bench.bench_world [--quick]`. Prints markdown tables:
    the edit log as written (one edit per command) and after compaction.
 3. Convergence: 3 peers (full mesh) and 20 peers (ring with chords, degree 4) editing
    concurrently over in-memory links with 10 % loss, 5 % duplication, reordering and
-   2-8 ms latency; time from the last edit until every peer holds every edit.
+   2-8 ms latency; time from the last edit until every peer holds every edit. All peers
+   run in this one process, so that time is mostly their summed CPU (shown beside it).
 (MDS numbers are in bench_layout.py.)
 """
 
@@ -125,7 +126,7 @@ def bench_big_sync(n_buildings: int) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-async def _converge(n_peers: int, edits_each: int, seed: int) -> tuple[float, int]:
+async def _converge(n_peers: int, edits_each: int, seed: int) -> tuple[float, int, float]:
     cities = [City(player(100 + i)) for i in range(n_peers)]
     if n_peers <= 3:
         pairs = [(i, j) for i in range(n_peers) for j in range(i + 1, n_peers)]
@@ -144,31 +145,33 @@ async def _converge(n_peers: int, edits_each: int, seed: int) -> tuple[float, in
             b = c.place_building("house", (float(k), 0.0, 0.0))
             c.move(b, (float(k), 1.0, 0.0))
         await asyncio.sleep(0.001)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     while True:
         svs = [c.state_vector() for c in cities]
         if all(sv == svs[0] for sv in svs) and len(svs[0]) == n_peers:
             break
         await asyncio.sleep(0.005)
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     for p in providers:
         await p.stop()
     first = cities[0].to_json()
     assert all(c.to_json() == first for c in cities)
-    return took, sum(p.stats.sent_bytes for p in providers)
+    return took, sum(p.stats.sent_bytes for p in providers), cpu
 
 
-def bench_convergence(edits_each: int, trials: int) -> list[tuple[str, str, str, str]]:
+def bench_convergence(edits_each: int, trials: int) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for n in (3, 20):
         progress(f"convergence, {n} peers ...")
-        times, sent = [], []
+        times, sent, cpus = [], [], []
         for t in range(trials):
-            took, nbytes = asyncio.run(_converge(n, edits_each, seed=t))
+            took, nbytes, cpu = asyncio.run(_converge(n, edits_each, seed=t))
             times.append(took)
             sent.append(nbytes)
+            cpus.append(cpu)
         med = f"{statistics.median(times):.3f} s (max {max(times):.3f})"
         rows.append((f"{n} peers", f"{2 * edits_each * n}", med,
+                     f"{statistics.median(cpus):.2f} s",
                      f"{statistics.median(sent) / 1024:,.0f} KiB"))
     return rows
 
@@ -190,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         print("| " + " | ".join(row) + " |")
     print("\n## Convergence with 10 % loss, 5 % duplication, reordering "
           f"(median of {trials})\n")
-    print("| peers | edits | time after last edit | bytes sent (all links) |\n"
-          "| --- | --- | --- | --- |")
-    for row in bench_convergence(edits_each, trials):
-        print("| " + " | ".join(row) + " |")
+    print("| peers | edits | time after last edit | CPU in that time (all peers, one "
+          "process) | bytes sent (all links) |\n| --- | --- | --- | --- | --- |")
+    for crow in bench_convergence(edits_each, trials):
+        print("| " + " | ".join(crow) + " |")
     return 0
 
 
