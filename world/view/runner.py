@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -100,9 +101,16 @@ async def run_view(app, args: argparse.Namespace, *,  # app: world.view.app.Worl
             raise task.exception()  # type: ignore[misc]
     finally:
         if task is not None and not task.done():
+            # Stopping mid-ask (at --frames): requests the hive still had in flight fail as
+            # their links close; that is the expected end of this run, not an error to show.
+            asyncio.get_running_loop().set_exception_handler(_quiet_at_shutdown)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task  # work stopped with the view (e.g. at --frames)
     if args.screenshot:
         report.screenshot = str(app.screenshot(Path(args.screenshot)))
     return report
+
+
+def _quiet_at_shutdown(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    logging.getLogger(__name__).debug("after stop: %s", context.get("message"))
