@@ -83,7 +83,8 @@ class InProcessHive:
             await s.node.close()
         await self.asker.close()
         for p in self.peers:
-            await p.close()
+            if p.alive:  # closing an aiortc connection twice never returns
+                await p.close()
 
 
 async def _link(a: Node, b: Node, transport: str, tap: Tap | None, peers: list[Any],
