@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hive_core.model.kv_quant import dequantise, pack_codes, quantise, unpack_codes
 from hive_core.model.kvcache import (
     MAX_WIRE_BYTES,
     WIRE_VERSION,
@@ -19,8 +20,10 @@ from hive_core.model.kvcache import (
     tensor_to_bytes,
 )
 
+__all__ = ["INT4_MAGIC", "NAIVE_G32", "Int4Config", "Int4KV", "dequantise", "pack_codes",
+           "quantise", "unpack_codes"]
+
 INT4_MAGIC = b"CKV4"
-_F16_MAX = 65504.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class Int4Config:
     """At least this many of the most recent tokens stay in 16 bits (KIVI's window)."""
     key_per_channel: bool = True
     """KIVI keys (per channel, over groups of tokens); False is naive per-token keys."""
+    sink: int = 0
+    """The first this many tokens stay in 16 bits for good: the attention sink (the first
+    token, which most heads attend to) is where a quantisation error costs the most."""
 
     def __post_init__(self) -> None:
         if self.bits not in (2, 4):
@@ -45,8 +51,9 @@ class Int4Config:
         for name in ("key_group", "value_group"):
             if not 1 <= getattr(self, name) <= 0xFFFF:
                 raise ValueError(f"{name} must be in 1..65535, got {getattr(self, name)}")
-        if not 0 <= self.residual <= 0xFFFF:
-            raise ValueError(f"residual must be in 0..65535, got {self.residual}")
+        for name in ("residual", "sink"):
+            if not 0 <= getattr(self, name) <= 0xFFFF:
+                raise ValueError(f"{name} must be in 0..65535, got {getattr(self, name)}")
 
 
 NAIVE_G32 = Int4Config(bits=4, key_group=32, value_group=32, residual=0, key_per_channel=False)
@@ -90,45 +97,6 @@ class _Buf:
         return self.t.shape[0] * self.n * self.t.shape[2] * self.t.element_size()
 
 
-def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack uint8 codes (< 2**bits) along the last dim, lowest code in the low bits."""
-    per = 8 // bits
-    c = codes.reshape(*codes.shape[:-1], codes.shape[-1] // per, per)
-    out = c[..., 0].clone()
-    for i in range(1, per):
-        out |= c[..., i] << (bits * i)
-    return out
-
-
-def unpack_codes(packed: torch.Tensor, bits: int) -> torch.Tensor:
-    """Inverse of `pack_codes`."""
-    per = 8 // bits
-    shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
-    c = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
-    return c.reshape(*packed.shape[:-1], packed.shape[-1] * per)
-
-
-def quantise(x: torch.Tensor, dim: int, bits: int) -> tuple[torch.Tensor, ...]:
-    """Asymmetric min/max quantisation of float32 `x` along `dim`: (codes, scale, min).
-
-    Scale and min are rounded to float16 first and the codes computed against the rounded
-    values, so that dequantising what is stored is exactly what the cache returns.
-    """
-    levels = (1 << bits) - 1
-    mn = x.amin(dim=dim, keepdim=True).clamp(-_F16_MAX, _F16_MAX).to(torch.float16)
-    mx = x.amax(dim=dim, keepdim=True)
-    sc = ((mx - mn.float()) / levels).clamp(0, _F16_MAX).to(torch.float16)
-    scf = sc.float()
-    q = torch.where(scf > 0, (x - mn.float()) / scf, 0.0)
-    codes = q.round_().clamp_(0, levels).to(torch.uint8)
-    return codes, sc, mn
-
-
-def dequantise(codes: torch.Tensor, scale: torch.Tensor, mn: torch.Tensor) -> torch.Tensor:
-    """float32 `min + code * scale`, broadcasting scale/min; one fixed op order everywhere."""
-    return codes.float().mul_(scale.float()).add_(mn.float())
-
-
 class _Stream:
     """The keys or the values of one cache: codes, scales/mins, 16-bit tail, dequant cache.
 
@@ -140,15 +108,17 @@ class _Stream:
     surviving codes, so no token is ever quantised twice.
     """
 
-    def __init__(self, per_channel: bool, group: int, residual: int, bits: int,
+    def __init__(self, per_channel: bool, group: int, residual: int, bits: int, sink: int,
                  heads: int, dim: int, dtype: torch.dtype) -> None:
         self.per_channel, self.group, self.residual, self.bits = per_channel, group, residual, bits
+        self.sink = sink
         self.heads, self.dim, self.dtype = heads, dim, dtype
         nscale = dim if per_channel else dim // group
         self.codes = _Buf(heads, dim * bits // 8, torch.uint8)
         self.scale = _Buf(heads, nscale, torch.float16)
         self.mn = _Buf(heads, nscale, torch.float16)
         self.sizes: list[int] = []  # tokens in each per-channel group
+        self.head = _Buf(heads, dim, _residual_dtype(dtype))  # the sink, kept in 16 bits
         self.tail = _Buf(heads, dim, _residual_dtype(dtype))
         self.out = _Buf(heads, dim, dtype)  # dequantised prefix + tail, in compute dtype
 
@@ -157,12 +127,18 @@ class _Stream:
         return self.codes.n
 
     def __len__(self) -> int:
-        return self.codes.n + self.tail.n
+        return self.head.n + self.codes.n + self.tail.n
 
     def append(self, x: torch.Tensor) -> None:
         x16 = x.to(self.tail.t.dtype)
-        self.tail.push(x16)
         self.out.push(x16)
+        room = self.sink - self.head.n
+        if room > 0:
+            self.head.push(x16[:, :room])
+            x16 = x16[:, room:]
+            if x16.shape[1] == 0:
+                return
+        self.tail.push(x16)
         if self.per_channel:
             while self.tail.n >= self.residual + self.group:
                 self._flush(self.group)
@@ -181,7 +157,7 @@ class _Stream:
             deq = dequantise(codes, sc, mn).reshape(self.heads, m, self.dim)
             codes = codes.reshape(self.heads, m, self.dim)
             sc, mn = sc.squeeze(3), mn.squeeze(3)
-        start = self.codes.n
+        start = self.head.n + self.codes.n
         self.codes.push(pack_codes(codes, self.bits))
         self.scale.push(sc)
         self.mn.push(mn)
@@ -204,6 +180,7 @@ class _Stream:
 
     def rebuild_out(self) -> None:
         self.out = _Buf(self.heads, self.dim, self.dtype)
+        self.out.push(self.head.view())
         self.out.push(self.dequantised_prefix().to(self.dtype))
         self.out.push(self.tail.view())
 
@@ -211,6 +188,11 @@ class _Stream:
         if length >= len(self):
             return
         self.out.n = length
+        if length <= self.head.n:
+            self.head.n = length
+            length = 0  # drop every code and the tail below
+        else:
+            length -= self.head.n
         if length >= self.codes.n:
             self.tail.n = length - self.codes.n
             return
@@ -231,14 +213,14 @@ class _Stream:
         self.scale.n = self.mn.n = kept
 
     def nbytes(self) -> int:
-        return self.codes.nbytes() + self.scale.nbytes() + self.mn.nbytes() + self.tail.nbytes()
+        return sum(b.nbytes() for b in (self.head, self.codes, self.scale, self.mn, self.tail))
 
     def ram_bytes(self) -> int:
-        bufs = (self.codes, self.scale, self.mn, self.tail, self.out)
+        bufs = (self.head, self.codes, self.scale, self.mn, self.tail, self.out)
         return sum(b.t.numel() * b.t.element_size() for b in bufs)
 
 
-_HEADER = struct.Struct("<4sHBBBHHHIII")
+_HEADER = struct.Struct("<4sHBBBHHHHIII")
 _STREAM = struct.Struct("<II")
 
 
@@ -271,8 +253,9 @@ class Int4KV:
                 f"groups (value_group={c.value_group}, key_group={c.key_group})"
             )
         dtype_code(dtype)  # rejects dtypes without a wire form
-        self._k = _Stream(c.key_per_channel, c.key_group, c.residual, c.bits, heads, dim, dtype)
-        self._v = _Stream(False, c.value_group, c.residual, c.bits, heads, dim, dtype)
+        self._k = _Stream(c.key_per_channel, c.key_group, c.residual, c.bits, c.sink,
+                          heads, dim, dtype)
+        self._v = _Stream(False, c.value_group, c.residual, c.bits, c.sink, heads, dim, dtype)
         return self._k, self._v
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,7 +277,8 @@ class Int4KV:
 
     @staticmethod
     def _fresh(s: _Stream) -> torch.Tensor:
-        return torch.cat([s.dequantised_prefix().to(s.dtype), s.tail.view().to(s.dtype)], dim=1)
+        parts = (s.head.view(), s.dequantised_prefix(), s.tail.view())
+        return torch.cat([p.to(s.dtype) for p in parts], dim=1)
 
     def __len__(self) -> int:
         return 0 if self._k is None else len(self._k)
@@ -326,7 +310,7 @@ class Int4KV:
         else:
             shape = (dtype_code(ks.dtype), ks.heads, ks.dim, len(ks))
         parts = [_HEADER.pack(INT4_MAGIC, WIRE_VERSION, shape[0], c.bits, int(c.key_per_channel),
-                              c.key_group, c.value_group, c.residual, *shape[1:])]
+                              c.key_group, c.value_group, c.residual, c.sink, *shape[1:])]
         for s in (ks, vs):
             if s is None:
                 continue
@@ -334,7 +318,8 @@ class Int4KV:
             parts.append(_STREAM.pack(s.n_quant, n_groups))
             if s.per_channel:
                 parts.append(struct.pack(f"<{n_groups}H", *s.sizes))
-            parts += [tensor_to_bytes(b.view()) for b in (s.codes, s.scale, s.mn, s.tail)]
+            bufs = (s.head, s.codes, s.scale, s.mn, s.tail)
+            parts += [tensor_to_bytes(b.view()) for b in bufs]
         return b"".join(parts)
 
     @classmethod
@@ -342,13 +327,14 @@ class Int4KV:
                    cache_dequantised: bool = True) -> Int4KV:
         """Inverse of `to_bytes`; raises `KVWireError` on anything malformed or over size."""
         reader = WireReader(data, max_bytes)
-        (magic, version, code, bits, per_channel, key_group, value_group, residual,
+        (magic, version, code, bits, per_channel, key_group, value_group, residual, sink,
          heads, dim, length) = reader.unpack(_HEADER)
         check_magic(magic, version, INT4_MAGIC)  # type: ignore[arg-type]
         if per_channel not in (0, 1):
             raise KVWireError(f"key_per_channel flag must be 0 or 1, got {per_channel}")
         try:
-            config = Int4Config(bits, key_group, value_group, residual, bool(per_channel))
+            config = Int4Config(bits, key_group, value_group, residual,  # type: ignore[arg-type]
+                                bool(per_channel), sink)  # type: ignore[arg-type]
         except ValueError as exc:
             raise KVWireError(f"bad INT4 config: {exc}") from None
         cache = cls(config, cache_dequantised=cache_dequantised)
@@ -371,7 +357,8 @@ def _read_stream(reader: WireReader, s: _Stream, length: int) -> None:
     """Fill one stream from the blob, checking every count against the header."""
     n_quant, n_groups = reader.unpack(_STREAM)
     assert isinstance(n_quant, int) and isinstance(n_groups, int)
-    n_tail = length - n_quant
+    n_head = min(length, s.sink)  # the sink fills first, so it is full whenever codes exist
+    n_tail = length - n_head - n_quant
     if n_tail < 0:
         raise KVWireError(f"{n_quant} quantised positions exceed the length {length}")
     max_tail = s.residual + s.group - 1 if s.per_channel else s.residual
@@ -387,6 +374,10 @@ def _read_stream(reader: WireReader, s: _Stream, length: int) -> None:
     elif n_groups != n_quant:
         raise KVWireError(f"per-token stream has {n_groups} scale rows for {n_quant} positions")
     h = s.heads
+    head = reader.tensor(s.head.t.dtype, (h, n_head, s.dim))
+    if not bool(torch.isfinite(head).all()):
+        raise KVWireError("non-finite value in the 16-bit sink of an INT4 KV blob")
+    s.head.push(head)
     s.codes.push(reader.tensor(torch.uint8, (h, n_quant, s.codes.t.shape[2])))
     for buf in (s.scale, s.mn):
         t = reader.tensor(torch.float16, (h, n_groups, buf.t.shape[2]))
