@@ -89,6 +89,7 @@ class ShardServer:
         self.receipts: list[WorkReceipt] = []
         self.stats = ServedStats()
         self.crashed = False
+        self.closed = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard")
         self._gen = torch.Generator().manual_seed(self.config.fault_seed)
         self._boxes: dict[bytes, object] = {}
@@ -107,7 +108,12 @@ class ShardServer:
             await loop.run_in_executor(self._pool, self._executor_for, stage)
         self._evictor = self.node.spawn(self._evict_loop(), name="evict sessions")
 
+    def load(self, stage: Stage) -> None:
+        """Load a stage's weights now (blocking: call before serving, or off the loop)."""
+        self._executor_for(stage)
+
     async def close(self) -> None:
+        self.closed = True
         if self._evictor is not None:
             self._evictor.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -115,7 +121,7 @@ class ShardServer:
     # -- handlers --------------------------------------------------------------------
 
     def _on_run(self, peer: bytes, msg: RunStage) -> asyncio.Future[None] | None:
-        if self.crashed:
+        if self.crashed or self.closed:
             return None
         fault = self.config.fault
         if fault is not None and fault.should_crash(self.stats.requests):
@@ -123,6 +129,8 @@ class ShardServer:
             logger.warning("%s: fault %s: crashing now", self.node, fault)
             return asyncio.ensure_future(self._crash())
         self.stats.requests += 1
+        if self._evictor is None:  # started lazily when the node was built outside a loop
+            self._evictor = self.node.spawn(self._evict_loop(), name="evict sessions")
         link = self.node.peers.best(peer)
         if link is None:
             return None
@@ -151,7 +159,9 @@ class ShardServer:
             if link.rtc is not None:
                 await link.rtc.close()
 
-    def _on_query(self, peer: bytes, msg: ShardQuery) -> asyncio.Future[None]:
+    def _on_query(self, peer: bytes, msg: ShardQuery) -> asyncio.Future[None] | None:
+        if self.crashed or self.closed:
+            return None
         cfg = self.model.config
         pre = self.config.preload
         start, end = (pre[0].start, pre[-1].end) if pre else (0, 0)
@@ -161,7 +171,7 @@ class ShardServer:
         return asyncio.ensure_future(self.node.send(peer, info))
 
     def _on_end(self, peer: bytes, msg: EndSession) -> asyncio.Future[None] | None:
-        if self.crashed:
+        if self.crashed or self.closed:
             return None
         # Sessions are only touched on the worker thread.
         return asyncio.get_running_loop().run_in_executor(self._pool, self._end, peer, msg.session_id)

@@ -1,0 +1,206 @@
+"""`cadencia ask`: answer a prompt with the hive; only hidden states leave this device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+NAME = "ask"
+HELP = "answer a prompt with the hive (tokens, embedding and head stay on this device)"
+DESCRIPTION = (
+    "Join the hive at --hive ws://HOST:PORT, find its shard servers, route the model's layers "
+    "over them and generate. The prompt is tokenised, embedded and sampled here; only sealed "
+    "hidden states travel. Each stage goes to --replicas nodes: agreeing answers are used, a "
+    "disagreeing node is slashed. '--hive local:N' runs N shard servers in this process "
+    "instead (a demo without a network). Same prompt and sampling flags as 'generate'."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the prompt text")
+    parser.add_argument("--hive", required=True, metavar="URL",
+                        help="ws://HOST:PORT of a sentinel or listening node, or local:N")
+    parser.add_argument("--replicas", type=int, default=1, metavar="R",
+                        help="nodes computing each stage (default 1; 3 outvotes one liar)")
+    parser.add_argument("--speculate", type=int, default=0, metavar="K",
+                        help="draft K tokens by prompt lookup, verified in one pass (greedy only)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip signed Merkle roots and replica comparison")
+    parser.add_argument("--spot-check", action="store_true",
+                        help="after answering, recompute each stage's last step on a spare node")
+    parser.add_argument("--raw", action="store_true", help="feed the prompt as is, no chat template")
+    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+                        help="stop after N new tokens (default 128)")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="sampling temperature; 0 (default) is greedy")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
+                        help="KV cache the shard servers keep (default fp32)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads (default: physical cores)")
+    parser.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                        help="seconds to join the hive and find its servers (default 15)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object at the end instead of streaming text")
+
+
+def _prompt_ids(args: argparse.Namespace, model: Any) -> tuple[Any, list[int]]:
+    from hive_core.model.chat import ChatTemplate, ChatTemplateError
+    from hive_core.model.tokenizer import GGUFTokenizer
+
+    tokenizer = GGUFTokenizer(model)
+    if args.raw:
+        return tokenizer, tokenizer.encode(args.prompt)
+    source = model.metadata.get("tokenizer.chat_template")
+    if not isinstance(source, str):
+        raise ChatTemplateError("the model has no chat template; pass --raw to feed the prompt as is")
+    bos = tokenizer.tokens[tokenizer.bos_id] if tokenizer.bos_id is not None else ""
+    eos = tokenizer.tokens[tokenizer.eos_id] if tokenizer.eos_id is not None else ""
+    text = ChatTemplate(source, bos_token=bos, eos_token=eos).render(
+        [{"role": "user", "content": args.prompt}])
+    return tokenizer, tokenizer.encode(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hive_core.exec.errors import ExecError
+    from hive_core.model.errors import ModelError, PromptError
+
+    if not args.prompt.strip():
+        raise PromptError("the prompt is empty")
+    if args.max_new_tokens < 1:
+        raise ModelError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not 1 <= args.replicas <= 8:
+        raise ExecError(f"--replicas must be in 1..8, got {args.replicas}")
+    if args.speculate < 0 or (args.speculate and args.temperature > 0):
+        raise ExecError("--speculate needs K >= 0 and greedy decoding (--temperature 0)")
+    if args.threads is not None and args.threads < 1:
+        raise ModelError(f"--threads must be at least 1, got {args.threads}")
+    if args.hive.startswith("local:"):
+        n = args.hive[6:]
+        if not n.isdigit() or not 1 <= int(n) <= 64:
+            raise ExecError(f"bad --hive {args.hive!r}: expected local:N with N in 1..64")
+    else:
+        from hive_core.mesh.wschannel import parse_ws_url
+
+        parse_ws_url(args.hive)
+    import asyncio
+
+    import psutil
+    import torch
+
+    torch.set_num_threads(args.threads or psutil.cpu_count(logical=False) or 1)
+    return asyncio.run(_ask(args))
+
+
+async def _ask(args: argparse.Namespace) -> int:
+    from hive_core.exec import ClientConfig, SpecStats, generate_hive
+    from hive_core.model.generation import check_prompt
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.sampling import Sampler
+    from hive_core.protocol.inference import KvKind
+
+    path = resolve_model_path(args.model)
+    model = GGUFModelFile(path)
+    tokenizer, prompt_ids = _prompt_ids(args, model)
+    check_prompt(prompt_ids, model.config.context_length)
+    sampler = Sampler(args.temperature, args.top_p, args.seed)
+    config = ClientConfig(kv=KvKind.INT4 if args.kv == "int4" else KvKind.FP32,
+                          attest=not args.no_verify)
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    closers: list[Any] = []
+    try:
+        if args.hive.startswith("local:"):
+            from hive_core.exec.hive import build_hive
+
+            n = int(args.hive[6:])
+            say(f"starting {n} in-process shard servers ...")
+            hive = await build_hive(path, n, replicas=min(args.replicas, n), model=model,
+                                    client_config=config)
+            closers.append(hive.close)
+            client = hive.client
+        else:
+            client = await _join(args, path, model, config, say, closers)
+        session = client.new_session()
+        stream = tokenizer.stream()
+        pieces: list[str] = []
+
+        def on_token(token: int) -> None:
+            piece = stream.push(token)
+            pieces.append(piece)
+            if not args.json and piece:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+
+        stats = SpecStats()
+        result = await generate_hive(
+            session, prompt_ids, max_new_tokens=args.max_new_tokens,
+            context_length=model.config.context_length, sampler=sampler,
+            stop_ids=tokenizer.stop_ids, on_token=on_token, speculate=args.speculate, stats=stats)
+        pieces.append(stream.finish())
+        if args.spot_check:
+            for i in range(len(session.stages)):
+                await session.verifier.spot_check(i)
+        receipts = await session.finish()
+        text = "".join(pieces)
+        out = {
+            "text": text, "new_ids": result.new_ids, "ttft_s": round(result.ttft_s, 6),
+            "tokens_per_s": round(result.tokens_per_s, 3), "route": session.route(),
+            "verified": session.verified,
+            "slashed": [n.hex() for n in client.reputation.slashed],
+            "receipts": len(receipts), "failovers": session.failovers,
+            "replays": session.replays, "kv": args.kv,
+            "speculation": {"passes": stats.passes, "drafted": stats.drafted,
+                            "accepted": stats.accepted},
+        }
+        if args.json:
+            print(json.dumps(out))
+        else:
+            sys.stdout.write(pieces[-1] + "\n")
+            print(f"{len(result.new_ids)} tokens, first after {result.ttft_s:.2f}s, "
+                  f"{result.tokens_per_s:.1f} tokens/s, {len(session.stages)} stages, "
+                  f"verified={session.verified}, slashed={len(out['slashed'])}", file=sys.stderr)
+    finally:
+        for close in reversed(closers):
+            await close()
+    return 0
+
+
+async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, say: Any,
+                closers: list[Any]) -> Any:
+    import asyncio
+
+    from hive_core.exec import HiveClient
+    from hive_core.exec.errors import ExecError
+    from hive_core.exec.remote import discover, route
+    from hive_core.mesh.hivenode import HiveNode
+    from hive_core.mesh.identity import Identity
+    from hive_core.mesh.node import NodeConfig
+    from hive_core.mesh.rtc import RTCOptions
+    from hive_core.mesh.wschannel import parse_ws_url
+    from hive_core.model.executor import ShardExecutor
+
+    host, _ = parse_ws_url(args.hive)
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    rtc = RTCOptions.loopback() if loopback else RTCOptions()
+    hive = HiveNode(Identity.generate(), NodeConfig(join=(args.hive,), rtc=rtc))
+    say(f"joining {args.hive} ...")
+    try:
+        await asyncio.wait_for(hive.start(), args.timeout)
+    except TimeoutError:
+        await hive.close()
+        raise ExecError(f"could not join {args.hive} within {args.timeout:g} s") from None
+    closers.append(hive.close)
+    infos = await discover(hive.node, timeout=args.timeout)
+    rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
+    plan = route(infos, model.config, path.name[:128], args.replicas, rtts)
+    say(f"{len(infos)} shard servers, {len(plan.stages)} stages")
+    local = ShardExecutor.load(model, [], embed=True, head=True)
+    spares = [n for n in sorted(infos) if n not in plan.nodes]
+    client = HiveClient(hive.node, local, plan, config, spares=spares)
+    closers.append(lambda: asyncio.sleep(0, client.close()))
+    return client

@@ -1,0 +1,66 @@
+"""The asker in a live hive: find the shard servers among its links and route over them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from hive_core.exec.errors import ExecError
+from hive_core.mesh.node import Node, PeerUnavailable
+from hive_core.model.config import LlamaConfig
+from hive_core.model.stage import Stage
+from hive_core.protocol.inference import ShardInfo, ShardQuery
+from hive_core.sched.health import HealthVector
+from hive_core.sched.planner import Candidate, CostModel, Plan, fixed_plan, plan
+
+
+async def discover(node: Node, timeout: float = 5.0) -> dict[bytes, ShardInfo]:
+    """Ask every linked peer what it serves; peers that are not shard servers stay silent."""
+    node.register_reply(ShardInfo)
+    peers = sorted({link.node_id for link in node.peers.all()})
+
+    async def one(peer: bytes) -> ShardInfo | None:
+        try:
+            reply = await node.request(peer, ShardQuery(node.next_rpc_id()), timeout=timeout)
+        except (PeerUnavailable, ConnectionError):
+            return None
+        return reply if isinstance(reply, ShardInfo) else None
+
+    replies = await asyncio.gather(*(one(p) for p in peers))
+    return {p: r for p, r in zip(peers, replies, strict=True) if r is not None}
+
+
+def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int) -> Plan | None:
+    """A route over the servers' preloaded spans, if they cover every layer (else None)."""
+    by_span: dict[tuple[int, int], list[bytes]] = {}
+    for nid, info in sorted(infos.items()):
+        if info.layer_end > info.layer_start:
+            by_span.setdefault((info.layer_start, info.layer_end), []).append(nid)
+    stages, nodes, at = [], [], 0
+    while at < n_layers:
+        options = [(end, ids) for (start, end), ids in by_span.items() if start == at]
+        if not options:
+            return None
+        end, ids = max(options, key=lambda o: (min(len(o[1]), replicas), o[0]))
+        stages.append(Stage(at, end))
+        nodes.append(ids[:replicas])
+        at = end
+    return fixed_plan(stages, nodes)
+
+
+def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, replicas: int,
+          rtt_ms: Mapping[bytes, float]) -> Plan:
+    """Servers of this model: their spans if they cover the model, else the planner's route."""
+    same = {n: i for n, i in infos.items()
+            if i.model == model_name and i.n_layers == cfg.n_layers and i.hidden == cfg.hidden}
+    if not same:
+        raise ExecError(f"no shard server of {model_name} ({cfg.n_layers} layers) among "
+                        f"{len(infos)} servers found")
+    spans = span_plan(same, cfg.n_layers, replicas)
+    if spans is not None:
+        return spans
+    cands = [Candidate(n, HealthVector(
+        tflops=max(i.tflops, 0.01), battery_pct=None, on_ac=True, peers=(), uptime_s=0.0,
+        success_rate=1.0, free_ram_mb=i.free_ram_mb or 1e5, temperature_c=None,
+        measured_at_ms=0), rtt_ms.get(n)) for n, i in sorted(same.items())]
+    return plan(cands, cfg.n_layers, CostModel.for_model(cfg), replicas=replicas)

@@ -1,0 +1,56 @@
+"""Plumbing for `cadencia node`: the flags that make a mesh node a shard server.
+
+`add_serving_arguments(parser)` adds ``--model`` and ``--fault``; after the HiveNode is
+built, `attach_shard_server(node, args)` loads the layers named by ``--serve`` spans
+(others load when first asked for) and answers stage requests on that node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from hive_core.exec.faults import FAULT_HELP, Fault
+from hive_core.exec.server import ServerConfig, ShardServer
+from hive_core.mesh.node import Node
+from hive_core.model.stage import Stage
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="PATH",
+                        help="GGUF file whose layers this node serves (default: $CADENCIA_MODEL, "
+                             "else the bundled SmolLM2-135M-Instruct)")
+    parser.add_argument("--fault", default=None, metavar="MODE",
+                        help=f"TEST TOOL, never in a real hive: misbehave on purpose ({FAULT_HELP}) "
+                             "to exercise verification, slashing and failover")
+
+
+def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer:
+    """Serve stages on `node`: preload the ``--serve`` spans of this model, apply ``--fault``."""
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.locate import resolve_model_path
+
+    fault = Fault.parse(args.fault) if getattr(args, "fault", None) else None
+    model = GGUFModelFile(resolve_model_path(getattr(args, "model", None)))
+    spans: list[Any] = list(getattr(args, "serve", []) or [])
+    preload = []
+    for text in spans:
+        from hive_core.mesh.runner import parse_span
+
+        span = parse_span(text)
+        if span.n_layers == model.config.n_layers:
+            preload.append(Stage(span.start, span.end))
+    import psutil
+
+    server = ShardServer(node, model, ServerConfig(
+        preload=tuple(preload), fault=fault, tflops=float(getattr(args, "tflops", 0) or 0),
+        free_ram_mb=psutil.virtual_memory().available / (1024 * 1024)))
+    for stage in preload:
+        print(f"loading layers {stage.start}..{stage.end} of {model.path.name}", file=sys.stderr,
+              flush=True)
+        server.load(stage)
+    if fault is not None:
+        print(f"WARNING: fault mode {fault} is on: this node misbehaves on purpose",
+              file=sys.stderr, flush=True)
+    return server
