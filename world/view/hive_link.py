@@ -14,11 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .frame import RoadView
 from .game_source import GameSource
+
+if TYPE_CHECKING:
+    from hive_core.exec.hive import InProcessHive
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.tokenizer import GGUFTokenizer
 
 N_SERVERS, REPLICAS, SPARES = 4, 2, 1
 LINK_MS = 8.0  # emulated one-way latency of every asker link, ms
@@ -32,7 +38,7 @@ class AskResult:
     new_ids: list[int]
     tokens_per_s: float
     verified: bool  # every stage step confirmed by agreeing replicas or the referee
-    receipts: tuple  # WorkReceipt, signed by the asker, one per worker and stage
+    receipts: tuple[Any, ...]  # WorkReceipt, signed by the asker, one per worker and stage
     slashed: tuple[str, ...]  # hex ids of nodes slashed so far
 
 
@@ -41,16 +47,34 @@ class EmbeddedHive:
 
     def __init__(self, source: GameSource, say: Callable[[str], None] = lambda _m: None) -> None:
         self.source, self.say = source, say
-        self.hive = None  # hive_core.exec.hive.InProcessHive
-        self.file = None
-        self.tokenizer = None
+        self.hive: InProcessHive | None = None
+        self._file: GGUFModelFile | None = None
+        self._tokenizer: GGUFTokenizer | None = None
+
+    @property
+    def file(self) -> GGUFModelFile:
+        if self._file is None:
+            raise RuntimeError("the hive is not started")
+        return self._file
+
+    @property
+    def tokenizer(self) -> GGUFTokenizer:
+        if self._tokenizer is None:
+            raise RuntimeError("the hive is not started")
+        return self._tokenizer
+
+    def _hive(self) -> InProcessHive:
+        if self.hive is None:
+            raise RuntimeError("the hive is not started")
+        return self.hive
 
     @property
     def node_ids(self) -> list[bytes]:
-        assert self.hive is not None
-        return [self.hive.asker.node_id, *self.hive.node_ids]
+        hive = self._hive()
+        return [hive.asker.node_id, *hive.node_ids]
 
-    async def start(self, model_path: str | Path | None = None, *, file=None, faulty: bool = True,
+    async def start(self, model_path: str | Path | None = None, *, file: GGUFModelFile | None = None,
+                    faulty: bool = True,
                     kv: str = "fp32", link_ms: float = LINK_MS) -> None:
         from hive_core.exec import ClientConfig, Fault
         from hive_core.exec.hive import build_hive
@@ -61,8 +85,8 @@ class EmbeddedHive:
         from hive_core.protocol.inference import KvKind
 
         t0 = time.perf_counter()
-        self.file = file or GGUFModelFile(resolve_model_path(model_path))
-        self.tokenizer = GGUFTokenizer(self.file)
+        self._file = file or GGUFModelFile(resolve_model_path(model_path))
+        self._tokenizer = GGUFTokenizer(self._file)
         self.say(f"starting a hive of {N_SERVERS} shard servers + {SPARES} referee on "
                  f"{self.file.config.n_layers} layers ...")
         self.hive = await build_hive(
@@ -81,7 +105,7 @@ class EmbeddedHive:
         """Districts placed by MDS of the RTTs the asker measures (servers see only the asker)."""
         from world.layout import HiveMap
 
-        hive = self.hive
+        hive = self._hive()
         ids = [n.hex() for n in self.node_ids]
         rtt = np.full((len(ids), len(ids)), np.nan)
         np.fill_diagonal(rtt, 0.0)
@@ -93,12 +117,12 @@ class EmbeddedHive:
                 rtt[0, k] = rtt[k, 0] = float(np.median(samples))
                 roads.append(RoadView(ids[0], ids[k], rtt[0, k]))
         snap = HiveMap(dim=2).update(ids, rtt)
-        self.source.state.set_layout(snap.as_dict())
+        self.source.state.set_layout({bytes.fromhex(str(k)): v for k, v in snap.as_dict().items()})
         self.source.roads = tuple(roads)
 
     def _status(self, kv: str, link_ms: float) -> None:
-        hive, cfg = self.hive, self.file.config
-        stages = {}
+        hive, cfg = self._hive(), self.file.config
+        stages: dict[int, list[str]] = {}
         for k, server in enumerate(hive.servers):
             if k < N_SERVERS:
                 stages.setdefault(k // REPLICAS, []).append(server.node.node_id.hex()[:6])
@@ -129,12 +153,11 @@ class EmbeddedHive:
         """Greedy generation through the hive, the answer streaming into the HUD."""
         from hive_core.exec import generate_hive
 
-        if self.hive is None:
-            raise RuntimeError("the hive is not started")
+        hive = self._hive()
         ids = self.prompt_ids(prompt)
         hud, stream = self.source.hud, self.tokenizer.stream()
         hud.set(answer="", tokens_per_s=0.0)
-        session = self.hive.client.new_session()
+        session = hive.client.new_session()
         t0, count = time.perf_counter(), [0]
 
         def on_token(token: int) -> None:
@@ -147,7 +170,7 @@ class EmbeddedHive:
                                   stop_ids=self.tokenizer.stop_ids, on_token=on_token)
         hud.append_answer(stream.finish())
         receipts = tuple(await session.finish())
-        slashed = tuple(sorted(n.hex() for n in self.hive.client.reputation.slashed))
+        slashed = tuple(sorted(n.hex() for n in hive.client.reputation.slashed))
         return AskResult(self.tokenizer.decode(gen.new_ids), list(gen.new_ids), gen.tokens_per_s,
                          session.verified, receipts, slashed)
 

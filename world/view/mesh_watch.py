@@ -75,7 +75,10 @@ class MeshWatcher:
                     rtt[index[a], index[b]] = float(ms)
         snap = self.map.update(ids, rtt) if len(ids) >= 2 else None
         layout = snap.as_dict() if snap else {ids[0]: (0.0, 0.0)}
-        self.source.state.set_layout(layout)
+        try:
+            self.source.state.set_layout({bytes.fromhex(str(k)): v for k, v in layout.items()})
+        except ValueError as exc:
+            raise ViewError(f"malformed node id from {self.url}: {exc}") from None
         pairs = {}
         for i in range(len(ids)):
             for j in range(i + 1, len(ids)):

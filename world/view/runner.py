@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -72,7 +72,7 @@ def say(text: str) -> None:
 
 
 async def run_view(app, args: argparse.Namespace, *,  # app: world.view.app.WorldApp
-                   work: Callable[[], Awaitable[None]] | None = None,
+                   work: Callable[[], Coroutine[object, object, None]] | None = None,
                    until_work_done: bool = False, linger_frames: int = 30,
                    ready: asyncio.Event | None = None) -> RunReport:
     """Step `app` while `work` runs; stop at --frames, on close, or (if asked) when work ends.
@@ -81,7 +81,7 @@ async def run_view(app, args: argparse.Namespace, *,  # app: world.view.app.Worl
     so `--frames N --screenshot` catches the world N frames into its live part.
     """
     report = RunReport(app.modes.name)
-    task = asyncio.create_task(work()) if work is not None else None
+    task: asyncio.Task[None] | None = asyncio.create_task(work()) if work is not None else None
     try:
         while not app.closed:
             if args.frames is not None and report.frames >= args.frames:

@@ -45,7 +45,7 @@ class HiveSession:
             self.source.hud.set(consensus="starting the hive ...")
             await self.hive.start(self.model, kv=self.kv, faulty=self.faulty)
             if self.host:  # this device hosts the first server's shard: its credits are the player's
-                self.source.me = self.hive.hive.servers[0].node.node_id
+                self.source.me = self.hive._hive().servers[0].node.node_id
                 self.source.hud.set(player=f"{self.source.hud.view().player} hosting {self.source.me.hex()[:6]}")
             self.source.hud.set(consensus="-")
             self.ready.set()

@@ -10,7 +10,7 @@ import numpy as np
 
 from world.layout import HiveMap, load_country_rtt, synthetic_hive
 
-from .frame import BuildingView, DistrictView, HudView, PlotView, RoadView, WorldFrame
+from .frame import BuildingView, DistrictView, HudView, PlotView, RoadView, ViewError, WorldFrame
 
 ROAD_DEGREE = 3  # roads per district to its nearest peers on the map
 
@@ -22,8 +22,9 @@ def nearest_roads(ids: tuple[str, ...], xy: np.ndarray, rtt: np.ndarray, degree:
     n = len(ids)
     if n < 2:
         return ()
-    d = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=-1) if n <= 2500 else None
-    assert d is not None, "nearest_roads is for up to 2,500 nodes"
+    if n > 2500:
+        raise ViewError(f"nearest_roads builds a dense distance matrix: at most 2,500 nodes, got {n}")
+    d = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=-1)
     np.fill_diagonal(d, np.inf)
     seen: set[tuple[int, int]] = set()
     out = []
