@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also accept joiners here (port 0: any free port), so the hive "
                              "keeps an entry when the sentinel stops")
     add_mesh_arguments(parser)
+    from hive_core.exec.serve import add_serving_arguments  # --model, --fault (issue 5)
+
+    add_serving_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     # Peers' entry points saved by the last run come after --join: a fallback when it is gone.
     config = replace(config, join=tuple(dict.fromkeys([*args.join, *load_entries(where)])))
     setup_logging(args.verbose)
-    asyncio.run(serve(HiveNode(identity, config), as_json=args.json, what="node",
-                      data_dir=where))
+    hive = HiveNode(identity, config)
+    from hive_core.exec.serve import attach_shard_server  # answers stage requests (issue 5)
+
+    attach_shard_server(hive.node, args)
+    asyncio.run(serve(hive, as_json=args.json, what="node", data_dir=where))
     return 0

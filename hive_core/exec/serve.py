@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hive_core.exec.faults import FAULT_HELP, Fault
-from hive_core.exec.server import ServerConfig, ShardServer
-from hive_core.mesh.node import Node
-from hive_core.model.stage import Stage
+if TYPE_CHECKING:  # heavy (torch): imported when serving starts, not for --help
+    from hive_core.exec.server import ShardServer
+    from hive_core.mesh.node import Node
+
+FAULT_HELP = "noise | zero | stale | crash-after=N"
 
 
 def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +29,11 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
 
 def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer:
     """Serve stages on `node`: preload the ``--serve`` spans of this model, apply ``--fault``."""
+    from hive_core.exec.faults import Fault
+    from hive_core.exec.server import ServerConfig, ShardServer
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
+    from hive_core.model.stage import Stage
 
     fault = Fault.parse(args.fault) if getattr(args, "fault", None) else None
     model = GGUFModelFile(resolve_model_path(getattr(args, "model", None)))
