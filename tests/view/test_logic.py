@@ -206,3 +206,14 @@ def test_mesh_watcher_turns_status_records_into_the_map():
     assert (pa.tflops, frame.district(c).tflops) == (2.0, 1.0)
     with pytest.raises(ViewError, match="malformed"):
         watcher.apply({"nodes": [{"role": "auto"}]}, now=2.0)
+
+
+def test_spectator_camera_follows_the_latest_pulse():
+    from world.view.app import follow_target
+    from world.view.frame import DistrictView, PulseView, WorldFrame
+
+    ds = (DistrictView("a", 0, 0, active=True), DistrictView("b", 10, 0), DistrictView("c", 20, 0))
+    assert follow_target(WorldFrame(ds), 5.0) == "a"
+    pulses = (PulseView("a", "b", 1.0, 0.5), PulseView("b", "c", 2.0, 0.5), PulseView("c", "a", 9.0, 0.5))
+    assert follow_target(WorldFrame(ds, pulses=pulses), 5.0) == "c"  # the 9.0 hop is not sent yet
+    assert follow_target(WorldFrame(), 5.0) is None

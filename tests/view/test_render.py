@@ -210,3 +210,23 @@ def test_thousands_of_instances_render(make_app):
     assert app.scene.layers["plots"].count == 5000
     lit = (app.pixels().max(axis=2) > 90).mean()
     assert lit > 0.05
+
+
+def test_prompt_box_asks_the_hive_and_typing_does_not_fly_the_camera(make_app):
+    asked: list[str] = []
+    app = make_app(SyntheticWorld(WorldFrame(DISTRICTS)), mode="play", on_prompt=asked.append)
+    app.step()
+    heading = app.camera.heading
+    app.hud._focus()  # the player clicked into the prompt box
+    app.base.messenger.send("a")  # 'a' turns the camera, except while typing
+    app.step()
+    app.step()
+    assert app.camera.heading == heading
+    app.hud._submit("  what is a hive?  ")
+    assert asked == ["what is a hive?"] and not app.hud.typing
+    app.step()
+    app.step()
+    assert app.camera.heading != heading  # 'a' is still held: now it turns
+    app.base.messenger.send("a-up")
+    app.hud._submit("   ")
+    assert asked == ["what is a hive?"]  # blank prompts are not sent

@@ -21,6 +21,15 @@ ORBIT_KEYS = {"a": "left", "d": "right", "w": "up", "s": "down", "q": "zoom_in",
               "j": "pan_left", "l": "pan_right", "i": "pan_up", "k": "pan_down"}
 
 
+def follow_target(frame: WorldFrame, now: float) -> str | None:
+    """The district the tensor flow is at: where the latest pulse sent by `now` is going,
+    else the first active district."""
+    sent = [p for p in frame.pulses if p.start <= now]
+    if sent:
+        return max(sent, key=lambda p: p.start).dst
+    return next((d.node_id for d in frame.districts if d.active), None)
+
+
 class WorldApp:
     """One window (or offscreen buffer) showing a `WorldSource`, in one of the modes."""
 
@@ -112,11 +121,11 @@ class WorldApp:
             self._framed = len(frame.districts)
             self.camera = framing(list(lay.xy[:, 0]), list(lay.xy[:, 1]))
         if self.follow:
-            active = [d for d in frame.districts if d.active]
-            if active:
-                x, y, _ = lay.top(active[0].node_id)
+            target = follow_target(frame, self.clock())
+            if target is not None and target in lay.index:
+                x, y, _ = lay.top(target)
                 self.camera = track(self.camera, x, y, dt)
-        elif self.modes.name != "edit" or not any(k.startswith("arrow") for k in self._intent):
+        elif not self.hud.typing:  # keys typed into the prompt box do not fly the camera
             self.camera = orbit(self.camera, self._intent, dt)
         self.base.camera.set_pos(*self.camera.eye())
         self.base.camera.look_at(self.camera.x, self.camera.y, 0.0)

@@ -58,7 +58,8 @@ class Hud:
         self.prompt = DirectEntry(parent=bottom_left, pos=(0.05, 0, 0.12), scale=0.05, width=40,
                                   numLines=1, initialText="", focus=0, command=self._submit,
                                   frameColor=(0.05, 0.08, 0.14, 0.9), text_fg=WHITE,
-                                  relief=DGG.FLAT, focusInCommand=self._clear)
+                                  relief=DGG.FLAT, focusInCommand=self._focus, focusOutCommand=self._blur)
+        self.typing = False  # the prompt box has the keyboard
         self.prompt_hint = self._text(bottom_left, (0.05, 0.2), DIM, 0.04, TextNode.A_left)
         self.prompt_hint.setText("ask the hive: type a prompt and press Enter")
 
@@ -67,11 +68,16 @@ class Hud:
         return OnscreenText(parent=parent, pos=pos, fg=fg, scale=scale, align=align, mayChange=True,
                             shadow=(0, 0, 0, 0.8))
 
-    def _clear(self) -> None:
+    def _focus(self) -> None:
+        self.typing = True
         self.prompt.enterText("")
+
+    def _blur(self) -> None:
+        self.typing = False
 
     def _submit(self, text: str) -> None:
         self.prompt.enterText("")
+        self.typing = False
         if text.strip() and self._on_prompt is not None:
             self._on_prompt(text.strip())
 
