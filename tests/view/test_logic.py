@@ -119,7 +119,7 @@ def test_hive_url_must_be_loopback_ws():
 
 
 def test_shaders_exist_and_names_are_checked(tmp_path):
-    for name in ("instanced", "pulse", "road", "ground"):
+    for name in ("instanced", "pulse", "road"):
         vert, _frag = shader_paths(name)
         assert vert.read_text().startswith("#version")
     with pytest.raises(ViewError, match="bad shader name"):

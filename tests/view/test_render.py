@@ -210,6 +210,15 @@ def test_thousands_of_instances_render(make_app):
     assert app.scene.layers["plots"].count == 5000
     lit = (app.pixels().max(axis=2) > 90).mean()
     assert lit > 0.05
+    layers = app.scene.layers
+    # From afar a cell is a few pixels: roofs and slabs stand in for walls and tiles.
+    assert layers["roofs"].np.is_hidden() is False and layers["buildings"].np.is_hidden()
+    assert layers["slabs"].np.is_hidden() is False and layers["plots"].np.is_hidden()
+    from dataclasses import replace
+    app.camera = replace(app.camera, x=-295.0, y=325.0, distance=15.0)  # close over the first plot
+    app.step()
+    assert layers["buildings"].np.is_hidden() is False and layers["roofs"].np.is_hidden()
+    assert layers["plots"].np.is_hidden() is False
 
 
 def test_prompt_box_asks_the_hive_and_typing_does_not_fly_the_camera(make_app):

@@ -4,6 +4,7 @@ share one loop (compute runs in worker threads). Config is applied before `ShowB
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,6 +18,7 @@ from .editor import Editor
 from .frame import EditableCity, WorldFrame, WorldSource
 from .modes import Modes
 
+DETAIL_PIXELS = 6.0  # a building cell smaller than this on screen is drawn as its roof only
 ORBIT_KEYS = {"a": "left", "d": "right", "w": "up", "s": "down", "q": "zoom_in", "e": "zoom_out",
               "j": "pan_left", "l": "pan_right", "i": "pan_up", "k": "pan_down"}
 
@@ -129,6 +131,13 @@ class WorldApp:
             self.camera = orbit(self.camera, self._intent, dt)
         self.base.camera.set_pos(*self.camera.eye())
         self.base.camera.look_at(self.camera.x, self.camera.y, 0.0)
+        cell = min((p.cell for p in frame.plots), default=1.0)
+        self.scene.set_detail(cell * self.pixels_per_unit() >= DETAIL_PIXELS)
+
+    def pixels_per_unit(self) -> float:
+        """Screen pixels per world unit at the camera's target distance."""
+        fov = math.radians(self.base.camLens.get_fov()[1])
+        return self.cfg.height / (2.0 * math.tan(fov / 2.0) * max(self.camera.distance, 1e-6))
 
     def focus_own_plot(self) -> None:
         plot = self.editor.own_plot() if self.editor else None

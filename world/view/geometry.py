@@ -34,7 +34,6 @@ _FACES = (  # normal, then 4 corners counter-clockwise seen from outside
 def _instance_format(columns: tuple[str, ...]) -> GeomVertexFormat:
     base = GeomVertexArrayFormat()
     base.add_column(InternalName.get_vertex(), 3, Geom.NT_float32, Geom.C_point)
-    base.add_column(InternalName.get_normal(), 3, Geom.NT_float32, Geom.C_normal)
     inst = GeomVertexArrayFormat()
     for name in columns:
         inst.add_column(InternalName.make(name), 4, Geom.NT_float32, Geom.C_other)
@@ -46,23 +45,31 @@ def _instance_format(columns: tuple[str, ...]) -> GeomVertexFormat:
 
 
 class InstancedLayer:
-    """A unit box (x, y in -0.5..0.5, z in 0..1) drawn once per row of a float32 array."""
+    """A unit box (x, y in -0.5..0.5, z in 0..1) drawn once per row of a float32 array.
+
+    The box shares its 8 corners between faces (normals come from screen-space derivatives
+    in the fragment shader), so each instance costs 8 vertex-shader runs, not 24: on a CPU
+    rasteriser the vertex work of 5,000 buildings dominates the frame.
+    """
 
     def __init__(self, name: str, columns: tuple[str, ...], parent: NodePath, faces: str = "box") -> None:
         """`faces`: "box" (the five faces seen from above; the bottom never shows) or "tile"
-        (the top face only: flat markers cost a sixth of the vertices)."""
+        (the top face only: flat markers)."""
         self.columns = columns
         self.vdata = GeomVertexData(name, _instance_format(columns), Geom.UH_dynamic)
         vw = GeomVertexWriter(self.vdata, "vertex")
-        nw = GeomVertexWriter(self.vdata, "normal")
+        corners: dict[tuple[int, int, int], int] = {}
         tris = GeomTriangles(Geom.UH_static)
         chosen = [f for f in _FACES if f[0] != (0, 0, -1)] if faces == "box" else _FACES[:1]
-        for k, (normal, corners) in enumerate(chosen):
-            for cx, cy, cz in corners:
-                vw.add_data3(cx * 0.5, cy * 0.5, cz)
-                nw.add_data3(*normal)
-            tris.add_vertices(4 * k, 4 * k + 1, 4 * k + 2)
-            tris.add_vertices(4 * k, 4 * k + 2, 4 * k + 3)
+        for _normal, quad in chosen:
+            ids = []
+            for c in quad:
+                if c not in corners:
+                    corners[c] = len(corners)
+                    vw.add_data3(c[0] * 0.5, c[1] * 0.5, float(c[2]))
+                ids.append(corners[c])
+            tris.add_vertices(ids[0], ids[1], ids[2])
+            tris.add_vertices(ids[0], ids[2], ids[3])
         geom = Geom(self.vdata)
         geom.add_primitive(tris)
         node = GeomNode(name)
@@ -114,17 +121,23 @@ def road_lines(name: str, points: np.ndarray, colors: np.ndarray) -> GeomNode:
     return node
 
 
-def ground_quad(name: str, half: float) -> GeomNode:
-    """A square in the z=0 plane, `half` units from the origin each way."""
-    vdata = GeomVertexData(name, GeomVertexFormat.get_v3(), Geom.UH_static)
+def grid_lines(name: str, half: float, step: float) -> GeomNode:
+    """Lines every `step` units over a square `half` units from the origin each way (z = 0)."""
+    n = max(1, min(int(half // step), 200))
+    fmt = GeomVertexFormat.get_v3()
+    vdata = GeomVertexData(name, fmt, Geom.UH_static)
     vw = GeomVertexWriter(vdata, "vertex")
-    for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
-        vw.add_data3(x * half, y * half, 0.0)
-    tris = GeomTriangles(Geom.UH_static)
-    tris.add_vertices(0, 1, 2)
-    tris.add_vertices(0, 2, 3)
+    lines = GeomLines(Geom.UH_static)
+    k = 0
+    for i in range(-n, n + 1):
+        v = i * step
+        for a, b in (((v, -n * step), (v, n * step)), ((-n * step, v), (n * step, v))):
+            vw.add_data3(a[0], a[1], 0.0)
+            vw.add_data3(b[0], b[1], 0.0)
+            lines.add_vertices(k, k + 1)
+            k += 2
     geom = Geom(vdata)
-    geom.add_primitive(tris)
+    geom.add_primitive(lines)
     node = GeomNode(name)
     node.add_geom(geom)
     return node

@@ -14,7 +14,7 @@ import numpy as np
 from panda3d.core import NodePath, TransparencyAttrib
 
 from .frame import BuildingView, DistrictView, PlotView, PulseView, RoadView, TowerView, WorldFrame
-from .geometry import InstancedLayer, ground_quad, road_lines
+from .geometry import InstancedLayer, grid_lines, road_lines
 from .palette import district_light, kind_shape, owner_color, rtt_colors
 from .shaders import load_shader
 
@@ -60,16 +60,18 @@ class Scene:
     def __init__(self, parent: NodePath) -> None:
         self.root = parent.attach_new_node("world")
         box_shader, self._pulse_shader = load_shader("instanced"), load_shader("pulse")
-        self.ground = self.root.attach_new_node(ground_quad("ground", 1.0))
-        self.ground.set_shader(load_shader("ground"))
-        self.ground.set_shader_input("u_grid", 10.0)
-        self.ground.set_shader_input("u_tint", (0.03, 0.04, 0.06))
+        self.ground = self.root.attach_new_node("ground")  # grid lines, rebuilt as the map changes
+        self.ground.set_shader(load_shader("road"))
         self.roads = self.root.attach_new_node("roads")
         self.roads.set_shader(load_shader("road"))
         self.roads.set_render_mode_thickness(2.0)
         self.layers: dict[str, InstancedLayer] = {}
-        for name in ("districts", "towers", "plots", "buildings", "cursor"):
-            layer = InstancedLayer(name, BOX, self.root, faces="tile" if name == "plots" else "box")
+        for name in ("districts", "towers", "plots", "slabs", "buildings", "roofs", "cursor"):
+            # "roofs": buildings too small on screen for walls are drawn as their roofs alone
+            # (2 triangles instead of 10: a CPU rasteriser's cost is per triangle).
+            # "slabs": likewise, far plots are one quad each rather than a tile per cell.
+            layer = InstancedLayer(name, BOX, self.root,
+                                   faces="tile" if name in ("plots", "slabs", "roofs") else "box")
             layer.np.set_shader(box_shader)
             layer.np.set_shader_input("u_sun", SUN)
             self.layers[name] = layer
@@ -82,6 +84,7 @@ class Scene:
         self.pulses.np.set_shader_input("u_time", 0.0)
         self.pulses.np.set_shader_input("u_unit", 1.0)
         self.layout = district_layout(())
+        self._detail = True
         self._seen: dict[str, object] = {}
 
     # -- sync -------------------------------------------------------------------------
@@ -115,15 +118,18 @@ class Scene:
         return True
 
     def _fit_ground(self) -> None:
+        """A faint grid under the map, every power of ten of milliseconds that fits it."""
         lay = self.layout
         if len(lay.xy):
             lo, hi = lay.xy.min(axis=0), lay.xy.max(axis=0)
             centre, half = (lo + hi) / 2.0, float((hi - lo).max()) * 0.75 + 4 * lay.unit
         else:
             centre, half = np.zeros(2), 50.0
-        self.ground.set_pos(float(centre[0]), float(centre[1]), 0.0)
-        self.ground.set_scale(half)
-        self.ground.set_shader_input("u_grid", float(10 ** round(math.log10(max(half / 2, 1.0)))))
+        step = float(10 ** round(math.log10(max(half / 4, 0.1))))
+        self.ground.get_children().detach()
+        grid = self.ground.attach_new_node(grid_lines("grid", half, step))
+        grid.set_color(0.09, 0.12, 0.17, 1.0)
+        self.ground.set_pos(round(float(centre[0]) / step) * step, round(float(centre[1]) / step) * step, 0.0)
 
     def _sync_districts(self, districts: tuple[DistrictView, ...]) -> None:
         lay = self.layout
@@ -202,9 +208,10 @@ class Scene:
         self.layers["towers"].set_rows(np.array(out, np.float32).reshape(len(out), 12))
 
     def _sync_plots(self, plots: tuple[PlotView, ...]) -> None:
-        """One tile per cell, a little smaller than the cell: the gaps draw the snapping grid."""
-        rows = []
-        for p in plots:
+        """One tile per cell, a little smaller than the cell: the gaps draw the snapping grid.
+        From afar, one slab per plot."""
+        rows, slabs = [], np.zeros((len(plots), 12), np.float32)
+        for k, p in enumerate(plots):
             r, g, b = owner_color(p.owner)
             ii, jj = np.meshgrid(np.arange(p.width), np.arange(p.depth), indexing="ij")
             tiles = np.zeros((p.width * p.depth, 12), np.float32)
@@ -213,7 +220,11 @@ class Scene:
             tiles[:, 4:8] = (0.92 * p.cell, 0.92 * p.cell, 0.03 * p.cell, 0.05)
             tiles[:, 8:12] = (0.3 * r, 0.3 * g, 0.3 * b, 1.0)
             rows.append(tiles)
+            slabs[k] = (p.x + p.width * p.cell / 2, p.y + p.depth * p.cell / 2, 0.0, 0.0,
+                        p.width * p.cell, p.depth * p.cell, 0.03 * p.cell, 0.05, 0.3 * r, 0.3 * g, 0.3 * b, 1.0)
         self.layers["plots"].set_rows(np.concatenate(rows) if rows else np.zeros((0, 12), np.float32))
+        self.layers["slabs"].set_rows(slabs)
+        self.set_detail(self._detail)
 
     def _sync_buildings(self, plots: tuple[PlotView, ...], buildings: tuple[BuildingView, ...]) -> None:
         by_id = {p.plot_id: p for p in plots}
@@ -230,6 +241,16 @@ class Scene:
                        max(b.height * sz, 0.05) * p.cell, 0.35, r, g, bl, 1.0)
             n += 1
         self.layers["buildings"].set_rows(rows[:n])
+        self.layers["roofs"].set_rows(rows[:n])
+        self.set_detail(self._detail)
+
+    def set_detail(self, near: bool) -> None:
+        """Walls and cell tiles when cells are big enough on screen, else roofs and slabs."""
+        self._detail = near
+        for fine, coarse in (("buildings", "roofs"), ("plots", "slabs")):
+            a, b = self.layers[fine], self.layers[coarse]
+            (a.np.show if near and a.count else a.np.hide)()
+            (b.np.show if not near and b.count else b.np.hide)()
 
     def show_cursor(self, plot: PlotView | None, i: int = 0, j: int = 0, ok: bool = True) -> None:
         """The editor's cell marker: green where an edit may go, red where it would be refused."""
