@@ -56,6 +56,7 @@ from hive_core.protocol import (
 logger = logging.getLogger(__name__)
 
 STATUS_KINDS = (RecordKind.HEALTH, RecordKind.ROLES, RecordKind.LINKS)
+MAX_UPKEEP_ROUNDS = 3  # republish rounds in flight at once
 ROLE_NAMES = {r.name.lower(): r for r in Role}
 
 
@@ -259,18 +260,29 @@ class HiveNode:
         return stored
 
     async def _upkeep(self) -> None:
-        """Feed link RTTs to the DHT, expire records, republish ours, refresh buckets."""
+        """Every republish period start a round; a round slowed by dead peers (each costs a
+        request timeout) must not delay the next, or our records would expire meanwhile."""
+        rounds: set[asyncio.Task[None]] = set()
         while True:
             await asyncio.sleep(self.config.republish_s)
-            for link in self.node.peers.all():
-                if link.rtt_ms is not None and link.node_id in self.dht.routing:
-                    self.dht.observe_rtt(link.node_id, link.rtt_ms / 1000)
-            try:
-                self.dht.store.expire(self.dht.clock())
-                await self.publish()
-                await self.dht.refresh()
-            except Exception:  # upkeep must survive a bad round; the next one retries
-                logger.exception("%s: upkeep round failed", self)
+            rounds = {r for r in rounds if not r.done()}
+            if len(rounds) >= MAX_UPKEEP_ROUNDS:
+                logger.warning("%s: %d upkeep rounds still running; skipping one", self,
+                               len(rounds))
+                continue
+            rounds.add(self.node.spawn(self._upkeep_round(), name="upkeep round"))
+
+    async def _upkeep_round(self) -> None:
+        """Feed link RTTs to the DHT, expire records, republish ours, refresh buckets."""
+        for link in self.node.peers.all():
+            if link.rtt_ms is not None and link.node_id in self.dht.routing:
+                self.dht.observe_rtt(link.node_id, link.rtt_ms / 1000)
+        try:
+            self.dht.store.expire(self.dht.clock())
+            await self.publish()
+            await self.dht.refresh()
+        except Exception:  # upkeep must survive a bad round; the next one retries
+            logger.exception("%s: upkeep round failed", self)
 
     def entry_urls(self) -> list[str]:
         """Where peers seen by this node accept joiners, newest first (to rejoin later)."""

@@ -22,8 +22,8 @@ FAST = NodeConfig(
     dead_after_s=3.0,
     handshake_timeout_s=5.0,
     request_timeout_s=3.0,
-    record_ttl_s=4.0,
-    republish_s=1.0,
+    record_ttl_s=6.0,
+    republish_s=1.5,
     tflops=1.0,  # skip the start-up matmul benchmark: the timing is not under test here
 )
 
@@ -65,7 +65,7 @@ class Hive:
                    listen: bool = True) -> list[HiveNode]:
         nodes = [self.make(seed=first_seed + i, join=tuple(urls),
                            listen="127.0.0.1:0" if listen else None) for i in range(count)]
-        await asyncio.wait_for(asyncio.gather(*(n.start() for n in nodes)), 40)
+        await asyncio.wait_for(asyncio.gather(*(n.start() for n in nodes)), 60)
         return nodes
 
     async def close(self) -> None:
