@@ -176,7 +176,7 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
 
     from hive_core.exec import HiveClient
     from hive_core.exec.errors import ExecError
-    from hive_core.exec.remote import discover, route
+    from hive_core.exec.remote import discover, find_span_owners, link_nodes, route
     from hive_core.mesh.hivenode import HiveNode
     from hive_core.mesh.identity import Identity
     from hive_core.mesh.node import NodeConfig
@@ -195,6 +195,9 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
         await hive.close()
         raise ExecError(f"could not join {args.hive} within {args.timeout:g} s") from None
     closers.append(hive.close)
+    # Servers publish signed layer-span records: link to every owner of this model's layers.
+    owners = await find_span_owners(hive, path.name[:128], model.config.n_layers)
+    await link_nodes(hive, owners, args.timeout)
     infos = await discover(hive.node, timeout=args.timeout)
     rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
     plan = route(infos, model.config, path.name[:128], args.replicas, rtts)

@@ -64,3 +64,56 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
         success_rate=1.0, free_ram_mb=i.free_ram_mb or 1e5, temperature_c=None,
         measured_at_ms=0), rtt_ms.get(n)) for n, i in sorted(same.items())]
     return plan(cands, cfg.n_layers, CostModel.for_model(cfg), replicas=replicas)
+
+
+async def find_span_owners(hive: object, model: str, n_layers: int) -> list[bytes]:
+    """Node ids whose signed DHT layer-span records say they serve layers of `model`."""
+    from hive_core.mesh.dht import layer_key
+    from hive_core.mesh.dht.records import owner_of
+
+    dht = hive.dht  # type: ignore[attr-defined]
+    found = await asyncio.gather(*(dht.get(layer_key(model, i)) for i in range(n_layers)),
+                                 return_exceptions=True)
+    owners: list[bytes] = []
+    for records in found:
+        if isinstance(records, BaseException):
+            continue
+        owners += [owner_of(r) for r in records]
+    return list(dict.fromkeys(owners))
+
+
+async def link_nodes(hive: object, targets: list[bytes], timeout: float) -> None:
+    """Link to `targets` not linked yet: a data channel signaled through the mesh, else a
+    WebSocket to an address from the target's signed reach record (nodes with --listen)."""
+    node: Node = hive.node  # type: ignore[attr-defined]
+    todo = [t for t in targets if t != node.node_id and node.peers.best(t) is None]
+
+    async def one(target: bytes) -> None:
+        try:
+            await asyncio.wait_for(hive.signaler.connect(target), timeout)  # type: ignore[attr-defined]
+            return
+        except (ConnectionError, TimeoutError, ValueError):
+            pass
+        await _ws_link(hive, target, timeout)
+
+    await asyncio.gather(*(one(t) for t in todo), return_exceptions=True)
+
+
+async def _ws_link(hive: object, target: bytes, timeout: float) -> None:
+    from hive_core.mesh.dht import RecordKind, node_key
+    from hive_core.mesh.dht.records import ReachRecord, decode_value, owner_of
+    from hive_core.mesh.wschannel import ws_connect
+
+    node: Node = hive.node  # type: ignore[attr-defined]
+    records = await hive.dht.get(node_key(target, RecordKind.REACH))  # type: ignore[attr-defined]
+    for record in records:
+        value = decode_value(record)
+        if owner_of(record) != target or not isinstance(value, ReachRecord):
+            continue
+        for url in value.addresses:
+            try:
+                channel = await ws_connect(url, timeout=timeout)
+                await node.attach(channel, kind="ws", expect=target, mode="second")
+                return
+            except (ConnectionError, TimeoutError, ValueError):
+                continue

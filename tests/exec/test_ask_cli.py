@@ -1,0 +1,92 @@
+"""`cadencia ask` end to end: a live hive on loopback (sentinel + serving nodes joined over
+WebSocket and aiortc), the CLI in its own process, its JSON checked against a local run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from cadencia.cli import main
+from hive_core.exec.serve import attach_shard_server
+from hive_core.mesh.hivenode import HiveNode
+from hive_core.mesh.identity import Identity
+from hive_core.mesh.node import NodeConfig
+from hive_core.mesh.rtc import RTCOptions
+from hive_core.mesh.runner import parse_span
+from hive_core.model.chat import ChatTemplate
+from hive_core.model.generation import generate
+from hive_core.model.kv_factory import kv_factory
+
+FAST = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_s=0.5,
+                  dead_after_s=4.0)
+PROMPT = "Name a primary color."
+
+
+def local_ids(smollm: Any) -> list[int]:
+    """What `cadencia generate PROMPT --max-new-tokens 8` answers."""
+    tok = smollm.tokenizer
+    text = ChatTemplate(smollm.file.metadata["tokenizer.chat_template"],
+                        bos_token=tok.tokens[tok.bos_id], eos_token=tok.tokens[tok.eos_id]
+                        ).render([{"role": "user", "content": PROMPT}])
+    g = generate(smollm.pipeline.new_session(kv_factory("fp32")).forward, tok.encode(text),
+                 max_new_tokens=8, context_length=smollm.file.config.context_length,
+                 stop_ids=tok.stop_ids)
+    return g.new_ids
+
+
+def serve_args(smollm: Any, span: str, fault: str | None = None) -> argparse.Namespace:
+    name = smollm.path.name
+    return argparse.Namespace(model=str(smollm.path), fault=fault, serve=[f"{name}:{span}/30"],
+                              tflops=None)
+
+
+@pytest.mark.real_model
+@pytest.mark.net
+async def test_ask_a_live_hive(smollm, tmp_path) -> None:
+    sentinel = HiveNode(Identity.generate(), replace(FAST, listen="127.0.0.1:0"))
+    await sentinel.start()
+    nodes = []
+    try:
+        for span, fault in [("0-15", None), ("15-30", None), ("15-30", "noise"), ("15-30", None)]:
+            # As `cadencia node --listen 127.0.0.1:0 --serve MODEL:A-B/30` builds it.
+            args = serve_args(smollm, span, fault)
+            hn = HiveNode(Identity.generate(), replace(
+                FAST, join=(sentinel.listen_url,), listen="127.0.0.1:0",
+                spans=tuple(parse_span(s) for s in args.serve)))
+            attach_shard_server(hn.node, args)
+            await hn.start()
+            nodes.append(hn)
+        env = {**os.environ, "CADENCIA_MODEL": str(smollm.path)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cadencia", "ask", PROMPT, "--hive", sentinel.listen_url,
+            "--replicas", "3", "--max-new-tokens", "8", "--json", "--timeout", "5", env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 240)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        doc = json.loads(out)
+        assert doc["new_ids"] == local_ids(smollm)
+        assert {"text", "ttft_s", "tokens_per_s", "route", "verified", "slashed"} <= set(doc)
+        assert [r["layers"] for r in doc["route"]] == [[0, 15], [15, 30]]
+        assert doc["slashed"] == [nodes[2].node_id.hex()]
+        assert not doc["verified"]  # the first stage had a single replica
+    finally:
+        for hn in nodes:
+            await hn.close()
+        await sentinel.close()
+
+
+def test_ask_refuses_bad_flags(capsys) -> None:
+    assert main(["ask", "hi", "--hive", "http://x"]) == 2
+    assert "ws://" in capsys.readouterr().err
+    assert main(["ask", "hi", "--hive", "local:0"]) == 2
+    assert main(["ask", "hi", "--hive", "local:2", "--replicas", "0"]) == 2
+    assert main(["ask", "hi", "--hive", "local:2", "--speculate", "2", "--temperature", "1"]) == 2
+    assert main(["ask", " ", "--hive", "local:2"]) == 2
