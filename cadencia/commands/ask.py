@@ -152,6 +152,7 @@ async def _ask(args: argparse.Namespace) -> int:
             "tokens_per_s": round(result.tokens_per_s, 3), "route": session.route(),
             "verified": session.verified,
             "slashed": [n.hex() for n in client.reputation.slashed],
+            "evidence": len(client.reputation.evidence), "plan": client.plan.as_dict(),
             "receipts": len(receipts), "failovers": session.failovers,
             "replays": session.replays, "kv": args.kv,
             "speculation": {"passes": stats.passes, "drafted": stats.drafted,
