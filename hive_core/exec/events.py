@@ -18,7 +18,7 @@ EventHook = Callable[[Any], None]
 try:  # the game half may be absent in a headless install
     from world.game import events as game_events
 except ImportError:  # pragma: no cover - exercised only without world/
-    game_events = None
+    game_events = None  # type: ignore[assignment]
 
 
 class Emitter:

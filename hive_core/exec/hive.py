@@ -89,6 +89,10 @@ class InProcessHive:
 
 async def _link(a: Node, b: Node, transport: str, tap: Tap | None, peers: list[Any],
                 profile: LinkProfile | None) -> None:
+    ca: Any
+    cb: Any
+    rtc_a: Any
+    rtc_b: Any
     if transport == "rtc":
         from hive_core.mesh.rtc import connect_pair
 

@@ -16,7 +16,7 @@ DEFAULT_CHUNK_BYTES = 4096
 _LEAF, _NODE = b"\x00", b"\x01"
 
 
-def _h(prefix: bytes, *parts: bytes) -> bytes:
+def _h(prefix: bytes, *parts: bytes | memoryview) -> bytes:
     h = hashlib.blake2b(prefix, digest_size=DIGEST_BYTES)
     for p in parts:
         h.update(p)
