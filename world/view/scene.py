@@ -143,8 +143,9 @@ class Scene:
                 color, glow = (1.0, 0.78, 0.3, 1.0), light
             else:
                 color, glow = (0.2 + 0.3 * light, 0.45 + 0.4 * light, 0.6 + 0.4 * light, 1.0), light * 0.6
-            h = lay.height[k]
-            rows[k, 0:4] = (lay.xy[k, 0], lay.xy[k, 1], -0.95 * h * d.fall, 0.6 * d.fall)
+            # A fallen district collapses to rubble, turned askew (there is no ground to sink into).
+            h = lay.height[k] * (1.0 - 0.85 * d.fall)
+            rows[k, 0:4] = (lay.xy[k, 0], lay.xy[k, 1], 0.0, 0.6 * d.fall)
             rows[k, 4:8] = (lay.footprint[k], lay.footprint[k], h, glow)
             rows[k, 8:12] = color
             # Credits raise a golden building beside the district, a floor per credit.
