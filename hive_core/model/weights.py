@@ -21,6 +21,7 @@ from hive_core.model.packed import (
     Table,
     pack_blocks,
     row_table,
+    trim_heap,
 )
 from hive_core.model.stage import Stage
 
@@ -174,6 +175,8 @@ def load_shard_weights(
         output = got.get("output.weight", got.get("token_embd.weight"))
         assert output is not None
         out.head = HeadWeights(_vec(got["output_norm.weight"]), output)
+    if mode != "fp32":
+        trim_heap()
     return out
 
 
@@ -200,10 +203,10 @@ def _load_matrix(
     blocks, qtype = file.raw(name)
     if qtype not in PACKABLE:  # other GGML types: computed dequantised
         return file.tensor(name, shape, dtype)
-    packed = pack_blocks(blocks, qtype, shape, _row_order(file, name, shape[0]))
     if name == "output.weight":
-        return RescoredHead(packed, row_table(blocks, qtype, shape, dtype))
-    return packed
+        return RescoredHead(pack_blocks(blocks, qtype, shape, residual=False),
+                            row_table(blocks, qtype, shape, dtype))
+    return pack_blocks(blocks, qtype, shape, _row_order(file, name, shape[0]))
 
 
 def _load_embedding(
@@ -224,5 +227,5 @@ def _load_embedding(
         t = file.tensor(name, shape, dtype)
         return (t if embed else None), (t if head else None)
     table = row_table(blocks, qtype, (rows, cols), dtype)
-    out = RescoredHead(pack_blocks(blocks, qtype, (rows, cols)), table) if head else None
+    out = RescoredHead(pack_blocks(blocks, qtype, (rows, cols), residual=False), table) if head else None
     return (table if embed else None), out

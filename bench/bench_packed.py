@@ -1,0 +1,220 @@
+"""Packed vs float32 vs transformers (vs llama.cpp when installed): decode and prefill tok/s,
+peak RSS, and the packed path's agreement with float32.
+
+Each variant runs in a subprocess of its own so its peak RSS is its own. Usage:
+``python -m bench.bench_packed [--quick] [--threads 2] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+VARIANTS = ("packed", "fp32", "bf16", "transformers", "llama.cpp")
+PROMPT = (
+    "The hive shards a transformer across phones and home computers. Each node serves a few "
+    "layers, checks every tensor it receives and is paid in credits for the work it does. "
+)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _prompt_ids(tokenizer: Any, n: int) -> list[int]:
+    ids: list[int] = []
+    while len(ids) < n:
+        ids += tokenizer.encode(PROMPT)
+    return ids[:n]
+
+
+def _ours(mode: str, prefill: int, decode: int) -> dict[str, Any]:
+    import torch
+
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.kv_factory import kv_factory
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.packed_run import chunked
+    from hive_core.model.pipeline import LocalPipeline
+    from hive_core.model.tokenizer import GGUFTokenizer
+
+    t0 = time.perf_counter()
+    file = GGUFModelFile(resolve_model_path(None))
+    tok = GGUFTokenizer(file)
+    pipe = LocalPipeline.load_single(file, weights=mode)
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(tok, prefill)
+    session = pipe.new_session(kv_factory("fp32"))
+    t1 = time.perf_counter()
+    logits = chunked(session.forward)(ids)
+    t2 = time.perf_counter()
+    token = int(torch.argmax(logits))
+    for _ in range(decode):
+        token = int(torch.argmax(session.forward([token])))
+    t3 = time.perf_counter()
+    return {"load_s": load_s, "prefill_tps": prefill / (t2 - t1), "decode_tps": decode / (t3 - t2),
+            "weights_mb": pipe.client.weights.nbytes() / 1e6}
+
+
+def _transformers(prefill: int, decode: int) -> dict[str, Any]:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import torch
+    import transformers
+
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.tokenizer import GGUFTokenizer
+
+    path = resolve_model_path(None)
+    t0 = time.perf_counter()
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+    model.eval()
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(GGUFTokenizer(GGUFModelFile(path)), prefill)
+    with torch.inference_mode():
+        t1 = time.perf_counter()
+        out = model(torch.tensor([ids]), use_cache=True)
+        t2 = time.perf_counter()
+        past = out.past_key_values
+        token = int(out.logits[0, -1].argmax())
+        for _ in range(decode):
+            out = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            token = int(out.logits[0, -1].argmax())
+        t3 = time.perf_counter()
+    return {"load_s": load_s, "prefill_tps": prefill / (t2 - t1), "decode_tps": decode / (t3 - t2)}
+
+
+def _llama_cpp(prefill: int, decode: int, threads: int) -> dict[str, Any]:
+    import llama_cpp  # optional: not a dependency of the project
+
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.tokenizer import GGUFTokenizer
+
+    path = resolve_model_path(None)
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(512, prefill + decode + 8),
+                          n_threads=threads, n_batch=512, logits_all=False, verbose=False)
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(GGUFTokenizer(GGUFModelFile(path)), prefill)
+    t1 = time.perf_counter()
+    llm.eval(ids)
+    t2 = time.perf_counter()
+    for _ in range(decode):
+        token = int(llm.scores[llm.n_tokens - 1].argmax())
+        llm.eval([token])
+    t3 = time.perf_counter()
+    return {"load_s": load_s, "prefill_tps": prefill / (t2 - t1), "decode_tps": decode / (t3 - t2)}
+
+
+def _quality(tokens: int) -> dict[str, Any]:
+    """Teacher-forced top-1 agreement and logit difference, packed against float32."""
+
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.kv_factory import kv_factory
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.pipeline import LocalPipeline
+    from hive_core.model.tokenizer import GGUFTokenizer
+
+    file = GGUFModelFile(resolve_model_path(None))
+    ids = _prompt_ids(GGUFTokenizer(file), tokens)
+    out = {}
+    for mode in ("fp32", "packed"):
+        pipe = LocalPipeline.load_single(file, weights=mode)
+        out[mode] = pipe.new_session(kv_factory("fp32")).forward(ids, all_logits=True)
+        del pipe
+    ref, got = out["fp32"], out["packed"]
+    diff = (got - ref).abs()
+    return {"tokens": tokens, "top1": float((got.argmax(-1) == ref.argmax(-1)).float().mean()),
+            "max_logit_diff": float(diff.max()), "mean_logit_diff": float(diff.mean()),
+            "ref_logit_std": float(ref.std())}
+
+
+def worker(args: argparse.Namespace) -> None:
+    from hive_core.model.packed_run import set_threads
+
+    set_threads(args.threads)
+    try:
+        if args.worker == "transformers":
+            res = _transformers(args.prefill, args.decode)
+        elif args.worker == "llama.cpp":
+            res = _llama_cpp(args.prefill, args.decode, args.threads)
+        elif args.worker == "quality":
+            res = _quality(args.quality_tokens)
+        else:
+            res = _ours(args.worker, args.prefill, args.decode)
+    except ImportError as exc:
+        res = {"skipped": f"not installed ({exc.name})"}
+    res["peak_rss_mb"] = _peak_rss_mb()
+    print(json.dumps(res))
+
+
+def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.bench_packed", "--worker", name, "--threads",
+           str(args.threads), "--prefill", str(args.prefill), "--decode", str(args.decode),
+           "--quality-tokens", str(args.quality_tokens)]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=1800, cwd=root)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"error": tail[0][:120]}
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a fast smoke run (few tokens)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per variant (default 2)")
+    p.add_argument("--prefill", type=int, default=None, help="prompt tokens (default 256)")
+    p.add_argument("--decode", type=int, default=None, help="greedy tokens decoded (default 64)")
+    p.add_argument("--quality-tokens", type=int, default=None,
+                   help="teacher-forced tokens for top-1 agreement (default 500)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.prefill = args.prefill or (32 if args.quick else 256)
+    args.decode = args.decode or (8 if args.quick else 64)
+    args.quality_tokens = args.quality_tokens or (64 if args.quick else 500)
+    if args.worker:
+        worker(args)
+        return 0
+    rows = {}
+    for name in args.variants.split(","):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows[name] = run_worker(name, args)
+    print("running quality (packed vs fp32) ...", file=sys.stderr, flush=True)
+    quality = run_worker("quality", args)
+    if args.json:
+        print(json.dumps({"threads": args.threads, "prefill": args.prefill, "decode": args.decode,
+                          "variants": rows, "quality": quality}))
+        return 0
+    print(f"threads {args.threads}, prefill {args.prefill} tokens, decode {args.decode} tokens "
+          f"(greedy, fp32 KV), one subprocess per variant\n")
+    print("| variant | decode tok/s | prefill tok/s | peak RSS MB | load s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, r in rows.items():
+        if "decode_tps" not in r:
+            print(f"| {name} | {r.get('skipped') or r.get('error')} | | | |")
+            continue
+        print(f"| {name} | {r['decode_tps']:.1f} | {r['prefill_tps']:.1f} | {r['peak_rss_mb']:.0f} "
+              f"| {r['load_s']:.1f} |")
+    if "top1" in quality:
+        print(f"\npacked vs fp32, teacher-forced over {quality['tokens']} tokens: top-1 agreement "
+              f"{quality['top1'] * 100:.2f} %, logit |diff| max {quality['max_logit_diff']:.3f}, "
+              f"mean {quality['mean_logit_diff']:.4f} (logit std {quality['ref_logit_std']:.2f})")
+    else:
+        print(f"\nquality: {quality}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
