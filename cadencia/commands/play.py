@@ -15,7 +15,8 @@ DESCRIPTION = (
     "process (hive_core.exec: 4 shard servers on 2 stages x 2 replicas and a referee; your "
     "device hosts the first). With --hive ws://127.0.0.1:PORT this process joins that hive "
     "as a mesh node under your node key (publishing --serve spans) and the city shows its "
-    "nodes by measured RTT; asking a live hive from the game is not wired yet. "
+    "nodes by measured RTT; prompts are then asked of that hive's shard servers (found by "
+    "their signed layer-span records), and with --serve this process serves those layers too. "
     "Keys: a/d turn, w/s tilt, q/e zoom, i/j/k/l pan."
 )
 
@@ -53,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
 async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     """Join the hive at --hive as a node (your key), and show it from the inside."""
+    from hive_core.exec.serve import attach_shard_server
     from hive_core.mesh.hivenode import HiveNode
     from hive_core.mesh.runner import load_identity, node_config
     from world.view.app import WorldApp
+    from world.view.live_ask import LiveAsker
     from world.view.mesh_watch import MeshWatcher
     from world.view.runner import run_view
     from world.view.session import city_view, game_source, open_city
@@ -68,17 +71,23 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     city = open_city(args.data_dir)
     source = game_source(player=city.player_id[:8])
     node = HiveNode(identity, config)
+    if args.serve:  # host shards: this node runs those layers for the hive's askers
+        attach_shard_server(node.node, argparse.Namespace(model=args.model, fault=None, serve=args.serve,
+                                                          tflops=args.tflops))
+    source.me = identity.node_id
     watcher = MeshWatcher(source, args.hive, say=say)
-
-    def no_asks(_text: str) -> None:
-        source.hud.set(consensus="asking a live hive from the game is not wired yet")
-
-    app = WorldApp(cfg, source, mode="play", city=city_view(city), on_prompt=no_asks)
+    asker = LiveAsker(node, source, model=args.model, say=say)
+    app = WorldApp(cfg, source, mode="play", city=city_view(city),
+                   on_prompt=lambda text: asker.submit(text, args.max_new_tokens))
 
     async def work() -> None:
         say(f"joining {args.hive} as node {identity.node_id.hex()[:12]} ...")
         await node.start()
-        await watcher.run()
+        watching = asyncio.create_task(watcher.run())
+        await watcher.ready.wait()
+        if args.prompt:
+            await asker.ask(args.prompt, args.max_new_tokens)
+        await watching
 
     try:
         report = await run_view(app, args, work=work, ready=watcher.ready)
@@ -88,7 +97,8 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
         city.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
-                          "node": identity.node_id.hex(), "polls": watcher.polls}))
+                          "node": identity.node_id.hex(), "polls": watcher.polls,
+                          "answers": [r.text for r in asker.results]}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
     return 0

@@ -136,45 +136,56 @@ class EmbeddedHive:
             kv_cache=f"{kv} on the shard servers")
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        from hive_core.model.chat import ChatTemplate
-        from hive_core.model.generation import check_prompt
-
-        tok = self.tokenizer
-        source = self.file.metadata.get("tokenizer.chat_template")
-        if isinstance(source, str):
-            bos = tok.tokens[tok.bos_id] if tok.bos_id is not None else ""
-            eos = tok.tokens[tok.eos_id] if tok.eos_id is not None else ""
-            prompt = ChatTemplate(source, bos_token=bos, eos_token=eos).render([{"role": "user", "content": prompt}])
-        ids = tok.encode(prompt)
-        check_prompt(ids, self.file.config.context_length)
-        return ids
+        return chat_prompt_ids(self.file, self.tokenizer, prompt)
 
     async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
         """Greedy generation through the hive, the answer streaming into the HUD."""
-        from hive_core.exec import generate_hive
-
         hive = self._hive()
-        ids = self.prompt_ids(prompt)
-        hud, stream = self.source.hud, self.tokenizer.stream()
-        hud.set(answer="", tokens_per_s=0.0)
-        session = hive.client.new_session()
-        t0, count = time.perf_counter(), [0]
-
-        def on_token(token: int) -> None:
-            count[0] += 1
-            hud.append_answer(stream.push(token))
-            hud.set(tokens_per_s=count[0] / max(time.perf_counter() - t0, 1e-6))
-
-        gen = await generate_hive(session, ids, max_new_tokens=max_new_tokens,
-                                  context_length=self.file.config.context_length,
-                                  stop_ids=self.tokenizer.stop_ids, on_token=on_token)
-        hud.append_answer(stream.finish())
-        receipts = tuple(await session.finish())
-        slashed = tuple(sorted(n.hex() for n in hive.client.reputation.slashed))
-        return AskResult(self.tokenizer.decode(gen.new_ids), list(gen.new_ids), gen.tokens_per_s,
-                         session.verified, receipts, slashed)
+        return await ask_through(hive.client, self.file, self.tokenizer, self.source, prompt, max_new_tokens)
 
     async def close(self) -> None:
         if self.hive is not None:
             await self.hive.close()
             self.hive = None
+
+
+def chat_prompt_ids(file: GGUFModelFile, tokenizer: GGUFTokenizer, prompt: str) -> list[int]:
+    """`prompt` as one user message in the model's chat template (raw if it has none)."""
+    from hive_core.model.chat import ChatTemplate
+    from hive_core.model.generation import check_prompt
+
+    source = file.metadata.get("tokenizer.chat_template")
+    if isinstance(source, str):
+        bos = tokenizer.tokens[tokenizer.bos_id] if tokenizer.bos_id is not None else ""
+        eos = tokenizer.tokens[tokenizer.eos_id] if tokenizer.eos_id is not None else ""
+        prompt = ChatTemplate(source, bos_token=bos, eos_token=eos).render([{"role": "user", "content": prompt}])
+    ids = tokenizer.encode(prompt)
+    check_prompt(ids, file.config.context_length)
+    return ids
+
+
+async def ask_through(client: Any, file: GGUFModelFile, tokenizer: GGUFTokenizer, source: GameSource,
+                      prompt: str, max_new_tokens: int) -> AskResult:
+    """One greedy answer from `client` (a `hive_core.exec.HiveClient`), streamed into the HUD;
+    the session's receipts are signed and sent at the end."""
+    from hive_core.exec import generate_hive
+
+    ids = chat_prompt_ids(file, tokenizer, prompt)
+    hud, stream = source.hud, tokenizer.stream()
+    hud.set(answer="", tokens_per_s=0.0)
+    session = client.new_session()
+    t0, count = time.perf_counter(), [0]
+
+    def on_token(token: int) -> None:
+        count[0] += 1
+        hud.append_answer(stream.push(token))
+        hud.set(tokens_per_s=count[0] / max(time.perf_counter() - t0, 1e-6))
+
+    gen = await generate_hive(session, ids, max_new_tokens=max_new_tokens,
+                              context_length=file.config.context_length,
+                              stop_ids=tokenizer.stop_ids, on_token=on_token)
+    hud.append_answer(stream.finish())
+    receipts = tuple(await session.finish())
+    slashed = tuple(sorted(n.hex() for n in client.reputation.slashed))
+    return AskResult(tokenizer.decode(gen.new_ids), list(gen.new_ids), gen.tokens_per_s,
+                     session.verified, receipts, slashed)

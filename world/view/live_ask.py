@@ -1,0 +1,85 @@
+"""Asking a live hive from inside the game: the player's own mesh node is the asker.
+
+For each prompt: find the nodes whose signed layer-span records serve this model, link
+to them, ask what they hold, route over their spans (or the planner), and run the
+session with `hive_core.exec`'s client; its events feed the game state, so the pulses,
+towers and falls are the live hive's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .game_source import GameSource
+from .hive_link import AskResult, ask_through
+
+
+class LiveAsker:
+    """Prompts from the HUD, answered by the hive the player's `HiveNode` has joined."""
+
+    def __init__(self, hive_node: Any, source: GameSource, *, model: str | None = None, replicas: int = 2,
+                 timeout_s: float = 10.0, say: Callable[[str], None] = lambda _m: None) -> None:
+        from hive_core.model.gguf_file import GGUFModelFile
+        from hive_core.model.locate import resolve_model_path
+        from hive_core.model.tokenizer import GGUFTokenizer
+
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
+        self.hive_node, self.source, self.replicas, self.timeout_s, self.say = (
+            hive_node, source, replicas, timeout_s, say)
+        self.path = resolve_model_path(model)
+        self.file = GGUFModelFile(self.path)
+        self.tokenizer = GGUFTokenizer(self.file)
+        self._local: Any = None  # embedding + head, loaded on the first ask
+        self._busy = asyncio.Lock()
+        self.results: list[AskResult] = []
+
+    async def _client(self) -> Any:
+        from hive_core.exec import ClientConfig, HiveClient
+        from hive_core.exec.remote import discover, find_span_owners, link_nodes, route
+        from hive_core.model.executor import ShardExecutor
+
+        hive, cfg, name = self.hive_node, self.file.config, self.path.name[:128]
+        owners = await find_span_owners(hive, name, cfg.n_layers)
+        await link_nodes(hive, owners, self.timeout_s)
+        infos = await discover(hive.node, timeout=self.timeout_s)
+        rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
+        plan = route(infos, cfg, name, self.replicas, rtts)
+        if self._local is None:
+            self._local = await asyncio.to_thread(ShardExecutor.load, self.file, [], embed=True, head=True)
+        spares = [n for n in sorted(infos) if n not in plan.nodes]
+        self.source.hud.set(sharding=" | ".join(
+            f"L{ps.stage.start}-{ps.stage.end - 1}: " + "+".join(n.hex()[:6] for n in ps.nodes)
+            for ps in plan.stages))
+        return HiveClient(hive.node, self._local, plan, ClientConfig(), spares=spares,
+                          on_event=lambda e: self.source.on_event(e, time.monotonic()))
+
+    async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
+        async with self._busy:
+            self.say(f"asking the live hive: {prompt!r}")
+            client = await self._client()
+            try:
+                result = await ask_through(client, self.file, self.tokenizer, self.source, prompt, max_new_tokens)
+            finally:
+                client.close()
+            self.results.append(result)
+            self.say(f"answer: {result.text.strip()!r} ({len(result.new_ids)} tokens, "
+                     f"verified={result.verified}, slashed {len(result.slashed)})")
+            return result
+
+    def submit(self, prompt: str, max_new_tokens: int = 32) -> None:
+        """From the HUD's prompt box: ask in the background, one at a time; failures show on the HUD."""
+        if self._busy.locked():
+            self.source.hud.set(consensus="busy: one ask at a time")
+            return
+
+        async def go() -> None:
+            try:
+                await self.ask(prompt, max_new_tokens)
+            except (ValueError, RuntimeError, ConnectionError) as exc:
+                self.source.hud.set(consensus=f"ask failed: {exc}")
+
+        asyncio.get_running_loop().create_task(go())
