@@ -136,8 +136,12 @@ class HiveSession:
             chunk = ids[lo:lo + n]
             h = await self.client.local_call(self._embed, chunk)
             x = np.ascontiguousarray(h.numpy(), dtype="<f4")
-            for i in range(len(self.stages)):
-                x = await self._run_stage(i, x)
+            try:
+                for i in range(len(self.stages)):
+                    x = await self._run_stage(i, x)
+            except BaseException:
+                self.rollback(self.position)  # drop this step's kept inputs: retry cleanly
+                raise
             last = lo + n >= len(ids)
             if all_logits or last:
                 rows = torch.from_numpy(x.copy()) if all_logits else torch.from_numpy(x[-1:].copy())

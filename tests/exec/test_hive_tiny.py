@@ -208,3 +208,18 @@ async def test_idle_sessions_are_evicted(tiny_gguf, tiny_file) -> None:
         assert s.replays == 1 and logits.shape == (tiny_file.config.vocab_size,)
     finally:
         await hive.close()
+
+
+async def test_no_spare_left_is_a_clear_error(tiny_gguf, tiny_file) -> None:
+    from hive_core.exec import NoReplicaError
+
+    hive = await build_hive(tiny_gguf, 2, model=tiny_file, faults={1: Fault.parse("crash-after=2")})
+    try:
+        s = hive.client.new_session()
+        with pytest.raises(NoReplicaError, match="no spare"):
+            await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=N, context_length=64),
+                                   30)
+        # The kept inputs hold only completed steps, ready for a retry elsewhere.
+        assert all(seg[1] < s.position for st in s.stages for seg in st.segments)
+    finally:
+        await hive.close()
