@@ -213,7 +213,8 @@ async def test_idle_sessions_are_evicted(tiny_gguf, tiny_file) -> None:
 async def test_no_spare_left_is_a_clear_error(tiny_gguf, tiny_file) -> None:
     from hive_core.exec import NoReplicaError
 
-    hive = await build_hive(tiny_gguf, 2, model=tiny_file, faults={1: Fault.parse("crash-after=2")})
+    # One server: nobody can take over (with two, the other would load the stage itself).
+    hive = await build_hive(tiny_gguf, 1, model=tiny_file, faults={0: Fault.parse("crash-after=2")})
     try:
         s = hive.client.new_session()
         with pytest.raises(NoReplicaError, match="no spare"):
