@@ -29,6 +29,7 @@ GROUP = 32  # weights per GGUF block and per int4 group
 PACKABLE = ("Q4_1", "Q8_0")  # GGML types kept packed; any other type is dequantised
 _BLOCK_BYTES = {"Q4_1": 20, "Q8_0": 34}
 _INNER_K_TILES = 2  # the kernel's K tiling; packing is independent per row, so rows chunk
+_ROW_MULTIPLE = 16  # the kernel's output-row tile
 _PACK_ROWS = 1024  # rows converted at a time, bounding the int32 scratch at load
 
 
@@ -163,6 +164,11 @@ def _dequantize_rows(blocks: np.ndarray, qtype: str) -> np.ndarray:
     return (d * q + m).reshape(n, -1)
 
 
+def packable(qtype: str, shape: tuple[int, int]) -> bool:
+    """Whether a matrix can run on the int4 kernel (it needs rows in multiples of 16)."""
+    return qtype in PACKABLE and shape[0] % _ROW_MULTIPLE == 0 and shape[1] % GROUP == 0
+
+
 def _check_blocks(blocks: np.ndarray, qtype: str, shape: tuple[int, int]) -> None:
     rows, cols = shape
     if qtype not in PACKABLE:
@@ -211,6 +217,8 @@ def pack_blocks(
     """
     _check_blocks(blocks, qtype, shape)
     rows, cols = shape
+    if rows % _ROW_MULTIPLE != 0:
+        raise GGUFFormatError(f"the int4 kernel needs rows in multiples of {_ROW_MULTIPLE}, got {rows}")
     repeat = 2 if qtype == "Q8_0" else 1
     groups = repeat * cols // GROUP
     packed = torch.empty((rows, repeat * cols // 2), dtype=torch.uint8)

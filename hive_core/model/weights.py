@@ -20,6 +20,7 @@ from hive_core.model.packed import (
     RowTable,
     Table,
     pack_blocks,
+    packable,
     row_table,
     trim_heap,
 )
@@ -201,7 +202,7 @@ def _load_matrix(
     if mode == "bf16":
         return DenseLinear(file.tensor(name, shape, torch.bfloat16))
     blocks, qtype = file.raw(name)
-    if qtype not in PACKABLE:  # other GGML types: computed dequantised
+    if not packable(qtype, shape):  # other GGML types or shapes: computed dequantised
         return file.tensor(name, shape, dtype)
     if name == "output.weight":
         return RescoredHead(pack_blocks(blocks, qtype, shape, residual=False),
@@ -227,5 +228,9 @@ def _load_embedding(
         t = file.tensor(name, shape, dtype)
         return (t if embed else None), (t if head else None)
     table = row_table(blocks, qtype, (rows, cols), dtype)
-    out = RescoredHead(pack_blocks(blocks, qtype, (rows, cols), residual=False), table) if head else None
+    out: Matrix | None = None
+    if head and packable(qtype, (rows, cols)):
+        out = RescoredHead(pack_blocks(blocks, qtype, (rows, cols), residual=False), table)
+    elif head:
+        out = file.tensor(name, shape, dtype)
     return (table if embed else None), out

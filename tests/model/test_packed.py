@@ -1,0 +1,216 @@
+"""Packed weights: Q4_1/Q8_0 blocks on the int4 kernel match their dequantised matrices,
+embeddings read rows exactly, shards hold only their own layers, splits change no bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hive_core.model.errors import GGUFFormatError, ModelError
+from hive_core.model.executor import ShardExecutor
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.kv_factory import kv_factory
+from hive_core.model.packed import (
+    DenseLinear,
+    PackedLinear,
+    RescoredHead,
+    RowTable,
+    pack_blocks,
+    row_table,
+)
+from hive_core.model.packed_run import chunked, set_threads
+from hive_core.model.pipeline import LocalPipeline
+from hive_core.model.stage import Stage, even_stages, split_parts
+
+Q = gguf.GGMLQuantizationType
+
+
+def run_steps(pipeline: LocalPipeline, prompt: list[int], follow: list[int]) -> list[torch.Tensor]:
+    """Logits of every prompt position, then of each decode step feeding `follow`."""
+    session = pipeline.new_session(kv_factory("fp32"))
+    return [session.forward(prompt, all_logits=True)] + [session.forward([t]) for t in follow]
+
+
+def assert_bit_identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b)
+    for step, (x, y) in enumerate(zip(a, b, strict=True)):
+        assert torch.equal(x, y), f"step {step}: logits differ by up to {(x - y).abs().max()}"
+
+
+def quantised(rows: int, cols: int, qtype: str, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+    """Random GGUF blocks and the float32 matrix `gguf` dequantises them to."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((rows, cols)) * 0.05 + rng.standard_normal((rows, 1)) * 0.02)
+    blocks = gguf.quantize(w.astype(np.float32), Q[qtype])
+    return blocks, torch.from_numpy(gguf.dequantize(blocks, Q[qtype]).astype(np.float32))
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+@pytest.mark.parametrize("rows,cols", [(64, 64), (192, 576), (576, 1536)])
+def test_packed_matmul_matches_dequantised_matrix(qtype: str, rows: int, cols: int) -> None:
+    blocks, dense = quantised(rows, cols, qtype)
+    lin = pack_blocks(blocks, qtype, (rows, cols))
+    assert lin.packed.dtype == torch.uint8 and lin.out_features == rows
+    x = torch.randn(5, cols)
+    ref = (x.double() @ dense.double().T)
+    got = lin(x)
+    assert got.dtype == torch.float32 and got.shape == (5, rows)
+    # Only the bfloat16 rounding of each output remains (about 2**-9 of its size).
+    scale = x.double().abs() @ dense.double().abs().T
+    assert ((got.double() - ref).abs() <= 2**-8 * ref.abs() + 2**-12 * scale).all()
+    # Without the remainders (input split, scale residual) the error is visibly larger.
+    rough = PackedLinear(lin.packed, lin.scales_zeros, cols, lin.repeat, None)
+    assert (rough(x).double() - ref).abs().mean() > 1.3 * (got.double() - ref).abs().mean()
+
+
+def test_packed_matmul_is_exact_on_bfloat16_grid() -> None:
+    """With bf16 inputs and bf16-exact scales the kernel result is the rounded exact product:
+    the Q4_1 to int4 mapping (scale d, zero m + 8 d) loses nothing."""
+    rows, cols = 64, 128
+    rng = np.random.default_rng(3)
+    q = rng.integers(0, 16, (rows, cols // 32, 32), dtype=np.uint8)
+    d = (rng.integers(1, 64, (rows, cols // 32)) / 1024).astype(np.float16)
+    m = (-rng.integers(0, 64, (rows, cols // 32)) / 128).astype(np.float16)
+    qs = (q[..., :16] | (q[..., 16:] << 4)).astype(np.uint8)
+    blocks = np.concatenate([d[..., None].view(np.uint8), m[..., None].view(np.uint8), qs], axis=-1)
+    blocks = blocks.reshape(rows, -1)
+    dense = torch.from_numpy(gguf.dequantize(blocks, Q.Q4_1).astype(np.float32))
+    lin = pack_blocks(blocks, "Q4_1", (rows, cols))
+    x = torch.randn(3, cols).to(torch.bfloat16)
+    exact = (x.double() @ dense.double().T).to(torch.bfloat16)
+    assert torch.equal(lin(x), exact)
+
+
+def test_packing_follows_row_order() -> None:
+    blocks, dense = quantised(64, 64, "Q4_1")
+    order = np.random.default_rng(1).permutation(64)
+    x = torch.randn(2, 64)
+    assert torch.allclose(pack_blocks(blocks, "Q4_1", (64, 64), order)(x),
+                          pack_blocks(blocks[order], "Q4_1", (64, 64))(x), rtol=0, atol=0)
+    assert torch.allclose(pack_blocks(blocks, "Q4_1", (64, 64), order)(x), x @ dense[order].T,
+                          atol=1e-2)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+def test_row_table_reads_rows_exactly(qtype: str) -> None:
+    blocks, dense = quantised(100, 64, qtype)
+    ids = torch.tensor([0, 99, 7, 7, 42])
+    got = row_table(blocks, qtype, (100, 64), torch.float32).lookup(ids)
+    assert torch.equal(got, F.embedding(ids, dense))
+
+
+def test_rescored_head_top_logits_are_float32_exact() -> None:
+    blocks, dense = quantised(256, 64, "Q8_0")
+    head = RescoredHead(pack_blocks(blocks, "Q8_0", (256, 64), residual=False),
+                        RowTable(blocks, "Q8_0", torch.float32))
+    x = torch.randn(4, 64)
+    ref = F.linear(x, dense)
+    got = head(x)
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+    top = ref.argmax(-1)
+    assert torch.allclose(got.gather(1, top[:, None]), ref.gather(1, top[:, None]), rtol=1e-6,
+                          atol=1e-6)
+    assert (got - ref).abs().max() < 0.05  # the rest keep their packed values
+
+
+def test_bad_blocks_are_refused() -> None:
+    blocks, _ = quantised(64, 64, "Q4_1")
+    with pytest.raises(GGUFFormatError, match="expected"):
+        pack_blocks(blocks, "Q4_1", (64, 96))
+    with pytest.raises(GGUFFormatError, match="expected"):
+        pack_blocks(blocks[:, :-1], "Q4_1", (64, 64))
+    with pytest.raises(GGUFFormatError, match="cannot be kept packed"):
+        pack_blocks(blocks, "Q4_K", (64, 64))
+    with pytest.raises(GGUFFormatError, match="whole blocks"):
+        row_table(blocks, "Q8_0", (64, 48), torch.float32)
+
+
+def test_dense_linear_casts_to_its_storage_and_back() -> None:
+    w = torch.randn(8, 16)
+    lin = DenseLinear(w.to(torch.bfloat16))
+    x = torch.randn(3, 16)
+    assert lin(x).dtype == torch.float32
+    assert torch.equal(lin(x), F.linear(x.bfloat16(), w.bfloat16()).float())
+
+
+def test_unknown_weights_mode_is_refused(tiny_gguf: Path) -> None:
+    with pytest.raises(ModelError, match="weights mode must be one of"):
+        ShardExecutor.load(GGUFModelFile(tiny_gguf), [Stage(0, 1)], weights="int3")
+
+
+def test_packed_shard_holds_only_its_layers(tiny_gguf: Path) -> None:
+    file = GGUFModelFile(tiny_gguf)
+    ex = ShardExecutor.load(file, [Stage(1, 3)], weights="packed")
+    assert sorted(ex.weights.attention) == [1, 2] and sorted(ex.weights.mlp) == [1, 2]
+    assert ex.weights.embedding is None and ex.weights.head is None
+    assert all(name.startswith(("blk.1.", "blk.2.")) for name in file.loaded)
+    held = [ex.weights.attention[1].q, ex.weights.mlp[2].down]
+    assert all(isinstance(w, PackedLinear) for w in held)
+    fp32 = ShardExecutor.load(GGUFModelFile(tiny_gguf), [Stage(1, 3)])
+    assert ex.weights.nbytes() < fp32.weights.nbytes() / 3
+
+
+@pytest.mark.parametrize("weights", ["packed", "bf16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tiny_splits_are_bit_identical_in_every_mode(
+    tiny_gguf: Path, weights: str, dtype: torch.dtype
+) -> None:
+    file = GGUFModelFile(tiny_gguf)
+    single = LocalPipeline.load_single(file, dtype=dtype, weights=weights)
+    prompt, follow = [5, 70, 200, 31, 99, 4, 150, 8, 17], [33, 101, 7, 250, 3]
+    ref = run_steps(single, prompt, follow)
+    for make in (lambda n: even_stages(n, 3), lambda n: split_parts(Stage(0, n))):
+        client = ShardExecutor.load(file, (), embed=True, head=True, dtype=dtype, weights=weights)
+        hops = [(ShardExecutor.load(file, [s], dtype=dtype, weights=weights), s)
+                for s in make(file.config.n_layers)]
+        assert_bit_identical(ref, run_steps(LocalPipeline(client, hops), prompt, follow))
+
+
+@pytest.mark.parametrize("weights", ["packed", "bf16"])
+def test_tiny_modes_agree_with_fp32(tiny_gguf: Path, weights: str) -> None:
+    file = GGUFModelFile(tiny_gguf)
+    ids = list(range(3, 60))
+    ref = LocalPipeline.load_single(file).new_session(kv_factory("fp32")).forward(ids, all_logits=True)
+    got = LocalPipeline.load_single(file, weights=weights).new_session(kv_factory("fp32")).forward(
+        ids, all_logits=True)
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max()
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
+
+
+def test_chunked_prefill_feeds_every_id_in_order() -> None:
+    fed: list[list[int]] = []
+
+    def step(ids: list[int]) -> torch.Tensor:
+        fed.append(list(ids))
+        return torch.tensor(float(ids[-1]))
+
+    assert chunked(step, 4)(list(range(10))).item() == 9
+    assert fed == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    with pytest.raises(ModelError):
+        chunked(step, 0)
+    with pytest.raises(ModelError, match="no token ids"):
+        chunked(step, 4)([])
+
+
+def test_chunked_prefill_matches_one_shot(tiny_gguf: Path) -> None:
+    pipe = LocalPipeline.load_single(GGUFModelFile(tiny_gguf), weights="packed")
+    ids = list(range(3, 40))
+    whole = pipe.new_session(kv_factory("fp32")).forward(ids)
+    parts = chunked(pipe.new_session(kv_factory("fp32")).forward, 8)(ids)
+    assert (whole - parts).abs().max() < 0.005 * whole.abs().max()  # bf16 roundings differ
+    assert torch.equal(whole.argmax(), parts.argmax())
+
+
+def test_set_threads_checks_its_argument() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        with pytest.raises(ModelError, match="positive integer"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(before)
