@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip signed Merkle roots and replica comparison")
     parser.add_argument("--spot-check", action="store_true",
                         help="after answering, recompute each stage's last step on a spare node")
+    parser.add_argument("--local-layers", type=int, default=1, metavar="K",
+                        help="run the first K layers here too, so no node sees raw embeddings "
+                             "(which map back to tokens); default 1, 0 ships embeddings")
     parser.add_argument("--raw", action="store_true", help="feed the prompt as is, no chat template")
     parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
                         help="stop after N new tokens (default 128)")
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise ExecError(f"--replicas must be in 1..8, got {args.replicas}")
     if args.speculate < 0 or (args.speculate and args.temperature > 0):
         raise ExecError("--speculate needs K >= 0 and greedy decoding (--temperature 0)")
+    if args.local_layers < 0:
+        raise ExecError(f"--local-layers must be >= 0, got {args.local_layers}")
     if args.threads is not None and args.threads < 1:
         raise ModelError(f"--threads must be at least 1, got {args.threads}")
     if args.hive.startswith("local:"):
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _ask(args: argparse.Namespace) -> int:
-    from hive_core.exec import ClientConfig, SpecStats, generate_hive
+    from hive_core.exec import ClientConfig, ExecError, SpecStats, generate_hive
     from hive_core.model.generation import check_prompt
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
@@ -110,7 +115,9 @@ async def _ask(args: argparse.Namespace) -> int:
     check_prompt(prompt_ids, model.config.context_length)
     sampler = Sampler(args.temperature, args.top_p, args.seed)
     config = ClientConfig(kv=KvKind.INT4 if args.kv == "int4" else KvKind.FP32,
-                          attest=not args.no_verify)
+                          attest=not args.no_verify, local_layers=args.local_layers)
+    if args.local_layers >= model.config.n_layers:
+        raise ExecError(f"--local-layers must be below the model's {model.config.n_layers} layers")
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     closers: list[Any] = []
     try:
@@ -201,9 +208,12 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
     await link_nodes(hive, owners, args.timeout)
     infos = await discover(hive.node, timeout=args.timeout)
     rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
-    plan = route(infos, model.config, path.name[:128], args.replicas, rtts)
+    k = args.local_layers
+    plan = route(infos, model.config, path.name[:128], args.replicas, rtts, first_layer=k)
     say(f"{len(infos)} shard servers, {len(plan.stages)} stages")
-    local = ShardExecutor.load(model, [], embed=True, head=True)
+    from hive_core.model.stage import Stage
+
+    local = ShardExecutor.load(model, [Stage(0, k)] if k else [], embed=True, head=True)
     spares = [n for n in sorted(infos) if n not in plan.nodes]
     client = HiveClient(hive.node, local, plan, config, spares=spares)
     closers.append(lambda: asyncio.sleep(0, client.close()))

@@ -24,12 +24,13 @@ import torch
 
 from hive_core.economy import WorkReceipt
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable, check_answer
-from hive_core.exec.errors import NoReplicaError
+from hive_core.exec.errors import ExecError, NoReplicaError
 from hive_core.exec.events import Emitter, EventHook
 from hive_core.exec.verdicts import StageVerifier
 from hive_core.exec.wire import TO_WIRE, seal_context
 from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.model.executor import ShardExecutor
+from hive_core.model.kv_factory import kv_factory
 from hive_core.model.stage import Stage
 from hive_core.protocol.inference import (
     MAX_PAYLOAD,
@@ -56,6 +57,9 @@ class ClientConfig:
     request_timeout_s: float = 120.0  # one stage request (covers a first-use weight load)
     max_hop_tokens: int = 0  # rows per request; 0: as many as fit in one frame
     late_wait_s: float = 30.0  # at the end, how long lagging replicas may still be judged
+    # Layers 0..local_layers run here too (the `local` executor must hold them): the first
+    # remote node then sees mixed hidden states, not embeddings it could look up as tokens.
+    local_layers: int = 0
 
 
 @dataclass
@@ -122,6 +126,13 @@ class HiveSession:
         self.replays = 0  # cache rebuilds (failover, referees)
         self.failovers = 0
         self.stages = [StageState(s.stage, list(s.nodes)) for s in client.plan.stages]
+        k = client.config.local_layers
+        self.local_stage = Stage(0, k) if k > 0 else None
+        kv = kv_factory("int4" if client.config.kv is KvKind.INT4 else "fp32")
+        self.local_caches = client.local.new_caches(kv) if self.local_stage else {}
+        first = self.stages[0].stage.start if self.stages else 0
+        if first != k:
+            raise ExecError(f"the route starts at layer {first} but {k} layers run locally")
         self.verifier = StageVerifier(self)
         self._replay_step = REPLAY_STEP_BASE
 
@@ -152,8 +163,12 @@ class HiveSession:
         return logits
 
     def _embed(self, ids: list[int]) -> torch.Tensor:
+        local = self.client.local
         with torch.inference_mode():
-            return self.client.local.embed(torch.tensor(ids, dtype=torch.long))
+            h = local.embed(torch.tensor(ids, dtype=torch.long))
+            if self.local_stage is not None:
+                h = local.run_stage(self.local_stage, h, self.position, self.local_caches)
+            return h
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -164,6 +179,9 @@ class HiveSession:
         if position > self.position:
             raise ValueError(f"cannot roll forward from {self.position} to {position}")
         self.position = position
+        for cache in self.local_caches.values():
+            if len(cache) > position:
+                cache.truncate(position)
         for st in self.stages:
             kept = []
             for step, pos, rows in st.segments:

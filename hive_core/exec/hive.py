@@ -134,7 +134,11 @@ async def build_hive(
     n_layers = file.config.n_layers
     if replicas < 1 or n_servers < replicas:
         raise ValueError(f"{n_servers} servers cannot hold {replicas} replicas per stage")
-    stages = list(stages) if stages is not None else even_stages(n_layers, n_servers // replicas)
+    n_local = client_config.local_layers if client_config is not None else 0
+    if stages is None:
+        stages = [Stage(s.start + n_local, s.end + n_local)
+                  for s in even_stages(n_layers - n_local, n_servers // replicas)]
+    stages = list(stages)
     if len(stages) * replicas > n_servers:
         raise ValueError(f"{len(stages)} stages x {replicas} replicas need more than {n_servers} servers")
     faults = faults or {}
@@ -154,7 +158,8 @@ async def build_hive(
                            for s in servers))
     await asyncio.gather(*(s.start() for s in servers))
     plan: Plan = fixed_plan(stages, groups)
-    local = ShardExecutor.load(file, [], embed=True, head=True)
+    local = ShardExecutor.load(file, [Stage(0, n_local)] if n_local else [], embed=True,
+                               head=True)
     spare_ids = [s.node.node_id for s in servers[len(stages) * replicas:]]
     client = HiveClient(asker, local, plan, client_config, reputation=ReputationBook(),
                         spares=spare_ids, on_event=on_event)

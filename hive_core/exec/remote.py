@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 
 from hive_core.exec.errors import ExecError
 from hive_core.mesh.node import Node, PeerUnavailable
@@ -30,15 +31,17 @@ async def discover(node: Node, timeout: float = 5.0) -> dict[bytes, ShardInfo]:
     return {p: r for p, r in zip(peers, replies, strict=True) if r is not None}
 
 
-def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int) -> Plan | None:
-    """A route over the servers' preloaded spans, if they cover every layer (else None)."""
+def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int,
+              first_layer: int = 0) -> Plan | None:
+    """A route over the servers' preloaded spans, if they cover layers `first_layer`.. (else
+    None); a span that starts earlier serves just its part of the route."""
     by_span: dict[tuple[int, int], list[bytes]] = {}
     for nid, info in sorted(infos.items()):
         if info.layer_end > info.layer_start:
             by_span.setdefault((info.layer_start, info.layer_end), []).append(nid)
-    stages, nodes, at = [], [], 0
+    stages, nodes, at = [], [], first_layer
     while at < n_layers:
-        options = [(end, ids) for (start, end), ids in by_span.items() if start == at]
+        options = [(end, ids) for (start, end), ids in by_span.items() if start <= at < end]
         if not options:
             return None
         end, ids = max(options, key=lambda o: (min(len(o[1]), replicas), o[0]))
@@ -49,21 +52,24 @@ def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int) ->
 
 
 def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, replicas: int,
-          rtt_ms: Mapping[bytes, float]) -> Plan:
+          rtt_ms: Mapping[bytes, float], first_layer: int = 0) -> Plan:
     """Servers of this model: their spans if they cover the model, else the planner's route."""
     same = {n: i for n, i in infos.items()
             if i.model == model_name and i.n_layers == cfg.n_layers and i.hidden == cfg.hidden}
     if not same:
         raise ExecError(f"no shard server of {model_name} ({cfg.n_layers} layers) among "
                         f"{len(infos)} servers found")
-    spans = span_plan(same, cfg.n_layers, replicas)
+    spans = span_plan(same, cfg.n_layers, replicas, first_layer)
     if spans is not None:
         return spans
     cands = [Candidate(n, HealthVector(
         tflops=max(i.tflops, 0.01), battery_pct=None, on_ac=True, peers=(), uptime_s=0.0,
         success_rate=1.0, free_ram_mb=i.free_ram_mb or 1e5, temperature_c=None,
         measured_at_ms=0), rtt_ms.get(n)) for n, i in sorted(same.items())]
-    return plan(cands, cfg.n_layers, CostModel.for_model(cfg), replicas=replicas)
+    p = plan(cands, cfg.n_layers - first_layer, CostModel.for_model(cfg), replicas=replicas)
+    shifted = tuple(replace(s, stage=Stage(s.stage.start + first_layer, s.stage.end + first_layer,
+                                           s.stage.part)) for s in p.stages)
+    return replace(p, stages=shifted)
 
 
 async def find_span_owners(hive: object, model: str, n_layers: int) -> list[bytes]:

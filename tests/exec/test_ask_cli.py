@@ -74,7 +74,8 @@ async def test_ask_a_live_hive(smollm, tmp_path) -> None:
         doc = json.loads(out)
         assert doc["new_ids"] == local_ids(smollm)
         assert {"text", "ttft_s", "tokens_per_s", "route", "verified", "slashed"} <= set(doc)
-        assert [r["layers"] for r in doc["route"]] == [[0, 15], [15, 30]]
+        # Layer 0 runs on the asker (--local-layers 1 by default): no node sees embeddings.
+        assert [r["layers"] for r in doc["route"]] == [[1, 15], [15, 30]]
         assert doc["slashed"] == [nodes[2].node_id.hex()]
         assert not doc["verified"]  # the first stage had a single replica
     finally:
