@@ -27,8 +27,11 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                              "to exercise verification, slashing and failover")
 
 
-def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer:
-    """Serve stages on `node`: preload the ``--serve`` spans of this model, apply ``--fault``."""
+def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer | None:
+    """Serve stages on `node`: preload the ``--serve`` spans of this model, apply ``--fault``.
+
+    Without a model (none given, none bundled) and without spans, the node serves nothing.
+    """
     from hive_core.exec.faults import Fault
     from hive_core.exec.server import ServerConfig, ShardServer
     from hive_core.model.gguf_file import GGUFModelFile
@@ -36,8 +39,18 @@ def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer:
     from hive_core.model.stage import Stage
 
     fault = Fault.parse(args.fault) if getattr(args, "fault", None) else None
-    model = GGUFModelFile(resolve_model_path(getattr(args, "model", None)))
+    from hive_core.model.errors import ModelNotFoundError
+
     spans: list[Any] = list(getattr(args, "serve", []) or [])
+    try:
+        path = resolve_model_path(getattr(args, "model", None))
+    except ModelNotFoundError:
+        if getattr(args, "model", None) or spans or fault is not None:
+            raise
+        print("no model found: this node relays and stores records but serves no layers",
+              file=sys.stderr, flush=True)
+        return None
+    model = GGUFModelFile(path)
     preload = []
     for text in spans:
         from hive_core.mesh.runner import parse_span
