@@ -279,10 +279,30 @@ class HiveNode:
                 self.dht.observe_rtt(link.node_id, link.rtt_ms / 1000)
         try:
             self.dht.store.expire(self.dht.clock())
-            await self.publish()
+            await asyncio.gather(self.publish(), self.heal())
             await self.dht.refresh()
         except Exception:  # upkeep must survive a bad round; the next one retries
             logger.exception("%s: upkeep round failed", self)
+
+    async def heal(self, per_round: int = 2) -> int:
+        """While below max_peers, look ourselves up and open data channels to the nearest
+        nodes we lack one to: a join-time attempt may have failed, a peer may have restarted.
+        Returns how many links it opened."""
+        room = self.config.max_peers - len(self.node.peers)
+        if room <= 0 or not self.node.peers.all():
+            return 0
+        before = {lk.node_id for lk in self.node.peers.rtc_links()}
+        lookup = await self.dht.find_node(self.node_id)  # asks peers; may connect on demand
+        linked = {lk.node_id for lk in self.node.peers.rtc_links()}
+        missing = [c.node_id for c in lookup.contacts
+                   if c.node_id not in linked and c.node_id != self.node_id][: min(room, per_round)]
+        results = await asyncio.gather(*(self.signaler.connect(n) for n in missing),
+                                       return_exceptions=True)
+        for node_id, result in zip(missing, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.info("%s: healing the link to %s failed: %s", self, node_id.hex()[:12],
+                            result)
+        return len({lk.node_id for lk in self.node.peers.rtc_links()} - before)
 
     def entry_urls(self) -> list[str]:
         """Where peers seen by this node accept joiners, newest first (to rejoin later)."""

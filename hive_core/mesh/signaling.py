@@ -228,3 +228,6 @@ class Signaler:
         except (ConnectFailed, HandshakeError, PeerUnavailable, ChannelClosed) as exc:
             await rtc.close()
             logger.info("%s: answering %s failed: %s", self.node, peer_id.hex()[:12], exc)
+        except BaseException:  # cancelled (the node is stopping) or a bug: free the sockets
+            await rtc.close()
+            raise

@@ -16,7 +16,7 @@ from hive_core.mesh.rtc import RTCOptions
 
 # Short timers so a test sees deaths and expiries in seconds, not minutes.
 FAST = NodeConfig(
-    rtc=RTCOptions.loopback(connect_timeout_s=8.0),
+    rtc=RTCOptions.loopback(connect_timeout_s=20.0),  # generous: CI machines are loaded
     roles=("alpha", "beta"),
     ping_interval_s=0.3,
     dead_after_s=3.0,
@@ -62,9 +62,10 @@ class Hive:
         return s
 
     async def join(self, urls: list[str], count: int, *, first_seed: int = 1,
-                   listen: bool = True) -> list[HiveNode]:
+                   listen: bool = True, **overrides: object) -> list[HiveNode]:
         nodes = [self.make(seed=first_seed + i, join=tuple(urls),
-                           listen="127.0.0.1:0" if listen else None) for i in range(count)]
+                           listen="127.0.0.1:0" if listen else None, **overrides)
+                 for i in range(count)]
         await asyncio.wait_for(asyncio.gather(*(n.start() for n in nodes)), 60)
         return nodes
 

@@ -77,6 +77,18 @@ async def test_nodes_join_through_a_sentinel_and_keep_joining_after_it_stops(hiv
     assert seen_by_fifth
 
 
+async def test_a_lost_link_between_live_nodes_is_healed(hive: Hive) -> None:
+    sentinel = await hive.sentinel()
+    b, c = await hive.join([sentinel.listen_url], 2)
+    await wait_for(lambda: c.node_id in rtc_peers(b), 30, "the b-c data channel")
+    await b.node.drop(c.node_id, "test: a transient failure")
+    await wait_for(lambda: b.node_id not in rtc_peers(c), 10, "c to see the link close")
+    assert c.node_id not in b.dht.routing  # forgotten: only a lookup can bring it back
+    # The next upkeep round looks b (and c) up and reopens the data channel.
+    await wait_for(lambda: c.node_id in rtc_peers(b) and b.node_id in rtc_peers(c), 30,
+                   "the healed b-c data channel")
+
+
 async def test_join_fails_cleanly_when_no_entry_answers(hive: Hive) -> None:
     lonely = hive.make(seed=7, join=("ws://127.0.0.1:9",))
     with pytest.raises(JoinFailed, match="could not join the hive"):
@@ -123,7 +135,7 @@ async def test_a_killed_node_is_noticed_and_its_records_expire(hive: Hive, tmp_p
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cadencia", "node", "--join", sentinel.listen_url,
         "--data-dir", str(tmp_path / "victim"), "--tflops", "1", "--record-ttl", "4",
-        "--ping-interval", "0.3", "--dead-after", "3", "--json",
+        "--ping-interval", "0.3", "--dead-after", "3", "--connect-timeout", "30", "--json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )

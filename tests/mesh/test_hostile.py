@@ -23,6 +23,7 @@ from hive_core.protocol import (
     Hello,
     Nodes,
     Ping,
+    Signal,
     SignalKind,
     Store,
     Stored,
@@ -52,10 +53,11 @@ async def join_raw(url: str, me: Identity) -> tuple[WsChannel, Hello, bytes]:
 
 async def answer_to_us(channel: WsChannel) -> object:
     """The next frame that answers us, skipping the sentinel's own DHT requests: to it,
-    mallory is a peer like any other, so its upkeep may ask mallory things meanwhile."""
+    mallory is a peer like any other, so its upkeep may ask mallory things (or offer it a
+    data channel) meanwhile."""
     while True:
         msg = decode(await asyncio.wait_for(channel.recv(), 5))
-        if not isinstance(msg, (FindNode, FindValue, Ping, Store)):
+        if not isinstance(msg, (FindNode, FindValue, Ping, Store, Signal)):
             return msg
 
 
