@@ -128,3 +128,16 @@ def test_a_packed_shard_loads_only_its_stage(smollm_path: Any) -> None:
     ex = ShardExecutor.load(file, [Stage(10, 12)], weights="packed")
     assert sorted(ex.weights.attention) == [10, 11]
     assert sorted({n.split(".")[1] for n in file.loaded}) == ["10", "11"]
+
+
+def test_a_packed_decode_step_materialises_no_weight_matrix(packed: LocalPipeline) -> None:
+    """Everything a decode step allocates adds up to less than one layer's float32 weights
+    (14 MB): activations and logits only, never a dequantised matrix."""
+    from torch.profiler import ProfilerActivity, profile
+
+    session = packed.new_session(kv_factory("fp32"))
+    session.forward([1, 2, 3, 4, 5])
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        session.forward([7])
+    allocated = sum(max(e.self_cpu_memory_usage, 0) for e in prof.key_averages())
+    assert 0 < allocated < 12e6, f"a decode step allocated {allocated / 1e6:.1f} MB"
