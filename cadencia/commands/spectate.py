@@ -12,7 +12,10 @@ DESCRIPTION = (
     "Join a hive as a spectator: no shards, no prompt box; the camera tracks the district "
     "running the stage in flight. --hive ws://127.0.0.1:PORT joins a running hive (e.g. "
     "`cadencia hive up`) through that node with a throwaway identity and shows its nodes, "
-    "placed by their measured RTTs and lit by their health, refreshed every few seconds. "
+    "placed by their measured RTTs and lit by their health, refreshed every few seconds; "
+    "it subscribes to every node's live event feed, so other people's asks pulse between "
+    "districts (events carry node ids, opaque session ids, layers, timings and roots: never "
+    "a prompt). "
     "--hive local watches this process's embedded hive answer --prompt (what `cadencia demo` runs)."
 )
 
@@ -43,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
 
 async def _spectate(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
-    from world.view.mesh_watch import MeshWatcher
     from world.view.runner import run_view
     from world.view.session import HiveSession, game_source
+    from world.view.spectator import MIN_LEG_S, LiveSpectator, pulses_on_screen
 
-    source = game_source(player="spectator")
+    live = args.hive != "local"
+    source = game_source(player="spectator", **({"slow_motion": 1.0, "min_leg_s": MIN_LEG_S} if live else {}))
     app = WorldApp(cfg, source, mode="spectate")
-    session = watcher = None
+    session = spectator = None
     if args.hive == "local":
         session = HiveSession(source, model=args.model, say=say, host=False)
         ready = session.ready
@@ -57,23 +61,29 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
         async def work() -> None:
             await session.ask(args.prompt, args.max_new_tokens)
     else:
-        watcher = MeshWatcher(source, args.hive, say=say)
-        ready = watcher.ready
+        spectator = LiveSpectator(source, args.hive, say=say)
+        ready = spectator.ready
 
         async def work() -> None:
-            await watcher.run()
+            await spectator.run()
 
     try:
         report = await run_view(app, args, work=work, until_work_done=args.frames is None and session is not None,
                                 ready=ready)
+        in_flight = pulses_on_screen(app) if app.frames else []
     finally:
         app.destroy()
         if session is not None:
             await session.close()
+        if spectator is not None:
+            await spectator.close()
     if args.json:
+        feed = spectator.feed if spectator else None
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
                           "answers": [r.text for r in session.results] if session else [],
-                          "polls": watcher.polls if watcher else 0}))
+                          "polls": spectator.watcher.polls if spectator else 0,
+                          "feeds": len(feed.subscribed) if feed else 0, "events": feed.events if feed else 0,
+                          "rejected_events": feed.rejected if feed else 0, "pulses_in_flight": in_flight}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
     return 0

@@ -4,7 +4,8 @@ It loads only the layers it is asked for (a preloaded range, others on first req
 computes on one dedicated worker thread (never on the asyncio loop, and in request order),
 keeps one KV cache per (client, session, stage) in fp32 or INT4, evicts idle sessions,
 signs a Merkle root of every output, seals outputs for the asker only, and keeps the
-work receipts clients sign for it.
+work receipts clients sign for it. What it does is published on its live event feed
+(`hive_core.exec.feed`) for spectators: node ids, session ids, layers, timings, roots only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -20,6 +22,7 @@ import torch
 from hive_core.economy import ReceiptError, WorkReceipt
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
+from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
 from hive_core.exec.wire import hidden_bytes, hidden_from_bytes, seal_context, stage_of
 from hive_core.mesh.node import Node
 from hive_core.model.errors import ModelError
@@ -28,6 +31,7 @@ from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv_factory import kv_factory
 from hive_core.model.kvcache import KVCache
 from hive_core.model.stage import Stage
+from hive_core.protocol.feed import FeedKind, feed_event
 from hive_core.protocol.inference import (
     EndSession,
     KvKind,
@@ -56,6 +60,7 @@ class ServerConfig:
     tflops: float = 0.0  # reported in ShardInfo (from the Health Vector)
     free_ram_mb: float = 0.0
     on_ac: bool = True
+    feed: FeedConfig = field(default_factory=FeedConfig)  # limits of the live event feed for spectators
 
 
 @dataclass
@@ -87,6 +92,8 @@ class ShardServer:
         self.executors: list[ShardExecutor] = []
         self.sessions: dict[tuple[bytes, bytes, Stage], _Session] = {}
         self.receipts: list[WorkReceipt] = []
+        self.receipt_hooks: list[Callable[[WorkReceipt], None]] = []  # called per kept receipt
+        self.feed = EventFeed(node, self.config.feed)
         self.stats = ServedStats()
         self.crashed = False
         self.closed = False
@@ -117,6 +124,7 @@ class ShardServer:
         if self._evictor is not None:
             self._evictor.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        await self.feed.close()
 
     # -- handlers --------------------------------------------------------------------
 
@@ -137,9 +145,14 @@ class ShardServer:
         # Submitted before any await, so a session's steps compute in arrival order.
         job = asyncio.get_running_loop().run_in_executor(
             self._pool, self._serve, peer, link.public_key, msg)
-        return asyncio.ensure_future(self._reply(peer, msg.rpc_id, job))
+        if msg.layer_end > msg.layer_start:
+            self.feed.publish(feed_event(
+                FeedKind.STAGE_STARTED, self.node.node_id, session_id=msg.session_id,
+                layer_start=msg.layer_start, layer_end=msg.layer_end, part=msg.part, step=msg.step))
+        return asyncio.ensure_future(self._reply(peer, msg, job))
 
-    async def _reply(self, peer: bytes, rpc_id: int, job: asyncio.Future[StageResult]) -> None:
+    async def _reply(self, peer: bytes, msg: RunStage, job: asyncio.Future[StageResult]) -> None:
+        rpc_id = msg.rpc_id
         try:
             result = await job
         except Exception as exc:  # a bug must still answer, never leave the asker waiting
@@ -147,10 +160,25 @@ class ShardServer:
             result = _failure(rpc_id, f"internal error: {type(exc).__name__}", 0)
         if not result.ok:
             self.stats.errors += 1
+        else:
+            self._publish_served(peer, msg, result)
         try:
             await self.node.send(peer, result)
         except ConnectionError as exc:
             logger.info("%s: could not answer %s: %s", self.node, peer.hex()[:12], exc)
+
+    def _publish_served(self, peer: bytes, msg: RunStage, result: StageResult) -> None:
+        me = self.node.node_id
+        if peer != me:
+            self.feed.publish(feed_event(
+                FeedKind.HOP_SENT, me, session_id=msg.session_id, peer=peer,
+                layer_start=msg.layer_start, layer_end=msg.layer_end, part=msg.part,
+                step=msg.step, duration_s=hop_time_s(self.node, peer)))
+        if result.attestation is not None:
+            self.feed.publish(feed_event(
+                FeedKind.REPLICA_ANSWERED, me, session_id=msg.session_id, step=msg.step,
+                layer_start=msg.layer_start, layer_end=msg.layer_end, part=msg.part,
+                root=result.attestation.output_root))
 
     async def _crash(self) -> None:
         """Die abruptly: every link drops without a reply (what a killed process looks like)."""
@@ -191,6 +219,13 @@ class ShardServer:
             logger.info("%s: refused a receipt not between %s and us", self.node, peer.hex()[:12])
             return
         self.receipts.append(receipt)
+        self.feed.publish(feed_event(FeedKind.RECEIPT_ISSUED, self.node.node_id,
+                                     session_id=receipt.session_id, receipt=bytes(receipt)))
+        for hook in list(self.receipt_hooks):
+            try:
+                hook(receipt)
+            except Exception:  # a game's ledger bug must not break serving
+                logger.exception("%s: receipt hook failed", self.node)
 
     # -- compute (worker thread) -----------------------------------------------------
 

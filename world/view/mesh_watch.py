@@ -33,6 +33,8 @@ class MeshWatcher:
         self.polls = 0
         self.rejected = 0  # malformed health records seen
         self.ready = asyncio.Event()  # set after the first status arrived
+        self.node_ids: list[bytes] = []  # the nodes of the latest status (sentinels left out)
+        self.hide: set[str] = set()  # hex ids not drawn (a spectator's own mesh node)
 
     async def poll_once(self) -> dict[str, Any]:
         from hive_core.mesh.status import fetch_status
@@ -59,13 +61,18 @@ class MeshWatcher:
         from world.game import HealthUpdated
 
         try:
-            nodes = [n for n in view["nodes"] if n["role"] != "sentinel"] or list(view["nodes"])
+            nodes = [n for n in view["nodes"] if n["role"] != "sentinel" and n["id"] not in self.hide] \
+                or [n for n in view["nodes"] if n["id"] not in self.hide]
             ids = [str(n["id"]) for n in nodes]
             rtt_rows = view.get("rtt_ms") or {}
         except (KeyError, TypeError) as exc:
             raise ViewError(f"malformed status from {self.url}: {exc}") from None
         if not ids:
             raise ViewError(f"{self.url} reports no nodes")
+        try:
+            self.node_ids = [bytes.fromhex(i) for i in ids]
+        except ValueError as exc:
+            raise ViewError(f"malformed node id from {self.url}: {exc}") from None
         index = {nid: k for k, nid in enumerate(ids)}
         rtt = np.full((len(ids), len(ids)), np.nan)
         np.fill_diagonal(rtt, 0.0)

@@ -14,11 +14,11 @@ PLOT_SIZE = 8.0  # a new player's plot, world units (cells of 1)
 SLOW_MOTION = 25.0  # the embedded hive's hops take milliseconds: played 25x slower they can be seen
 
 
-def game_source(player: str = "", slow_motion: float = SLOW_MOTION) -> GameSource:
+def game_source(player: str = "", slow_motion: float = SLOW_MOTION, min_leg_s: float = 0.0) -> GameSource:
     """An empty game (state, pulse replay, HUD board) for the view to read."""
     from world.game import GameState
 
-    return GameSource(GameState(), HudBoard(player), PulseReplay(slow_motion))
+    return GameSource(GameState(), HudBoard(player), PulseReplay(slow_motion, min_leg_s=min_leg_s))
 
 
 class HiveSession:

@@ -1,0 +1,120 @@
+"""Live event feed wire messages (tags 0x48-0x4A): spectators subscribe to a node's hive events.
+
+A shard server publishes what it does (stage started, hop served, answer attested, receipt
+kept) to the spectators that subscribed; the game turns each `FeedEvent` into its own event
+(`world.game.events`). Events carry only node ids, opaque session ids, layer spans,
+durations, Merkle roots, verdicts and signed receipts: never token ids, text or tensors.
+Times are relative (`age_s`, durations): monotonic clocks differ between machines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Annotated
+
+from hive_core.economy import Part
+from hive_core.economy.receipt import SIZE as RECEIPT_BYTES
+from hive_core.protocol.codec import message
+from hive_core.protocol.errors import ProtocolError
+from hive_core.protocol.fields import Blob, Bool, EnumOf, Fixed, Float, Text, UInt
+from hive_core.protocol.trust import SESSION_BYTES
+
+NODE_BYTES = 20
+MAX_ROOT = 64
+MAX_AGE_S = 3600.0
+MAX_DURATION_S = 3600.0
+
+
+class FeedMsgType(IntEnum):
+    """Tags of the feed messages (in the exec range, after `ExecMsgType`)."""
+
+    FEED_SUBSCRIBE = 0x48
+    FEED_ANSWER = 0x49
+    FEED_EVENT = 0x4A
+
+
+class FeedKind(IntEnum):
+    """What a `FeedEvent` reports (names follow `world.game.events.EventKind`)."""
+
+    STAGE_STARTED = 1  # node began serving layers of a session
+    HOP_SENT = 2  # a tensor went peer -> node and back; duration_s: one-way hop time
+    REPLICA_ANSWERED = 3  # node's output for (session, step) has Merkle root `root`
+    VERIFIED = 4  # (session, step) agreed; node is one agreeing replica
+    SLASHED = 5  # node was slashed on (session, step)
+    RECEIPT_ISSUED = 6  # `receipt` is a client-signed WorkReceipt for node's work
+
+
+@message(FeedMsgType.FEED_SUBSCRIBE)
+@dataclass(frozen=True)
+class FeedSubscribe:
+    """Send me your events for `ttl_s` seconds (renew before then); `on=False` stops them."""
+
+    rpc_id: Annotated[int, UInt(8)]
+    on: Annotated[bool, Bool()]
+    ttl_s: Annotated[float, Float()]
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.ttl_s) and 0.0 <= self.ttl_s <= MAX_AGE_S):
+            raise ProtocolError(f"ttl_s must be in [0, {MAX_AGE_S:g}], got {self.ttl_s!r}")
+
+
+@message(FeedMsgType.FEED_ANSWER)
+@dataclass(frozen=True)
+class FeedAnswer:
+    """Reply to a FeedSubscribe: accepted (for `ttl_s`) or refused with a reason."""
+
+    rpc_id: Annotated[int, UInt(8)]
+    ok: Annotated[bool, Bool()]
+    error: Annotated[str, Text(128)]  # empty when ok
+    ttl_s: Annotated[float, Float()]
+
+
+@message(FeedMsgType.FEED_EVENT)
+@dataclass(frozen=True)
+class FeedEvent:
+    """One hive event seen by the sending node (fields a kind does not use are zero/empty)."""
+
+    seq: Annotated[int, UInt(8)]  # per-publisher counter: a gap means events were dropped
+    kind: Annotated[FeedKind, EnumOf(FeedKind)]
+    age_s: Annotated[float, Float()]  # how long ago it happened, when it was sent
+    session_id: Annotated[bytes, Blob(SESSION_BYTES)]  # opaque; empty for none
+    node: Annotated[bytes, Fixed(NODE_BYTES)]  # the worker the event is about
+    peer: Annotated[bytes, Blob(NODE_BYTES)]  # HOP_SENT: the node the tensor came from
+    layer_start: Annotated[int, UInt(2)]
+    layer_end: Annotated[int, UInt(2)]
+    part: Annotated[Part, EnumOf(Part)]
+    step: Annotated[int, UInt(4)]
+    duration_s: Annotated[float, Float()]  # HOP_SENT: one-way hop time
+    root: Annotated[bytes, Blob(MAX_ROOT)]  # REPLICA_ANSWERED: Merkle root of the output
+    quorum: Annotated[int, UInt(1)]
+    reason: Annotated[str, Text(256)]  # SLASHED
+    receipt: Annotated[bytes, Blob(RECEIPT_BYTES)]  # RECEIPT_ISSUED: WorkReceipt bytes
+
+    def __post_init__(self) -> None:
+        for name, value, top in (("age_s", self.age_s, MAX_AGE_S),
+                                 ("duration_s", self.duration_s, MAX_DURATION_S)):
+            if not (math.isfinite(value) and 0.0 <= value <= top):
+                raise ProtocolError(f"{name} must be in [0, {top:g}], got {value!r}")
+        kind = self.kind
+        if kind is not FeedKind.RECEIPT_ISSUED and not self.session_id:
+            raise ProtocolError(f"{kind.name} needs a session id")
+        if kind is FeedKind.STAGE_STARTED and self.layer_end <= self.layer_start:
+            raise ProtocolError(f"empty layer range {self.layer_start}..{self.layer_end}")
+        if kind is FeedKind.HOP_SENT and (len(self.peer) != NODE_BYTES or self.peer == self.node
+                                          or self.duration_s <= 0):
+            raise ProtocolError("a hop needs another node as its source and a duration > 0")
+        if kind is FeedKind.REPLICA_ANSWERED and not self.root:
+            raise ProtocolError("a replica answer needs its Merkle root")
+        if kind is FeedKind.RECEIPT_ISSUED and len(self.receipt) != RECEIPT_BYTES:
+            raise ProtocolError(f"a receipt event needs {RECEIPT_BYTES} receipt bytes")
+
+
+def feed_event(kind: FeedKind, node: bytes, *, session_id: bytes = b"", peer: bytes = b"",
+               layer_start: int = 0, layer_end: int = 0, part: Part = Part.FULL, step: int = 0,
+               duration_s: float = 0.0, root: bytes = b"", quorum: int = 1, reason: str = "",
+               receipt: bytes = b"") -> FeedEvent:
+    """A FeedEvent with the unused fields zeroed (`seq` and `age_s` are set when it is sent)."""
+    return FeedEvent(0, kind, 0.0, session_id, node, peer, layer_start, layer_end, part, step,
+                     duration_s, root, quorum, reason[:256], receipt)

@@ -1,0 +1,155 @@
+"""Spectating live tensor flow: subscribe to the hive nodes' event feeds, play them in the game.
+
+`FeedWatcher` joins the hive at a ``ws://`` entry as a mesh node of its own (a throwaway
+identity, the ``verifier`` role, no layers), links to the nodes the status poll reports,
+subscribes to each one's feed (`hive_core.exec.feed`), renewing while it watches, and turns
+every `FeedEvent` into a `world.game` event for the `GameSource`: pulses, stages, towers,
+receipts. A node may only report on itself: an event naming another worker is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .game_source import GameSource
+
+RENEW_S = 5.0  # seconds between two subscription rounds
+TTL_S = 30.0  # subscription lifetime asked for (renewed well before it lapses)
+SUBSCRIBE_WAIT_S = 3.0  # a node silent this long has no feed (a sentinel, an older node)
+
+
+def game_event(msg: Any, sender: bytes, now: float) -> Any:
+    """The `world.game` event for a `FeedEvent` from `sender`, dated on this clock at `now`.
+
+    Raises ValueError (`GameEventError`, `ReceiptError`, ...) for an event that does not
+    validate or that reports on a node other than its sender.
+    """
+    from hive_core.economy import WorkReceipt
+    from hive_core.protocol.feed import FeedKind
+    from world.game import events as ev
+
+    if msg.node != sender:
+        raise ValueError(f"{sender.hex()[:12]} reported on another node {msg.node.hex()[:12]}")
+    at = max(0.0, now - msg.age_s)
+    kind = msg.kind
+    if kind is FeedKind.STAGE_STARTED:
+        return ev.StageStarted(msg.session_id, msg.node, msg.layer_start, msg.layer_end, msg.part, at)
+    if kind is FeedKind.HOP_SENT:
+        return ev.HopSent(msg.session_id, msg.peer, msg.node, max(0.0, at - 2 * msg.duration_s),
+                          msg.duration_s, 0)
+    if kind is FeedKind.REPLICA_ANSWERED:
+        return ev.ReplicaAnswered(msg.session_id, msg.step, msg.node, msg.root, at, max(1, msg.quorum))
+    if kind is FeedKind.VERIFIED:
+        return ev.Verified(msg.session_id, msg.step, (msg.node,), at)
+    if kind is FeedKind.SLASHED:
+        return ev.Slashed(msg.session_id, msg.step, msg.node, msg.reason, at)
+    receipt = WorkReceipt.parse(msg.receipt)
+    if receipt.worker_id != sender:
+        raise ValueError(f"{sender.hex()[:12]} forwarded a receipt for another worker")
+    return ev.ReceiptIssued(receipt, at)
+
+
+class FeedWatcher:
+    """Keeps `source` playing the events of the hive at `url` (its nodes from `targets()`)."""
+
+    def __init__(self, source: GameSource, url: str, targets: Callable[[], list[bytes]], *,
+                 timeout_s: float = 10.0, say: Callable[[str], None] = lambda _m: None) -> None:
+        self.source, self.url, self.targets, self.timeout_s, self.say = (
+            source, url, targets, timeout_s, say)
+        self.hive: Any = None
+        self.subscribed: dict[bytes, float] = {}  # node id -> monotonic time the feed lapses
+        self.events = 0  # events played
+        self.rejected = 0  # events refused (malformed, forged, or about someone else)
+        self.last_seq: dict[bytes, int] = {}
+        self.lost = 0  # events a node dropped for us (gaps in its sequence)
+        self.ready = asyncio.Event()  # set once one feed is subscribed
+
+    @property
+    def node_id(self) -> bytes | None:
+        return None if self.hive is None else self.hive.node_id
+
+    async def start(self) -> None:
+        from hive_core.mesh.hivenode import HiveNode
+        from hive_core.mesh.identity import Identity
+        from hive_core.mesh.node import NodeConfig
+        from hive_core.mesh.rtc import RTCOptions
+        from hive_core.protocol.feed import FeedAnswer, FeedEvent
+
+        config = NodeConfig(join=(self.url,), roles=("verifier",), tflops=0.0,
+                            rtc=RTCOptions.loopback(connect_timeout_s=self.timeout_s),
+                            request_timeout_s=self.timeout_s)
+        self.hive = HiveNode(Identity.generate(), config)
+        self.hive.node.register_reply(FeedAnswer)
+        self.hive.node.on(FeedEvent, self._on_event)
+        await self.hive.start()
+
+    def _on_event(self, peer: bytes, msg: Any) -> None:
+        now = time.monotonic()
+        if peer not in self.subscribed:
+            self.rejected += 1  # we never asked this node
+            return
+        last = self.last_seq.get(peer)
+        if last is not None and msg.seq > last + 1:
+            self.lost += msg.seq - last - 1
+        self.last_seq[peer] = max(msg.seq, last or 0)
+        try:
+            self.source.on_event(game_event(msg, peer, now), now)
+        except ValueError:
+            self.rejected += 1
+            return
+        self.events += 1
+
+    async def subscribe_once(self) -> int:
+        """Link to the nodes `targets()` names and (re)subscribe to their feeds; returns how many."""
+        from hive_core.exec.remote import link_nodes
+        from hive_core.protocol.feed import FeedAnswer, FeedSubscribe
+
+        node = self.hive.node
+        targets = [t for t in self.targets() if t != node.node_id]
+        await link_nodes(self.hive, targets, self.timeout_s)
+
+        async def one(peer: bytes) -> bool:
+            known = peer in self.subscribed
+            self.subscribed.setdefault(peer, time.monotonic() + TTL_S)  # its events may beat the answer
+            try:
+                reply = await node.request(peer, FeedSubscribe(node.next_rpc_id(), True, TTL_S),
+                                           timeout=min(self.timeout_s, SUBSCRIBE_WAIT_S))
+            except Exception:  # noqa: BLE001 - silent, refusing or gone: that node has no feed for us
+                reply = None
+            if not isinstance(reply, FeedAnswer) or not reply.ok:
+                if not known:
+                    self.subscribed.pop(peer, None)
+                return False
+            self.subscribed[peer] = time.monotonic() + reply.ttl_s
+            return True
+
+        linked = [t for t in targets if node.peers.best(t) is not None]
+        done = await asyncio.gather(*(one(p) for p in linked))
+        count = sum(done)
+        now = time.monotonic()
+        for peer in [p for p, until in self.subscribed.items() if until < now]:
+            del self.subscribed[peer]
+        if count:
+            self.ready.set()
+        return count
+
+    async def run(self, interval_s: float = RENEW_S, *, first_now: bool = True) -> None:
+        """Subscribe (now, or after `interval_s`), then renew every `interval_s` until cancelled."""
+        if not first_now:
+            await asyncio.sleep(interval_s)
+        while True:
+            try:
+                count = await self.subscribe_once()
+            except (ConnectionError, OSError) as exc:
+                self.source.hud.set(routing=f"feed round failed: {exc}")
+            else:
+                self.source.hud.set(consensus=f"live feed: {count} node(s)")
+            await asyncio.sleep(interval_s)
+
+    async def close(self) -> None:
+        if self.hive is not None:
+            await self.hive.close()
+            self.hive = None
