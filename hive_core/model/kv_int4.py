@@ -41,7 +41,7 @@ class Int4Config:
     """At least this many of the most recent tokens stay in 16 bits (KIVI's window)."""
     key_per_channel: bool = True
     """KIVI keys (per channel, over groups of tokens); False is naive per-token keys."""
-    sink: int = 0
+    sink: int = 4
     """The first this many tokens stay in 16 bits for good: the attention sink (the first
     token, which most heads attend to) is where a quantisation error costs the most."""
 
@@ -56,7 +56,8 @@ class Int4Config:
                 raise ValueError(f"{name} must be in 0..65535, got {getattr(self, name)}")
 
 
-NAIVE_G32 = Int4Config(bits=4, key_group=32, value_group=32, residual=0, key_per_channel=False)
+NAIVE_G32 = Int4Config(bits=4, key_group=32, value_group=32, residual=0, key_per_channel=False,
+                       sink=0)
 """The baseline KIVI improves on: keys and values both per token, 32 channels a group."""
 
 
