@@ -69,7 +69,16 @@ def struct_strategy(cls: type[Any]) -> st.SearchStrategy[Any]:
     if cls is TensorChunk:
         return tensor_chunks()
     fields = {name: spec_strategy(spec) for name, spec in cls.__wire_fields__}
-    return st.fixed_dictionaries(fields).map(lambda kw: cls(**kw))
+
+    def build(kw: dict[str, Any]) -> Any:
+        # Messages check their own invariants (e.g. a non-empty layer range): field values
+        # drawn independently may break them, and such a message cannot be sent at all.
+        try:
+            return cls(**kw)
+        except ProtocolError:
+            return None
+
+    return st.fixed_dictionaries(fields).map(build).filter(lambda msg: msg is not None)
 
 
 @st.composite
