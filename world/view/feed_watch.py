@@ -66,6 +66,7 @@ class FeedWatcher:
         self.last_seq: dict[bytes, int] = {}
         self.lost = 0  # events a node dropped for us (gaps in its sequence)
         self.ready = asyncio.Event()  # set once one feed is subscribed
+        self._asking: set[bytes] = set()
 
     @property
     def node_id(self) -> bytes | None:
@@ -88,7 +89,7 @@ class FeedWatcher:
 
     def _on_event(self, peer: bytes, msg: Any) -> None:
         now = time.monotonic()
-        if peer not in self.subscribed:
+        if peer not in self.subscribed and peer not in self._asking:
             self.rejected += 1  # we never asked this node
             return
         last = self.last_seq.get(peer)
@@ -108,20 +109,20 @@ class FeedWatcher:
         from hive_core.protocol.feed import FeedAnswer, FeedSubscribe
 
         node = self.hive.node
-        targets = [t for t in self.targets() if t != node.node_id]
+        linked_now = [link.node_id for link in node.peers.all()]  # mesh neighbours may serve too
+        targets = [t for t in dict.fromkeys([*self.targets(), *linked_now]) if t != node.node_id]
         await link_nodes(self.hive, targets, self.timeout_s)
 
         async def one(peer: bytes) -> bool:
-            known = peer in self.subscribed
-            self.subscribed.setdefault(peer, time.monotonic() + TTL_S)  # its events may beat the answer
+            self._asking.add(peer)  # its first events may arrive before its answer
             try:
                 reply = await node.request(peer, FeedSubscribe(node.next_rpc_id(), True, TTL_S),
                                            timeout=min(self.timeout_s, SUBSCRIBE_WAIT_S))
             except Exception:  # noqa: BLE001 - silent, refusing or gone: that node has no feed for us
                 reply = None
+            finally:
+                self._asking.discard(peer)
             if not isinstance(reply, FeedAnswer) or not reply.ok:
-                if not known:
-                    self.subscribed.pop(peer, None)
                 return False
             self.subscribed[peer] = time.monotonic() + reply.ttl_s
             return True

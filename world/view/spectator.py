@@ -16,6 +16,7 @@ from .feed_watch import FeedWatcher
 from .game_source import GameSource
 from .mesh_watch import MeshWatcher
 
+WARMUP_S = 15.0  # longest wait for a young hive's records before the view counts as live
 MIN_LEG_S = 0.3  # loopback hops take well under a millisecond: each leg is drawn at least this long
 
 
@@ -29,17 +30,34 @@ class LiveSpectator:
         self.feed = FeedWatcher(source, url, lambda: self.watcher.node_ids, timeout_s=timeout_s, say=say)
         self.ready = asyncio.Event()
 
-    async def run(self) -> None:
+    async def run(self, warmup_s: float = WARMUP_S) -> None:
         await self.watcher.poll_once()  # an unreachable hive fails here, fast and clearly
         await self.feed.start()
         me = self.feed.node_id
         if me is not None:
             self.watcher.hide.add(me.hex())
-        count = await self.feed.subscribe_once()
+        count = await self._warm_up(warmup_s)
         self.say(f"spectating {self.watcher.url}: live feeds from {count} of "
                  f"{len(self.watcher.node_ids)} nodes")
         self.ready.set()
         await asyncio.gather(self.watcher.run(), self.feed.run(first_now=False))
+
+    async def _warm_up(self, warmup_s: float) -> int:
+        """Records of a young hive are still spreading: poll and subscribe in quick rounds until
+        the map stops growing and holds every node whose feed we get (or `warmup_s` passes)."""
+        loop = asyncio.get_running_loop()
+        deadline, seen, count = loop.time() + warmup_s, -1, 0
+        while True:
+            count = await self.feed.subscribe_once()
+            ids = set(self.watcher.node_ids)
+            if (count and set(self.feed.subscribed) <= ids and len(ids) == seen) or loop.time() > deadline:
+                return count
+            seen = len(ids)
+            await asyncio.sleep(0.5)
+            try:
+                await self.watcher.poll_once()
+            except (ConnectionError, OSError) as exc:
+                self.say(f"status poll failed: {exc}")
 
     async def close(self) -> None:
         await self.feed.close()

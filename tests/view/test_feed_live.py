@@ -1,0 +1,147 @@
+"""Spectating live tensor flow: a loopback hive (sentinel, two tiny-model shard servers, an asking
+player; WebSocket + real aiortc) answers another client's prompt while a spectator, subscribed
+to the servers' event feeds, draws the pulses: in-process frames and `cadencia spectate`'s PNG."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hive_core.exec.serve import attach_shard_server
+from hive_core.mesh.hivenode import HiveNode
+from hive_core.mesh.identity import Identity
+from hive_core.mesh.node import NodeConfig
+from hive_core.mesh.rtc import RTCOptions
+from hive_core.mesh.runner import parse_span
+from world.game import HopSent, StageStarted
+
+FAST = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_s=0.5, dead_after_s=4.0)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@asynccontextmanager
+async def live_hive(tiny_gguf: Path):
+    """(sentinel, [server, server], player, LiveAsker of the player) on loopback."""
+    from world.view.live_ask import LiveAsker
+    from world.view.session import game_source
+
+    sentinel = HiveNode(Identity.generate(), replace(FAST, listen="127.0.0.1:0"))
+    await sentinel.start()
+    nodes: list[HiveNode] = []
+    try:
+        for span in ("0-2", "2-4"):
+            serve = [f"{tiny_gguf.name}:{span}/4"]
+            hn = HiveNode(Identity.generate(), replace(FAST, join=(sentinel.listen_url,), listen="127.0.0.1:0",
+                                                       spans=tuple(parse_span(s) for s in serve)))
+            attach_shard_server(hn.node, argparse.Namespace(model=str(tiny_gguf), fault=None, serve=serve,
+                                                            tflops=None))
+            await hn.start()
+            nodes.append(hn)
+        player = HiveNode(Identity.generate(), replace(FAST, join=(sentinel.listen_url,)))
+        await player.start()
+        nodes.append(player)
+        asker = LiveAsker(player, game_source(), model=str(tiny_gguf), replicas=1, timeout_s=10.0)
+        yield sentinel, nodes[:2], player, asker
+    finally:
+        for hn in reversed(nodes):
+            await hn.close()
+        await sentinel.close()
+
+
+def cyan(rgb: Any) -> bool:
+    r, g, b = (int(v) for v in rgb)
+    return g > 120 and b > 120 and r < g
+
+
+@pytest.mark.net
+async def test_spectator_sees_another_clients_ask_as_pulses(tiny_gguf, make_app, tmp_path) -> None:
+    from world.view.session import game_source
+    from world.view.spectator import MIN_LEG_S, LiveSpectator, pulses_on_screen
+
+    async with live_hive(tiny_gguf) as (sentinel, servers, player, asker):
+        source = game_source(player="spectator", slow_motion=1.0, min_leg_s=MIN_LEG_S)
+        heard: list[object] = []
+        on_event = source.on_event
+        source.on_event = lambda e, now: (heard.append(e), on_event(e, now))  # type: ignore[method-assign]
+        spectator = LiveSpectator(source, sentinel.listen_url, timeout_s=10.0)
+        watching = asyncio.create_task(spectator.run())
+        try:
+            await asyncio.wait_for(spectator.ready.wait(), 60)
+            server_ids = {s.node_id for s in servers}
+            assert server_ids <= set(spectator.feed.subscribed)
+            app = make_app(source, mode="spectate")
+            ask = asyncio.create_task(asker.ask("hi", max_new_tokens=3))
+            seen, shot = [], None
+            for _ in range(2000):  # until the ask is over and its last pulses have landed
+                app.step()
+                live = pulses_on_screen(app)
+                if live:
+                    px = app.pixels()
+                    seen += [px[p["xy"][1], p["xy"][0]] for p in live]
+                    if shot is None:
+                        shot = (app.screenshot(tmp_path / "spectate.png"), live)
+                elif ask.done() and seen:
+                    break
+                await asyncio.sleep(0.01)
+            result = await asyncio.wait_for(ask, 60)
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+            await spectator.close()
+    assert result.new_ids
+    hops = [e for e in heard if isinstance(e, HopSent)]
+    stages = [e for e in heard if isinstance(e, StageStarted)]
+    assert hops and {h.from_node for h in hops} == {player.node_id} and {h.to_node for h in hops} == server_ids
+    assert {(s.node_id, s.layer_start, s.layer_end) for s in stages} == {
+        (servers[0].node_id, 0, 2), (servers[1].node_id, 2, 4)}
+    assert spectator.feed.rejected == 0
+    assert seen, "no frame caught a pulse in flight"
+    assert sum(cyan(rgb) for rgb in seen) >= 0.8 * len(seen), seen
+    # The saved PNG shows the pulse where the scene put it.
+    from panda3d.core import Filename, PNMImage
+
+    path, live = shot
+    img = PNMImage(Filename.from_os_specific(str(path)))
+    col, row = live[0]["xy"]
+    assert cyan(np.array(img.get_xel(col, row)) * 255)
+
+
+@pytest.mark.net
+async def test_spectate_command_screenshot_shows_a_pulse_of_a_live_ask(tiny_gguf, tmp_path) -> None:
+    from panda3d.core import Filename, PNMImage
+
+    async with live_hive(tiny_gguf) as (sentinel, _servers, _player, asker):
+        shot = tmp_path / "spectate.png"
+        env = {**os.environ, "EGL_PLATFORM": "surfaceless"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cadencia", "spectate", "--hive", sentinel.listen_url, "--offscreen",
+            "--frames", "45", "--size", "480x270", "--screenshot", str(shot), "--json",
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        comm = asyncio.create_task(proc.communicate())
+        asks = 0
+        while not comm.done():  # other people keep asking while the spectator watches
+            await asyncio.wait_for(asker.ask("hi", max_new_tokens=3), 60)
+            asks += 1
+        out, err = await asyncio.wait_for(comm, 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["feeds"] >= 2 and report["events"] > 0 and report["rejected_events"] == 0
+    assert report["pulses_in_flight"], report
+    img = PNMImage(Filename.from_os_specific(report["screenshot"]))
+    hits = 0
+    for p in report["pulses_in_flight"]:
+        col, row = p["xy"]
+        near = [np.array(img.get_xel(c, r)) * 255 for c in range(col - 1, col + 2) for r in range(row - 1, row + 2)
+                if 0 <= c < img.get_x_size() and 0 <= r < img.get_y_size()]
+        hits += any(cyan(rgb) for rgb in near)
+    assert hits >= 1, report["pulses_in_flight"]
