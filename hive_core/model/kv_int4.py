@@ -56,6 +56,13 @@ class Int4Config:
                 raise ValueError(f"{name} must be in 0..65535, got {getattr(self, name)}")
 
 
+    def bytes_per_value(self) -> float:
+        """Long-run bytes per stored key or value element, the 16-bit windows amortised away:
+        the codes plus a float16 scale and min per group (fp16 would be 2)."""
+        scales = 4 / self.key_group + 4 / self.value_group
+        return self.bits / 8 + scales / 2
+
+
 NAIVE_G32 = Int4Config(bits=4, key_group=32, value_group=32, residual=0, key_per_channel=False,
                        sink=0)
 """The baseline KIVI improves on: keys and values both per token, 32 channels a group."""
@@ -248,15 +255,18 @@ class Int4KV:
     def _start(self, heads: int, dim: int, dtype: torch.dtype) -> tuple[_Stream, _Stream]:
         c = self.config
         per = 8 // c.bits
-        if dim % per or dim % c.value_group or (not c.key_per_channel and dim % c.key_group):
+        # A channel group never spans heads: a head narrower than the group is one group.
+        v_group = min(c.value_group, dim)
+        k_group = c.key_group if c.key_per_channel else min(c.key_group, dim)
+        if dim % per or dim % v_group or (not c.key_per_channel and dim % k_group):
             raise ValueError(
                 f"head_dim {dim} must be a multiple of {per} codes a byte and of the channel "
                 f"groups (value_group={c.value_group}, key_group={c.key_group})"
             )
         dtype_code(dtype)  # rejects dtypes without a wire form
-        self._k = _Stream(c.key_per_channel, c.key_group, c.residual, c.bits, c.sink,
+        self._k = _Stream(c.key_per_channel, k_group, c.residual, c.bits, c.sink,
                           heads, dim, dtype)
-        self._v = _Stream(False, c.value_group, c.residual, c.bits, c.sink, heads, dim, dtype)
+        self._v = _Stream(False, v_group, c.residual, c.bits, c.sink, heads, dim, dtype)
         return self._k, self._v
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,6 +43,10 @@ def test_is_a_kvcache_and_rejects_bad_configs() -> None:
             Int4Config(**bad)
     with pytest.raises(ValueError, match="multiple"):
         Int4KV(Int4Config(value_group=24)).append(*_kv(2))
+    narrow = Int4KV(Int4Config(residual=0, sink=0))  # head_dim 16 < value_group 64: one group
+    _, vo = narrow.append(*_kv(3, d=16))
+    # keys wait for a 64-token group in 16 bits; values: 8 code bytes + fp16 scale and min
+    assert vo.shape == (3, 3, 16) and narrow.nbytes() == 3 * 3 * 16 * 2 + 3 * 3 * (8 + 4)
 
 
 def test_sink_and_recent_window_are_exact_and_the_rest_is_bounded() -> None:
