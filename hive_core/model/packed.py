@@ -206,14 +206,16 @@ def pack_blocks(
     shape: tuple[int, int],
     row_order: np.ndarray | None = None,
     *,
-    residual: bool = True,
+    residual: bool = False,
 ) -> PackedLinear:
     """Pack GGUF ``qtype`` blocks of a ``shape = (out, in)`` matrix for the int4 kernel.
 
     `row_order` permutes output rows first (the q/k un-permutation); quantisation runs
     along each row, so reordering rows of blocks is exact. With `residual`, scales and
-    zeros are kept to about 16 bits (two bfloat16 parts, two kernel calls): measured on
-    SmolLM2, bfloat16 scales alone cost teacher-forced top-1 about 1 point.
+    zeros keep about 16 bits (two bfloat16 parts) and float32 inputs are fed as two
+    bfloat16 rows: two to three times the time per call for a few tenths of a point of
+    teacher-forced top-1 on SmolLM2 (the kernel's bfloat16 output rounding dominates), so
+    it is off by default.
     """
     _check_blocks(blocks, qtype, shape)
     rows, cols = shape
