@@ -153,7 +153,10 @@ def _child_kv(threads: int, quick: bool) -> dict:
     ref = teacher_forced(pipeline, ids, DenseKV)
     rows = {}
     default = Int4Config()
-    for label, config in (("int4 KIVI (default)", default), ("int4 naive per-token g32", NAIVE_G32)):
+    variants = (("int4 KIVI (default)", default),
+                ("int4 KIVI, key groups of 128", Int4Config(key_group=128)),
+                ("int4 naive per-token g32", NAIVE_G32))
+    for label, config in variants:
         q = compare(pipeline, ids, functools.partial(Int4KV, config), ref)
         rows[label] = {"config": repr(config), "bytes": q.bytes_per_token, "ratio": q.bytes_ratio,
                        "steady": config.bytes_per_value() / 2,
