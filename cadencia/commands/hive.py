@@ -13,9 +13,11 @@ from typing import Any
 NAME = "hive"
 HELP = "start a local hive (up) or report on one (status)"
 DESCRIPTION = (
-    "'hive up --nodes N' starts a sentinel and N node processes on loopback, prints how to "
-    "join, and stops them all on Ctrl-C. 'hive status --hive ws://HOST:PORT' asks a node "
-    "for every known node's signed records (health, roles, RTTs) and shows them."
+    "'hive up --nodes N' starts a sentinel and N node processes on loopback, splits the "
+    "model's layers into contiguous spans served by the nodes (replicated when N >= 4), prints "
+    "how to join and how to ask, and stops them all on Ctrl-C (or when it is killed). "
+    "'hive status --hive ws://HOST:PORT' asks a node for every known node's signed records "
+    "(health, roles, RTTs) and shows them."
 )
 READY_TIMEOUT_S = 120.0  # a node benchmarks its device at start; on a busy machine it takes a while
 
@@ -35,7 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="node processes besides the sentinel (default 3)")
     up.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
                     help="the sentinel's WebSocket address (default 127.0.0.1, any free port)")
-    add_mesh_arguments(up)
+    up.add_argument("--model", default=None, metavar="PATH",
+                    help="GGUF file the nodes serve (default: $CADENCIA_MODEL, else the bundled "
+                         "SmolLM2-135M-Instruct)")
+    up.add_argument("--no-serve", action="store_true",
+                    help="start a mesh only: no node loads or serves model layers")
+    up.add_argument("--stages", type=int, default=None, metavar="S",
+                    help="split the layers into S contiguous spans; node i serves span i mod S "
+                         "(default: one per node up to 3, else N/2 so every span has replicas)")
+    up.add_argument("--sentinel-serves", action="store_true",
+                    help="the sentinel takes a share of the layers too, like a node")
+    add_mesh_arguments(up, spans=False)
     status = sub.add_parser("status", help="show the nodes of a running hive",
                             description="Ask the node at --hive for the hive's signed records.")
     status.add_argument("--hive", required=True, metavar="URL",
@@ -83,15 +95,13 @@ def _status(args: argparse.Namespace) -> int:
 
 def _child_args(args: argparse.Namespace) -> list[str]:
     """The shared mesh flags, passed on to every child process."""
-    out = ["--role", args.role, "--connect-timeout", str(args.connect_timeout),
+    out = ["--parent-pid", str(os.getpid()), "--role", args.role, "--connect-timeout", str(args.connect_timeout),
            "--ping-interval", str(args.ping_interval), "--dead-after", str(args.dead_after),
            "--record-ttl", str(args.record_ttl), "--json"]
     for host in args.ice_host or ():
         out += ["--ice-host", host]
     if args.loopback_candidate:
         out.append("--loopback-candidate")
-    for span in args.serve:
-        out += ["--serve", span]
     if args.tflops is not None:
         out += ["--tflops", str(args.tflops)]
     if args.verbose:
@@ -119,10 +129,35 @@ async def _ready_line(proc: asyncio.subprocess.Process, what: str) -> dict[str, 
 
 async def _spawn(cmd: list[str]) -> asyncio.subprocess.Process:
     # Children ignore the terminal's Ctrl-C (own session); we stop them with SIGTERM ourselves.
+    # If this process is killed outright (SIGKILL), the kernel sends them SIGTERM (prctl), and
+    # each also watches --parent-pid, so none lives on.
+    from hive_core.mesh.layout import die_with_parent
+
+    parent = os.getpid()
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cadencia", *cmd, stdout=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=lambda: die_with_parent(parent),
     )
+
+
+def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
+    """(model path, per-process serving flags: [sentinel, node 0, ...]); no model: no flags."""
+    empty: list[list[str]] = [[] for _ in range(args.nodes + 1)]
+    if args.no_serve:
+        return None, empty
+    from hive_core.mesh.layout import assign_spans
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.locate import resolve_model_path
+
+    path = resolve_model_path(args.model)
+    n_layers = GGUFModelFile(path).config.n_layers
+    first = 0 if args.sentinel_serves else 1
+    spans = assign_spans(path.name[:128], n_layers, args.nodes + 1 - first, args.stages)
+    out = [["--model", str(path)] if i >= first else [] for i in range(args.nodes + 1)]
+    for i, span in enumerate(spans):
+        out[first + i] += ["--serve", span]
+    return str(path), out
 
 
 async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 10.0) -> None:
@@ -139,6 +174,10 @@ async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 10
                 await proc.wait()
 
 
+def _span_of(flags: list[str]) -> str | None:
+    return flags[flags.index("--serve") + 1] if "--serve" in flags else None
+
+
 async def _up_async(args: argparse.Namespace, base: str) -> int:
     from hive_core.mesh.runner import node_config
 
@@ -147,29 +186,37 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     procs: list[asyncio.subprocess.Process] = []
+    model, serving = _serving(args)
     try:
         print(f"starting sentinel on {args.listen} ...", file=sys.stderr, flush=True)
         procs.append(await _spawn(["sentinel", "--listen", args.listen, "--data-dir",
-                                   os.path.join(base, "sentinel"), *_child_args(args)]))
+                                   os.path.join(base, "sentinel"), *_child_args(args),
+                                   *serving[0]]))
         sentinel = await _ready_line(procs[0], "the sentinel")
         url = sentinel["listen"]
         node_config(args, listen=None, join=[url])  # validate the flags once more, with the URL
         for i in range(args.nodes):
             procs.append(await _spawn(["node", "--join", url, "--listen", "127.0.0.1:0",
                                        "--data-dir", os.path.join(base, f"node-{i}"),
-                                       *_child_args(args)]))
+                                       *_child_args(args), *serving[i + 1]]))
         nodes = []
         for i, proc in enumerate(procs[1:]):
             nodes.append(await _ready_line(proc, f"node {i}"))
             print(f"node {i + 1}/{args.nodes} ready: {nodes[-1]['id'][:12]} "
                   f"({nodes[-1]['peers']} peers)", file=sys.stderr, flush=True)
-        summary = {"sentinel": url, "sentinel_id": sentinel["id"],
-                   "nodes": [{"id": n["id"], "listen": n["listen"]} for n in nodes]}
+        spans = [_span_of(flags) for flags in serving]
+        summary = {"sentinel": url, "sentinel_id": sentinel["id"], "model": model,
+                   "sentinel_serves": spans[0],
+                   "nodes": [{"id": n["id"], "listen": n["listen"], "serves": span}
+                             for n, span in zip(nodes, spans[1:], strict=True)]}
         if args.json:
             print(json.dumps(summary), flush=True)
-        print(f"hive up: sentinel {url} and {len(nodes)} nodes\n"
+        flag = f" --model {model}" if args.model else ""  # the bundled one: ask finds it too
+        ask = f"  ask it:     cadencia ask \"Hello\" --hive {url}{flag}\n" if model else ""
+        print(f"hive up: sentinel {url} and {len(nodes)} nodes"
+              + (f", serving {os.path.basename(model)}" if model else "") + "\n"
               f"  join it:    cadencia node --join {url}\n"
-              f"  inspect it: cadencia hive status --hive {url}\n"
+              f"  inspect it: cadencia hive status --hive {url}\n{ask}"
               f"Ctrl-C stops them all.", file=sys.stderr, flush=True)
         waiters = [asyncio.ensure_future(p.wait()) for p in procs]
         stopper = asyncio.ensure_future(stop.wait())
@@ -196,6 +243,8 @@ def _up(args: argparse.Namespace) -> int:
 
     if not 0 <= args.nodes <= 64:
         raise ValueError(f"--nodes must be between 0 and 64, got {args.nodes}")
+    if args.stages is not None and args.stages < 1:
+        raise ValueError(f"--stages must be at least 1, got {args.stages}")
     node_config(args, listen=args.listen, join=[])
     base = str(data_dir(args.data_dir) / "hive-up")
     return asyncio.run(_up_async(args, base))

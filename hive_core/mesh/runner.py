@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,8 @@ class MeshConfigError(ValueError):
     """A mesh command-line option is out of range or inconsistent."""
 
 
-def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "auto") -> None:
+def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "auto",
+                       spans: bool = True) -> None:
     """Flags shared by `cadencia node`, `cadencia sentinel` and `cadencia hive up`."""
     parser.add_argument("--role", choices=ROLE_CHOICES, default=default_role,
                         help="what this node computes: alpha (attention), beta (MLP), "
@@ -47,9 +50,14 @@ def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "
     parser.add_argument("--record-ttl", type=float, default=120.0, metavar="S",
                         help="lifetime of this node's DHT records (default 120; republished at "
                              "a quarter of it)")
-    parser.add_argument("--serve", action="append", default=[], metavar="MODEL:START-END/N",
-                        help="publish that this node serves layers [START, END) of the N-layer "
-                             "MODEL, e.g. smollm2-135m:0-15/30 (repeatable)")
+    if spans:
+        parser.add_argument("--serve", action="append", default=[], metavar="MODEL:START-END/N",
+                            help="serve layers [START, END) of the N-layer MODEL (the GGUF file "
+                                 "name), e.g. model.gguf:0-15/30 (repeatable)")
+    else:
+        parser.set_defaults(serve=[])
+    # Set by `hive up` on its children: stop when that process is gone (even after SIGKILL).
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tflops", type=float, default=None, metavar="X",
                         help="report X TFLOPS instead of running the start-up benchmark")
     parser.add_argument("--json", action="store_true",
@@ -166,15 +174,34 @@ def save_entries(directory: Path, urls: list[str]) -> None:
         tmp.replace(directory / KNOWN_ENTRIES)
 
 
-async def serve(hive: Any, *, as_json: bool, what: str, data_dir: Path | None = None) -> None:
-    """Start `hive`, announce it, and run until SIGINT/SIGTERM, then leave cleanly."""
+async def watch_parent(pid: int, stop: asyncio.Event, period_s: float = 0.5) -> None:
+    """Set `stop` once process `pid` is no longer this process's parent (it died)."""
+    while os.getppid() == pid:
+        await asyncio.sleep(period_s)
+    print(f"parent process {pid} is gone: stopping", file=sys.stderr, flush=True)
+    stop.set()
+
+
+Hook = Callable[[Any], Awaitable[None]]
+
+
+async def serve(hive: Any, *, as_json: bool, what: str, data_dir: Path | None = None,
+                parent_pid: int | None = None, started: Hook | None = None,
+                stopping: Hook | None = None) -> None:
+    """Start `hive`, announce it, and run until SIGINT/SIGTERM (or `parent_pid` dies), then
+    leave cleanly. `started(hive)` runs before the ready line, `stopping(hive)` before close."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = None if parent_pid is None else asyncio.ensure_future(watch_parent(parent_pid, stop))
     print(f"{what} {hive.node_id.hex()[:12]}: starting ...", file=sys.stderr, flush=True)
+    began = False
     try:
         await hive.start()
+        if started is not None:
+            began = True
+            await started(hive)
         ready = {"event": "ready", "id": hive.node_id.hex(), "listen": hive.listen_url,
                  "peers": len(hive.node.peers), "roles": list(hive.config.roles)}
         if as_json:
@@ -186,6 +213,13 @@ async def serve(hive: Any, *, as_json: bool, what: str, data_dir: Path | None = 
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if watcher is not None:
+            watcher.cancel()
+        if began and stopping is not None:
+            try:
+                await stopping(hive)
+            except (OSError, ValueError, RuntimeError) as exc:  # leave the mesh cleanly anyway
+                print(f"{what}: while stopping: {exc}", file=sys.stderr, flush=True)
         if data_dir is not None:
             save_entries(data_dir, hive.entry_urls())
         await hive.close()
