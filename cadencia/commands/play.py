@@ -13,10 +13,12 @@ DESCRIPTION = (
     "pulse along roads as stages run, the HUD shows sharding, routing, KV cache and consensus. "
     "Type a prompt in the box to ask the hive. Without --hive an embedded hive runs in this "
     "process (hive_core.exec: 4 shard servers on 2 stages x 2 replicas and a referee; your "
-    "device hosts the first). With --hive ws://127.0.0.1:PORT this process joins that hive "
-    "as a mesh node under your node key (publishing --serve spans) and the city shows its "
-    "nodes by measured RTT; prompts are then asked of that hive's shard servers (found by "
-    "their signed layer-span records), and with --serve this process serves those layers too. "
+    "device hosts the first, under your node key). With --hive ws://127.0.0.1:PORT this process "
+    "joins that hive as a mesh node under your node key and the city shows its nodes by measured "
+    "RTT; prompts are then asked of that hive's shard servers (found by their signed layer-span "
+    "records), and this process serves layers for the hive's askers too: the --serve spans, else "
+    "the whole model (--no-serve: none). Receipts the askers sign for your node's work are "
+    "recorded in your city's ledger and their credits raise your buildings. "
     "Keys: a/d turn, w/s tilt, q/e zoom, i/j/k/l pan."
 )
 
@@ -33,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where your node key and city replica are kept")
     parser.add_argument("--serve", action="append", default=[], metavar="MODEL:START-END/N",
-                        help="with --hive: publish that you serve these layers, e.g. smollm2-135m:0-15/30")
+                        help="with --hive: serve these layers, e.g. smollm2-135m:0-15/30 "
+                             "(default: the whole --model)")
+    parser.add_argument("--no-serve", action="store_true", help="with --hive: join without serving layers")
     parser.add_argument("--tflops", type=float, default=None, metavar="X",
                         help="with --hive: report X TFLOPS instead of benchmarking the device")
     add_view_arguments(parser)
@@ -58,22 +62,27 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     from hive_core.mesh.hivenode import HiveNode
     from hive_core.mesh.runner import load_identity, node_config
     from world.view.app import WorldApp
+    from world.view.credits import CreditKeeper
     from world.view.live_ask import LiveAsker
     from world.view.mesh_watch import MeshWatcher
     from world.view.runner import run_view
     from world.view.session import city_view, game_source, open_city
 
+    serve = [] if args.no_serve else (args.serve or [_whole_model_span(args.model)])
     mesh = argparse.Namespace(role="auto", ice_host=None, loopback_candidate=False, connect_timeout=15.0,
-                              ping_interval=2.0, dead_after=8.0, record_ttl=120.0, serve=args.serve,
+                              ping_interval=2.0, dead_after=8.0, record_ttl=120.0, serve=serve,
                               tflops=args.tflops)
     config = node_config(mesh, listen=None, join=[args.hive])
     identity, _where = load_identity(args.data_dir)
     city = open_city(args.data_dir)
     source = game_source(player=city.player_id[:8])
     node = HiveNode(identity, config)
-    if args.serve:  # host shards: this node runs those layers for the hive's askers
-        attach_shard_server(node.node, argparse.Namespace(model=args.model, fault=None, serve=args.serve,
-                                                          tflops=args.tflops))
+    keeper = CreditKeeper(city, source, say=say)
+    if serve:  # host shards: this node runs those layers for the hive's askers, and is paid for it
+        server = attach_shard_server(node.node, argparse.Namespace(model=args.model, fault=None, serve=serve,
+                                                                   tflops=args.tflops))
+        if server is not None:
+            keeper.attach(server)
     source.me = identity.node_id
     watcher = MeshWatcher(source, args.hive, say=say)
     asker = LiveAsker(node, source, model=args.model, say=say)
@@ -94,11 +103,12 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     finally:
         app.destroy()
         await node.close()
+        earnings = _earnings(keeper)
         city.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
-                          "node": identity.node_id.hex(), "polls": watcher.polls,
-                          "answers": [r.text for r in asker.results]}))
+                          "node": identity.node_id.hex(), "polls": watcher.polls, "serving": serve,
+                          "answers": [r.text for r in asker.results], **earnings}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
     return 0
@@ -106,25 +116,16 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
 
 async def _play(args: argparse.Namespace, cfg, say) -> int:
     from world.view.app import WorldApp
+    from world.view.credits import CreditKeeper
     from world.view.runner import run_view
-    from world.view.session import (
-        HiveSession,
-        build_with_credits,
-        city_view,
-        game_source,
-        open_city,
-    )
+    from world.view.session import HiveSession, city_view, game_source, open_city
 
     city = open_city(args.data_dir)
     source = game_source(player=city.player_id[:8])
-
-    def paid(result) -> None:  # receipts naming this player become credits that raise buildings
-        raised = build_with_credits(city, result.receipts)
-        if raised:
-            say(f"your credits raised {raised} building level(s)")
-
+    # Your device hosts server 0 under your key: receipts the asker signs for it pay you.
+    keeper = CreditKeeper(city, source, say=say)
     session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,
-                          on_answer=paid)
+                          identity=city.identity, on_host=keeper.attach)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
                    on_prompt=lambda text: session.submit(text, args.max_new_tokens))
 
@@ -139,10 +140,26 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     finally:
         app.destroy()
         await session.close()
+        earnings = _earnings(keeper)
         city.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
-                          "answers": [r.text for r in session.results]}))
+                          "answers": [r.text for r in session.results], **earnings}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
     return 0
+
+
+def _whole_model_span(model: str | None) -> str:
+    """``NAME:0-N/N``: every layer of the model (what `play --hive` serves by default)."""
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.locate import resolve_model_path
+
+    path = resolve_model_path(model)
+    n = GGUFModelFile(path).config.n_layers
+    return f"{path.name[:128]}:0-{n}/{n}"
+
+
+def _earnings(keeper) -> dict:  # keeper: world.view.credits.CreditKeeper
+    return {"receipts": len(keeper.receipts), "earned_mc": keeper.earned_mc, "raised": keeper.raised,
+            "balance_mc": keeper.city.balance_mc()}

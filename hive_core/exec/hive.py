@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,11 +124,14 @@ async def build_hive(
     tap: Tap | None = None,
     on_event: EventHook | None = None,
     model: GGUFModelFile | None = None,
+    server_identities: Mapping[int, Identity] | None = None,
 ) -> InProcessHive:
     """`n_servers` servers; stage k runs on servers k*replicas .. k*replicas+replicas-1.
 
     With `stages` None the layers are split evenly into ``n_servers // replicas`` stages.
     `spares` extra servers hold nothing at first (failover, referees, spot checks).
+    `server_identities` gives server k a key of its own (e.g. the player's, so its receipts
+    pay the player); the others get fixed test keys.
     """
     file = model or GGUFModelFile(model_path)
     n_layers = file.config.n_layers
@@ -146,7 +149,7 @@ async def build_hive(
     servers: list[ShardServer] = []
     groups: list[list[bytes]] = [[] for _ in stages]
     for k in range(n_servers + spares):
-        node = Node(identity(f"server-{k}"))
+        node = Node((server_identities or {}).get(k) or identity(f"server-{k}"))
         stage_index = k // replicas
         preload = (stages[stage_index],) if k < len(stages) * replicas else ()
         if preload:

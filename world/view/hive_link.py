@@ -75,7 +75,9 @@ class EmbeddedHive:
 
     async def start(self, model_path: str | Path | None = None, *, file: GGUFModelFile | None = None,
                     faulty: bool = True,
-                    kv: str = "fp32", link_ms: float = LINK_MS) -> None:
+                    kv: str = "fp32", link_ms: float = LINK_MS, host: Any = None) -> None:
+        """Build the hive; with `host` (an `Identity`: the player's) server 0 runs under that key,
+        so the stage it serves is the player's work and its receipts name the player."""
         from hive_core.exec import ClientConfig, Fault
         from hive_core.exec.hive import build_hive
         from hive_core.mesh.memchannel import LinkProfile
@@ -93,7 +95,8 @@ class EmbeddedHive:
             self.file.path, N_SERVERS, replicas=REPLICAS, spares=SPARES,
             faults={1: Fault.parse("noise")} if faulty else None, model=self.file,
             profile=LinkProfile(latency_s=link_ms / 1000.0), on_event=self._hook,
-            client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv]))
+            client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv]),
+            server_identities={0: host} if host is not None else None)
         await self._map()
         self._status(kv, link_ms)
         self.say(f"hive ready in {time.perf_counter() - t0:.1f}s")

@@ -27,10 +27,13 @@ class HiveSession:
     def __init__(self, source: GameSource, *, model: str | None = None, kv: str = "fp32",
                  faulty: bool = True, threads: int | None = None, host: bool = True,
                  say: Callable[[str], None] = lambda _m: None,
-                 on_answer: Callable[[AskResult], None] | None = None) -> None:
+                 on_answer: Callable[[AskResult], None] | None = None, identity: object = None,
+                 on_host: Callable[[object], None] | None = None) -> None:
         self.source, self.model, self.kv, self.faulty, self.threads = source, model, kv, faulty, threads
         self.host = host  # this device hosts the first server's shard (play); a spectator hosts none
         self.say, self.on_answer = say, on_answer
+        self.identity = identity  # the player's key: the hosted server runs under it (play)
+        self.on_host = on_host  # called with the hosted ShardServer once it is up
         self.hive = EmbeddedHive(source, say=say)
         self.results: list[AskResult] = []
         self._busy = asyncio.Lock()
@@ -43,9 +46,13 @@ class HiveSession:
 
                 torch.set_num_threads(self.threads)
             self.source.hud.set(consensus="starting the hive ...")
-            await self.hive.start(self.model, kv=self.kv, faulty=self.faulty)
+            await self.hive.start(self.model, kv=self.kv, faulty=self.faulty,
+                                  host=self.identity if self.host else None)
             if self.host:  # this device hosts the first server's shard: its credits are the player's
-                self.source.me = self.hive._hive().servers[0].node.node_id
+                hosted = self.hive._hive().servers[0]
+                self.source.me = hosted.node.node_id
+                if self.on_host is not None:
+                    self.on_host(hosted)
                 self.source.hud.set(player=f"{self.source.hud.view().player} hosting {self.source.me.hex()[:6]}")
             self.source.hud.set(consensus="-")
             self.ready.set()
