@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--sentinel-serves", action="store_true",
                     help="the sentinel takes a share of the layers too, like a node")
     add_mesh_arguments(up, spans=False)
+    from cadencia.commands.node import add_world_arguments
+
+    add_world_arguments(up)
     status = sub.add_parser("status", help="show the nodes of a running hive",
                             description="Ask the node at --hive for the hive's signed records.")
     status.add_argument("--hive", required=True, metavar="URL",
@@ -106,6 +109,7 @@ def _child_args(args: argparse.Namespace) -> list[str]:
         out += ["--tflops", str(args.tflops)]
     if args.verbose:
         out.append("--verbose")
+    out += ["--no-world"] if args.no_world else ["--world-interval", str(args.world_interval)]
     return out
 
 
@@ -174,6 +178,28 @@ async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 10
                 await proc.wait()
 
 
+async def _watch(procs: list[asyncio.subprocess.Process], stop: asyncio.Event) -> int:
+    """Until Ctrl-C: a process that exits is reported, the others keep the hive going
+    (it works without its sentinel); 1 once none is left."""
+    names = ["sentinel", *(f"node {i}" for i in range(len(procs) - 1))]
+    waiters = {asyncio.ensure_future(p.wait()): name for p, name in zip(procs, names, strict=True)}
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        while waiters:
+            done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                return 0
+            for w in done:
+                print(f"hive up: {waiters.pop(w)} exited with status {w.result()}; "
+                      f"{len(waiters)} processes left", file=sys.stderr, flush=True)
+        print("hive up: every process exited", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        stopper.cancel()
+        for w in waiters:
+            w.cancel()
+
+
 def _span_of(flags: list[str]) -> str | None:
     return flags[flags.index("--serve") + 1] if "--serve" in flags else None
 
@@ -218,17 +244,7 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
               f"  join it:    cadencia node --join {url}\n"
               f"  inspect it: cadencia hive status --hive {url}\n{ask}"
               f"Ctrl-C stops them all.", file=sys.stderr, flush=True)
-        waiters = [asyncio.ensure_future(p.wait()) for p in procs]
-        stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        for w in waiters:
-            w.cancel()
-        if stopper not in done:
-            dead = [i for i, p in enumerate(procs) if p.returncode is not None]
-            print(f"hive up: process {dead} exited; stopping the others", file=sys.stderr)
-            return 1
-        return 0
+        return await _watch(procs, stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
