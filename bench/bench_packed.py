@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("packed", "fp32", "bf16", "transformers", "llama.cpp")
+VARIANTS = ("base", "packed", "fp32", "bf16", "transformers", "llama.cpp")
 PROMPT = (
     "The hive shards a transformer across phones and home computers. Each node serves a few "
     "layers, checks every tensor it receives and is paid in credits for the work it does. "
@@ -32,6 +32,18 @@ def _prompt_ids(tokenizer: Any, n: int) -> list[int]:
     while len(ids) < n:
         ids += tokenizer.encode(PROMPT)
     return ids[:n]
+
+
+def _base() -> dict[str, Any]:
+    """What every variant of ours pays before weights: torch, the opened GGUF, the tokenizer."""
+    import torch  # noqa: F401
+
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.tokenizer import GGUFTokenizer
+
+    GGUFTokenizer(GGUFModelFile(resolve_model_path(None)))
+    return {}
 
 
 def _ours(mode: str, prefill: int, decode: int) -> dict[str, Any]:
@@ -147,6 +159,8 @@ def worker(args: argparse.Namespace) -> None:
             res = _transformers(args.prefill, args.decode)
         elif args.worker == "llama.cpp":
             res = _llama_cpp(args.prefill, args.decode, args.threads)
+        elif args.worker == "base":
+            res = _base()
         elif args.worker == "quality":
             res = _quality(args.quality_tokens)
         else:
@@ -202,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| variant | decode tok/s | prefill tok/s | peak RSS MB | load s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, r in rows.items():
+        if name == "base" and "peak_rss_mb" in r:
+            print(f"| base (torch + GGUF + tokenizer, no weights) | | | {r['peak_rss_mb']:.0f} | |")
+            continue
         if "decode_tps" not in r:
             print(f"| {name} | {r.get('skipped') or r.get('error')} | | | |")
             continue
