@@ -24,37 +24,45 @@ def add_world_arguments(parser: argparse.ArgumentParser) -> None:
                         help="state-vector round period of the city sync (default 1)")
 
 
-def world_hooks(args: argparse.Namespace, where: Path, role: str) -> tuple[Any, Any]:
-    """(started, stopping) hooks for `serve`: open the City in `where`, run MeshSync on the node.
+class WorldSync:
+    """Hooks for `serve`: open the City stored in the data dir, sync it over the node's mesh.
 
     The node's player is the node's own key, so its district is its own to write.
     """
-    if args.no_world:
-        return None, None
-    if not 0.05 <= args.world_interval <= 3600:
-        raise ValueError("--world-interval must be between 0.05 and 3600 seconds")
-    role = role if role in ("alpha", "beta", "sentinel") else "full"  # district roles
-    state: dict[str, Any] = {}
 
-    async def started(hive: Any) -> None:
+    def __init__(self, where: Path, role: str, interval_s: float = 1.0) -> None:
+        if not 0.05 <= interval_s <= 3600:
+            raise ValueError("--world-interval must be between 0.05 and 3600 seconds")
+        self.where = where
+        self.role = role if role in ("alpha", "beta", "sentinel") else "full"  # district roles
+        self.interval_s = interval_s
+        self.city: Any = None
+        self.sync: Any = None
+
+    async def attach(self, hive: Any) -> None:
         from world.model import City
         from world.model.mesh import MeshSync
 
-        city = City.open(where, hive.node.identity)
-        district = city.districts().get(city.player_id)
-        if district is None or district.role != role:
-            city.claim_district(role=role)
-        sync = MeshSync(hive.node, city, interval_s=args.world_interval)
-        sync.start()
-        state.update(city=city, sync=sync)
+        self.city = City.open(self.where, hive.node.identity)
+        district = self.city.districts().get(self.city.player_id)
+        if district is None or district.role != self.role:
+            self.city.claim_district(role=self.role)
+        self.sync = MeshSync(hive.node, self.city, interval_s=self.interval_s)
+        self.sync.start()
 
-    async def stopping(hive: Any) -> None:
-        if "sync" in state:
-            await state["sync"].stop()
-        if "city" in state:
-            state["city"].close()
+    async def detach(self, hive: Any) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
+        if self.city is not None:
+            self.city.close()
 
-    return started, stopping
+
+def world_hooks(args: argparse.Namespace, where: Path, role: str) -> tuple[Any, Any]:
+    """(attach, detach) hooks for `serve`; (None, None) with --no-world."""
+    if args.no_world:
+        return None, None
+    world = WorldSync(where, role, args.world_interval)
+    return world.attach, world.detach
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = node_config(args, listen=args.listen, join=args.join)  # fail before touching disk
     identity, where = load_identity(args.data_dir)
-    started, stopping = world_hooks(args, where, args.role)
+    attach, detach = world_hooks(args, where, args.role)
     # Peers' entry points saved by the last run come after --join: a fallback when it is gone.
     config = replace(config, join=tuple(dict.fromkeys([*args.join, *load_entries(where)])))
     setup_logging(args.verbose)
@@ -96,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
 
     attach_shard_server(hive.node, args)
     asyncio.run(serve(hive, as_json=args.json, what="node", data_dir=where,
-                      parent_pid=args.parent_pid, started=started, stopping=stopping))
+                      parent_pid=args.parent_pid, attach=attach, detach=detach))
     return 0

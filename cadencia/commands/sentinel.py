@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = node_config(args, listen=args.listen, join=args.join, sentinel=True)
     identity, where = load_identity(args.data_dir)
-    started, stopping = world_hooks(args, where, "sentinel")
+    attach, detach = world_hooks(args, where, "sentinel")
     setup_logging(args.verbose)
     hive = HiveNode(identity, config)
     if args.serve or args.model or args.fault:  # compute like any node; else stay light
@@ -52,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
 
         attach_shard_server(hive.node, args)
     asyncio.run(serve(hive, as_json=args.json, what="sentinel", parent_pid=args.parent_pid,
-                      started=started, stopping=stopping))
+                      attach=attach, detach=detach))
     return 0

@@ -186,10 +186,11 @@ Hook = Callable[[Any], Awaitable[None]]
 
 
 async def serve(hive: Any, *, as_json: bool, what: str, data_dir: Path | None = None,
-                parent_pid: int | None = None, started: Hook | None = None,
-                stopping: Hook | None = None) -> None:
+                parent_pid: int | None = None, attach: Hook | None = None,
+                detach: Hook | None = None) -> None:
     """Start `hive`, announce it, and run until SIGINT/SIGTERM (or `parent_pid` dies), then
-    leave cleanly. `started(hive)` runs before the ready line, `stopping(hive)` before close."""
+    leave cleanly. `attach(hive)` runs before the hive starts (so channel handlers are in
+    place before any link comes up), `detach(hive)` before it closes."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -198,10 +199,10 @@ async def serve(hive: Any, *, as_json: bool, what: str, data_dir: Path | None = 
     print(f"{what} {hive.node_id.hex()[:12]}: starting ...", file=sys.stderr, flush=True)
     began = False
     try:
-        await hive.start()
-        if started is not None:
+        if attach is not None:
             began = True
-            await started(hive)
+            await attach(hive)
+        await hive.start()
         ready = {"event": "ready", "id": hive.node_id.hex(), "listen": hive.listen_url,
                  "peers": len(hive.node.peers), "roles": list(hive.config.roles)}
         if as_json:
@@ -215,9 +216,9 @@ async def serve(hive: Any, *, as_json: bool, what: str, data_dir: Path | None = 
             loop.remove_signal_handler(sig)
         if watcher is not None:
             watcher.cancel()
-        if began and stopping is not None:
+        if began and detach is not None:
             try:
-                await stopping(hive)
+                await detach(hive)
             except (OSError, ValueError, RuntimeError) as exc:  # leave the mesh cleanly anyway
                 print(f"{what}: while stopping: {exc}", file=sys.stderr, flush=True)
         if data_dir is not None:

@@ -64,6 +64,8 @@ class MeshSync:
         log.info("world sync with %s on %r", peer_id.hex()[:12], LABEL)
 
     def _link_lost(self, link: Any) -> None:
+        if link.rtc is None or self.node.peers.rtc(link.node_id) is not None:
+            return  # a WebSocket closed (e.g. the join entry once its data channel is up)
         provider = self.providers.pop(link.node_id, None)
         if provider is not None:
             self.node.spawn(provider.stop(), name="world-sync-stop")
