@@ -6,9 +6,9 @@ so a Q4_1 block is exactly ``scale = d, zero = m + 8 d``. A Q8_0 block (``w = d 
 ``q``) is split into its high and low nibbles ``q + 128 = 16 h + l``, stored as two int4 groups
 (``scale = 16 d, zero = 0`` and ``scale = d, zero = 8 d``) and multiplied by the input fed
 twice, so it too runs on the int4 kernel with no float32 copy of the weight. The kernel is
-fast with bfloat16 activations only: inputs are rounded to bfloat16 and results come back
-in the caller's dtype (that rounding, plus bfloat16 scales, is the packed path's only
-numerical change; `tests/model/test_packed_quality.py` measures it).
+fast with bfloat16 activations only, so inputs, scales and the kernel's outputs are bfloat16
+(accumulation is float32) and results come back in the caller's dtype: that rounding is the
+packed path's only numerical change (`tests/model/test_packed_quality.py` measures it).
 """
 
 from __future__ import annotations
