@@ -111,3 +111,28 @@ def test_hive_up_refuses_bad_serving_flags(tmp_path: Path) -> None:
                          timeout=60, env=env, check=False)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1, bad.stderr
     assert not list(tmp_path.glob("hive-up/*"))  # nothing started
+
+
+@pytest.mark.net
+def test_the_sentinel_serves_layers_when_asked(tmp_path: Path, tiny_gguf: Path) -> None:
+    local = run_cli("generate", "the cat sat", "--model", str(tiny_gguf), "--raw",
+                    "--max-new-tokens", "6", "--json")
+    up = subprocess.Popen(
+        [*CLI, "hive", "up", "--nodes", "1", "--sentinel-serves", "--model", str(tiny_gguf),
+         "--data-dir", str(tmp_path), "--json", "--tflops", "0.5", "--no-world"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout is not None
+        summary = json.loads(up.stdout.readline())
+        assert summary["sentinel_serves"] == f"{tiny_gguf.name}:0-2/4"
+        assert summary["nodes"][0]["serves"] == f"{tiny_gguf.name}:2-4/4"
+        answer = ask(summary["sentinel"], tiny_gguf)
+        assert answer["new_ids"] == local["new_ids"]
+        assert answer["route"][0]["nodes"] == [summary["sentinel_id"]]
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=60)
+        assert up.returncode == 0 and "hive up: all stopped" in err
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
