@@ -27,6 +27,7 @@ from hive_core.mesh.dht import (
     RpcError,
     node_key,
 )
+from hive_core.mesh.dht.records import RecordError, decode_value, owner_of
 from hive_core.mesh.events import RecordsPublished
 from hive_core.mesh.health_source import local_health
 from hive_core.mesh.identity import Identity
@@ -50,6 +51,7 @@ from hive_core.protocol import (
     StatusReply,
     StatusRequest,
     Store,
+    Value,
     encode,
 )
 
@@ -71,6 +73,7 @@ class HiveNode:
         self.config = config or NodeConfig()
         self.node = Node(identity, self.config)
         self.signaler = Signaler(self.node)
+        self.signaler.find_relays = self.relays_for
         self.dht = DhtNode(identity, "mesh", self._dht_rpc, config=DhtConfig(
             k=self.config.dht_k, rpc_timeout_s=self.config.request_timeout_s,
             record_ttl_s=self.config.record_ttl_s, republish_s=self.config.republish_s,
@@ -229,6 +232,31 @@ class HiveNode:
         if isinstance(msg, StatusRequest):
             return StatusReply(msg.rpc_id, tuple(await self.status_records()))
         return None
+
+    async def relays_for(self, target: bytes, ask: int = 8) -> list[bytes]:
+        """Relays named in `target`'s signed reach record, from our store or our linked
+        peers XOR-closest to its key (no new links: signaling itself calls this)."""
+        key = node_key(target, RecordKind.REACH)
+        records = list(self.dht.store.get(key, self.dht.clock()))
+        peers = self.node.peers.closest(key, ask, {self.node_id, target})
+
+        async def one(link: Link) -> list[SignedRecord]:
+            reply = await self.node.request(link.node_id, FindValue(self.node.next_rpc_id(), key))
+            return list(reply.records) if isinstance(reply, Value) else []
+
+        found = await asyncio.gather(*(one(lk) for lk in peers), return_exceptions=True)
+        for got in found:
+            if not isinstance(got, BaseException):
+                records += [r for r in got if self.dht.accept_found(r)]
+        relays: list[bytes] = []
+        for record in records:
+            try:
+                value = decode_value(record)
+            except RecordError:
+                continue
+            if record.key == key and owner_of(record) == target and isinstance(value, ReachRecord):
+                relays += value.relays
+        return list(dict.fromkeys(relays))
 
     # -- records -------------------------------------------------------------------------
 

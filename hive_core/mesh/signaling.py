@@ -4,6 +4,9 @@ A node that wants a data channel to node X sends a signed OFFER Signal to the pe
 reaches (the sentinel over WebSocket, or any mesh neighbour); each relay forwards it to X
 over a direct link if it has one, else to its link XOR-closest to X, spending one ttl.
 X answers the same way. Relays verify every Signal, so a forged one dies at the first hop.
+Greedy routing dead-ends where the XOR-closest neighbour has no onward link, so before an
+offer the node asks its own peers for X's signed reach record and, where it is linked to one
+of the relays named there (nodes with a data channel to X), hands the offer to that relay.
 
 Glare (both ends offer at once) is broken by id: the lower id's offer wins; the higher
 side drops its own attempt and answers. A replayed offer (same sender and session) is
@@ -16,6 +19,7 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from hive_core.mesh.channel import ChannelClosed
@@ -36,6 +40,9 @@ logger = logging.getLogger(__name__)
 SIGNAL_TTL = 8  # relays a Signal may take; a mesh of thousands needs about log2(N)/2
 MAX_SEEN_SESSIONS = 10_000  # remembered (sender, session) pairs for replay refusal
 MAX_ANSWERING = 32  # offers being answered at once; more are refused (each costs a connection)
+RELAY_LOOKUP_S = 2.0  # longest wait for a target's reach record before routing greedily
+
+RelayFinder = Callable[[bytes], Awaitable[list[bytes]]]
 
 
 class Superseded(ConnectionError):
@@ -61,6 +68,9 @@ class Signaler:
         self._seen: OrderedDict[tuple[bytes, int, int], None] = OrderedDict()
         self.relayed = 0
         self._answering = 0
+        # Set by HiveNode: ids that relay signaling to a node (from its signed reach record),
+        # looked up over existing links only.
+        self.find_relays: RelayFinder | None = None
         node.signal_handler = self.handle
 
     # -- opening a link ----------------------------------------------------------------
@@ -96,6 +106,8 @@ class Signaler:
         answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._outgoing[session] = _Outgoing(peer_id, rtc, answer)
         try:
+            if via is None and self.node.peers.best(peer_id) is None:
+                via = await self._relay_link(peer_id)
             offer = await rtc.create_offer()
             sig = make_signal(self.node.identity, to_id=peer_id, kind=SignalKind.OFFER,
                               sdp=offer, session=session, ttl=SIGNAL_TTL)
@@ -130,6 +142,21 @@ class Signaler:
         raise ConnectFailed(f"the link {peer_id.hex()[:12]} offered did not come up")
 
     # -- routing -----------------------------------------------------------------------
+
+    async def _relay_link(self, peer_id: bytes) -> Link | None:
+        """Our link to a relay the target's reach record names, if we have one."""
+        if self.find_relays is None:
+            return None
+        try:
+            relays = await asyncio.wait_for(self.find_relays(peer_id), RELAY_LOOKUP_S)
+        except (TimeoutError, ConnectionError, ValueError) as exc:
+            logger.info("%s: no reach record for %s: %s", self.node, peer_id.hex()[:12], exc)
+            return None
+        for relay in relays:
+            link = self.node.peers.best(relay)
+            if link is not None and relay not in (self.node.node_id, peer_id):
+                return link
+        return None
 
     def next_hop(self, to_id: bytes, *, exclude: set[bytes]) -> Link | None:
         """A direct link to `to_id`, else the link XOR-closest to it (greedy routing)."""
