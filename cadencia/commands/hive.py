@@ -150,11 +150,23 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
     empty: list[list[str]] = [[] for _ in range(args.nodes + 1)]
     if args.no_serve:
         return None, empty
+    if args.nodes == 0 and not args.sentinel_serves:
+        print("hive up: no node to serve the model on (--nodes 0): a mesh only",
+              file=sys.stderr, flush=True)
+        return None, empty
     from hive_core.mesh.layout import assign_spans
+    from hive_core.model.errors import ModelNotFoundError
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
 
-    path = resolve_model_path(args.model)
+    try:
+        path = resolve_model_path(args.model)
+    except ModelNotFoundError:
+        if args.model:
+            raise
+        print("hive up: no model found (none bundled, no $CADENCIA_MODEL): a mesh only",
+              file=sys.stderr, flush=True)
+        return None, empty
     n_layers = GGUFModelFile(path).config.n_layers
     first = 0 if args.sentinel_serves else 1
     spans = assign_spans(path.name[:128], n_layers, args.nodes + 1 - first, args.stages)
