@@ -50,7 +50,8 @@ async def live_hive(tiny_gguf: Path):
         player = HiveNode(Identity.generate(), replace(FAST, join=(sentinel.listen_url,)))
         await player.start()
         nodes.append(player)
-        asker = LiveAsker(player, game_source(), model=str(tiny_gguf), replicas=1, timeout_s=10.0)
+        # A short timeout: the sentinel never answers shard queries, and discovery waits it out.
+        asker = LiveAsker(player, game_source(), model=str(tiny_gguf), replicas=1, timeout_s=3.0)
         yield sentinel, nodes[:2], player, asker
     finally:
         for hn in reversed(nodes):
@@ -130,7 +131,10 @@ async def test_spectator_sees_another_clients_ask_as_pulses(tiny_gguf, make_app,
 async def test_spectate_command_screenshot_shows_a_pulse_of_a_live_ask(tiny_gguf, tmp_path) -> None:
     from panda3d.core import Filename, PNMImage
 
+    from world.view.hive_link import ask_through
+
     async with live_hive(tiny_gguf) as (sentinel, _servers, _player, asker):
+        client = await asker._client()  # discovered once, before: then the hops run back to back
         shot = tmp_path / "spectate.png"
         env = {**os.environ, "EGL_PLATFORM": "surfaceless"}
         proc = await asyncio.create_subprocess_exec(
@@ -138,9 +142,6 @@ async def test_spectate_command_screenshot_shows_a_pulse_of_a_live_ask(tiny_gguf
             "--frames", "45", "--size", "480x270", "--screenshot", str(shot), "--json",
             cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         comm = asyncio.create_task(proc.communicate())
-        from world.view.hive_link import ask_through
-
-        client = await asker._client()  # discovered once: then the hops run back to back
         try:
             while not comm.done():  # another player keeps asking while the spectator watches
                 await asyncio.wait_for(ask_through(client, asker.file, asker.tokenizer, asker.source, "hi", 8), 60)
