@@ -50,6 +50,8 @@ def _prompts(quick: bool) -> list[tuple[str, list[int]]]:
 
     file = GGUFModelFile(resolve_model_path())
     tok = GGUFTokenizer(file)
+    if tok.bos_id is None or tok.eos_id is None:
+        raise SystemExit("bench_model: the model names no BOS/EOS token for its chat template")
     template = ChatTemplate(file.metadata["tokenizer.chat_template"],
                             bos_token=tok.tokens[tok.bos_id], eos_token=tok.tokens[tok.eos_id])
     chat = tok.encode(template.render([{"role": "user", "content": CHAT_PROMPT}]))

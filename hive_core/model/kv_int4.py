@@ -340,26 +340,25 @@ class Int4KV:
         reader = WireReader(data, max_bytes)
         (magic, version, code, bits, per_channel, key_group, value_group, residual, sink,
          heads, dim, length) = reader.unpack(_HEADER)
-        check_magic(magic, version, INT4_MAGIC)  # type: ignore[arg-type]
+        check_magic(magic, version, INT4_MAGIC)
         if per_channel not in (0, 1):
             raise KVWireError(f"key_per_channel flag must be 0 or 1, got {per_channel}")
         try:
-            config = Int4Config(bits, key_group, value_group, residual,  # type: ignore[arg-type]
-                                bool(per_channel), sink)  # type: ignore[arg-type]
+            config = Int4Config(bits, key_group, value_group, residual, bool(per_channel), sink)
         except ValueError as exc:
             raise KVWireError(f"bad INT4 config: {exc}") from None
         cache = cls(config, cache_dequantised=cache_dequantised)
         if heads == dim == length == code == 0:
             reader.finish()
             return cache
-        check_shape(heads, length, dim)  # type: ignore[arg-type]
-        dtype = dtype_from_code(code)  # type: ignore[arg-type]
+        check_shape(heads, length, dim)
+        dtype = dtype_from_code(code)
         try:
-            streams = cache._start(heads, dim, dtype)  # type: ignore[arg-type]
+            streams = cache._start(heads, dim, dtype)
         except ValueError as exc:
             raise KVWireError(str(exc)) from None
         for s in streams:
-            _read_stream(reader, s, length)  # type: ignore[arg-type]
+            _read_stream(reader, s, length)
         reader.finish()
         return cache
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -102,7 +102,7 @@ def tensor_to_bytes(t: torch.Tensor) -> bytes:
     return t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes()
 
 
-_NP_LE = {
+_NP_LE: dict[torch.dtype, np.dtype[Any]] = {
     torch.float32: np.dtype("<f4"),
     torch.float16: np.dtype("<f2"),
     torch.bfloat16: np.dtype("<i2"),
@@ -130,8 +130,9 @@ class WireReader:
         self._pos += n
         return out
 
-    def unpack(self, fmt: struct.Struct) -> tuple[int | bytes, ...]:
-        return fmt.unpack(self.take(fmt.size))  # type: ignore[no-any-return]
+    def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
+        """The fields of `fmt` (ints, and bytes for ``s`` codes) from the next bytes."""
+        return fmt.unpack(self.take(fmt.size))
 
     def tensor(self, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         """Copy the next tensor out of the blob (the copy keeps torch off read-only memory)."""
