@@ -184,3 +184,23 @@ def test_real_model_quality_against_the_full_precision_cache(smollm: Any) -> Non
     assert kivi.top1_agreement >= 0.95
     naive = compare(smollm.pipeline, ids, functools.partial(Int4KV, NAIVE_G32), ref)
     assert naive.top1_agreement < kivi.top1_agreement
+
+
+def test_teacher_forced_checks_its_input_and_counts_every_layer(tiny_gguf: Path) -> None:
+    from hive_core.model.errors import ModelError
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.pipeline import LocalPipeline
+
+    pipeline = LocalPipeline.load_single(GGUFModelFile(tiny_gguf))
+    for ids, chunk, message in (([5], 8, "at least two"), ([5, 6], 0, "chunk"),
+                                (list(range(65)), 8, "exceed the model's context")):
+        with pytest.raises(ModelError, match=message):
+            teacher_forced(pipeline, ids, DenseKV, chunk=chunk)
+    ids = list(range(3, 43))
+    whole = teacher_forced(pipeline, ids, DenseKV, chunk=64)
+    pieces = teacher_forced(pipeline, ids, DenseKV, chunk=7)
+    assert whole.nll.shape == whole.top1.shape == (39,)
+    assert torch.allclose(whole.nll, pieces.nll, atol=1e-4)
+    assert whole.kv_bytes == 4 * 2 * 2 * 40 * 16 * 4  # layers, k+v, heads, positions, dim, fp32
+    same = compare(pipeline, ids, DenseKV, whole, chunk=5)
+    assert same.top1_agreement == 1.0 and abs(same.ppl_change) < 1e-4
