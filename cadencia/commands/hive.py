@@ -137,11 +137,9 @@ async def _spawn(cmd: list[str]) -> asyncio.subprocess.Process:
     # each also watches --parent-pid, so none lives on.
     from hive_core.mesh.layout import die_with_parent
 
-    parent = os.getpid()
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cadencia", *cmd, stdout=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=lambda: die_with_parent(parent),
+        stdin=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent(),
     )
 
 

@@ -6,6 +6,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 
 class SpanLayoutError(ValueError):
@@ -45,13 +46,20 @@ def assign_spans(model: str, n_layers: int, servers: int,
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """In a child (between fork and exec): get SIGTERM when the parent dies, even by SIGKILL.
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` for children: they get SIGTERM when this process dies, even by SIGKILL.
 
-    Linux only (prctl); elsewhere the child's --parent-pid watch does the same, more slowly.
+    libc is resolved here, in the parent, so the child (between fork and exec) only calls
+    prctl. Linux only; elsewhere, and as a second guard, children watch --parent-pid.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    sigterm = int(signal.SIGTERM)
+
+    def in_child() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return in_child
