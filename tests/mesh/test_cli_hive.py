@@ -21,7 +21,8 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           timeout=30, env=env)
 
 
-def test_hive_up_status_json_and_ctrl_c_stops_everything(tmp_path) -> None:
+@pytest.mark.real_model  # by default the nodes serve the bundled SmolLM2, split in two spans
+def test_hive_up_status_ask_and_ctrl_c_stops_everything(tmp_path) -> None:
     up = subprocess.Popen(
         [*CLI, "hive", "up", "--nodes", "2", "--data-dir", str(tmp_path), "--json",
          "--tflops", "0.5", "--ping-interval", "0.3", "--record-ttl", "8"],
@@ -50,6 +51,15 @@ def test_hive_up_status_json_and_ctrl_c_stops_everything(tmp_path) -> None:
         assert (tmp_path / "hive-up" / "node-1" / "node.key").exists()
         text = cli("hive", "status", "--hive", url)
         assert "3 nodes" in text.stdout and "sentinel" in text.stdout
+        # Right after the ready line, `ask` with no model flag gets what `generate` answers.
+        assert [n["serves"].split(":")[1] for n in summary["nodes"]] == ["0-15/30", "15-30/30"]
+        prompt = ["Name a primary color.", "--max-new-tokens", "5", "--json"]
+        local = subprocess.run([*CLI, "generate", *prompt], capture_output=True, text=True,
+                               timeout=120, check=True)
+        asked = subprocess.run([*CLI, "ask", *prompt, "--hive", url, "--timeout", "30"],
+                               capture_output=True, text=True, timeout=180, check=False)
+        assert asked.returncode == 0, asked.stderr[-2000:]
+        assert json.loads(asked.stdout)["new_ids"] == json.loads(local.stdout)["new_ids"]
         up.send_signal(signal.SIGINT)
         _, err = up.communicate(timeout=30)
         assert up.returncode == 0, err
