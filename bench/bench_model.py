@@ -156,7 +156,7 @@ def _child_kv(threads: int, quick: bool) -> dict:
     rows = {}
     default = Int4Config()
     variants = (("int4 KIVI (default)", default),
-                ("int4 KIVI, key groups of 128", Int4Config(key_group=128)),
+                ("int4 KIVI, keys g64, window 32", Int4Config(key_group=64, residual=32)),
                 ("int4 naive per-token g32", NAIVE_G32))
     for label, config in variants:
         q = compare(pipeline, ids, functools.partial(Int4KV, config), ref)

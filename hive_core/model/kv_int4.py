@@ -32,12 +32,12 @@ class Int4Config:
 
     bits: int = 4
     """Code width: 4 (two codes a byte) or 2 (four a byte, the low-memory variant)."""
-    key_group: int = 64
+    key_group: int = 128
     """Per-channel keys: tokens sharing one scale/min per channel. Per-token keys: channels
     sharing one scale/min per token."""
     value_group: int = 64
     """Values: channels sharing one scale/min per token (the head dim or a divisor of it)."""
-    residual: int = 32
+    residual: int = 48
     """At least this many of the most recent tokens stay in 16 bits (KIVI's window)."""
     key_per_channel: bool = True
     """KIVI keys (per channel, over groups of tokens); False is naive per-token keys."""
