@@ -10,8 +10,9 @@ NAME = "demo"
 HELP = "watch an embedded 4-node hive answer a prompt in the 3D world"
 DESCRIPTION = (
     "Start a hive inside this process (hive_core.exec: 4 shard servers holding 2 stages of the "
-    "model on 2 replicas each, plus a referee; authenticated in-memory mesh links with an "
-    "emulated latency; one replica cheats unless --honest), ask it a prompt, and render the "
+    "model on 2 replicas each, plus a referee; authenticated links over real aiortc data "
+    "channels on loopback, or in-memory links with an emulated latency with --links memory; "
+    "one replica cheats unless --honest), ask it a prompt, and render the "
     "world while it answers: pulses along roads, Merkle towers of replica answers, the "
     "cheater's district falling, credits raising buildings. On a screen if there is one, "
     "else offscreen to the PNG it names."
@@ -27,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
     parser.add_argument("--honest", action="store_true", help="no cheating replica")
+    parser.add_argument("--links", choices=("rtc", "memory"), default="rtc",
+                        help="hive links: aiortc data channels on loopback (default) or in-memory")
     add_view_arguments(parser)
 
 
@@ -54,7 +57,8 @@ async def _demo(args: argparse.Namespace, cfg, say) -> int:
     from world.view.session import HiveSession, game_source
 
     source = game_source(player="asker")
-    session = HiveSession(source, model=args.model, kv=args.kv, faulty=not args.honest, say=say)
+    session = HiveSession(source, model=args.model, kv=args.kv, faulty=not args.honest, say=say,
+                          transport=args.links)
     app = WorldApp(cfg, source, mode="play")
 
     async def work() -> None:

@@ -75,9 +75,13 @@ class EmbeddedHive:
 
     async def start(self, model_path: str | Path | None = None, *, file: GGUFModelFile | None = None,
                     faulty: bool = True,
-                    kv: str = "fp32", link_ms: float = LINK_MS, host: Any = None) -> None:
+                    kv: str = "fp32", link_ms: float = LINK_MS, host: Any = None,
+                    transport: str = "memory") -> None:
         """Build the hive; with `host` (an `Identity`: the player's) server 0 runs under that key,
-        so the stage it serves is the player's work and its receipts name the player."""
+        so the stage it serves is the player's work and its receipts name the player.
+
+        `transport`: "memory" (authenticated in-memory links with `link_ms` of emulated latency)
+        or "rtc" (real aiortc data channels on loopback; `link_ms` does not apply)."""
         from hive_core.exec import ClientConfig, Fault
         from hive_core.exec.hive import build_hive
         from hive_core.mesh.memchannel import LinkProfile
@@ -94,11 +98,13 @@ class EmbeddedHive:
         self.hive = await build_hive(
             self.file.path, N_SERVERS, replicas=REPLICAS, spares=SPARES,
             faults={1: Fault.parse("noise")} if faulty else None, model=self.file,
-            profile=LinkProfile(latency_s=link_ms / 1000.0), on_event=self._hook,
+            transport=transport, on_event=self._hook,
+            profile=LinkProfile(latency_s=link_ms / 1000.0) if transport == "memory" else None,
             client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv]),
             server_identities={0: host} if host is not None else None)
         await self._map()
-        self._status(kv, link_ms)
+        self._status(kv, f"emulated {link_ms:g} ms links" if transport == "memory"
+                     else "aiortc data channels on loopback")
         self.say(f"hive ready in {time.perf_counter() - t0:.1f}s")
 
     def _hook(self, event: object) -> None:
@@ -123,7 +129,7 @@ class EmbeddedHive:
         self.source.state.set_layout({bytes.fromhex(str(k)): v for k, v in snap.as_dict().items()})
         self.source.roads = tuple(roads)
 
-    def _status(self, kv: str, link_ms: float) -> None:
+    def _status(self, kv: str, links: str) -> None:
         hive, cfg = self._hive(), self.file.config
         stages: dict[int, list[str]] = {}
         for k, server in enumerate(hive.servers):
@@ -135,7 +141,7 @@ class EmbeddedHive:
         rtts = [r.rtt_ms for r in self.source.roads]
         self.source.hud.set(
             sharding=f"{sharding} (full blocks, x{REPLICAS})",
-            routing=f"{len(self.node_ids)} nodes, RTT {min(rtts):.0f}-{max(rtts):.0f} ms (emulated {link_ms:g} ms links)",
+            routing=f"{len(self.node_ids)} nodes, RTT {min(rtts):.1f}-{max(rtts):.1f} ms ({links})",
             kv_cache=f"{kv} on the shard servers")
 
     def prompt_ids(self, prompt: str) -> list[int]:
