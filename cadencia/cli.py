@@ -9,6 +9,7 @@ import pkgutil
 import sys
 import traceback
 from types import ModuleType
+from typing import NoReturn
 
 import cadencia.commands as commands_pkg
 from cadencia import __version__
@@ -27,8 +28,15 @@ def _command_modules() -> list[ModuleType]:
     return sorted(mods, key=lambda m: m.NAME)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (subcommand parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cadencia",
         description="cadencIA Accordion World: the supercomputer you already own.",
     )
