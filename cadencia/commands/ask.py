@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from cadencia.commands._prompt_flags import add_prompt_arguments
+
 NAME = "ask"
 HELP = "answer a prompt with the hive (tokens, embedding and head stay on this device)"
 DESCRIPTION = (
@@ -19,7 +21,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="the prompt text")
+    add_prompt_arguments(parser)
     parser.add_argument("--hive", required=True, metavar="URL",
                         help="ws://HOST:PORT of a sentinel or listening node, or local:N")
     parser.add_argument("--replicas", type=int, default=1, metavar="R",
@@ -33,14 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-layers", type=int, default=1, metavar="K",
                         help="run the first K layers here too, so no node sees raw embeddings "
                              "(which map back to tokens); default 1, 0 ships embeddings")
-    parser.add_argument("--raw", action="store_true", help="feed the prompt as is, no chat template")
-    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
-                        help="stop after N new tokens (default 128)")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="sampling temperature; 0 (default) is greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache the shard servers keep (default fp32)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",

@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from cadencia.commands._prompt_flags import add_prompt_arguments
+
 NAME = "generate"
 HELP = "run the model locally on a prompt and stream the answer"
 DESCRIPTION = (
@@ -17,15 +19,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="the prompt text")
-    parser.add_argument("--raw", action="store_true", help="feed the prompt as is, no chat template")
-    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
-                        help="stop after N new tokens (default 128)")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="sampling temperature; 0 (default) is greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    add_prompt_arguments(parser)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="compute dtype (default float32)")
     parser.add_argument("--weights", choices=("packed", "fp32", "bf16"), default="fp32",
