@@ -371,9 +371,14 @@ class City:
             self._roots[RECEIPTS][receipt.receipt_id] = bytes(receipt).hex()
 
     def _spend(self, amount_mc: int, purpose: str) -> Spend:
+        ledger = self.ledger()
+        # Spends settle in (timestamp, id) order: a new one must sort after this player's
+        # earlier ones, even within the same millisecond, or it could void one of them.
+        latest = max((st.spend.timestamp_ms
+                      for st in ledger.settle(bytes.fromhex(self.player_id))), default=-1)
         spend = Spend.create(self.identity, amount_mc=amount_mc, purpose=purpose,
-                             timestamp_ms=time.time_ns() // 1_000_000)
-        return self.ledger().check_spend(spend)
+                             timestamp_ms=max(time.time_ns() // 1_000_000, latest + 1))
+        return ledger.check_spend(spend)
 
     # ---- undo / redo (this player's own commands only) ----------------------------
     def can_undo(self) -> bool:
