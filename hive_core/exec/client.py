@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +25,7 @@ from hive_core.economy import WorkReceipt
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable, check_answer
 from hive_core.exec.errors import ExecError, NoReplicaError
 from hive_core.exec.events import Emitter, EventHook
+from hive_core.exec.priority import compute_pool
 from hive_core.exec.verdicts import StageVerifier
 from hive_core.exec.wire import TO_WIRE, seal_context
 from hive_core.mesh.node import Node, PeerUnavailable
@@ -60,6 +60,7 @@ class ClientConfig:
     # Layers 0..local_layers run here too (the `local` executor must hold them): the first
     # remote node then sees mixed hidden states, not embeddings it could look up as tokens.
     local_layers: int = 0
+    compute_nice: int = 0  # OS priority of the local compute thread (the game uses 10)
 
 
 @dataclass
@@ -90,7 +91,7 @@ class HiveClient:
         self.reputation = reputation or ReputationBook()
         self.spares = list(spares)
         self.emit = Emitter(on_event)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asker")
+        self._pool = compute_pool("asker", self.config.compute_nice)
         self._boxes: dict[bytes, object] = {}
         node.register_reply(StageResult)
         hidden = local.config.hidden

@@ -125,11 +125,13 @@ async def build_hive(
     on_event: EventHook | None = None,
     model: GGUFModelFile | None = None,
     server_identities: Mapping[int, Identity] | None = None,
+    compute_nice: int = 0,
 ) -> InProcessHive:
     """`n_servers` servers; stage k runs on servers k*replicas .. k*replicas+replicas-1.
 
     With `stages` None the layers are split evenly into ``n_servers // replicas`` stages.
     `spares` extra servers hold nothing at first (failover, referees, spot checks).
+    `compute_nice` lowers the servers' compute threads' OS priority (a game hosting them).
     `server_identities` gives server k a key of its own (e.g. the player's, so its receipts
     pay the player); the others get fixed test keys.
     """
@@ -154,7 +156,8 @@ async def build_hive(
         preload = (stages[stage_index],) if k < len(stages) * replicas else ()
         if preload:
             groups[stage_index].append(node.node_id)
-        cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k)
+        cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k,
+                           compute_nice=compute_nice)
         servers.append(ShardServer(node, file, cfg))
     hive_peers: list[Any] = []
     await asyncio.gather(*(_link(asker, s.node, transport, tap, hive_peers, profile)

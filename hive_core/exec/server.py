@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +22,7 @@ from hive_core.economy import ReceiptError, WorkReceipt
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
+from hive_core.exec.priority import compute_pool
 from hive_core.exec.wire import hidden_bytes, hidden_from_bytes, seal_context, stage_of
 from hive_core.mesh.node import Node
 from hive_core.model.errors import ModelError
@@ -61,6 +61,7 @@ class ServerConfig:
     free_ram_mb: float = 0.0
     on_ac: bool = True
     feed: FeedConfig = field(default_factory=FeedConfig)  # limits of the live event feed for spectators
+    compute_nice: int = 0  # OS priority of the compute thread (the game uses 10: frames first)
 
 
 @dataclass
@@ -97,7 +98,7 @@ class ShardServer:
         self.stats = ServedStats()
         self.crashed = False
         self.closed = False
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard")
+        self._pool = compute_pool("shard", self.config.compute_nice)
         self._gen = torch.Generator().manual_seed(self.config.fault_seed)
         self._boxes: dict[bytes, object] = {}
         self._evictor: asyncio.Task[None] | None = None

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 N_SERVERS, REPLICAS, SPARES = 4, 2, 1
 LINK_MS = 8.0  # emulated one-way latency of every asker link, ms
+COMPUTE_NICE = 19  # hosted shards compute at the lowest OS priority: the frame loop goes first
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ class EmbeddedHive:
             faults={1: Fault.parse("noise")} if faulty else None, model=self.file,
             transport=transport, on_event=self._hook,
             profile=LinkProfile(latency_s=link_ms / 1000.0) if transport == "memory" else None,
-            client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv]),
+            client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv],
+                                       compute_nice=COMPUTE_NICE),
+            compute_nice=COMPUTE_NICE,
             server_identities={0: host} if host is not None else None)
         await self._map()
         self._status(kv, f"emulated {link_ms:g} ms links" if transport == "memory"
