@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from cadencia.commands._prompt_flags import add_prompt_arguments
+from cadencia.commands._prompt_flags import StreamedText, add_prompt_arguments
 
 NAME = "ask"
 HELP = "answer a prompt with the hive (tokens, embedding and head stay on this device)"
@@ -127,27 +127,17 @@ async def _ask(args: argparse.Namespace) -> int:
         else:
             client = await _join(args, path, model, config, say, closers)
         session = client.new_session()
-        stream = tokenizer.stream()
-        pieces: list[str] = []
-
-        def on_token(token: int) -> None:
-            piece = stream.push(token)
-            pieces.append(piece)
-            if not args.json and piece:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-
+        on_token = StreamedText(tokenizer, quiet=args.json)
         stats = SpecStats()
         result = await generate_hive(
             session, prompt_ids, max_new_tokens=args.max_new_tokens,
             context_length=model.config.context_length, sampler=sampler,
             stop_ids=tokenizer.stop_ids, on_token=on_token, speculate=args.speculate, stats=stats)
-        pieces.append(stream.finish())
+        text = on_token.finish()
         if args.spot_check:
             for i in range(len(session.stages)):
                 await session.verifier.spot_check(i)
         receipts = await session.finish()
-        text = "".join(pieces)
         out = {
             "text": text, "new_ids": result.new_ids, "ttft_s": round(result.ttft_s, 6),
             "tokens_per_s": round(result.tokens_per_s, 3), "route": session.route(),
@@ -162,7 +152,7 @@ async def _ask(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(out))
         else:
-            sys.stdout.write(pieces[-1] + "\n")
+            sys.stdout.write(on_token.tail + "\n")
             print(f"{len(result.new_ids)} tokens, first after {result.ttft_s:.2f}s, "
                   f"{result.tokens_per_s:.1f} tokens/s, {len(session.stages)} stages, "
                   f"verified={session.verified}, slashed={len(out['slashed'])}", file=sys.stderr)

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from cadencia.commands._prompt_flags import add_prompt_arguments
+from cadencia.commands._prompt_flags import StreamedText, add_prompt_arguments
 
 NAME = "generate"
 HELP = "run the model locally on a prompt and stream the answer"
@@ -89,24 +89,13 @@ def run(args: argparse.Namespace) -> int:
           f"{len(prompt_ids)} prompt tokens)", file=sys.stderr, flush=True)
 
     session = pipeline.new_session(kv)
-    stream = tokenizer.stream()
-    pieces: list[str] = []
-
-    def on_token(token: int) -> None:
-        piece = stream.push(token)
-        pieces.append(piece)
-        if not args.json and piece:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-
+    on_token = StreamedText(tokenizer, quiet=args.json)
     result = generate(
         chunked(session.forward), prompt_ids, max_new_tokens=args.max_new_tokens,
         context_length=model.config.context_length, sampler=sampler,
         stop_ids=tokenizer.stop_ids, on_token=on_token,
     )
-    tail = stream.finish()
-    pieces.append(tail)
-    text_out = "".join(pieces)
+    text_out = on_token.finish()
     if args.json:
         print(json.dumps({
             "text": text_out,
@@ -118,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             "weights": args.weights,
         }))
     else:
-        sys.stdout.write(tail + "\n")
+        sys.stdout.write(on_token.tail + "\n")
         sys.stdout.flush()
         print(f"{len(result.new_ids)} tokens, first after {result.ttft_s:.2f}s, "
               f"{result.tokens_per_s:.1f} tokens/s", file=sys.stderr)
