@@ -15,15 +15,15 @@ import torch
 
 from hive_core.model.config import LlamaConfig
 from hive_core.model.errors import GGUFFormatError, ModelNotFoundError, UnsupportedModelError
-
-GGUF_MAGIC = b"GGUF"
-# Big string arrays are decoded only when asked for (the tokenizer), not for the config.
-_LAZY_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-                "tokenizer.ggml.scores")
+from hive_core.model.gguf_parse import MAGIC, TensorInfo, decode_array, parse_header
 
 
 class GGUFModelFile:
-    """One llama-architecture GGUF file: metadata, `config`, and `tensor(name)`."""
+    """One llama-architecture GGUF file: metadata, `config`, and `tensor(name)`.
+
+    Scalar metadata is decoded on open; the tokenizer's big arrays stay in the file until
+    `array()` decodes one (and keeps no copy); tensors are read-only views of one memory map.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         import gguf
@@ -31,53 +31,54 @@ class GGUFModelFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelNotFoundError(f"model file not found: {self.path}")
-        size = self.path.stat().st_size
         with self.path.open("rb") as fh:
-            head = fh.read(4)
-        if head != GGUF_MAGIC:
+            head = fh.read(len(MAGIC))
+        if head != MAGIC:  # checked before mapping: an empty file cannot be mapped
             raise GGUFFormatError(f"{self.path} is not a GGUF file (bad magic {head!r})")
+        self._map = np.memmap(self.path, mode="r")
+        self._buf = self._map.data
         try:
-            self._reader = gguf.GGUFReader(self.path)
-        except Exception as exc:  # the reader raises assorted errors on damaged files
-            raise GGUFFormatError(
-                f"{self.path} is truncated or malformed: {type(exc).__name__}: {exc}"
-            ) from exc
-        self._quant_sizes = gguf.GGML_QUANT_SIZES
+            header = parse_header(self._buf)
+        except GGUFFormatError as exc:
+            raise GGUFFormatError(f"{self.path}: {exc}") from None
         self._dequantize = gguf.dequantize
-        self._tensors = {t.name: t for t in self._reader.tensors}
-        for t in self._reader.tensors:
-            block, type_size = self._quant_sizes[t.tensor_type]
-            expected = int(t.n_elements) // block * type_size
-            if int(t.data.nbytes) != expected or t.data_offset + expected > size:
-                raise GGUFFormatError(f"{self.path} is truncated: tensor {t.name} ends past the file")
-        self.metadata: dict[str, Any] = {}
-        for key, field in self._reader.fields.items():
-            if key in _LAZY_ARRAYS:
-                continue
-            try:
-                self.metadata[key] = field.contents()
-            except (ValueError, UnicodeDecodeError, IndexError) as exc:
-                raise GGUFFormatError(f"{self.path}: unreadable metadata {key}: {exc}") from exc
+        self._arrays = header.arrays
+        self._tensors = header.tensors
+        self.metadata: dict[str, Any] = header.metadata
         vocab = self.array_len("tokenizer.ggml.tokens")
         embd = self._tensors.get("token_embd.weight")
         if vocab is None and embd is not None:
-            vocab = int(embd.shape[-1])
+            vocab = int(embd.dims[-1])
         self.config = LlamaConfig.from_metadata(self.metadata, vocab_size=vocab)
         self.loaded: list[str] = []
 
     def array_len(self, key: str) -> int | None:
-        field = self._reader.fields.get(key)
-        return None if field is None else len(field.data)
+        """Length of a metadata array without decoding it; None when the key is absent."""
+        span = self._arrays.get(key)
+        if span is not None:
+            return span.count
+        value = self.metadata.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise GGUFFormatError(f"{self.path}: metadata {key} is not an array")
+        return len(value)
 
     def array(self, key: str) -> list[Any] | None:
-        """A metadata array (e.g. the token list), decoded on demand."""
-        field = self._reader.fields.get(key)
-        if field is None:
-            return None
+        """A metadata array (e.g. the token list) as a new list, decoded on demand; None when
+        the key is absent. Big arrays are decoded from the file on every call, not cached."""
+        span = self._arrays.get(key)
+        if span is None:
+            value = self.metadata.get(key)
+            if value is None:
+                return None
+            if not isinstance(value, list):
+                raise GGUFFormatError(f"{self.path}: metadata {key} is not an array")
+            return list(value)
         try:
-            return list(field.contents())
-        except (ValueError, UnicodeDecodeError, IndexError) as exc:
-            raise GGUFFormatError(f"{self.path}: unreadable metadata {key}: {exc}") from exc
+            return decode_array(self._buf, span, key)
+        except GGUFFormatError as exc:
+            raise GGUFFormatError(f"{self.path}: {exc}") from None
 
     def has_tensor(self, name: str) -> bool:
         return name in self._tensors
@@ -89,11 +90,9 @@ class GGUFModelFile:
     def raw(self, name: str) -> tuple[np.ndarray, str]:
         """One tensor's stored blocks (read-only memory map, rows as in the file) and its GGML
         type name, for `hive_core.model.packed` to keep quantised weights packed."""
-        t = self._tensors.get(name)
-        if t is None:
-            raise GGUFFormatError(f"{self.path} has no tensor {name}")
+        t = self._info(name)
         self.loaded.append(name)
-        return t.data, t.tensor_type.name
+        return self._view(t), t.ggml_type.name
 
     def tensor(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """Dequantise one tensor to `dtype`, checking it has the `shape` the config implies.
@@ -102,14 +101,12 @@ class GGUFModelFile:
         rotary halves; we undo it exactly as transformers' GGUF loader does, so weights are
         in the Hugging Face layout and RoPE is the rotate-half form.
         """
-        t = self._tensors.get(name)
-        if t is None:
-            raise GGUFFormatError(f"{self.path} has no tensor {name}")
+        t = self._info(name)
         try:
-            array = self._dequantize(t.data, t.tensor_type)
+            array = self._dequantize(self._view(t), t.ggml_type)
         except NotImplementedError as exc:
             raise UnsupportedModelError(
-                f"tensor {name} has type {t.tensor_type.name}, which cannot be dequantised"
+                f"tensor {name} has type {t.ggml_type.name}, which cannot be dequantised"
             ) from exc
         if tuple(array.shape) != shape:
             raise GGUFFormatError(f"tensor {name} has shape {tuple(array.shape)}, expected {shape}")
@@ -122,6 +119,16 @@ class GGUFModelFile:
         out = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
         self.loaded.append(name)
         return out if dtype == torch.float32 else out.to(dtype)
+
+    def _info(self, name: str) -> TensorInfo:
+        t = self._tensors.get(name)
+        if t is None:
+            raise GGUFFormatError(f"{self.path} has no tensor {name}")
+        return t
+
+    def _view(self, t: TensorInfo) -> np.ndarray:
+        dtype, shape = t.layout()
+        return self._map[t.offset:t.offset + t.n_bytes].view(dtype).reshape(shape)
 
 
 def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
