@@ -8,6 +8,7 @@ import sys
 import time
 
 from cadencia.commands._prompt_flags import StreamedText, add_prompt_arguments
+from hive_core.model.modes import DEFAULT_WEIGHTS, WEIGHT_MODES
 
 NAME = "generate"
 HELP = "run the model locally on a prompt and stream the answer"
@@ -22,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_prompt_arguments(parser)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="compute dtype (default float32)")
-    parser.add_argument("--weights", choices=("packed", "fp32", "bf16"), default="fp32",
+    parser.add_argument("--weights", choices=WEIGHT_MODES, default=DEFAULT_WEIGHTS,
                         help="how matrices are held: packed (Q4_1/Q8_0 kept 4-bit, int4 kernel; "
-                        "several times faster), fp32 (dequantised, default) or bf16")
+                        "several times faster), fp32 (dequantised) or bf16 "
+                        f"(default {DEFAULT_WEIGHTS})")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache: full precision or INT4 (default fp32)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",

@@ -7,6 +7,11 @@ answers that agree within the tolerance are used at once, and every other answer
 judged against them (outliers are slashed with signed evidence). A replica that dies is
 dropped; when none is left, a spare takes over and rebuilds the KV cache from the hop
 inputs the asker kept. After the session, the asker signs a work receipt per stage.
+
+Replicas are compared only with replicas holding their weights in the same mode (packed,
+fp32, bf16): honest nodes in different modes differ by more than the tolerance, so a plan
+that mixes them in one stage is refused, and spares and referees are drawn from the
+stage's own mode.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,20 +78,28 @@ class StageState:
     steps: int = 0
     verified_steps: int = 0
     failed: set[bytes] = field(default_factory=set)  # nodes dropped from this stage
+    weights: str | None = None  # the replicas' weights mode (None: not reported)
     work: dict[bytes, list[float]] = field(default_factory=dict)  # node -> [rows, compute s]
 
 
 class HiveClient:
-    """Drives sessions over `node` along `plan`; `local` holds the embedding and the head."""
+    """Drives sessions over `node` along `plan`; `local` holds the embedding and the head.
+
+    `weights` maps node ids to the weights mode each server reported; every stage's
+    replicas must share one mode (ExecError otherwise), and a spare of another mode never
+    stands in for them. Nodes missing from it are taken to be of any mode.
+    """
 
     def __init__(
         self, node: Node, local: ShardExecutor, plan: Plan, config: ClientConfig | None = None,
         *, reputation: ReputationBook | None = None, spares: Sequence[bytes] = (),
-        on_event: EventHook | None = None,
+        on_event: EventHook | None = None, weights: Mapping[bytes, str] | None = None,
     ) -> None:
         self.node = node
         self.local = local
         self.plan = plan
+        self.weights = dict(weights or {})
+        self.stage_weights = [self._mode_of(ps.stage, ps.nodes) for ps in plan.stages]
         self.config = config or ClientConfig()
         self.reputation = reputation or ReputationBook()
         self.spares = list(spares)
@@ -96,6 +109,20 @@ class HiveClient:
         node.register_reply(StageResult)
         hidden = local.config.hidden
         self.max_hop_tokens = self.config.max_hop_tokens or max(1, (MAX_PAYLOAD - 64) // (hidden * 4))
+
+    def _mode_of(self, stage: Stage, nodes: Sequence[bytes]) -> str | None:
+        modes = sorted({self.weights[n] for n in nodes if n in self.weights})
+        if len(modes) > 1:
+            raise ExecError(
+                f"stage {stage}: its replicas hold weights in different modes "
+                f"({', '.join(modes)}); their outputs differ by more than the replica "
+                "tolerance, so honest nodes would be slashed: give each stage replicas of one mode")
+        return modes[0] if modes else None
+
+    def same_mode(self, node: bytes, mode: str | None) -> bool:
+        """Whether `node` may be compared with replicas of weights mode `mode`."""
+        theirs = self.weights.get(node)
+        return mode is None or theirs is None or theirs == mode
 
     def new_session(self) -> HiveSession:
         return HiveSession(self)
@@ -126,7 +153,8 @@ class HiveSession:
         self.step = 0
         self.replays = 0  # cache rebuilds (failover, referees)
         self.failovers = 0
-        self.stages = [StageState(s.stage, list(s.nodes)) for s in client.plan.stages]
+        self.stages = [StageState(s.stage, list(s.nodes), weights=mode)
+                       for s, mode in zip(client.plan.stages, client.stage_weights, strict=True)]
         k = client.config.local_layers
         self.local_stage = Stage(0, k) if k > 0 else None
         kv = kv_factory("int4" if client.config.kv is KvKind.INT4 else "fp32")
@@ -243,10 +271,12 @@ class HiveSession:
     # -- failover and rebuilds -------------------------------------------------------
 
     def spare_for(self, i: int, exclude: Sequence[bytes] = ()) -> bytes | None:
-        """A connected, non-excluded node not already serving stage `i`."""
+        """A connected, non-excluded node of the stage's weights mode not already serving
+        stage `i`."""
         st = self.stages[i]
         for cand in [*self.client.spares, *self.client.plan.nodes]:
             if (cand not in st.nodes and cand not in exclude and cand not in st.failed
+                    and self.client.same_mode(cand, st.weights)
                     and not self.client.reputation.excluded(cand)
                     and self.client.node.peers.best(cand) is not None):
                 return cand
@@ -257,8 +287,10 @@ class HiveSession:
         while True:
             spare = self.spare_for(i, tried)
             if spare is None:
+                mode = self.stages[i].weights
                 raise NoReplicaError(f"stage {self.stages[i].stage}: every replica failed and "
-                                     f"no spare node is left")
+                                     "no spare node" + (f" with {mode} weights" if mode else "")
+                                     + " is left")
             tried.append(spare)
             try:
                 await self.rebuild(i, spare, hop.position)
@@ -321,4 +353,5 @@ class HiveSession:
 
     def route(self) -> list[dict[str, object]]:
         return [{"layers": [st.stage.start, st.stage.end], "part": st.stage.part.value,
-                 "nodes": [n.hex() for n in st.nodes]} for st in self.stages]
+                 "nodes": [n.hex() for n in st.nodes], "weights": st.weights}
+                for st in self.stages]

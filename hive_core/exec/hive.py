@@ -2,7 +2,9 @@
 channels (tests, benchmarks, `cadencia ask --hive local:N`).
 
 Every server loads only its own stage from the GGUF file; the asker loads only the
-embedding and the head. The links are authenticated `Node` links like the live mesh's.
+embedding and the head; all of them hold their matrices in one weights mode (packed, fp32
+or bf16), unless a test gives some servers another. The links are authenticated `Node`
+links like the live mesh's.
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ async def build_hive(
     model: GGUFModelFile | None = None,
     server_identities: Mapping[int, Identity] | None = None,
     compute_nice: int = 0,
+    weights: str = "fp32",
+    server_weights: Mapping[int, str] | None = None,
 ) -> InProcessHive:
     """`n_servers` servers; stage k runs on servers k*replicas .. k*replicas+replicas-1.
 
@@ -134,6 +138,9 @@ async def build_hive(
     `compute_nice` lowers the servers' compute threads' OS priority (a game hosting them).
     `server_identities` gives server k a key of its own (e.g. the player's, so its receipts
     pay the player); the others get fixed test keys.
+    `weights` is how the servers and the asker hold their matrices (`hive_core.model.modes`);
+    `server_weights` gives server k another mode (replicas of one stage must share a mode:
+    the client refuses a mix).
     """
     file = model or GGUFModelFile(model_path)
     n_layers = file.config.n_layers
@@ -147,6 +154,7 @@ async def build_hive(
     if len(stages) * replicas > n_servers:
         raise ValueError(f"{len(stages)} stages x {replicas} replicas need more than {n_servers} servers")
     faults = faults or {}
+    modes = {k: (server_weights or {}).get(k, weights) for k in range(n_servers + spares)}
     asker = Node(identity("asker"))
     servers: list[ShardServer] = []
     groups: list[list[bytes]] = [[] for _ in stages]
@@ -157,16 +165,17 @@ async def build_hive(
         if preload:
             groups[stage_index].append(node.node_id)
         cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k,
-                           compute_nice=compute_nice)
+                           compute_nice=compute_nice, weights=modes[k])
         servers.append(ShardServer(node, file, cfg))
+    plan: Plan = fixed_plan(stages, groups)
+    local = ShardExecutor.load(file, [Stage(0, n_local)] if n_local else [], embed=True,
+                               head=True, weights=weights)
+    spare_ids = [s.node.node_id for s in servers[len(stages) * replicas:]]
+    client = HiveClient(asker, local, plan, client_config, reputation=ReputationBook(),
+                        spares=spare_ids, on_event=on_event,
+                        weights={s.node.node_id: s.config.weights for s in servers})
     hive_peers: list[Any] = []
     await asyncio.gather(*(_link(asker, s.node, transport, tap, hive_peers, profile)
                            for s in servers))
     await asyncio.gather(*(s.start() for s in servers))
-    plan: Plan = fixed_plan(stages, groups)
-    local = ShardExecutor.load(file, [Stage(0, n_local)] if n_local else [], embed=True,
-                               head=True)
-    spare_ids = [s.node.node_id for s in servers[len(stages) * replicas:]]
-    client = HiveClient(asker, local, plan, client_config, reputation=ReputationBook(),
-                        spares=spare_ids, on_event=on_event)
     return InProcessHive(asker, client, servers, hive_peers)

@@ -1,4 +1,8 @@
-"""The asker in a live hive: find the shard servers among its links and route over them."""
+"""The asker in a live hive: find the shard servers among its links and route over them.
+
+Servers report the weights mode they hold their matrices in; a route gives each stage
+replicas of one mode, since honest replicas of different modes differ beyond the tolerance.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from hive_core.exec.errors import ExecError
+from hive_core.exec.wire import WEIGHTS_FROM_WIRE
 from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.model.config import LlamaConfig
 from hive_core.model.stage import Stage
@@ -31,20 +36,28 @@ async def discover(node: Node, timeout: float = 5.0) -> dict[bytes, ShardInfo]:
     return {p: r for p, r in zip(peers, replies, strict=True) if r is not None}
 
 
+def weights_of(infos: Mapping[bytes, ShardInfo]) -> dict[bytes, str]:
+    """Each server's weights mode by name ("packed", "fp32", "bf16"), for `HiveClient`."""
+    return {n: WEIGHTS_FROM_WIRE[i.weights] for n, i in infos.items()}
+
+
 def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int,
-              first_layer: int = 0) -> Plan | None:
+              first_layer: int = 0, prefer: str | None = None) -> Plan | None:
     """A route over the servers' preloaded spans, if they cover layers `first_layer`.. (else
-    None); a span that starts earlier serves just its part of the route."""
-    by_span: dict[tuple[int, int], list[bytes]] = {}
+    None); a span that starts earlier serves just its part of the route. Replicas of a
+    stage share a span and a weights mode; between equal options, mode `prefer` wins."""
+    by_span: dict[tuple[int, int, str], list[bytes]] = {}
     for nid, info in sorted(infos.items()):
         if info.layer_end > info.layer_start:
-            by_span.setdefault((info.layer_start, info.layer_end), []).append(nid)
+            key = (info.layer_start, info.layer_end, WEIGHTS_FROM_WIRE[info.weights])
+            by_span.setdefault(key, []).append(nid)
     stages, nodes, at = [], [], first_layer
     while at < n_layers:
-        options = [(end, ids) for (start, end), ids in by_span.items() if start <= at < end]
+        options = [(end, mode, ids) for (start, end, mode), ids in by_span.items()
+                   if start <= at < end]
         if not options:
             return None
-        end, ids = max(options, key=lambda o: (min(len(o[1]), replicas), o[0]))
+        end, _, ids = max(options, key=lambda o: (min(len(o[2]), replicas), o[0], o[1] == prefer))
         stages.append(Stage(at, end))
         nodes.append(ids[:replicas])
         at = end
@@ -52,16 +65,22 @@ def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int,
 
 
 def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, replicas: int,
-          rtt_ms: Mapping[bytes, float], first_layer: int = 0) -> Plan:
-    """Servers of this model: their spans if they cover the model, else the planner's route."""
+          rtt_ms: Mapping[bytes, float], first_layer: int = 0, prefer: str | None = None) -> Plan:
+    """Servers of this model: their spans if they cover the model, else the planner's route
+    over the servers of one weights mode (the most common; `prefer` on a tie)."""
     same = {n: i for n, i in infos.items()
             if i.model == model_name and i.n_layers == cfg.n_layers and i.hidden == cfg.hidden}
     if not same:
         raise ExecError(f"no shard server of {model_name} ({cfg.n_layers} layers) among "
                         f"{len(infos)} servers found")
-    spans = span_plan(same, cfg.n_layers, replicas, first_layer)
+    spans = span_plan(same, cfg.n_layers, replicas, first_layer, prefer)
     if spans is not None:
         return spans
+    by_mode: dict[str, dict[bytes, ShardInfo]] = {}
+    for n, i in same.items():
+        by_mode.setdefault(WEIGHTS_FROM_WIRE[i.weights], {})[n] = i
+    same = max(by_mode.values(), key=lambda group: (
+        len(group), WEIGHTS_FROM_WIRE[next(iter(group.values())).weights] == prefer))
     cands = [Candidate(n, HealthVector(
         tflops=max(i.tflops, 0.01), battery_pct=None, on_ac=True, peers=(), uptime_s=0.0,
         success_rate=1.0, free_ram_mb=i.free_ram_mb or 1e5, temperature_c=None,

@@ -1,8 +1,9 @@
 """Plumbing for `cadencia node`: the flags that make a mesh node a shard server.
 
-`add_serving_arguments(parser)` adds ``--model`` and ``--fault``; after the HiveNode is
-built, `attach_shard_server(node, args)` loads the layers named by ``--serve`` spans
-(others load when first asked for) and answers stage requests on that node.
+`add_serving_arguments(parser)` adds ``--model``, ``--weights`` and ``--fault``; after the
+HiveNode is built, `attach_shard_server(node, args)` loads the layers named by ``--serve``
+spans in that weights mode (others load when first asked for) and answers stage requests
+on that node.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import TYPE_CHECKING, Any
+
+from hive_core.model.modes import DEFAULT_WEIGHTS, add_weights_argument
 
 if TYPE_CHECKING:  # heavy (torch): imported when serving starts, not for --help
     from hive_core.exec.server import ShardServer
@@ -22,13 +25,15 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="PATH",
                         help="GGUF file whose layers this node serves (default: $CADENCIA_MODEL, "
                              "else the bundled SmolLM2-135M-Instruct)")
+    add_weights_argument(parser, "this node's shards")
     parser.add_argument("--fault", default=None, metavar="MODE",
                         help=f"TEST TOOL, never in a real hive: misbehave on purpose ({FAULT_HELP}) "
                              "to exercise verification, slashing and failover")
 
 
 def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer | None:
-    """Serve stages on `node`: preload the ``--serve`` spans of this model, apply ``--fault``.
+    """Serve stages on `node`: preload the ``--serve`` spans of this model (held as
+    ``--weights`` says), apply ``--fault``.
 
     Without a model (none given, none bundled) and without spans, the node serves nothing.
     """
@@ -60,12 +65,13 @@ def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer | N
             preload.append(Stage(span.start, span.end))
     import psutil
 
+    weights = getattr(args, "weights", None) or DEFAULT_WEIGHTS
     server = ShardServer(node, model, ServerConfig(
         preload=tuple(preload), fault=fault, tflops=float(getattr(args, "tflops", 0) or 0),
-        free_ram_mb=psutil.virtual_memory().available / (1024 * 1024)))
+        free_ram_mb=psutil.virtual_memory().available / (1024 * 1024), weights=weights))
     for stage in preload:
-        print(f"loading layers {stage.start}..{stage.end} of {model.path.name}", file=sys.stderr,
-              flush=True)
+        print(f"loading layers {stage.start}..{stage.end} of {model.path.name} ({weights} "
+              "weights)", file=sys.stderr, flush=True)
         server.load(stage)
     if fault is not None:
         print(f"WARNING: fault mode {fault} is on: this node misbehaves on purpose",

@@ -3,6 +3,7 @@
 It loads only the layers it is asked for (a preloaded range, others on first request),
 computes on one dedicated worker thread (never on the asyncio loop, and in request order),
 keeps one KV cache per (client, session, stage) in fp32 or INT4, evicts idle sessions,
+holds its matrices in one weights mode (packed, fp32 or bf16) that it reports to askers,
 signs a Merkle root of every output, seals outputs for the asker only, and keeps the
 work receipts clients sign for it. What it does is published on its live event feed
 (`hive_core.exec.feed`) for spectators: node ids, session ids, layers, timings, roots only.
@@ -23,7 +24,13 @@ from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
 from hive_core.exec.priority import compute_pool
-from hive_core.exec.wire import hidden_bytes, hidden_from_bytes, seal_context, stage_of
+from hive_core.exec.wire import (
+    WEIGHTS_TO_WIRE,
+    hidden_bytes,
+    hidden_from_bytes,
+    seal_context,
+    stage_of,
+)
 from hive_core.mesh.node import Node
 from hive_core.model.errors import ModelError
 from hive_core.model.executor import ShardExecutor
@@ -62,6 +69,12 @@ class ServerConfig:
     on_ac: bool = True
     feed: FeedConfig = field(default_factory=FeedConfig)  # limits of the live event feed for spectators
     compute_nice: int = 0  # OS priority of the compute thread (the game uses 10: frames first)
+    weights: str = "fp32"  # how matrices are held: packed | fp32 | bf16 (`hive_core.model.modes`)
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHTS_TO_WIRE:
+            raise ValueError(f"weights mode must be one of {', '.join(WEIGHTS_TO_WIRE)}, "
+                             f"got {self.weights!r}")
 
 
 @dataclass
@@ -196,7 +209,7 @@ class ShardServer:
         start, end = (pre[0].start, pre[-1].end) if pre else (0, 0)
         info = ShardInfo(msg.rpc_id, self.model.path.name[:128], cfg.n_layers, cfg.hidden,
                          start, end, float(self.config.tflops), float(self.config.free_ram_mb),
-                         self.config.on_ac)
+                         self.config.on_ac, WEIGHTS_TO_WIRE[self.config.weights])
         return asyncio.ensure_future(self.node.send(peer, info))
 
     def _on_end(self, peer: bytes, msg: EndSession) -> asyncio.Future[None] | None:
@@ -239,7 +252,7 @@ class ShardServer:
                 return ex
         if self.executors and not self.config.load_on_demand:
             raise ExecError(f"stage {stage} is not served here")
-        ex = ShardExecutor.load(self.model, [stage])
+        ex = ShardExecutor.load(self.model, [stage], weights=self.config.weights)
         self.executors.append(ex)
         self.stats.loaded_stages.append(str(stage))
         return ex

@@ -1,4 +1,4 @@
-"""Helpers both ends of a hop share: seal contexts, hidden-state bytes, part mapping."""
+"""Helpers both ends of a hop share: seal contexts, hidden-state bytes, part and weights mapping."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import torch
 from hive_core.economy import Part as WirePart
 from hive_core.exec.errors import ExecError
 from hive_core.model.stage import Part, Stage
+from hive_core.protocol.inference import WeightsKind
 
 _CTX = struct.Struct("<3s16sIHHBI")
 TO_WIRE = {Part.FULL: WirePart.FULL, Part.ATTENTION: WirePart.ATTENTION, Part.MLP: WirePart.MLP}
 FROM_WIRE = {v: k for k, v in TO_WIRE.items()}
+WEIGHTS_TO_WIRE = {"fp32": WeightsKind.FP32, "packed": WeightsKind.PACKED, "bf16": WeightsKind.BF16}
+WEIGHTS_FROM_WIRE = {v: k for k, v in WEIGHTS_TO_WIRE.items()}
 
 
 def seal_context(direction: bytes, session_id: bytes, step: int, stage: Stage, position: int) -> bytes:

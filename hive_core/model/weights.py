@@ -12,6 +12,7 @@ import torch
 
 from hive_core.model.errors import ModelError
 from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.modes import WEIGHT_MODES
 from hive_core.model.packed import (
     PACKABLE,
     DenseLinear,
@@ -27,10 +28,7 @@ from hive_core.model.packed import (
 from hive_core.model.stage import Stage
 
 Progress = Callable[[int, int], None]  # (done, total) tensors
-WeightsMode = Literal["packed", "fp32", "bf16"]
-# packed: Q4_1/Q8_0 matrices stay int4-packed (others dequantised to the compute dtype);
-# fp32: every matrix dequantised to the compute dtype; bf16: matrices stored as bfloat16.
-WEIGHT_MODES: tuple[str, ...] = ("packed", "fp32", "bf16")
+WeightsMode = Literal["packed", "fp32", "bf16"]  # see `hive_core.model.modes`
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,15 @@ class KvKind(IntEnum):
     INT4 = 2
 
 
+class WeightsKind(IntEnum):
+    """How a shard server holds its matrices (`hive_core.model.modes`): replicas in different
+    modes differ by more than the replica tolerance, so only same-mode replicas are compared."""
+
+    FP32 = 1
+    PACKED = 2
+    BF16 = 3
+
+
 @message(ExecMsgType.RUN_STAGE)
 @dataclass(frozen=True)
 class RunStage:
@@ -119,3 +128,4 @@ class ShardInfo:
     tflops: Annotated[float, Float()]
     free_ram_mb: Annotated[float, Float()]
     on_ac: Annotated[bool, Bool()]
+    weights: Annotated[WeightsKind, EnumOf(WeightsKind)] = WeightsKind.FP32  # matrices' form

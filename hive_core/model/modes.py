@@ -1,0 +1,27 @@
+"""Weights modes: how a shard holds its matrices, the mode commands use unless told, the flag.
+
+Light on purpose (no torch): command-line parsers import it for ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# packed: Q4_1/Q8_0 matrices stay int4-packed for torch's int4 CPU kernel (others are
+# dequantised to the compute dtype); fp32: every matrix dequantised to the compute dtype,
+# the reference that matches transformers; bf16: matrices stored as bfloat16.
+WEIGHT_MODES: tuple[str, ...] = ("packed", "fp32", "bf16")
+# What `generate`, `ask`, `node`, `hive up` and the game use when no --weights is given.
+# Library calls (ShardExecutor.load, build_hive, ServerConfig) take their mode explicitly
+# and default to fp32.
+DEFAULT_WEIGHTS = "fp32"
+
+
+def add_weights_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--weights {packed,fp32,bf16}`` with the default above; `what` says whose weights."""
+    parser.add_argument(
+        "--weights", choices=WEIGHT_MODES, default=DEFAULT_WEIGHTS,
+        help=f"how {what} hold the model's matrices: packed (GGUF Q4_1/Q8_0 blocks kept 4-bit "
+             "for the int4 kernel: less memory, faster), fp32 (dequantised: the reference) or "
+             f"bf16 (default {DEFAULT_WEIGHTS}). Replicas are compared only with replicas of "
+             "the same mode")
