@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from cadencia.commands._prompt_flags import StreamedText, add_prompt_arguments
+from hive_core.model.modes import add_weights_argument
 
 NAME = "ask"
 HELP = "answer a prompt with the hive (tokens, embedding and head stay on this device)"
@@ -16,7 +17,10 @@ DESCRIPTION = (
     "over them and generate. The prompt is tokenised, embedded and sampled here; only sealed "
     "hidden states travel. Each stage goes to --replicas nodes: agreeing answers are used, a "
     "disagreeing node is slashed. '--hive local:N' runs N shard servers in this process "
-    "instead (a demo without a network). Same prompt and sampling flags as 'generate'."
+    "instead (a demo without a network). --weights is how this device holds the embedding, "
+    "the head and its local layers (and the local:N servers); on a live hive, stages prefer "
+    "servers of that mode, and each stage's replicas always share one mode. Same prompt and "
+    "sampling flags as 'generate'."
 )
 
 
@@ -37,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(which map back to tokens); default 1, 0 ships embeddings")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache the shard servers keep (default fp32)")
+    add_weights_argument(parser, "this device (and the servers of --hive local:N)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch threads (default: physical cores)")
     parser.add_argument("--timeout", type=float, default=15.0, metavar="S",
@@ -121,7 +126,7 @@ async def _ask(args: argparse.Namespace) -> int:
             n = int(args.hive[6:])
             say(f"starting {n} in-process shard servers ...")
             hive = await build_hive(path, n, replicas=min(args.replicas, n), model=model,
-                                    client_config=config)
+                                    client_config=config, weights=args.weights)
             closers.append(hive.close)
             client = hive.client
         else:
@@ -145,7 +150,7 @@ async def _ask(args: argparse.Namespace) -> int:
             "slashed": [n.hex() for n in client.reputation.slashed],
             "evidence": len(client.reputation.evidence), "plan": client.plan.as_dict(),
             "receipts": len(receipts), "failovers": session.failovers,
-            "replays": session.replays, "kv": args.kv,
+            "replays": session.replays, "kv": args.kv, "weights": args.weights,
             "speculation": {"passes": stats.passes, "drafted": stats.drafted,
                             "accepted": stats.accepted},
         }
@@ -168,7 +173,7 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
 
     from hive_core.exec import HiveClient
     from hive_core.exec.errors import ExecError
-    from hive_core.exec.remote import discover, find_span_owners, link_nodes, route
+    from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
     from hive_core.mesh.hivenode import HiveNode
     from hive_core.mesh.identity import Identity
     from hive_core.mesh.node import NodeConfig
@@ -193,12 +198,14 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
     infos = await discover(hive.node, timeout=args.timeout)
     rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
     k = args.local_layers
-    plan = route(infos, model.config, path.name[:128], args.replicas, rtts, first_layer=k)
+    plan = route(infos, model.config, path.name[:128], args.replicas, rtts, first_layer=k,
+                 prefer=args.weights)
     say(f"{len(infos)} shard servers, {len(plan.stages)} stages")
     from hive_core.model.stage import Stage
 
-    local = ShardExecutor.load(model, [Stage(0, k)] if k else [], embed=True, head=True)
+    local = ShardExecutor.load(model, [Stage(0, k)] if k else [], embed=True, head=True,
+                               weights=args.weights)
     spares = [n for n in sorted(infos) if n not in plan.nodes]
-    client = HiveClient(hive.node, local, plan, config, spares=spares)
+    client = HiveClient(hive.node, local, plan, config, spares=spares, weights=weights_of(infos))
     closers.append(lambda: asyncio.sleep(0, client.close()))
     return client

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=24, metavar="N", help="answer length cap")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    from hive_core.model.modes import add_weights_argument
+
+    add_weights_argument(parser, "the embedded hive's servers and asker")
     parser.add_argument("--honest", action="store_true", help="no cheating replica")
     parser.add_argument("--links", choices=("rtc", "memory"), default="rtc",
                         help="hive links: aiortc data channels on loopback (default) or in-memory")
@@ -58,7 +61,7 @@ async def _demo(args: argparse.Namespace, cfg, say) -> int:
 
     source = game_source(player="asker")
     session = HiveSession(source, model=args.model, kv=args.kv, faulty=not args.honest, say=say,
-                          transport=args.links)
+                          transport=args.links, weights=args.weights)
     app = WorldApp(cfg, source, mode="play")
 
     async def work() -> None:
@@ -76,6 +79,7 @@ async def _demo(args: argparse.Namespace, cfg, say) -> int:
             "tokens_per_s": round(result.tokens_per_s, 3) if result else None,
             "verified": result.verified if result else None,
             "slashed": list(result.slashed) if result else [],
+            "weights": args.weights,
             "frames": report.frames,
             "screenshot": report.screenshot,
         }))

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--model", default=None, metavar="PATH",
                     help="GGUF file the nodes serve (default: $CADENCIA_MODEL, else the bundled "
                          "SmolLM2-135M-Instruct)")
+    from hive_core.model.modes import add_weights_argument
+
+    add_weights_argument(up, "the serving nodes")
     up.add_argument("--no-serve", action="store_true",
                     help="start a mesh only: no node loads or serves model layers")
     up.add_argument("--stages", type=int, default=None, metavar="S",
@@ -168,7 +171,8 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
     n_layers = GGUFModelFile(path).config.n_layers
     first = 0 if args.sentinel_serves else 1
     spans = assign_spans(path.name[:128], n_layers, args.nodes + 1 - first, args.stages)
-    out = [["--model", str(path)] if i >= first else [] for i in range(args.nodes + 1)]
+    out = [["--model", str(path), "--weights", args.weights] if i >= first else []
+           for i in range(args.nodes + 1)]
     for i, span in enumerate(spans):
         out[first + i] += ["--serve", span]
     return str(path), out
@@ -216,6 +220,7 @@ def _span_of(flags: list[str]) -> str | None:
 
 async def _up_async(args: argparse.Namespace, base: str) -> int:
     from hive_core.mesh.runner import node_config
+    from hive_core.model.modes import DEFAULT_WEIGHTS
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -242,15 +247,19 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
                   f"({nodes[-1]['peers']} peers)", file=sys.stderr, flush=True)
         spans = [_span_of(flags) for flags in serving]
         summary = {"sentinel": url, "sentinel_id": sentinel["id"], "model": model,
+                   "weights": args.weights if model else None,
                    "sentinel_serves": spans[0],
                    "nodes": [{"id": n["id"], "listen": n["listen"], "serves": span}
                              for n, span in zip(nodes, spans[1:], strict=True)]}
         if args.json:
             print(json.dumps(summary), flush=True)
         flag = f" --model {model}" if args.model else ""  # the bundled one: ask finds it too
+        if args.weights != DEFAULT_WEIGHTS:  # the asker's embedding and head in the same mode
+            flag += f" --weights {args.weights}"
         ask = f"  ask it:     cadencia ask \"Hello\" --hive {url}{flag}\n" if model else ""
         print(f"hive up: sentinel {url} and {len(nodes)} nodes"
-              + (f", serving {os.path.basename(model)}" if model else "") + "\n"
+              + (f", serving {os.path.basename(model)} ({args.weights} weights)" if model else "")
+              + "\n"
               f"  join it:    cadencia node --join {url}\n"
               f"  inspect it: cadencia hive status --hive {url}\n{ask}"
               f"Ctrl-C stops them all.", file=sys.stderr, flush=True)

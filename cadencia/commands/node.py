@@ -12,7 +12,7 @@ DESCRIPTION = (
     "Join the hive at --join ws://HOST:PORT (a sentinel, or any node started with --listen; "
     "give several to fall back in order), open WebRTC data channels to the mesh, publish "
     "this node's Health Vector, roles and reachability in the DHT, serve the layers named by "
-    "--serve, and keep the shared city (stored in --data-dir) in sync with the hive, until "
+    "--serve (matrices held as --weights says; askers compare replicas of one mode only), and keep the shared city (stored in --data-dir) in sync with the hive, until "
     "Ctrl-C. The node key lives in --data-dir."
 )
 
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "keeps an entry when the sentinel stops")
     add_mesh_arguments(parser)
     add_world_arguments(parser)
-    from hive_core.exec.serve import add_serving_arguments  # --model, --fault (issue 5)
+    from hive_core.exec.serve import add_serving_arguments  # --model, --weights, --fault
 
     add_serving_arguments(parser)
 
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     config = replace(config, join=tuple(dict.fromkeys([*args.join, *load_entries(where)])))
     setup_logging(args.verbose)
     hive = HiveNode(identity, config)
-    from hive_core.exec.serve import attach_shard_server  # answers stage requests (issue 5)
+    from hive_core.exec.serve import attach_shard_server  # answers stage requests
 
     attach_shard_server(hive.node, args)
     asyncio.run(serve(hive, as_json=args.json, what="node", data_dir=where,

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="answer length cap (default 32)")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    from hive_core.model.modes import add_weights_argument
+
+    add_weights_argument(parser, "the shards you host and your own embedding and head")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads for the shards")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where your node key and city replica are kept")
@@ -80,12 +83,12 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     keeper = CreditKeeper(city, source, say=say)
     if serve:  # host shards: this node runs those layers for the hive's askers, and is paid for it
         server = attach_shard_server(node.node, argparse.Namespace(model=args.model, fault=None, serve=serve,
-                                                                   tflops=args.tflops))
+                                                                   tflops=args.tflops, weights=args.weights))
         if server is not None:
             keeper.attach(server)
     source.me = identity.node_id
     watcher = MeshWatcher(source, args.hive, say=say)
-    asker = LiveAsker(node, source, model=args.model, say=say)
+    asker = LiveAsker(node, source, model=args.model, say=say, weights=args.weights)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
                    on_prompt=lambda text: asker.submit(text, args.max_new_tokens))
 
@@ -108,6 +111,7 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
                           "node": identity.node_id.hex(), "polls": watcher.polls, "serving": serve,
+                          "weights": args.weights,
                           "answers": [r.text for r in asker.results], **earnings}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
@@ -125,7 +129,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     # Your device hosts server 0 under your key: receipts the asker signs for it pay you.
     keeper = CreditKeeper(city, source, say=say)
     session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,
-                          identity=city.identity, on_host=keeper.attach)
+                          identity=city.identity, on_host=keeper.attach, weights=args.weights)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
                    on_prompt=lambda text: session.submit(text, args.max_new_tokens))
 
@@ -144,7 +148,8 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
         city.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
-                          "answers": [r.text for r in session.results], **earnings}))
+                          "weights": args.weights, "answers": [r.text for r in session.results],
+                          **earnings}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
     return 0

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --hive local: the prompt its hive answers while you watch")
     parser.add_argument("--max-new-tokens", type=int, default=24, metavar="N", help="answer length cap")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
+    from hive_core.model.modes import add_weights_argument
+
+    add_weights_argument(parser, "the embedded hive of --hive local")
     add_view_arguments(parser)
 
 
@@ -55,7 +58,7 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
     app = WorldApp(cfg, source, mode="spectate")
     session = spectator = None
     if args.hive == "local":
-        session = HiveSession(source, model=args.model, say=say, host=False)
+        session = HiveSession(source, model=args.model, say=say, host=False, weights=args.weights)
         ready = session.ready
 
         async def work() -> None:

@@ -1,7 +1,7 @@
 """The embedded hive the game plays with: `hive_core.exec`'s in-process hive, wired to the view.
 
 Four shard servers (two stages of the model, each on two replicas) and one spare that
-referees disagreements, linked to the asker by authenticated in-memory mesh links with
+referees disagreements, all holding their matrices in one weights mode, linked to the asker by authenticated in-memory mesh links with
 an emulated latency; one replica may be made faulty so the game shows a slashing. Every
 hive event goes to the `GameSource` (game state, pulse replay); the map comes from RTTs
 the asker measures by pinging each server; prompts stream their answer into the HUD.
@@ -77,25 +77,29 @@ class EmbeddedHive:
     async def start(self, model_path: str | Path | None = None, *, file: GGUFModelFile | None = None,
                     faulty: bool = True,
                     kv: str = "fp32", link_ms: float = LINK_MS, host: Any = None,
-                    transport: str = "memory") -> None:
+                    transport: str = "memory", weights: str | None = None) -> None:
         """Build the hive; with `host` (an `Identity`: the player's) server 0 runs under that key,
         so the stage it serves is the player's work and its receipts name the player.
 
         `transport`: "memory" (authenticated in-memory links with `link_ms` of emulated latency)
-        or "rtc" (real aiortc data channels on loopback; `link_ms` does not apply)."""
+        or "rtc" (real aiortc data channels on loopback; `link_ms` does not apply).
+        `weights`: how the servers and the asker hold the matrices (packed, fp32, bf16;
+        default `hive_core.model.modes.DEFAULT_WEIGHTS`)."""
         from hive_core.exec import ClientConfig, Fault
         from hive_core.exec.hive import build_hive
         from hive_core.mesh.memchannel import LinkProfile
         from hive_core.model.gguf_file import GGUFModelFile
         from hive_core.model.locate import resolve_model_path
+        from hive_core.model.modes import DEFAULT_WEIGHTS
         from hive_core.model.tokenizer import GGUFTokenizer
         from hive_core.protocol.inference import KvKind
 
+        weights = weights or DEFAULT_WEIGHTS
         t0 = time.perf_counter()
         self._file = file or GGUFModelFile(resolve_model_path(model_path))
         self._tokenizer = GGUFTokenizer(self._file)
         self.say(f"starting a hive of {N_SERVERS} shard servers + {SPARES} referee on "
-                 f"{self.file.config.n_layers} layers ...")
+                 f"{self.file.config.n_layers} layers ({weights} weights) ...")
         self.hive = await build_hive(
             self.file.path, N_SERVERS, replicas=REPLICAS, spares=SPARES,
             faults={1: Fault.parse("noise")} if faulty else None, model=self.file,
@@ -103,10 +107,10 @@ class EmbeddedHive:
             profile=LinkProfile(latency_s=link_ms / 1000.0) if transport == "memory" else None,
             client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv],
                                        compute_nice=COMPUTE_NICE),
-            compute_nice=COMPUTE_NICE,
+            compute_nice=COMPUTE_NICE, weights=weights,
             server_identities={0: host} if host is not None else None)
         await self._map()
-        self._status(kv, f"emulated {link_ms:g} ms links" if transport == "memory"
+        self._status(kv, weights, f"emulated {link_ms:g} ms links" if transport == "memory"
                      else "aiortc data channels on loopback")
         self.say(f"hive ready in {time.perf_counter() - t0:.1f}s")
 
@@ -132,7 +136,7 @@ class EmbeddedHive:
         self.source.state.set_layout({bytes.fromhex(str(k)): v for k, v in snap.as_dict().items()})
         self.source.roads = tuple(roads)
 
-    def _status(self, kv: str, links: str) -> None:
+    def _status(self, kv: str, weights: str, links: str) -> None:
         hive, cfg = self._hive(), self.file.config
         stages: dict[int, list[str]] = {}
         for k, server in enumerate(hive.servers):
@@ -143,7 +147,7 @@ class EmbeddedHive:
                               for i, n in sorted(stages.items()))
         rtts = [r.rtt_ms for r in self.source.roads]
         self.source.hud.set(
-            sharding=f"{sharding} (full blocks, x{REPLICAS})",
+            sharding=f"{sharding} (full blocks, x{REPLICAS}, {weights} weights)",
             routing=f"{len(self.node_ids)} nodes, RTT {min(rtts):.1f}-{max(rtts):.1f} ms ({links})",
             kv_cache=f"{kv} on the shard servers")
 

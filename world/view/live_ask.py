@@ -21,9 +21,11 @@ class LiveAsker:
     """Prompts from the HUD, answered by the hive the player's `HiveNode` has joined."""
 
     def __init__(self, hive_node: Any, source: GameSource, *, model: str | None = None, replicas: int = 2,
-                 timeout_s: float = 10.0, say: Callable[[str], None] = lambda _m: None) -> None:
+                 timeout_s: float = 10.0, say: Callable[[str], None] = lambda _m: None,
+                 weights: str | None = None) -> None:
         from hive_core.model.gguf_file import GGUFModelFile
         from hive_core.model.locate import resolve_model_path
+        from hive_core.model.modes import DEFAULT_WEIGHTS
         from hive_core.model.tokenizer import GGUFTokenizer
 
         if replicas < 1:
@@ -33,13 +35,14 @@ class LiveAsker:
         self.path = resolve_model_path(model)
         self.file = GGUFModelFile(self.path)
         self.tokenizer = GGUFTokenizer(self.file)
+        self.weights = weights or DEFAULT_WEIGHTS  # how the embedding and head are held
         self._local: Any = None  # embedding + head, loaded on the first ask
         self._busy = asyncio.Lock()
         self.results: list[AskResult] = []
 
     async def _client(self) -> Any:
         from hive_core.exec import ClientConfig, HiveClient
-        from hive_core.exec.remote import discover, find_span_owners, link_nodes, route
+        from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
         from hive_core.model.executor import ShardExecutor
 
         hive, cfg, name = self.hive_node, self.file.config, self.path.name[:128]
@@ -47,15 +50,17 @@ class LiveAsker:
         await link_nodes(hive, owners, self.timeout_s)
         infos = await discover(hive.node, timeout=self.timeout_s)
         rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
-        plan = route(infos, cfg, name, self.replicas, rtts)
+        plan = route(infos, cfg, name, self.replicas, rtts, prefer=self.weights)
         if self._local is None:
-            self._local = await asyncio.to_thread(ShardExecutor.load, self.file, [], embed=True, head=True)
+            self._local = await asyncio.to_thread(ShardExecutor.load, self.file, [], embed=True, head=True,
+                                                  weights=self.weights)
         spares = [n for n in sorted(infos) if n not in plan.nodes]
         self.source.hud.set(sharding=" | ".join(
             f"L{ps.stage.start}-{ps.stage.end - 1}: " + "+".join(n.hex()[:6] for n in ps.nodes)
             for ps in plan.stages))
         return HiveClient(hive.node, self._local, plan, ClientConfig(), spares=spares,
-                          on_event=lambda e: self.source.on_event(e, time.monotonic()))
+                          on_event=lambda e: self.source.on_event(e, time.monotonic()),
+                          weights=weights_of(infos))
 
     async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
         async with self._busy:

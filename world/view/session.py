@@ -28,8 +28,10 @@ class HiveSession:
                  faulty: bool = True, threads: int | None = None, host: bool = True,
                  say: Callable[[str], None] = lambda _m: None,
                  on_answer: Callable[[AskResult], None] | None = None, identity: object = None,
-                 on_host: Callable[[object], None] | None = None, transport: str = "memory") -> None:
+                 on_host: Callable[[object], None] | None = None, transport: str = "memory",
+                 weights: str | None = None) -> None:
         self.transport = transport  # "memory" (emulated links) or "rtc" (aiortc on loopback)
+        self.weights = weights  # packed | fp32 | bf16; None: hive_core.model.modes.DEFAULT_WEIGHTS
         self.source, self.model, self.kv, self.faulty, self.threads = source, model, kv, faulty, threads
         self.host = host  # this device hosts the first server's shard (play); a spectator hosts none
         self.say, self.on_answer = say, on_answer
@@ -49,7 +51,7 @@ class HiveSession:
             self.source.hud.set(consensus="starting the hive ...")
             await self.hive.start(self.model, kv=self.kv, faulty=self.faulty,
                                   host=self.identity if self.host else None,
-                                  transport=self.transport)
+                                  transport=self.transport, weights=self.weights)
             if self.host:  # this device hosts the first server's shard: its credits are the player's
                 hosted = self.hive._hive().servers[0]
                 self.source.me = hosted.node.node_id
