@@ -30,6 +30,7 @@ from hive_core.economy import WorkReceipt
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable, check_answer
 from hive_core.exec.errors import ExecError, NoReplicaError
 from hive_core.exec.events import Emitter, EventHook
+from hive_core.exec.feed import tell_verdict
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.verdicts import StageVerifier
 from hive_core.exec.wire import TO_WIRE, seal_context
@@ -37,6 +38,7 @@ from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.kv_factory import kv_factory
 from hive_core.model.stage import Stage
+from hive_core.protocol.feed import FeedVerdict
 from hive_core.protocol.inference import (
     MAX_PAYLOAD,
     EndSession,
@@ -138,6 +140,11 @@ class HiveClient:
 
     async def local_call(self, fn: object, *args: object) -> torch.Tensor:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)  # type: ignore[arg-type]
+
+    def announce(self, verdicts: Sequence[FeedVerdict], to: Sequence[bytes]) -> None:
+        """Send a trial's verdict to nodes that served it, whose feeds show it to spectators."""
+        if to and verdicts:
+            self.node.spawn(tell_verdict(self.node, list(to), list(verdicts)), name="verdict")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

@@ -4,6 +4,11 @@
 queue drained by its own sender task, so a slow or dead spectator loses events (counted)
 instead of slowing serving. Subscribers are bounded too; a subscription lapses after its
 TTL unless renewed, and ends when its link drops or a send fails.
+
+Verdicts come from the asker, who alone compares the replicas: it sends each trial's
+verdict (`FeedVerdict`) to the nodes that served it (`tell_verdict`), and the feed of a node
+that served that asker's session republishes it (a slashing with its evidence, in chunks;
+spectators re-check the evidence before they show anything).
 """
 
 from __future__ import annotations
@@ -12,10 +17,23 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from hive_core.mesh.node import Node
-from hive_core.protocol.feed import FeedAnswer, FeedEvent, FeedSubscribe
+from hive_core.economy import Part
+from hive_core.mesh.node import Node, PeerUnavailable
+from hive_core.protocol import encode_struct
+from hive_core.protocol.feed import (
+    FeedAnswer,
+    FeedEvent,
+    FeedKind,
+    FeedSubscribe,
+    FeedVerdict,
+    evidence_chunks,
+    feed_event,
+)
+from hive_core.protocol.trust import SlashEvidence
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +46,7 @@ class FeedConfig:
     queue_size: int = 256  # events waiting per subscriber; beyond this the newest are dropped
     max_ttl_s: float = 120.0  # longest subscription granted before it must be renewed
     send_timeout_s: float = 5.0  # a send stuck this long ends that subscription
+    served_sessions: int = 1024  # (asker, session) pairs remembered: whose verdicts are relayed
 
 
 @dataclass
@@ -47,6 +66,8 @@ class FeedStats:
     sent: int = 0
     dropped: int = 0  # events a full queue refused
     refused: int = 0  # subscriptions refused (too many)
+    verdicts: int = 0  # verdicts relayed from askers
+    verdicts_refused: int = 0  # verdicts from a node whose session we did not serve
     ended: list[str] = field(default_factory=list)  # why subscriptions ended
 
 
@@ -60,7 +81,9 @@ class EventFeed:
         self.stats = FeedStats()
         self._seq = 0
         self.closed = False
+        self._served: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         node.on(FeedSubscribe, self._on_subscribe)
+        node.on(FeedVerdict, self._on_verdict)
         node.on_link_lost.append(self._on_link_lost)
 
     def _on_subscribe(self, peer: bytes, msg: FeedSubscribe) -> asyncio.Future[None] | None:
@@ -90,6 +113,8 @@ class EventFeed:
 
     def publish(self, event: FeedEvent) -> None:
         """Queue `event` for every live subscriber (call on the event loop's thread)."""
+        if event.kind is FeedKind.HOP_SENT:  # we served `peer`'s session: its verdicts are welcome
+            self._remember(event.peer, event.session_id)
         if self.closed or not self.subscribers:
             return
         now = time.monotonic()
@@ -117,6 +142,31 @@ class EventFeed:
             sub.sent += 1
             self.stats.sent += 1
 
+    def _remember(self, asker: bytes, session_id: bytes) -> None:
+        key = (asker, session_id)
+        self._served[key] = None
+        self._served.move_to_end(key)
+        while len(self._served) > self.config.served_sessions:
+            self._served.popitem(last=False)
+
+    def _on_verdict(self, peer: bytes, msg: FeedVerdict) -> None:
+        """Republish an asker's verdict on a trial we served for it."""
+        me = self.node.node_id
+        if (peer, msg.session_id) not in self._served or (msg.verified and me not in msg.agreeing):
+            self.stats.verdicts_refused += 1
+            logger.info("%s: refused a verdict from %s on a session it did not run here",
+                        self.node, peer.hex()[:12])
+            return
+        self.stats.verdicts += 1
+        if msg.verified:
+            kind, node, quorum = FeedKind.VERIFIED, me, len(msg.agreeing)
+        else:
+            kind, node, quorum = FeedKind.SLASHED, msg.offender, 1
+        self.publish(feed_event(kind, node, session_id=msg.session_id, step=msg.step,
+                                layer_start=msg.layer_start, layer_end=msg.layer_end,
+                                part=msg.part, quorum=quorum, reason=msg.reason, chunk=msg.chunk,
+                                chunks=msg.chunks, evidence=msg.evidence))
+
     def _expire(self, now: float) -> None:
         for peer in [p for p, s in self.subscribers.items() if s.expires < now]:
             self._end(peer, "expired")
@@ -139,6 +189,32 @@ class EventFeed:
         self.closed = True
         for peer in list(self.subscribers):
             self._end(peer, "closed")
+
+
+def verified_verdict(session_id: bytes, step: int, layer_start: int, layer_end: int, part: Part,
+                     agreeing: Sequence[bytes]) -> FeedVerdict:
+    """The verdict that a trial (one stage step) was verified by `agreeing` replicas."""
+    return FeedVerdict(session_id, step, layer_start, layer_end, part, True, tuple(agreeing)[:9],
+                       b"", "", 0, 0, b"")
+
+
+def slashed_verdicts(evidence: SlashEvidence, offender: bytes, reason: str) -> list[FeedVerdict]:
+    """The verdict that `offender` was slashed, its evidence cut into the chunks events carry."""
+    att = evidence.offender
+    parts = evidence_chunks(encode_struct(evidence))
+    return [FeedVerdict(att.session_id, att.step, att.layer_start, att.layer_end, att.part, False,
+                        (), offender, reason[:256], k, len(parts), chunk)
+            for k, chunk in enumerate(parts)]
+
+
+async def tell_verdict(node: Node, to: Sequence[bytes], verdicts: Sequence[FeedVerdict]) -> None:
+    """Send `verdicts` to each of `to` (the nodes whose feeds show them); a gone node is skipped."""
+    for peer in to:
+        try:
+            for v in verdicts:
+                await node.send(peer, v)
+        except (PeerUnavailable, ConnectionError) as exc:
+            logger.debug("verdict to %s not sent: %s", peer.hex()[:12], exc)
 
 
 def hop_time_s(node: Node, peer: bytes, fallback_s: float = 0.002) -> float:

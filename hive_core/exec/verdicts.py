@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
 from hive_core.exec.errors import VerificationError
+from hive_core.exec.feed import slashed_verdicts, verified_verdict
+from hive_core.exec.wire import TO_WIRE
 from hive_core.trust import EvidenceError, agree, judge, make_evidence
 
 if TYPE_CHECKING:
@@ -118,6 +120,10 @@ class StageVerifier:
                        agreeing=tuple(a.node for a in agreeing))
             for a in agreeing:
                 self.s.client.reputation.reward(a.node)
+            nodes = [a.node for a in agreeing]
+            self.s.client.announce([verified_verdict(hop.session_id, hop.step, hop.stage.start,
+                                                     hop.stage.end, TO_WIRE[hop.stage.part], nodes)],
+                                   nodes)
         self.last[i] = (hop, agreeing[0])
 
     def _slash(self, i: int, hop: Hop, bad: Answer, agreeing: list[Answer]) -> None:
@@ -133,9 +139,10 @@ class StageVerifier:
             logger.warning("no evidence against %s: %s", bad.node.hex()[:12], exc)
             return
         self._drop(i, bad.node, "slashed", gone=False)
+        reason = f"output outside tolerance {rtol:g} of {len(witnesses)} agreeing replicas"
         self._emit("Slashed", session_id=hop.session_id, step=self._trial(i, hop),
-                   node_id=bad.node, reason=f"output outside tolerance {rtol:g} of "
-                   f"{len(witnesses)} agreeing replicas")
+                   node_id=bad.node, reason=reason, evidence=ev)
+        self.s.client.announce(slashed_verdicts(ev, bad.node, reason), [a.node for a in agreeing])
 
     async def _judge_late(self, i: int, hop: Hop, tasks: dict[asyncio.Future[Answer], bytes],
                           agreeing: list[Answer], verified: bool) -> None:

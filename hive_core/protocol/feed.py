@@ -1,9 +1,13 @@
-"""Live event feed wire messages (tags 0x48-0x4A): spectators subscribe to a node's hive events.
+"""Live event feed wire messages (tags 0x48-0x4B): spectators subscribe to a node's hive events.
 
 A shard server publishes what it does (stage started, hop served, answer attested, receipt
-kept) to the spectators that subscribed; the game turns each `FeedEvent` into its own event
+kept) to the spectators that subscribed, and the verdicts its asker sends it (`FeedVerdict`:
+a trial verified, a replica slashed); the game turns each `FeedEvent` into its own event
 (`world.game.events`). Events carry only node ids, opaque session ids, layer spans,
-durations, Merkle roots, verdicts and signed receipts: never token ids, text or tensors.
+durations, Merkle roots, verdicts and signed receipts: never token ids or text. The one
+exception is a slashing's evidence (`hive_core.trust`: the signed outputs of the liar and
+of its witnesses for that one stage step), since without those hidden states nobody could
+re-check the verdict; it travels in chunks of `EVIDENCE_CHUNK` bytes.
 Times are relative (`age_s`, durations): monotonic clocks differ between machines.
 """
 
@@ -18,13 +22,16 @@ from hive_core.economy import Part
 from hive_core.economy.receipt import SIZE as RECEIPT_BYTES
 from hive_core.protocol.codec import message
 from hive_core.protocol.errors import ProtocolError
-from hive_core.protocol.fields import Blob, Bool, EnumOf, Fixed, Float, Text, UInt
-from hive_core.protocol.trust import SESSION_BYTES
+from hive_core.protocol.fields import Blob, Bool, EnumOf, Fixed, Float, ListOf, Text, UInt
+from hive_core.protocol.trust import MAX_WITNESSES, SESSION_BYTES
 
 NODE_BYTES = 20
 MAX_ROOT = 64
 MAX_AGE_S = 3600.0
 MAX_DURATION_S = 3600.0
+EVIDENCE_CHUNK = 192 * 1024  # evidence bytes per event: a frame stays under MAX_FRAME_BYTES
+MAX_EVIDENCE_BYTES = 4 * 1024 * 1024  # a whole piece of evidence, reassembled
+MAX_EVIDENCE_CHUNKS = -(-MAX_EVIDENCE_BYTES // EVIDENCE_CHUNK)
 
 
 class FeedMsgType(IntEnum):
@@ -33,6 +40,7 @@ class FeedMsgType(IntEnum):
     FEED_SUBSCRIBE = 0x48
     FEED_ANSWER = 0x49
     FEED_EVENT = 0x4A
+    FEED_VERDICT = 0x4B
 
 
 class FeedKind(IntEnum):
@@ -41,8 +49,8 @@ class FeedKind(IntEnum):
     STAGE_STARTED = 1  # node began serving layers of a session
     HOP_SENT = 2  # a tensor went peer -> node and back; duration_s: one-way hop time
     REPLICA_ANSWERED = 3  # node's output for (session, step) has Merkle root `root`
-    VERIFIED = 4  # (session, step) agreed; node is one agreeing replica
-    SLASHED = 5  # node was slashed on (session, step)
+    VERIFIED = 4  # (session, step, stage) agreed; node is one agreeing replica (the sender)
+    SLASHED = 5  # node was slashed on (session, step, stage); `evidence` proves it, in chunks
     RECEIPT_ISSUED = 6  # `receipt` is a client-signed WorkReceipt for node's work
 
 
@@ -91,6 +99,9 @@ class FeedEvent:
     quorum: Annotated[int, UInt(1)]
     reason: Annotated[str, Text(256)]  # SLASHED
     receipt: Annotated[bytes, Blob(RECEIPT_BYTES)]  # RECEIPT_ISSUED: WorkReceipt bytes
+    chunk: Annotated[int, UInt(2)]  # SLASHED: which part of the evidence this is, from 0
+    chunks: Annotated[int, UInt(2)]  # SLASHED: how many parts the evidence has
+    evidence: Annotated[bytes, Blob(EVIDENCE_CHUNK)]  # SLASHED: part of a SlashEvidence body
 
     def __post_init__(self) -> None:
         for name, value, top in (("age_s", self.age_s, MAX_AGE_S),
@@ -109,12 +120,64 @@ class FeedEvent:
             raise ProtocolError("a replica answer needs its Merkle root")
         if kind is FeedKind.RECEIPT_ISSUED and len(self.receipt) != RECEIPT_BYTES:
             raise ProtocolError(f"a receipt event needs {RECEIPT_BYTES} receipt bytes")
+        if kind is FeedKind.SLASHED:
+            _check_chunk(self.chunk, self.chunks, self.evidence)
+
+
+@message(FeedMsgType.FEED_VERDICT)
+@dataclass(frozen=True)
+class FeedVerdict:
+    """Asker -> a node that served the trial: the verdict on it, for that node's spectators.
+
+    Verified: `agreeing` lists the replicas whose answers were accepted. Slashed: `offender`
+    lost stake, `evidence` is one chunk of the encoded `SlashEvidence` that proves it.
+    """
+
+    session_id: Annotated[bytes, Blob(SESSION_BYTES)]
+    step: Annotated[int, UInt(4)]  # the stage step, as in RunStage
+    layer_start: Annotated[int, UInt(2)]
+    layer_end: Annotated[int, UInt(2)]
+    part: Annotated[Part, EnumOf(Part)]
+    verified: Annotated[bool, Bool()]  # True: a verified trial; False: a slashing
+    agreeing: Annotated[tuple[bytes, ...], ListOf(Fixed(NODE_BYTES), MAX_WITNESSES + 1)]
+    offender: Annotated[bytes, Blob(NODE_BYTES)]  # slashed node; empty when verified
+    reason: Annotated[str, Text(256)]
+    chunk: Annotated[int, UInt(2)]
+    chunks: Annotated[int, UInt(2)]
+    evidence: Annotated[bytes, Blob(EVIDENCE_CHUNK)]
+
+    def __post_init__(self) -> None:
+        if not self.session_id:
+            raise ProtocolError("a verdict needs a session id")
+        if self.layer_end <= self.layer_start:
+            raise ProtocolError(f"empty layer range {self.layer_start}..{self.layer_end}")
+        if self.verified:
+            if not self.agreeing or self.offender or self.evidence:
+                raise ProtocolError("a verified trial names its agreeing nodes and no offender")
+        else:
+            if len(self.offender) != NODE_BYTES:
+                raise ProtocolError("a slashing names its offender")
+            _check_chunk(self.chunk, self.chunks, self.evidence)
+
+
+def _check_chunk(chunk: int, chunks: int, data: bytes) -> None:
+    if not 0 <= chunk < chunks <= MAX_EVIDENCE_CHUNKS or not data:
+        raise ProtocolError(f"evidence chunk {chunk} of {chunks} is out of range "
+                            f"(at most {MAX_EVIDENCE_CHUNKS} non-empty chunks)")
+
+
+def evidence_chunks(body: bytes) -> list[bytes]:
+    """`body` (an encoded SlashEvidence) cut into the chunks its events carry."""
+    if not body or len(body) > MAX_EVIDENCE_BYTES:
+        raise ProtocolError(f"evidence of {len(body)} bytes: must be 1..{MAX_EVIDENCE_BYTES}")
+    return [body[i:i + EVIDENCE_CHUNK] for i in range(0, len(body), EVIDENCE_CHUNK)]
 
 
 def feed_event(kind: FeedKind, node: bytes, *, session_id: bytes = b"", peer: bytes = b"",
                layer_start: int = 0, layer_end: int = 0, part: Part = Part.FULL, step: int = 0,
                duration_s: float = 0.0, root: bytes = b"", quorum: int = 1, reason: str = "",
-               receipt: bytes = b"") -> FeedEvent:
+               receipt: bytes = b"", chunk: int = 0, chunks: int = 0,
+               evidence: bytes = b"") -> FeedEvent:
     """A FeedEvent with the unused fields zeroed (`seq` and `age_s` are set when it is sent)."""
     return FeedEvent(0, kind, 0.0, session_id, node, peer, layer_start, layer_end, part, step,
-                     duration_s, root, quorum, reason[:256], receipt)
+                     duration_s, root, quorum, reason[:256], receipt, chunk, chunks, evidence)

@@ -21,6 +21,7 @@ from enum import IntEnum
 from typing import ClassVar
 
 from hive_core.economy import Part, WorkReceipt
+from hive_core.protocol.trust import SlashEvidence
 
 from .errors import GameEventError
 
@@ -164,7 +165,11 @@ class Verified:
 
 @dataclass(frozen=True)
 class Slashed:
-    """A node was caught answering wrong (or forging) and lost stake: its district falls."""
+    """A node was caught answering wrong (or forging) and lost stake: its district falls.
+
+    `evidence` is the signed proof (`hive_core.trust`); `GameState` re-checks it before the
+    district falls, and a state fed from the network refuses a slashing without it.
+    """
 
     kind: ClassVar[EventKind] = EventKind.SLASHED
     session_id: bytes
@@ -172,6 +177,7 @@ class Slashed:
     node_id: bytes
     reason: str  # e.g. "answer outside tolerance of 2 agreeing replicas"
     at: float
+    evidence: SlashEvidence | None = None  # the offender's and its witnesses' signed outputs
 
     def __post_init__(self) -> None:
         _session(self.session_id)
@@ -180,6 +186,8 @@ class Slashed:
         if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_CHARS:
             raise GameEventError(f"reason must be a string of <= {MAX_REASON_CHARS} chars")
         _time("at", self.at)
+        if self.evidence is not None and not isinstance(self.evidence, SlashEvidence):
+            raise GameEventError("evidence must be a SlashEvidence")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ changing anything, so the view may call it every frame. Rules of the game:
 - Replica answers of one trial stack up as a tower; equal digests are answers that
   agree, and the tower converges as the largest group nears the quorum. A verdict marks
   it verified; a trial without one for `TRIAL_TIMEOUT_S` expires.
-- A slashed node's district falls (an animation of `FALL_S`) and stays down.
+- A slashed node's district falls (an animation of `FALL_S`) and stays down, once the
+  slashing's signed evidence is re-checked here (a state fed from the network, with
+  `require_evidence`, refuses a slashing that comes without it).
 - Each verified work receipt credits its worker once (signature checked here, amount by
   the economy's reward formula); every `MC_PER_FLOOR` milli-credits raise one floor.
 - Heat and battery set the efficiency factor, which dims the district's lights.
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from hive_core.economy import EconomyError, efficiency_factor
+from hive_core.trust import EvidenceError, check_evidence
 
 from .errors import GameError, GameEventError
 from .events import (
@@ -56,9 +59,14 @@ if TYPE_CHECKING:  # world.layout pulls in scikit-learn: the inference path neve
 
 
 class GameState:
-    """Hive events in, snapshots out. Thread-safe: events may come from worker threads."""
+    """Hive events in, snapshots out. Thread-safe: events may come from worker threads.
 
-    def __init__(self) -> None:
+    `require_evidence`: refuse a slashing without its signed evidence (events from the
+    network); evidence that comes is checked either way.
+    """
+
+    def __init__(self, *, require_evidence: bool = False) -> None:
+        self.require_evidence = require_evidence
         self._lock = threading.Lock()
         self._districts: dict[bytes, District] = {}
         self._pulses: list[HopSent] = []
@@ -95,7 +103,8 @@ class GameState:
 
     def apply(self, event: GameEvent, now: float) -> None:
         """Fold one event in. Raises `GameEventError` (state unchanged) for a forged receipt,
-        an event dated too far in the future, or an object that is not a game event."""
+        a slashing its evidence does not prove, an event dated too far in the future, or an
+        object that is not a game event."""
         when = _event_time(event)
         if when > now + MAX_CLOCK_SKEW_S:
             raise GameEventError(f"{type(event).__name__} is dated {when - now:.1f} s ahead")
@@ -104,6 +113,8 @@ class GameState:
                 event.receipt.verify()
             except EconomyError as exc:
                 raise GameEventError(f"refused receipt: {exc}") from None
+        if isinstance(event, Slashed):
+            _check_slashing(event, self.require_evidence)
         with self._lock:
             self._prune(now)
             self._apply(event)
@@ -327,6 +338,24 @@ class GameState:
     def _position(self, node: bytes) -> Position | None:
         d = self._districts.get(node)
         return d.position if d else None
+
+
+def _check_slashing(event: Slashed, required: bool) -> None:
+    who = event.node_id.hex()[:12]
+    ev = event.evidence
+    if ev is None:
+        if required:
+            raise GameEventError(f"refused slashing of {who}: it carries no evidence")
+        return
+    try:
+        offender = check_evidence(ev)
+    except EvidenceError as exc:
+        raise GameEventError(f"refused slashing of {who}: {exc}") from None
+    if offender != event.node_id:
+        raise GameEventError(f"refused slashing of {who}: the evidence is against "
+                             f"{offender.hex()[:12]}")
+    if ev.offender.session_id != event.session_id:
+        raise GameEventError(f"refused slashing of {who}: the evidence is from another session")
 
 
 def _health_order(h: HealthUpdated) -> tuple[float, float, float, bool, float]:

@@ -1,0 +1,211 @@
+"""Verdicts for spectators: a real hive with a lying replica, watched over the nodes' feeds.
+
+The asker sends each trial's verdict to the nodes that served it; their feeds carry it to
+the spectator, whose game state shows the tower verified and the liar's district falling
+only after re-checking the slashing's signed evidence. Forged slashings are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hive_core.economy import Part
+from hive_core.exec import Fault, generate_hive
+from hive_core.exec.hive import build_hive, identity
+from hive_core.mesh.memchannel import memory_pair
+from hive_core.mesh.node import Node
+from hive_core.model.stage import Stage
+from hive_core.protocol import encode_struct
+from hive_core.protocol.feed import (
+    EVIDENCE_CHUNK,
+    FeedAnswer,
+    FeedEvent,
+    FeedKind,
+    FeedSubscribe,
+    evidence_chunks,
+    feed_event,
+)
+from hive_core.protocol.trust import SlashEvidence
+from hive_core.trust import attest, make_evidence
+from world.game import GameState
+from world.game import events as ev
+from world.game.errors import GameEventError
+from world.game.rules import FALL_S
+from world.game.snapshot import TrialStatus
+from world.view.feed_watch import EvidenceAssembler, FeedWatcher
+from world.view.game_source import GameSource, HudBoard
+
+PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
+SESSION = b"s" * 16
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tiny_gguf: Any) -> Any:
+    from hive_core.model.gguf_file import GGUFModelFile
+
+    return GGUFModelFile(tiny_gguf)
+
+
+def _evidence(rows: int = 2, width: int = 16) -> tuple[SlashEvidence, bytes]:
+    """Evidence that node "liar" answered far from two agreeing witnesses; and the liar's id."""
+    rng = np.random.default_rng(1)
+    inp = rng.standard_normal((rows, width)).astype("<f4").tobytes()
+    good = rng.standard_normal((rows, width)).astype("<f4")
+    bad = good + 1.0
+
+    def statement(name: str, out: np.ndarray) -> tuple[Any, bytes]:
+        data = out.tobytes()
+        return attest(identity(name), session_id=SESSION, step=3, layer_start=0, layer_end=2,
+                      part=Part.FULL, position=0, tokens=rows, input_bytes=inp,
+                      output_bytes=data), data
+
+    liar, liar_out = statement("liar", bad)
+    ev_ = make_evidence(liar, liar_out, [statement("w1", good), statement("w2", good)])
+    return ev_, identity("liar").node_id
+
+
+def test_state_checks_a_slashings_evidence_before_the_district_falls() -> None:
+    evidence, liar = _evidence()
+    honest = identity("w1").node_id
+    state = GameState(require_evidence=True)
+    with pytest.raises(GameEventError, match="carries no evidence"):
+        state.apply(ev.Slashed(SESSION, 1, liar, "lied", 1.0), 1.0)
+    with pytest.raises(GameEventError, match="evidence is against"):
+        state.apply(ev.Slashed(SESSION, 1, honest, "lied", 1.0, evidence), 1.0)
+    with pytest.raises(GameEventError, match="another session"):
+        state.apply(ev.Slashed(b"t" * 16, 1, liar, "lied", 1.0, evidence), 1.0)
+    tampered = replace(evidence, witness_outputs=(evidence.offender_output,
+                                                  evidence.witness_outputs[1]))
+    with pytest.raises(GameEventError, match="does not verify"):
+        state.apply(ev.Slashed(SESSION, 1, liar, "lied", 1.0, tampered), 1.0)
+    assert state.snapshot(10.0).districts == () and state.snapshot(10.0).slashings == 0
+    state.apply(ev.Slashed(SESSION, 1, liar, "lied", 1.0, evidence), 1.0)
+    [district] = state.snapshot(1.0 + FALL_S).districts
+    assert district.node_id == liar and district.fallen and district.fall_progress == 1.0
+    # A game fed by its own asker may take a slashing without evidence (it made the verdict).
+    local = GameState()
+    local.apply(ev.Slashed(SESSION, 1, liar, "lied", 1.0), 1.0)
+    assert local.snapshot(2.0).slashings == 1
+
+
+def test_evidence_is_cut_into_chunks_and_joined_whatever_their_order() -> None:
+    evidence, liar = _evidence(rows=4000)  # 3 outputs of 256 KB: more than one frame
+    body = encode_struct(evidence)
+    parts = evidence_chunks(body)
+    assert len(parts) == math.ceil(len(body) / EVIDENCE_CHUNK) > 1
+    events = [feed_event(FeedKind.SLASHED, liar, session_id=SESSION, step=3, layer_start=0,
+                         layer_end=2, reason="lied", chunk=k, chunks=len(parts), evidence=p)
+              for k, p in enumerate(parts)]
+    joiner = EvidenceAssembler()
+    got = [joiner.add(b"\x07" * 20, e) for e in reversed(events)]
+    assert got[:-1] == [None] * (len(parts) - 1) and got[-1] == body
+    from world.view.feed_watch import game_event
+
+    slashed = game_event(events[0], b"\x07" * 20, 10.0, body)
+    assert slashed.node_id == liar and slashed.evidence == evidence
+    state = GameState(require_evidence=True)
+    state.apply(slashed, 10.0)
+    assert state.snapshot(10.0 + FALL_S).districts[0].fallen
+
+
+async def _spectate(hive: Any, source: GameSource) -> tuple[Node, FeedWatcher]:
+    """A spectator node linked to every server, its feed events played by a FeedWatcher."""
+    watcher = FeedWatcher(source, "ws://127.0.0.1:1", list)
+    spec = Node(identity("spectator"))
+    spec.register_reply(FeedAnswer)
+    spec.on(FeedEvent, watcher._on_event)
+    for s in hive.servers:
+        a, b = memory_pair()
+        await asyncio.gather(spec.attach(a, kind="memory", expect=s.node.node_id),
+                             s.node.attach(b, kind="memory", expect=spec.node_id))
+        reply = await spec.request(s.node.node_id, FeedSubscribe(spec.next_rpc_id(), True, 60.0),
+                                   timeout=5)
+        assert isinstance(reply, FeedAnswer) and reply.ok
+        watcher.subscribed[s.node.node_id] = math.inf
+    return spec, watcher
+
+
+async def test_a_spectator_sees_the_tower_verified_and_the_liar_fall(
+        tiny_gguf: Any, tiny_file: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # Two replicas per stage and a referee: server 1 lies on stage 0 and is outvoted.
+    hive = await build_hive(tiny_gguf, 4, replicas=2, spares=1, model=tiny_file,
+                            stages=[Stage(0, 2), Stage(2, 4)], faults={1: Fault.parse("noise")})
+    source = GameSource(GameState(), HudBoard())
+    spec, watcher = await _spectate(hive, source)
+    liar = hive.servers[1].node.node_id
+    loop = asyncio.get_running_loop()
+    try:
+        s = hive.client.new_session()
+        await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=4, context_length=64), 60)
+        await s.finish()
+        for _ in range(200):
+            snap = source.state.snapshot(loop.time())
+            if snap.slashings and snap.verified_trials >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert hive.client.reputation.slashed == [liar]
+        assert watcher.rejected == 0
+        snap = source.state.snapshot(loop.time() + FALL_S)
+        fallen = [d.node_id for d in snap.districts if d.fallen]
+        assert fallen == [liar]
+        towers = source.state.snapshot(loop.time()).towers
+        verified = [t for t in towers if t.status is TrialStatus.VERIFIED]
+        assert verified and all(liar not in t.slashed or t.agreeing >= 2 for t in verified)
+        assert any(t.convergence == 1.0 and t.agreeing >= 2 for t in verified)
+        assert any(liar in t.slashed for t in towers)  # the lie shows on its trial's tower
+
+        # A forged slashing of an honest server, relayed by a server (its evidence proves
+        # the real liar wrong, not the node it names): refused, logged, never shown.
+        honest = hive.servers[0]
+        [real] = [e for e in hive.client.reputation.evidence]
+        body = encode_struct(real)
+        forged = [feed_event(FeedKind.SLASHED, honest.node.node_id, session_id=real.offender.session_id,
+                             step=real.offender.step, layer_start=0, layer_end=2, reason="forged",
+                             chunk=k, chunks=n, evidence=p)
+                  for n in [len(evidence_chunks(body))] for k, p in enumerate(evidence_chunks(body))]
+        garbage = feed_event(FeedKind.SLASHED, hive.servers[2].node.node_id, session_id=SESSION,
+                             layer_start=0, layer_end=2, reason="no proof", chunk=0, chunks=1,
+                             evidence=b"\x00" * 64)
+        caplog.set_level(logging.WARNING, logger="world.view.feed_watch")
+        sender = hive.servers[3].node
+        for e in [*forged, garbage]:
+            await sender.send(spec.node_id, e)
+        for _ in range(100):
+            if watcher.rejected >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert watcher.rejected == 2
+        refusals = [r.getMessage() for r in caplog.records if "refused a SLASHED" in r.getMessage()]
+        assert len(refusals) == 2 and "evidence is against" in refusals[0]
+        snap = source.state.snapshot(loop.time() + FALL_S)
+        assert [d.node_id for d in snap.districts if d.fallen] == [liar]
+    finally:
+        await spec.close()
+        await hive.close()
+
+
+async def test_a_node_relays_verdicts_only_from_the_asker_of_a_session_it_served(
+        tiny_gguf: Any, tiny_file: Any) -> None:
+    from hive_core.exec.feed import verified_verdict
+
+    hive = await build_hive(tiny_gguf, 2, model=tiny_file)
+    stranger = Node(identity("stranger"))
+    server = hive.servers[0]
+    a, b = memory_pair()
+    await asyncio.gather(stranger.attach(a, kind="memory", expect=server.node.node_id),
+                         server.node.attach(b, kind="memory", expect=stranger.node_id))
+    try:
+        me = server.node.node_id
+        await stranger.send(me, verified_verdict(SESSION, 0, 0, 2, Part.FULL, [me]))
+        await asyncio.sleep(0.05)
+        assert server.feed.stats.verdicts_refused == 1 and server.feed.stats.verdicts == 0
+    finally:
+        await stranger.close()
+        await hive.close()
