@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import torch
 
 from hive_core.economy import Part
 from hive_core.exec import ClientConfig, Fault, FaultSpecError, SpecStats, generate_hive
@@ -38,18 +39,38 @@ async def hive_ids(hive: Any, seed: int = 7, **kw: Any) -> tuple[list[int], Any]
     return g.new_ids, s
 
 
-async def test_two_stage_hive_equals_local(tiny_gguf, tiny_file, tiny_local) -> None:
+@pytest.mark.parametrize("weights", ["fp32", "packed"])
+async def test_two_stage_hive_equals_local(tiny_gguf, tiny_file, tiny_local, weights) -> None:
+    from hive_core.model.packed import PackedLinear
+    from hive_core.model.pipeline import LocalPipeline
+
     kv = "fp32"  # INT4 needs head_dim >= 64: tested on the real model
     cfg = ClientConfig(kv=KvKind.FP32 if kv == "fp32" else KvKind.INT4)
-    hive = await build_hive(tiny_gguf, 2, model=tiny_file, client_config=cfg)
+    hive = await build_hive(tiny_gguf, 2, model=tiny_file, client_config=cfg, weights=weights)
+    local = tiny_local if weights == "fp32" else LocalPipeline.load_single(tiny_file, weights=weights)
     try:
         ids, s = await hive_ids(hive)
-        assert ids == local_ids(tiny_local, kv)
+        assert ids == local_ids(local, kv)
+        # The same mode gives the same numbers, split or not, to the bit (and not another mode's).
+        other = LocalPipeline.load_single(tiny_file, weights="packed" if weights == "fp32" else "fp32")
+        steps = [PROMPT, [3], [40, 7]]
+        remote, same, diff = hive.client.new_session(), local.new_session(kv_factory(kv)), \
+            other.new_session(kv_factory(kv))
+        for step in steps:
+            got = await remote.forward(step)
+            assert torch.equal(got, same.forward(step))
+            assert not torch.equal(got, diff.forward(step))
         assert not s.verified  # one replica, no spot check: nothing confirmed it
-        # Each server loaded only its own layers.
-        held = [sorted(srv.executors[0].weights.attention) for srv in hive.servers]
-        assert held == [[0, 1], [2, 3]]
-        assert all(srv.executors[0].weights.embedding is None for srv in hive.servers)
+        # Each server loaded only its own layers, held in the hive's mode.
+        held = [(sorted(srv.executors[0].weights.attention), sorted(srv.executors[0].weights.mlp))
+                for srv in hive.servers]
+        assert held == [([0, 1], [0, 1]), ([2, 3], [2, 3])]
+        for srv in hive.servers:
+            w = srv.executors[0].weights
+            assert w.embedding is None and w.head is None
+            matrices = [m for a in w.attention.values() for m in (a.q, a.k, a.v, a.o)]
+            matrices += [m for f in w.mlp.values() for m in (f.gate, f.up, f.down)]
+            assert all(isinstance(m, PackedLinear) == (weights == "packed") for m in matrices)
         # Receipts: client-signed, kept by the worker, for its own layers.
         for srv, (lo, hi) in zip(hive.servers, [(0, 2), (2, 4)], strict=True):
             await asyncio.sleep(0.01)
