@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from functools import cache
+from itertools import accumulate
 
 from hive_core.model.errors import UnsupportedModelError
 from hive_core.model.gguf_file import GGUFModelFile
@@ -50,19 +52,33 @@ class GGUFTokenizer:
                 f"tokenizer {kind!r} is not supported: only byte-level BPE ('gpt2') GGUF vocabularies"
             )
         tokens = file.array("tokenizer.ggml.tokens") or []
-        merges = file.array("tokenizer.ggml.merges") or []
         types = file.array("tokenizer.ggml.token_type") or [1] * len(tokens)
-        if not tokens or len(types) != len(tokens):
+        if (not tokens or len(types) != len(tokens) or not all(type(t) is str for t in tokens)
+                or not all(type(t) is int for t in types)):
             raise UnsupportedModelError("GGUF vocabulary is missing or inconsistent")
-        self.tokens: list[str] = tokens
         self.vocab_size = len(tokens)
+        self.special_ids = frozenset(i for i, t in enumerate(types) if t == CONTROL)
+        alphabet = set(_bytes_to_unicode().values())
+        decoder = {c: b for b, c in _bytes_to_unicode().items()}
+        # Token texts and bytes are kept packed (under 1 MB each, not 49,152 objects); the
+        # vocab dict and merge pairs are scratch for building the BPE model.
+        self.tokens = TokenTexts(t.encode("utf-8") for t in tokens)
+        self._bytes = PackedBytes(
+            b"" if i in self.special_ids
+            else bytes(decoder[c] for c in t) if set(t) <= alphabet else t.encode("utf-8")
+            for i, t in enumerate(tokens)
+        )
         vocab = {t: i for i, t in enumerate(tokens)}
-        pairs = []
-        for m in merges:
-            a, sep, b = m.partition(" ")
-            if sep:
-                pairs.append((a, b))
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+        merges = file.array("tokenizer.ggml.merges") or []
+        if not all(type(m) is str for m in merges):
+            raise UnsupportedModelError("GGUF merges are not strings")
+        pairs = [(a, b) for a, sep, b in (m.partition(" ") for m in merges) if sep]
+        del merges
+        try:  # tokenizers raises a bare Exception for a merge of tokens not in the vocabulary
+            tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+        except Exception as exc:  # noqa: BLE001
+            raise UnsupportedModelError(f"GGUF vocabulary is inconsistent: {exc}") from None
+        del pairs
         pre = meta.get("tokenizer.ggml.pre", "gpt2")
         byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         if pre in _LLAMA3_LIKE:
@@ -75,8 +91,6 @@ class GGUFTokenizer:
             [*first, pre_tokenizers.Split(Regex(split), behavior="isolated"), byte_level]
         )
         tok.decoder = decoders.ByteLevel()
-        alphabet = set(_bytes_to_unicode().values())
-        self.special_ids = {i for i, t in enumerate(types) if t == CONTROL}
         # Control tokens (``<|im_end|>``) match whole in text. One spelled outside the byte
         # alphabet is a llama.cpp mislabel that transformers skips too.
         tok.add_special_tokens([
@@ -96,12 +110,6 @@ class GGUFTokenizer:
             if name in vocab and vocab[name] in self.special_ids:
                 stops.add(vocab[name])
         self.stop_ids = frozenset(s for s in stops if s is not None)
-        decoder = {c: b for b, c in _bytes_to_unicode().items()}
-        self._bytes = [
-            b"" if i in self.special_ids
-            else bytes(decoder[c] for c in t) if set(t) <= alphabet else t.encode("utf-8")
-            for i, t in enumerate(tokens)
-        ]
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
@@ -123,6 +131,39 @@ class GGUFTokenizer:
 
     def stream(self) -> TextStream:
         return TextStream(self)
+
+
+class PackedBytes:
+    """Many short byte strings in one buffer, indexed by position: a fraction of the memory
+    of a list of bytes objects (a vocabulary of 49,152 tokens takes under 1 MB)."""
+
+    def __init__(self, items: Iterable[bytes]) -> None:
+        parts = list(items)
+        self._offsets = array("Q", accumulate(map(len, parts), initial=0))
+        self._blob = b"".join(parts)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index: int) -> bytes:
+        n = len(self._offsets) - 1
+        i = index + n if index < 0 else index
+        if not 0 <= i < n:
+            raise IndexError(f"token {index} is outside a vocabulary of {n}")
+        return self._blob[self._offsets[i]:self._offsets[i + 1]]
+
+
+class TokenTexts:
+    """The vocabulary's token strings, by id, kept packed as UTF-8."""
+
+    def __init__(self, items: Iterable[bytes]) -> None:
+        self._packed = PackedBytes(items)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __getitem__(self, index: int) -> str:
+        return self._packed[index].decode("utf-8")
 
 
 class TextStream:
