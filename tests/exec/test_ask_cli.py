@@ -45,7 +45,7 @@ def local_ids(smollm: Any) -> list[int]:
 def serve_args(smollm: Any, span: str, fault: str | None = None) -> argparse.Namespace:
     name = smollm.path.name
     return argparse.Namespace(model=str(smollm.path), fault=fault, serve=[f"{name}:{span}/30"],
-                              tflops=None)
+                              tflops=None, weights="fp32")
 
 
 @pytest.mark.real_model
@@ -67,7 +67,8 @@ async def test_ask_a_live_hive(smollm, tmp_path) -> None:
         env = {**os.environ, "CADENCIA_MODEL": str(smollm.path)}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cadencia", "ask", PROMPT, "--hive", sentinel.listen_url,
-            "--replicas", "3", "--max-new-tokens", "8", "--json", "--timeout", "5", env=env,
+            "--replicas", "3", "--max-new-tokens", "8", "--json", "--timeout", "5",
+            "--weights", "fp32", env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 240)
         assert proc.returncode == 0, err.decode()[-2000:]
@@ -76,12 +77,26 @@ async def test_ask_a_live_hive(smollm, tmp_path) -> None:
         assert {"text", "ttft_s", "tokens_per_s", "route", "verified", "slashed"} <= set(doc)
         # Layer 0 runs on the asker (--local-layers 1 by default): no node sees embeddings.
         assert [r["layers"] for r in doc["route"]] == [[1, 15], [15, 30]]
+        assert [r["weights"] for r in doc["route"]] == ["fp32", "fp32"]
         assert doc["slashed"] == [nodes[2].node_id.hex()]
         assert not doc["verified"]  # the first stage had a single replica
     finally:
         for hn in nodes:
             await hn.close()
         await sentinel.close()
+
+
+@pytest.mark.real_model
+def test_ask_with_packed_weights_answers_what_generate_does_with_them(smollm, capsys) -> None:
+    common = [PROMPT, "--model", str(smollm.path), "--max-new-tokens", "8", "--json",
+              "--weights", "packed", "--threads", "2"]
+    assert main(["generate", *common]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main(["ask", *common, "--hive", "local:2"]) == 0
+    asked = json.loads(capsys.readouterr().out)
+    assert local["weights"] == asked["weights"] == "packed"
+    assert [r["weights"] for r in asked["route"]] == ["packed", "packed"]
+    assert asked["new_ids"] == local["new_ids"]
 
 
 def test_ask_refuses_bad_flags(capsys) -> None:
@@ -91,3 +106,9 @@ def test_ask_refuses_bad_flags(capsys) -> None:
     assert main(["ask", "hi", "--hive", "local:2", "--replicas", "0"]) == 2
     assert main(["ask", "hi", "--hive", "local:2", "--speculate", "2", "--temperature", "1"]) == 2
     assert main(["ask", " ", "--hive", "local:2"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad_mode:
+        main(["ask", "hi", "--hive", "local:2", "--weights", "int3"])
+    assert bad_mode.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "--weights: invalid choice: 'int3'" in line

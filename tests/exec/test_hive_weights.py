@@ -192,3 +192,27 @@ async def test_real_model_packed_hive_equals_packed_local_and_replicas_agree(smo
         assert hive.servers[0].executors[0].weights.nbytes() < fp32_third / 3
     finally:
         await hive.close()
+
+
+async def test_a_node_serves_in_the_mode_its_flags_name(tiny_gguf, tiny_file) -> None:
+    import argparse
+
+    from cadencia.cli import build_parser
+    from hive_core.exec.hive import identity
+    from hive_core.exec.serve import attach_shard_server
+    from hive_core.mesh.node import Node
+
+    args = build_parser().parse_args(["node", "--join", "ws://127.0.0.1:9", "--model", str(tiny_gguf),
+                                      "--serve", f"{tiny_gguf.name}:1-3/4", "--weights", "packed"])
+    node = Node(identity("flags"))
+    server = attach_shard_server(node, args)
+    assert server is not None
+    try:
+        assert server.config.weights == "packed"
+        assert_holds_only(server, Stage(1, 3), packed=True)
+    finally:
+        await server.close()
+        await node.close()
+    with pytest.raises(ValueError, match="weights mode must be one of"):
+        attach_shard_server(Node(identity("bad")), argparse.Namespace(
+            model=str(tiny_gguf), fault=None, serve=[], tflops=None, weights="int3"))

@@ -86,3 +86,24 @@ def test_cli_errors_are_one_line() -> None:
                     "--dead-after", "1", env=env)
     assert bad_timer.returncode == 2
     assert "--ping-interval < --dead-after" in bad_timer.stderr
+
+
+def test_hive_up_passes_its_weights_mode_to_every_serving_node(tiny_gguf) -> None:
+    from cadencia.cli import build_parser
+    from cadencia.commands.hive import _serving
+
+    parser = build_parser()
+    args = parser.parse_args(["hive", "up", "--nodes", "2", "--model", str(tiny_gguf),
+                              "--weights", "packed"])
+    model, flags = _serving(args)
+    assert model == str(tiny_gguf) and flags[0] == []  # the sentinel serves nothing
+    for i, child in enumerate(flags[1:]):
+        assert child == ["--model", str(tiny_gguf), "--weights", "packed",
+                         "--serve", f"{tiny_gguf.name[:128]}:{2 * i}-{2 * i + 2}/4"]
+        # What the child process parses from them.
+        node = parser.parse_args(["node", "--join", "ws://127.0.0.1:9", *child])
+        assert node.weights == "packed" and node.serve == [child[-1]]
+    default = parser.parse_args(["hive", "up", "--nodes", "1", "--model", str(tiny_gguf)])
+    from hive_core.model.modes import DEFAULT_WEIGHTS
+
+    assert _serving(default)[1][1][2:4] == ["--weights", DEFAULT_WEIGHTS]
