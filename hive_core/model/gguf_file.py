@@ -1,7 +1,9 @@
 """A GGUF model file opened for reading: validated metadata, config, and tensors on demand.
 
-Tensors stay memory-mapped until asked for; `tensor()` dequantises one at a time, so a
-shard pays only for the layers it serves. `loaded` records every name dequantised.
+The header is read by `gguf_parse` (bounds-checked, the tokenizer's arrays left in the file);
+tensors stay memory-mapped until asked for; `tensor()` dequantises one at a time with
+`gguf.dequantize`, so a shard pays only for the layers it serves. `loaded` records every
+name dequantised or handed out raw.
 """
 
 from __future__ import annotations

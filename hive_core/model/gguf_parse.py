@@ -130,7 +130,8 @@ class _Cursor:
     def need(self, n: int, what: str) -> None:
         if n > self.size - self.pos:
             raise GGUFFormatError(
-                f"truncated: {what} at byte {self.pos} needs {n} bytes, {self.size - self.pos} left")
+                f"truncated: {what} at byte {self.pos} needs {n} bytes,"
+                f" {self.size - self.pos} left")
 
     def scalar(self, fmt: struct.Struct, what: str) -> Any:
         self.need(fmt.size, what)
@@ -230,10 +231,12 @@ def _array_span(cur: _Cursor, key: str) -> ArraySpan:
         buf, pos, size, unpack = cur.buf, cur.pos, cur.size, _U64.unpack_from
         for i in range(count):
             if pos + 8 > size:
-                raise GGUFFormatError(f"truncated: length of {key}[{i}] at byte {pos} is past the end")
+                raise GGUFFormatError(
+                    f"truncated: length of {key}[{i}] at byte {pos} is past the end")
             pos += 8 + unpack(buf, pos)[0]
             if pos > size:
-                raise GGUFFormatError(f"truncated: {key}[{i}] ends at byte {pos}, past the end ({size})")
+                raise GGUFFormatError(
+                    f"truncated: {key}[{i}] ends at byte {pos}, past the end ({size})")
         cur.pos = pos
     return ArraySpan(item_type, count, start, cur.pos)
 
@@ -264,14 +267,17 @@ def _place_tensor(name: str, dims: tuple[int, ...], ggml_type: GGMLQuantizationT
     block, type_size = GGML_QUANT_SIZES[ggml_type]
     if dims[0] % block:
         raise GGUFFormatError(
-            f"tensor {name}: rows of {dims[0]} values are not whole {ggml_type.name} blocks of {block}")
+            f"tensor {name}: rows of {dims[0]} values are not whole {ggml_type.name} blocks"
+            f" of {block}")
     if rel % alignment:
-        raise GGUFFormatError(f"tensor {name}: offset {rel} is not a multiple of the alignment {alignment}")
+        raise GGUFFormatError(
+            f"tensor {name}: offset {rel} is not a multiple of the alignment {alignment}")
     n_bytes = _product(dims) // block * type_size
     start = data_offset + rel
     if start + n_bytes > file_size:
         raise GGUFFormatError(
-            f"truncated: tensor {name} needs bytes {start}..{start + n_bytes}, the file has {file_size}")
+            f"truncated: tensor {name} needs bytes {start}..{start + n_bytes},"
+            f" the file has {file_size}")
     return TensorInfo(name, ggml_type, dims, start, n_bytes)
 
 

@@ -1,16 +1,25 @@
-"""GGUF loading: config from metadata, damaged files, other architectures, per-shard loading."""
+"""GGUF loading: config from metadata, same values as gguf.GGUFReader, damaged and hostile
+files, other architectures, per-shard loading, the tokenizer's packed vocabulary."""
 
 from __future__ import annotations
 
+import struct
+import sys
 from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hive_core.model.errors import GGUFFormatError, UnsupportedModelError
-from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.gguf_file import GGUFModelFile, _unpermute
+from hive_core.model.gguf_parse import parse_header
 from hive_core.model.stage import Part, Stage
 from hive_core.model.tiny import TinySpec, write_tiny_llama
+from hive_core.model.tokenizer import GGUFTokenizer
 from hive_core.model.weights import load_shard_weights
 
 
@@ -67,8 +76,11 @@ def test_untied_head_and_bfloat16(tmp_path: Path) -> None:
                            dtype=torch.bfloat16)
     assert "output.weight" in f.loaded
     assert w.head is not None and w.embedding is not None
-    assert w.head.output.data_ptr() != w.embedding.data_ptr()
-    assert w.attention[0].q.dtype == torch.bfloat16
+    head, embedding, q = w.head.output, w.embedding, w.attention[0].q
+    assert isinstance(head, torch.Tensor) and isinstance(embedding, torch.Tensor)
+    assert isinstance(q, torch.Tensor)  # float weights load as plain tensors
+    assert head.data_ptr() != embedding.data_ptr()
+    assert q.dtype == torch.bfloat16
 
 
 @pytest.mark.real_model
@@ -80,4 +92,119 @@ def test_real_shard_10_19_loads_nothing_else(smollm_path: Path) -> None:
     layers = {int(n.split(".")[1]) for n in f.loaded}
     assert layers == set(range(10, 20))
     assert len(f.loaded) == 90  # 9 tensors per layer, no embedding, no head
-    assert w.attention[10].k.shape == (192, 576)
+    k = w.attention[10].k
+    assert isinstance(k, torch.Tensor) and k.shape == (192, 576)
+
+
+def _assert_same_as_gguf_reader(path: Path, dequantise: set[str] | None = None) -> None:
+    """Metadata, arrays, tensor names, raw blocks and dequantised tensors all equal what
+    `gguf.GGUFReader` gives for the same file (`dequantise`: the tensors to compare, or all)."""
+    ours, reader = GGUFModelFile(path), gguf.GGUFReader(path)
+    lazy = {k for k in reader.fields if k not in ours.metadata}
+    assert {"tokenizer.ggml.tokens", "tokenizer.ggml.merges"} <= lazy
+    expected = {k: f.contents() for k, f in reader.fields.items() if k not in lazy}
+    assert ours.metadata == expected
+    assert [type(v) for v in ours.metadata.values()] == [type(v) for v in expected.values()]
+    for key in lazy:
+        assert ours.array(key) == reader.fields[key].contents(), key
+        assert ours.array_len(key) == len(reader.fields[key].data), key
+    assert ours.tensor_names == [t.name for t in reader.tensors]
+    for t in reader.tensors:
+        blocks, qtype = ours.raw(t.name)
+        assert qtype == t.tensor_type.name, t.name
+        assert (blocks.shape, blocks.dtype) == (t.data.shape, t.data.dtype), t.name
+        assert isinstance(blocks, np.memmap) and not blocks.flags.writeable, t.name
+        assert np.array_equal(blocks, t.data), t.name
+        if dequantise is not None and t.name not in dequantise:
+            continue
+        want = gguf.dequantize(t.data, t.tensor_type)
+        if ".attn_q." in t.name:
+            want = _unpermute(want, ours.config.n_heads)
+        elif ".attn_k." in t.name:
+            want = _unpermute(want, ours.config.n_kv_heads)
+        got = ours.tensor(t.name, tuple(want.shape), torch.float32)
+        assert torch.equal(got, torch.from_numpy(np.array(want, dtype=np.float32))), t.name
+
+
+@pytest.mark.parametrize("spec", [TinySpec(), TinySpec(tied=False, quantized=False)],
+                         ids=["q4_1-tied", "f32-untied"])
+def test_tiny_file_reads_as_gguf_reader_reads_it(tmp_path: Path, spec: TinySpec) -> None:
+    _assert_same_as_gguf_reader(write_tiny_llama(tmp_path / "t.gguf", spec))
+
+
+@pytest.mark.real_model
+def test_real_file_reads_as_gguf_reader_reads_it(smollm_path: Path) -> None:
+    _assert_same_as_gguf_reader(smollm_path, dequantise={
+        "token_embd.weight", "output_norm.weight", *(f"blk.0.{n}.weight" for n in (
+            "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+            "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"))})
+
+
+def test_array_is_a_fresh_list_the_file_does_not_keep(tiny_gguf: Path) -> None:
+    f = GGUFModelFile(tiny_gguf)
+    tokens = f.array("tokenizer.ggml.tokens")
+    assert tokens is not None and tokens[:2] == ["<|endoftext|>", "<|im_start|>"]
+    assert sys.getrefcount(tokens) == 2  # this name and getrefcount's argument: no copy kept
+    assert f.array("tokenizer.ggml.tokens") == tokens
+    assert f.array_len("tokenizer.ggml.tokens") == len(tokens)
+    assert f.array("general.languages") is None and f.array_len("general.languages") is None
+    with pytest.raises(GGUFFormatError, match="general.name is not an array"):
+        f.array("general.name")
+
+
+def test_tokenizer_holds_its_vocabulary_packed(tiny_gguf: Path) -> None:
+    f = GGUFModelFile(tiny_gguf)
+    tokens = f.array("tokenizer.ggml.tokens")
+    assert tokens is not None
+    tok = GGUFTokenizer(f)
+    assert [tok.tokens[i] for i in range(len(tokens))] == tokens
+    assert len(tok.tokens) == tok.vocab_size == len(tokens)
+    assert tok.tokens[-1] == tokens[-1]
+    assert tok.token_bytes(3 + ord("A")) == b"A"  # three specials, then one token per byte
+    assert tok.token_bytes(2) == b""  # <|im_end|> is a control token
+    with pytest.raises(IndexError, match="outside a vocabulary"):
+        tok.token_bytes(len(tokens))
+    assert tok.decode(tok.encode("the cat")) == "the cat"
+
+
+def test_merge_of_unknown_tokens_is_refused(tmp_path: Path) -> None:
+    data = bytearray(write_tiny_llama(tmp_path / "t.gguf").read_bytes())
+    merge = "Ġ t".encode()
+    at = data.index(struct.pack("<Q", len(merge)) + merge)
+    data[at + 8 + len(merge) - 1] = ord("q")  # "Ġ q": its product "Ġq" is not in the vocabulary
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(UnsupportedModelError, match="GGUF vocabulary is inconsistent"):
+        GGUFTokenizer(GGUFModelFile(bad))
+
+
+def _open_everything(path: Path) -> None:
+    """Everything a node does with a model file short of running it."""
+    f = GGUFModelFile(path)
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"):
+        f.array(key)
+    for name in f.tensor_names:
+        f.raw(name)
+    GGUFTokenizer(f)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_file_gives_a_model_error_and_nothing_else(
+    tiny_gguf: Path, tmp_path: Path, data: st.DataObject
+) -> None:
+    original = tiny_gguf.read_bytes()
+    raw = bytearray(original)
+    header_end = parse_header(memoryview(original)).data_offset  # later bytes are weights
+    for _ in range(data.draw(st.integers(1, 4), label="edits")):
+        at = data.draw(st.integers(0, header_end - 1), label="at")
+        raw[at] = data.draw(st.integers(0, 255), label="byte")
+    if data.draw(st.booleans(), label="cut"):
+        raw = raw[:data.draw(st.integers(0, len(raw) - 1), label="length")]
+    path = tmp_path / "damaged.gguf"
+    path.write_bytes(bytes(raw))
+    try:
+        _open_everything(path)
+    except (GGUFFormatError, UnsupportedModelError) as exc:
+        assert str(exc) and "\n" not in str(exc)

@@ -21,6 +21,7 @@ from hive_core.model.gguf_parse import (
 )
 
 Q8_0, F32, F16 = 8, 0, 1  # ggml type ids
+V = ValueType
 
 
 def _str(text: str | bytes) -> bytes:
@@ -95,9 +96,9 @@ def test_big_and_tokenizer_arrays_stay_in_the_file_until_decoded() -> None:
     tokens = ["<s>", "a", "Ġthe", "é"]
     numbers = list(range(LAZY_MIN_COUNT))
     data = _gguf([
-        _kv("tokenizer.ggml.tokens", ValueType.ARRAY, _array(ValueType.STRING, [_str(t) for t in tokens])),
-        _kv("big", ValueType.ARRAY, _array(ValueType.UINT16, [struct.pack("<H", n) for n in numbers])),
-        _kv("small", ValueType.ARRAY, _array(ValueType.UINT16, [struct.pack("<H", 1)])),
+        _kv("tokenizer.ggml.tokens", V.ARRAY, _array(V.STRING, [_str(t) for t in tokens])),
+        _kv("big", V.ARRAY, _array(V.UINT16, [struct.pack("<H", n) for n in numbers])),
+        _kv("small", V.ARRAY, _array(V.UINT16, [struct.pack("<H", 1)])),
     ])
     header = parse_header(memoryview(data))
     assert set(header.arrays) == {"tokenizer.ggml.tokens", "big"}
@@ -120,6 +121,7 @@ def test_alignment_and_tensor_offsets() -> None:
 
 def _hostile_cases() -> list[tuple[str, bytes, str]]:
     ok_tensor = _tensor("w", (32,), F32, 0)
+    align = "general.alignment"
     return [
         ("bad magic", b"GGML" + bytes(20), "not a GGUF file"),
         ("version 1", _gguf(version=1), "unsupported GGUF version 1"),
@@ -136,31 +138,35 @@ def _hostile_cases() -> list[tuple[str, bytes, str]]:
         ("array element past end",
          _gguf([_kv("a", ValueType.ARRAY, struct.pack("<IQQ", ValueType.STRING, 1, 2**40))]),
          r"truncated: a\[0\] ends at byte"),
-        ("unknown value type", _gguf([_kv("k", 13, b"\x00")]), "metadata k has unknown value type 13"),
-        ("unknown element type", _gguf([_kv("k", ValueType.ARRAY, struct.pack("<IQ", 99, 0))]),
+        ("unknown value type", _gguf([_kv("k", 13, b"\x00")]),
+         "metadata k has unknown value type 13"),
+        ("unknown element type", _gguf([_kv("k", V.ARRAY, struct.pack("<IQ", 99, 0))]),
          "metadata k has unknown value type 99"),
-        ("nested array", _gguf([_kv("k", ValueType.ARRAY, struct.pack("<IQ", ValueType.ARRAY, 0))]),
+        ("nested array", _gguf([_kv("k", V.ARRAY, struct.pack("<IQ", V.ARRAY, 0))]),
          "array of arrays"),
-        ("not utf-8", _gguf([_kv("k", ValueType.STRING, _str(b"\xff\xfe"))]), "k at byte .* is not UTF-8"),
-        ("duplicate key", _gguf([_kv("k", ValueType.UINT8, b"\x01")] * 2), "duplicate metadata key 'k'"),
-        ("duplicate of a built-in key", _gguf([_kv("GGUF.version", ValueType.UINT8, b"\x01")]),
+        ("not utf-8", _gguf([_kv("k", V.STRING, _str(b"\xff\xfe"))]), "k at byte .* is not UTF-8"),
+        ("duplicate key", _gguf([_kv("k", V.UINT8, b"\x01")] * 2), "duplicate metadata key 'k'"),
+        ("duplicate of a built-in key", _gguf([_kv("GGUF.version", V.UINT8, b"\x01")]),
          "duplicate metadata key 'GGUF.version'"),
-        ("alignment type", _gguf([_kv("general.alignment", ValueType.UINT64, struct.pack("<Q", 32))]),
+        ("alignment type", _gguf([_kv(align, V.UINT64, struct.pack("<Q", 32))]),
          "general.alignment is UINT64"),
-        ("alignment zero", _gguf([_kv("general.alignment", ValueType.UINT32, struct.pack("<I", 0))]),
+        ("alignment zero", _gguf([_kv(align, V.UINT32, struct.pack("<I", 0))]),
          "general.alignment 0 is not a power of two"),
-        ("alignment 48", _gguf([_kv("general.alignment", ValueType.UINT32, struct.pack("<I", 48))]),
+        ("alignment 48", _gguf([_kv(align, V.UINT32, struct.pack("<I", 48))]),
          "general.alignment 48 is not a power of two"),
-        ("tensor data past end", _gguf([], [ok_tensor], bytes(127)), "truncated: tensor w needs bytes"),
+        ("tensor data past end", _gguf([], [ok_tensor], bytes(127)),
+         "truncated: tensor w needs bytes"),
         ("huge tensor", _gguf([], [_tensor("w", (2**32, 2**32), F32, 0)], bytes(128)),
          "truncated: tensor w needs bytes"),
         ("misaligned tensor", _gguf([], [_tensor("w", (32,), F32, 4)], bytes(256)),
          "offset 4 is not a multiple of the alignment 32"),
-        ("duplicate tensor", _gguf([], [ok_tensor, ok_tensor], bytes(128)), "duplicate tensor name 'w'"),
+        ("duplicate tensor", _gguf([], [ok_tensor, ok_tensor], bytes(128)),
+         "duplicate tensor name 'w'"),
         ("unknown tensor type", _gguf([], [_tensor("w", (32,), 77, 0)], bytes(128)),
          "tensor w has unknown ggml type 77"),
         ("no dimensions", _gguf([], [_tensor("w", (), F32, 0)], bytes(128)), "0 dimensions"),
-        ("five dimensions", _gguf([], [_tensor("w", (1,) * 5, F32, 0)], bytes(128)), "5 dimensions"),
+        ("five dimensions", _gguf([], [_tensor("w", (1,) * 5, F32, 0)], bytes(128)),
+         "5 dimensions"),
         ("partial block", _gguf([], [_tensor("w", (33,), Q8_0, 0)], bytes(128)),
          "rows of 33 values are not whole Q8_0 blocks of 32"),
         ("tensor info cut", _gguf([], [ok_tensor])[:-20], "truncated"),
