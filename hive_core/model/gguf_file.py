@@ -39,10 +39,7 @@ class GGUFModelFile:
             raise GGUFFormatError(f"{self.path} is not a GGUF file (bad magic {head!r})")
         self._map = np.memmap(self.path, mode="r")
         self._buf = self._map.data
-        try:
-            header = parse_header(self._buf)
-        except GGUFFormatError as exc:
-            raise GGUFFormatError(f"{self.path}: {exc}") from None
+        header = parse_header(self._buf, str(self.path))
         self._dequantize = gguf.dequantize
         self._arrays = header.arrays
         self._tensors = header.tensors
@@ -77,10 +74,7 @@ class GGUFModelFile:
             if not isinstance(value, list):
                 raise GGUFFormatError(f"{self.path}: metadata {key} is not an array")
             return list(value)
-        try:
-            return decode_array(self._buf, span, key)
-        except GGUFFormatError as exc:
-            raise GGUFFormatError(f"{self.path}: {exc}") from None
+        return decode_array(self._buf, span, key, str(self.path))
 
     def has_tensor(self, name: str) -> bool:
         return name in self._tensors

@@ -129,8 +129,8 @@ class _Cursor:
 
     def need(self, n: int, what: str) -> None:
         if n > self.size - self.pos:
-            raise GGUFFormatError(
-                f"truncated: {what} at byte {self.pos} needs {n} bytes,"
+            raise _Truncated(
+                f"{what} at byte {self.pos} needs {n} bytes,"
                 f" {self.size - self.pos} left")
 
     def scalar(self, fmt: struct.Struct, what: str) -> Any:
@@ -153,15 +153,43 @@ class _Cursor:
         return text
 
 
-def parse_header(buf: memoryview) -> GGUFHeader:
-    """Parse and check a whole GGUF header; `buf` is the entire file."""
+class _Truncated(GGUFFormatError):
+    """A read that would run past the end of the buffer."""
+
+
+def parse_header(buf: memoryview, source: str = "GGUF data") -> GGUFHeader:
+    """Parse and check a whole GGUF header; `buf` is the entire file, `source` names it in
+    errors ("<source> is truncated: ..." or "<source> is malformed: ...")."""
+    try:
+        return _parse_header(buf)
+    except GGUFFormatError as exc:
+        raise _named(exc, source) from None
+
+
+def decode_array(buf: memoryview, span: ArraySpan, key: str,
+                 source: str = "GGUF data") -> list[Any]:
+    """One array's values as a Python list (strings decoded once, numbers as Python numbers)."""
+    try:
+        return _decode_array(buf, span, key)
+    except GGUFFormatError as exc:
+        raise _named(exc, source) from None
+
+
+def _named(exc: GGUFFormatError, source: str) -> GGUFFormatError:
+    state = "truncated" if isinstance(exc, _Truncated) else "malformed"
+    return GGUFFormatError(f"{source} is {state}: {exc}")
+
+
+def _parse_header(buf: memoryview) -> GGUFHeader:
     cur = _Cursor(buf)
     cur.need(len(MAGIC), "magic")
     magic = bytes(buf[:len(MAGIC)])
     if magic != MAGIC:
-        raise GGUFFormatError(f"not a GGUF file (bad magic {magic!r})")
+        raise GGUFFormatError(f"bad magic {magic!r}, not a GGUF file")
     cur.pos = len(MAGIC)
     version = cur.u32("version")
+    if int.from_bytes(version.to_bytes(4, "little"), "big") in VERSIONS:
+        raise GGUFFormatError("big-endian GGUF files are not supported")
     if version not in VERSIONS:
         raise GGUFFormatError(
             f"unsupported GGUF version {version} (only {' and '.join(map(str, VERSIONS))}"
@@ -184,7 +212,7 @@ def parse_header(buf: memoryview) -> GGUFHeader:
             if key in LAZY_KEYS or span.count >= LAZY_MIN_COUNT:
                 arrays[key] = span
             else:
-                metadata[key] = decode_array(buf, span, key)
+                metadata[key] = _decode_array(buf, span, key)
         else:
             metadata[key] = _scalar(cur, vtype, key)
     alignment = _alignment(metadata)
@@ -199,8 +227,7 @@ def parse_header(buf: memoryview) -> GGUFHeader:
     return GGUFHeader(version, alignment, data_offset, metadata, arrays, tensors)
 
 
-def decode_array(buf: memoryview, span: ArraySpan, key: str) -> list[Any]:
-    """One array's values as a Python list (strings decoded once, numbers as Python numbers)."""
+def _decode_array(buf: memoryview, span: ArraySpan, key: str) -> list[Any]:
     if span.item_type is ValueType.STRING:
         out: list[Any] = [""] * span.count
         pos, unpack = span.start, _U64.unpack_from
@@ -231,12 +258,12 @@ def _array_span(cur: _Cursor, key: str) -> ArraySpan:
         buf, pos, size, unpack = cur.buf, cur.pos, cur.size, _U64.unpack_from
         for i in range(count):
             if pos + 8 > size:
-                raise GGUFFormatError(
-                    f"truncated: length of {key}[{i}] at byte {pos} is past the end")
+                raise _Truncated(
+                    f"length of {key}[{i}] at byte {pos} is past the end")
             pos += 8 + unpack(buf, pos)[0]
             if pos > size:
-                raise GGUFFormatError(
-                    f"truncated: {key}[{i}] ends at byte {pos}, past the end ({size})")
+                raise _Truncated(
+                    f"{key}[{i}] ends at byte {pos}, past the end ({size})")
         cur.pos = pos
     return ArraySpan(item_type, count, start, cur.pos)
 
@@ -275,8 +302,8 @@ def _place_tensor(name: str, dims: tuple[int, ...], ggml_type: GGMLQuantizationT
     n_bytes = _product(dims) // block * type_size
     start = data_offset + rel
     if start + n_bytes > file_size:
-        raise GGUFFormatError(
-            f"truncated: tensor {name} needs bytes {start}..{start + n_bytes},"
+        raise _Truncated(
+            f"tensor {name} needs bytes {start}..{start + n_bytes},"
             f" the file has {file_size}")
     return TensorInfo(name, ggml_type, dims, start, n_bytes)
 
@@ -291,8 +318,8 @@ def _alignment(metadata: dict[str, Any]) -> int:
 def _check_count(cur: _Cursor, count: int, min_size: int, what: str) -> None:
     """Refuse a count whose smallest possible encoding is longer than the rest of the file."""
     if count * min_size > cur.size - cur.pos:
-        raise GGUFFormatError(
-            f"truncated: {count} {what} at byte {cur.pos} cannot fit in the {cur.size - cur.pos}"
+        raise _Truncated(
+            f"{count} {what} at byte {cur.pos} cannot fit in the {cur.size - cur.pos}"
             " bytes left")
 
 

@@ -125,7 +125,8 @@ def _hostile_cases() -> list[tuple[str, bytes, str]]:
     return [
         ("bad magic", b"GGML" + bytes(20), "not a GGUF file"),
         ("version 1", _gguf(version=1), "unsupported GGUF version 1"),
-        ("big-endian", _gguf(version=3 << 24), "unsupported GGUF version"),
+        ("big-endian", _gguf(version=3 << 24), "big-endian GGUF files are not supported"),
+        ("version 2**31", _gguf(version=2**31), "unsupported GGUF version 2147483648"),
         ("header cut", _gguf()[:12], "truncated: tensor count"),
         ("absurd kv count", _gguf(n_kv=2**62), r"truncated: 4611686018427387904 metadata entries"),
         ("absurd tensor count", _gguf(n_tensors=2**40), "tensor infos .* cannot fit"),
@@ -187,3 +188,12 @@ def test_lazy_string_with_bad_utf8_fails_when_decoded() -> None:
     assert span == ArraySpan(ValueType.STRING, 2, span.start, len(data.rstrip(b"\x00")))
     with pytest.raises(GGUFFormatError, match=r"tokens\[1\] at byte \d+ is not UTF-8"):
         decode_array(memoryview(data), span, "tokens")
+
+
+def test_errors_name_the_source_and_say_truncated_or_malformed() -> None:
+    with pytest.raises(GGUFFormatError) as cut:
+        parse_header(memoryview(_gguf()[:12]), "m.gguf")
+    assert str(cut.value) == "m.gguf is truncated: tensor count at byte 8 needs 8 bytes, 4 left"
+    with pytest.raises(GGUFFormatError) as bad:
+        parse_header(memoryview(_gguf([_kv("k", 13, b"\x00")])), "m.gguf")
+    assert str(bad.value) == "m.gguf is malformed: metadata k has unknown value type 13"
