@@ -128,6 +128,7 @@ async def build_hive(
     model: GGUFModelFile | None = None,
     server_identities: Mapping[int, Identity] | None = None,
     compute_nice: int = 0,
+    compute_process: bool = False,
     weights: str = "fp32",
     server_weights: Mapping[int, str] | None = None,
 ) -> InProcessHive:
@@ -135,7 +136,8 @@ async def build_hive(
 
     With `stages` None the layers are split evenly into ``n_servers // replicas`` stages.
     `spares` extra servers hold nothing at first (failover, referees, spot checks).
-    `compute_nice` lowers the servers' compute threads' OS priority (a game hosting them).
+    `compute_nice` lowers the servers' compute threads' OS priority (a game hosting them);
+    `compute_process` runs each server's stage compute in a child process of its own.
     `server_identities` gives server k a key of its own (e.g. the player's, so its receipts
     pay the player); the others get fixed test keys.
     `weights` is how the servers and the asker hold their matrices (`hive_core.model.modes`);
@@ -165,7 +167,8 @@ async def build_hive(
         if preload:
             groups[stage_index].append(node.node_id)
         cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k,
-                           compute_nice=compute_nice, weights=modes[k])
+                           compute_nice=compute_nice, weights=modes[k],
+                           compute_process=compute_process)
         servers.append(ShardServer(node, file, cfg))
     plan: Plan = fixed_plan(stages, groups)
     local = ShardExecutor.load(file, [Stage(0, n_local)] if n_local else [], embed=True,

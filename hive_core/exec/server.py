@@ -2,6 +2,8 @@
 
 It loads only the layers it is asked for (a preloaded range, others on first request),
 computes on one dedicated worker thread (never on the asyncio loop, and in request order),
+or with `compute_process` in a child process that thread forwards each step to (a game's
+hosted shards: the model's Python then never holds the frame loop's interpreter lock),
 keeps one KV cache per (client, session, stage) in fp32 or INT4, evicts idle sessions,
 holds its matrices in one weights mode (packed, fp32 or bf16) that it reports to askers,
 signs a Merkle root of every output, seals outputs for the asker only, and keeps the
@@ -24,10 +26,10 @@ from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
 from hive_core.exec.priority import compute_pool
+from hive_core.exec.stage_host import HostConfig, StageHost, StepRefused
+from hive_core.exec.stage_worker import StageWorker, WorkerConfig
 from hive_core.exec.wire import (
     WEIGHTS_TO_WIRE,
-    hidden_bytes,
-    hidden_from_bytes,
     seal_context,
     stage_of,
 )
@@ -35,8 +37,6 @@ from hive_core.mesh.node import Node
 from hive_core.model.errors import ModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import kv_factory
-from hive_core.model.kvcache import KVCache
 from hive_core.model.stage import Stage
 from hive_core.protocol.feed import FeedKind, feed_event
 from hive_core.protocol.inference import (
@@ -70,20 +70,12 @@ class ServerConfig:
     feed: FeedConfig = field(default_factory=FeedConfig)  # limits of the live event feed for spectators
     compute_nice: int = 0  # OS priority of the compute thread (the game uses 10: frames first)
     weights: str = "fp32"  # how matrices are held: packed | fp32 | bf16 (`hive_core.model.modes`)
+    compute_process: bool = False  # weights, caches and compute in a child process at compute_nice
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHTS_TO_WIRE:
             raise ValueError(f"weights mode must be one of {', '.join(WEIGHTS_TO_WIRE)}, "
                              f"got {self.weights!r}")
-
-
-@dataclass
-class _Session:
-    caches: dict[int, KVCache]
-    last_used: float
-    tokens: int = 0  # rows served (prompt + generated, including rolled-back drafts)
-    compute_s: float = 0.0
-    last_out: torch.Tensor | None = None  # for the "stale" fault
 
 
 @dataclass
@@ -93,7 +85,7 @@ class ServedStats:
     requests: int = 0
     errors: int = 0
     evicted: int = 0
-    loaded_stages: list[str] = field(default_factory=list)
+    loaded_stages: list[str] = field(default_factory=list)  # by a child process: preloads only
 
 
 class ShardServer:
@@ -103,16 +95,23 @@ class ShardServer:
         self.node = node
         self.model = model
         self.config = config or ServerConfig()
-        self.executors: list[ShardExecutor] = []
-        self.sessions: dict[tuple[bytes, bytes, Stage], _Session] = {}
+        cfg = self.config
+        self.host: StageHost | StageWorker
+        if cfg.compute_process:
+            self.host = StageWorker(WorkerConfig(
+                str(model.path), weights=cfg.weights, load_on_demand=cfg.load_on_demand,
+                max_sessions=cfg.max_sessions, fault=str(cfg.fault) if cfg.fault else "",
+                fault_seed=cfg.fault_seed, nice=cfg.compute_nice, threads=torch.get_num_threads()))
+        else:
+            self.host = StageHost(model, HostConfig(cfg.weights, cfg.load_on_demand,
+                                                    cfg.max_sessions, cfg.fault, cfg.fault_seed))
         self.receipts: list[WorkReceipt] = []
         self.receipt_hooks: list[Callable[[WorkReceipt], None]] = []  # called per kept receipt
         self.feed = EventFeed(node, self.config.feed)
-        self.stats = ServedStats()
+        self.stats = ServedStats(loaded_stages=self.host.loaded_stages)
         self.crashed = False
         self.closed = False
         self._pool = compute_pool("shard", self.config.compute_nice)
-        self._gen = torch.Generator().manual_seed(self.config.fault_seed)
         self._boxes: dict[bytes, object] = {}
         self._evictor: asyncio.Task[None] | None = None
         node.on(RunStage, self._on_run)
@@ -126,18 +125,30 @@ class ShardServer:
         """Load the preloaded stages (off the loop) and start idle eviction."""
         loop = asyncio.get_running_loop()
         for stage in self.config.preload:
-            await loop.run_in_executor(self._pool, self._executor_for, stage)
+            await loop.run_in_executor(self._pool, self.host.load, stage)
         self._evictor = self.node.spawn(self._evict_loop(), name="evict sessions")
 
     def load(self, stage: Stage) -> None:
         """Load a stage's weights now (blocking: call before serving, or off the loop)."""
-        self._executor_for(stage)
+        self.host.load(stage)
+
+    @property
+    def executors(self) -> list[ShardExecutor]:
+        """The loaded stages' executors (none here when a child process holds them)."""
+        return self.host.executors if isinstance(self.host, StageHost) else []
+
+    @property
+    def sessions(self) -> dict[tuple[bytes, bytes, Stage], object]:
+        """Sessions with caches here (none when a child process holds them)."""
+        return self.host.sessions if isinstance(self.host, StageHost) else {}  # type: ignore[return-value]
 
     async def close(self) -> None:
         self.closed = True
         if self._evictor is not None:
             self._evictor.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(self.host, StageWorker):
+            await asyncio.get_running_loop().run_in_executor(None, self.host.close)
         await self.feed.close()
 
     # -- handlers --------------------------------------------------------------------
@@ -219,8 +230,10 @@ class ShardServer:
         return asyncio.get_running_loop().run_in_executor(self._pool, self._end, peer, msg.session_id)
 
     def _end(self, peer: bytes, session_id: bytes) -> None:
-        for key in [k for k in self.sessions if k[0] == peer and k[1] == session_id]:
-            del self.sessions[key]
+        try:
+            self.host.end(peer, session_id)
+        except ExecError as exc:  # a dead worker: its caches are gone anyway
+            logger.info("%s: could not end a session: %s", self.node, exc)
 
     def _on_receipt(self, peer: bytes, msg: ReceiptMsg) -> None:
         try:
@@ -243,20 +256,6 @@ class ShardServer:
 
     # -- compute (worker thread) -----------------------------------------------------
 
-    def _executor_for(self, stage: Stage) -> ShardExecutor:
-        stage.check(self.model.config.n_layers)
-        for ex in self.executors:
-            w = ex.weights
-            if all((not stage.part.has_attention or layer in w.attention)
-                   and (not stage.part.has_mlp or layer in w.mlp) for layer in stage.layers):
-                return ex
-        if self.executors and not self.config.load_on_demand:
-            raise ExecError(f"stage {stage} is not served here")
-        ex = ShardExecutor.load(self.model, [stage], weights=self.config.weights)
-        self.executors.append(ex)
-        self.stats.loaded_stages.append(str(stage))
-        return ex
-
     def _box(self, peer: bytes, public_key: bytes) -> object:
         box = self._boxes.get(peer)
         if box is None:
@@ -266,52 +265,21 @@ class ShardServer:
     def _serve(self, peer: bytes, public_key: bytes, msg: RunStage) -> StageResult:
         try:
             return self._compute(peer, public_key, msg)
+        except StepRefused as exc:
+            return _failure(msg.rpc_id, str(exc)[:256], exc.held)
         except (ModelError, ExecError, TrustError) as exc:
             return _failure(msg.rpc_id, str(exc)[:256], 0)
+        finally:
+            self.stats.evicted = self.host.evicted
 
     def _compute(self, peer: bytes, public_key: bytes, msg: RunStage) -> StageResult:
         stage = stage_of(msg.layer_start, msg.layer_end, msg.part)
-        ex = self._executor_for(stage)
+        stage.check(self.model.config.n_layers)  # a range past the model is refused before decrypting
         box = self._box(peer, public_key)
         raw = open_sealed(box, msg.payload,  # type: ignore[arg-type]
                           seal_context(b"in", msg.session_id, msg.step, stage, msg.position))
-        hidden = torch.from_numpy(
-            hidden_from_bytes(raw, msg.tokens, self.model.config.hidden).copy())
-        key = (peer, msg.session_id, stage)
-        now = time.monotonic()
-        sess = self.sessions.get(key)
-        if sess is None:
-            if msg.position != 0 and stage.part.has_attention:
-                return _failure(msg.rpc_id, "unknown session: rebuild from position 0", 0)
-            factory = kv_factory(KV_NAMES[msg.kv])
-            sess = self.sessions[key] = _Session(ex.new_caches(factory) if stage.part.has_attention
-                                                 else {}, now)
-            caches = {layer: sess.caches[layer] for layer in stage.layers} if sess.caches else {}
-            sess.caches = caches
-            self._evict_excess()
-        held = len(next(iter(sess.caches.values()))) if sess.caches else msg.position
-        if msg.position > held:
-            return _failure(msg.rpc_id, f"cache holds {held} positions, input starts at "
-                            f"{msg.position}: rebuild", held)
-        for cache in sess.caches.values():
-            if len(cache) > msg.position:
-                cache.truncate(msg.position)  # rejected speculative tokens
-        t0 = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                out = ex.run_stage(stage, hidden, msg.position, sess.caches)
-        except Exception:
-            for cache in sess.caches.values():
-                cache.truncate(msg.position)
-            raise
-        if self.config.fault is not None:
-            out = self.config.fault.corrupt(out, hidden, sess.last_out, self._gen)
-            sess.last_out = out
-        compute_s = time.perf_counter() - t0
-        sess.last_used = time.monotonic()
-        sess.tokens += msg.tokens
-        sess.compute_s += compute_s
-        out_bytes = hidden_bytes(out)
+        out_bytes, compute_s = self.host.step((peer, msg.session_id, stage), msg.position,
+                                              msg.tokens, msg.kv, raw)
         att = None
         if msg.attest:
             att = attest(self.node.identity, session_id=msg.session_id, step=msg.step,
@@ -327,18 +295,9 @@ class ShardServer:
     def evict_idle(self, now: float | None = None) -> int:
         """Drop sessions idle longer than `idle_evict_s`; returns how many went."""
         now = time.monotonic() if now is None else now
-        stale = [k for k, s in self.sessions.items()
-                 if now - s.last_used > self.config.idle_evict_s]
-        for k in stale:
-            del self.sessions[k]
-        self.stats.evicted += len(stale)
-        return len(stale)
-
-    def _evict_excess(self) -> None:
-        while len(self.sessions) > self.config.max_sessions:
-            oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
-            del self.sessions[oldest]
-            self.stats.evicted += 1
+        count = self.host.evict_idle(self.config.idle_evict_s, now)
+        self.stats.evicted = self.host.evicted
+        return count
 
     async def _evict_loop(self) -> None:
         while True:

@@ -1,0 +1,146 @@
+"""The model half of a shard server: stage weights, one KV cache set per session, faults.
+
+`StageHost` runs one stage step on hidden-state bytes and keeps the session's caches; the
+server around it does the rest (links, sealing, attestations, receipts). It runs where the
+server's compute runs: on the server's worker thread, or inside a child worker process
+(`hive_core.exec.stage_worker`) when the server shares its process with a game's frames.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from hive_core.exec.errors import ExecError
+from hive_core.exec.faults import Fault
+from hive_core.exec.wire import hidden_bytes, hidden_from_bytes
+from hive_core.model.executor import ShardExecutor
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kvcache import KVCache
+from hive_core.model.stage import Stage
+from hive_core.protocol.inference import KvKind
+
+KV_NAMES = {KvKind.FP32: "fp32", KvKind.INT4: "int4"}
+SessionKey = tuple[bytes, bytes, Stage]  # (asker node id, session id, stage)
+
+
+class StepRefused(ExecError):
+    """The step cannot run as asked (the asker must rebuild); `held` is the cache's length."""
+
+    def __init__(self, message: str, held: int) -> None:
+        super().__init__(message)
+        self.held = held
+
+
+@dataclass
+class _Session:
+    caches: dict[int, KVCache]
+    last_used: float
+    tokens: int = 0  # rows served (prompt + generated, including rolled-back drafts)
+    compute_s: float = 0.0
+    last_out: torch.Tensor | None = None  # for the "stale" fault
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What a StageHost needs from the server's config."""
+
+    weights: str = "fp32"  # how matrices are held: packed | fp32 | bf16
+    load_on_demand: bool = True  # refuse stages outside the first loaded ones when False
+    max_sessions: int = 256  # oldest session is evicted beyond this
+    fault: Fault | None = None  # TEST TOOL: misbehave on purpose
+    fault_seed: int = 0
+
+
+class StageHost:
+    """Executors of the stages loaded so far and the sessions' caches (one thread at a time)."""
+
+    def __init__(self, model: GGUFModelFile, config: HostConfig | None = None) -> None:
+        self.model = model
+        self.config = config or HostConfig()
+        self.executors: list[ShardExecutor] = []
+        self.sessions: dict[SessionKey, _Session] = {}
+        self.loaded_stages: list[str] = []
+        self.evicted = 0
+        self._gen = torch.Generator().manual_seed(self.config.fault_seed)
+
+    def executor_for(self, stage: Stage) -> ShardExecutor:
+        stage.check(self.model.config.n_layers)
+        for ex in self.executors:
+            w = ex.weights
+            if all((not stage.part.has_attention or layer in w.attention)
+                   and (not stage.part.has_mlp or layer in w.mlp) for layer in stage.layers):
+                return ex
+        if self.executors and not self.config.load_on_demand:
+            raise ExecError(f"stage {stage} is not served here")
+        ex = ShardExecutor.load(self.model, [stage], weights=self.config.weights)
+        self.executors.append(ex)
+        self.loaded_stages.append(str(stage))
+        return ex
+
+    def load(self, stage: Stage) -> None:
+        """Load `stage`'s weights now (if no loaded executor holds them)."""
+        self.executor_for(stage)
+
+    def step(self, key: SessionKey, position: int, tokens: int, kv: KvKind,
+             raw: bytes) -> tuple[bytes, float]:
+        """Run `key`'s stage on `raw` hidden states (float32 rows) at `position`: the output
+        bytes and the compute seconds. Raises StepRefused, ExecError or ModelError."""
+        stage = key[2]
+        ex = self.executor_for(stage)
+        hidden = torch.from_numpy(hidden_from_bytes(raw, tokens, self.model.config.hidden).copy())
+        now = time.monotonic()
+        sess = self.sessions.get(key)
+        if sess is None:
+            if position != 0 and stage.part.has_attention:
+                raise StepRefused("unknown session: rebuild from position 0", 0)
+            factory = kv_factory(KV_NAMES[kv])
+            caches = ex.new_caches(factory) if stage.part.has_attention else {}
+            sess = self.sessions[key] = _Session(
+                {layer: caches[layer] for layer in stage.layers} if caches else {}, now)
+            self._evict_excess()
+        held = len(next(iter(sess.caches.values()))) if sess.caches else position
+        if position > held:
+            raise StepRefused(f"cache holds {held} positions, input starts at {position}: "
+                              "rebuild", held)
+        for cache in sess.caches.values():
+            if len(cache) > position:
+                cache.truncate(position)  # rejected speculative tokens
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                out = ex.run_stage(stage, hidden, position, sess.caches)
+        except Exception:
+            for cache in sess.caches.values():
+                cache.truncate(position)
+            raise
+        if self.config.fault is not None:
+            out = self.config.fault.corrupt(out, hidden, sess.last_out, self._gen)
+            sess.last_out = out
+        compute_s = time.perf_counter() - t0
+        sess.last_used = time.monotonic()
+        sess.tokens += tokens
+        sess.compute_s += compute_s
+        return hidden_bytes(out), compute_s
+
+    def end(self, peer: bytes, session_id: bytes) -> None:
+        """Forget every cache of `peer`'s session."""
+        for key in [k for k in self.sessions if k[0] == peer and k[1] == session_id]:
+            del self.sessions[key]
+
+    def evict_idle(self, idle_s: float, now: float) -> int:
+        """Drop sessions unused for more than `idle_s` at monotonic time `now`; how many went."""
+        stale = [k for k, s in self.sessions.items() if now - s.last_used > idle_s]
+        for k in stale:
+            del self.sessions[k]
+        self.evicted += len(stale)
+        return len(stale)
+
+    def _evict_excess(self) -> None:
+        while len(self.sessions) > self.config.max_sessions:
+            oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
+            del self.sessions[oldest]
+            self.evicted += 1
