@@ -203,7 +203,7 @@ def _load_matrix(
     if not packable(qtype, shape):  # other GGML types or shapes: computed dequantised
         return file.tensor(name, shape, dtype)
     if name == "output.weight":
-        return RescoredHead(pack_blocks(blocks, qtype, shape, residual=False),
+        return RescoredHead(pack_blocks(blocks, qtype, shape, exact=False),
                             row_table(blocks, qtype, shape, dtype))
     return pack_blocks(blocks, qtype, shape, _row_order(file, name, shape[0]))
 
@@ -228,7 +228,7 @@ def _load_embedding(
     table = row_table(blocks, qtype, (rows, cols), dtype)
     out: Matrix | None = None
     if head and packable(qtype, (rows, cols)):
-        out = RescoredHead(pack_blocks(blocks, qtype, (rows, cols), residual=False), table)
+        out = RescoredHead(pack_blocks(blocks, qtype, (rows, cols), exact=False), table)
     elif head:
         out = file.tensor(name, shape, dtype)
     return (table if embed else None), out

@@ -13,19 +13,16 @@ from typing import Any
 import pytest
 import torch
 
-from hive_core.model.chat import ChatTemplate
+from hive_core.model.fixed_prompts import CHAT_PROMPT, TEXT_PROMPTS
+from hive_core.model.fixed_prompts import chat_text as fixed_chat_text
 from hive_core.model.generation import generate
 from hive_core.model.kv_factory import kv_factory
 
 pytestmark = pytest.mark.real_model
 
 NEW_TOKENS = 24
-PROMPTS = [
-    "The capital of France is",
-    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
-    "Once upon a time, in a village of 1,234 people, numbers like 3.14159 and émigré café",
-]
-CHAT = "Name three colours of the rainbow."
+PROMPTS = TEXT_PROMPTS
+CHAT = CHAT_PROMPT
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +33,7 @@ def hf_tokenizer(smollm_path: Path) -> Any:
 
 
 def chat_text(smollm: Any) -> str:
-    tok = smollm.tokenizer
-    source = smollm.file.metadata["tokenizer.chat_template"]
-    template = ChatTemplate(source, bos_token=tok.tokens[tok.bos_id],
-                            eos_token=tok.tokens[tok.eos_id])
-    return template.render([{"role": "user", "content": CHAT}])
+    return fixed_chat_text(smollm.file, smollm.tokenizer)
 
 
 def hf_greedy(hf: Any, ids: list[int], n: int) -> tuple[list[int], list[torch.Tensor]]:

@@ -1,0 +1,28 @@
+"""The project's fixed prompts: every execution path (transformers, float32, packed, split
+across stages) is checked on them, in tests and in `bench/bench_packed.py`."""
+
+from __future__ import annotations
+
+from hive_core.model.chat import ChatTemplate
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.tokenizer import GGUFTokenizer
+
+TEXT_PROMPTS = (
+    "The capital of France is",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Once upon a time, in a village of 1,234 people, numbers like 3.14159 and émigré café",
+)
+CHAT_PROMPT = "Name three colours of the rainbow."
+
+
+def chat_text(file: GGUFModelFile, tokenizer: GGUFTokenizer, content: str = CHAT_PROMPT) -> str:
+    """`content` as one user turn in the model's own chat template, ready for the answer."""
+    template = ChatTemplate(file.metadata["tokenizer.chat_template"],
+                            bos_token=tokenizer.tokens[tokenizer.bos_id],
+                            eos_token=tokenizer.tokens[tokenizer.eos_id])
+    return template.render([{"role": "user", "content": content}])
+
+
+def fixed_prompts(file: GGUFModelFile, tokenizer: GGUFTokenizer) -> list[str]:
+    """The text prompts, then the chat prompt rendered."""
+    return [*TEXT_PROMPTS, chat_text(file, tokenizer)]
