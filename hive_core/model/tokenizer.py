@@ -72,7 +72,10 @@ class GGUFTokenizer:
         merges = file.array("tokenizer.ggml.merges") or []
         if not all(type(m) is str for m in merges):
             raise UnsupportedModelError("GGUF merges are not strings")
-        pairs = [(a, b) for a, sep, b in (m.partition(" ") for m in merges) if sep]
+        # Merge halves are vocabulary tokens: share the token list's strings, not 98k copies.
+        same = tokens.__getitem__
+        pairs = [(same(vocab[a]) if a in vocab else a, same(vocab[b]) if b in vocab else b)
+                 for a, sep, b in (m.partition(" ") for m in merges) if sep]
         del merges
         try:  # tokenizers raises a bare Exception for a merge of tokens not in the vocabulary
             tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
