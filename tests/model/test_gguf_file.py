@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hive_core.model.config import LlamaConfig
 from hive_core.model.errors import GGUFFormatError, UnsupportedModelError
 from hive_core.model.gguf_file import GGUFModelFile, _unpermute
 from hive_core.model.gguf_parse import parse_header
@@ -105,6 +106,8 @@ def _assert_same_as_gguf_reader(path: Path, dequantise: set[str] | None = None) 
     expected = {k: f.contents() for k, f in reader.fields.items() if k not in lazy}
     assert ours.metadata == expected
     assert [type(v) for v in ours.metadata.values()] == [type(v) for v in expected.values()]
+    vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    assert ours.config == LlamaConfig.from_metadata(expected, vocab_size=vocab)
     for key in lazy:
         assert ours.array(key) == reader.fields[key].contents(), key
         assert ours.array_len(key) == len(reader.fields[key].data), key
@@ -202,9 +205,69 @@ def test_damaged_file_gives_a_model_error_and_nothing_else(
         raw[at] = data.draw(st.integers(0, 255), label="byte")
     if data.draw(st.booleans(), label="cut"):
         raw = raw[:data.draw(st.integers(0, len(raw) - 1), label="length")]
-    path = tmp_path / "damaged.gguf"
-    path.write_bytes(bytes(raw))
+    _assert_only_model_errors(tmp_path / "damaged.gguf", bytes(raw))
+
+
+def test_every_header_field_set_hostile_gives_a_model_error(tiny_gguf: Path, tmp_path: Path) -> None:
+    """Each count, length, type, dimension and offset of the header set to zero, off by one,
+    and huge, one at a time."""
+    original = tiny_gguf.read_bytes()
+    fields = _integer_fields(original)
+    assert len(fields) > 6 * 38  # every tensor info's fields are among them
+    for at, width in fields:
+        for hostile in (0, int.from_bytes(original[at:at + width], "little") ^ 1, 1 << (8 * width - 4)):
+            raw = bytearray(original)
+            raw[at:at + width] = hostile.to_bytes(width, "little")
+            _assert_only_model_errors(tmp_path / "damaged.gguf", bytes(raw))
+
+
+def _assert_only_model_errors(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
     try:
         _open_everything(path)
     except (GGUFFormatError, UnsupportedModelError) as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+def _integer_fields(data: bytes) -> list[tuple[int, int]]:
+    """(offset, width) of the header's integer fields: counts, type tags, string and array
+    lengths (the first few strings of each array), tensor dimensions and offsets."""
+    fields: list[tuple[int, int]] = [(4, 4), (8, 8), (16, 8)]
+    pos = 24
+
+    def string() -> None:
+        nonlocal pos
+        fields.append((pos, 8))
+        pos += 8 + int.from_bytes(data[pos:pos + 8], "little")
+
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    n_tensors, n_kv = struct.unpack_from("<QQ", data, 8)
+    for _ in range(n_kv):
+        string()
+        vtype = struct.unpack_from("<I", data, pos)[0]
+        fields.append((pos, 4))
+        pos += 4
+        if vtype == 8:
+            string()
+        elif vtype == 9:
+            item, count = struct.unpack_from("<IQ", data, pos)
+            fields += [(pos, 4), (pos + 4, 8)]
+            pos += 12
+            for i in range(count):
+                if item != 8:
+                    pos += sizes[item] * count
+                    break
+                if i < 3:
+                    string()
+                else:
+                    pos += 8 + int.from_bytes(data[pos:pos + 8], "little")
+        else:
+            pos += sizes[vtype]
+    for _ in range(n_tensors):
+        string()
+        n_dims = struct.unpack_from("<I", data, pos)[0]
+        fields += [(pos, 4), *((pos + 4 + 8 * d, 8) for d in range(n_dims))]
+        pos += 4 + 8 * n_dims
+        fields += [(pos, 4), (pos + 4, 8)]
+        pos += 12
+    return fields
