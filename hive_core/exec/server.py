@@ -124,6 +124,7 @@ class ShardServer:
     async def start(self) -> None:
         """Load the preloaded stages (off the loop) and start idle eviction."""
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self.host.ready)  # a child process is up
         for stage in self.config.preload:
             await loop.run_in_executor(self._pool, self.host.load, stage)
         self._evictor = self.node.spawn(self._evict_loop(), name="evict sessions")

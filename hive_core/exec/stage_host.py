@@ -81,6 +81,9 @@ class StageHost:
         self.loaded_stages.append(str(stage))
         return ex
 
+    def ready(self) -> None:
+        """Nothing to wait for here (a `StageWorker` waits for its child process)."""
+
     def load(self, stage: Stage) -> None:
         """Load `stage`'s weights now (if no loaded executor holds them)."""
         self.executor_for(stage)

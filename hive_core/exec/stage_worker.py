@@ -51,6 +51,7 @@ class Op(enum.IntEnum):
     STEP = 2  # stage, position, tokens, kv, session key, hidden bytes: run one step
     END = 3  # peer + session id: forget its caches
     EVICT = 4  # idle seconds, monotonic now: drop idle sessions
+    PING = 5  # nothing: answered once the worker is up (its imports done)
 
 
 class Status(enum.IntEnum):
@@ -206,6 +207,10 @@ class StageWorker:
         self.proc.kill()
         raise WorkerError(why)
 
+    def ready(self) -> None:
+        """Block until the child is up (its imports and model mapping done)."""
+        self._call(bytes((Op.PING,)))
+
     def load(self, stage: Stage) -> None:
         _, _, _, name = self._call(bytes((Op.LOAD,)) + stage_bytes(stage))
         if name:
@@ -268,6 +273,8 @@ def serve(host: object, inp: BinaryIO, out: BinaryIO) -> None:
                 answer = reply(Status.OK, payload=name.encode())
             elif op is Op.END:
                 host.end(body[1:1 + NODE_BYTES], body[1 + NODE_BYTES:])
+                answer = reply(Status.OK)
+            elif op is Op.PING:
                 answer = reply(Status.OK)
             elif op is Op.EVICT:
                 idle_s, now = _EVICT.unpack_from(body, 1)

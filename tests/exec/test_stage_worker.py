@@ -68,17 +68,17 @@ def test_the_worker_loop_answers_every_request_even_bad_ones(tiny_file: Any) -> 
                  step_request((PEER, SESSION, Stage(0, 2)), 9, 1, KvKind.FP32, b"\x00" * (hidden * 4)),
                  step_request((PEER, SESSION, Stage(0, 2)), 3, 1, KvKind.FP32, b"\x00" * 5),
                  bytes([Op.LOAD]) + b"\x00\x00\x09\x00\x07",  # an unknown part
-                 b"\x77", b""):
+                 b"\x77", b"", bytes([Op.PING])):
         write_frame(inp, body)
     inp.seek(0)
     out = io.BytesIO()
     serve(host, inp, out)
     out.seek(0)
-    answers = [parse_reply(read_frame(out)) for _ in range(6)]
+    answers = [parse_reply(read_frame(out)) for _ in range(7)]
     assert answers[0][0] is Status.OK and len(answers[0][3]) == 3 * hidden * 4
     assert answers[1][:2] == (Status.REFUSED, 3) and b"rebuild" in answers[1][3]
     assert answers[2][0] is Status.FAILED and b"do not fit" in answers[2][3]
-    assert [a[0] for a in answers[3:]] == [Status.FAILED] * 3
+    assert [a[0] for a in answers[3:]] == [Status.FAILED] * 3 + [Status.OK]
 
 
 async def test_process_backed_hive_answers_as_the_threaded_one(tiny_gguf: Any, tiny_file: Any) -> None:
@@ -104,6 +104,7 @@ async def test_process_backed_hive_answers_as_the_threaded_one(tiny_gguf: Any, t
 def test_worker_errors_are_clear_and_a_dead_worker_fails_fast(tiny_gguf: Any, tiny_file: Any) -> None:
     worker = StageWorker(WorkerConfig(str(tiny_gguf), reply_timeout_s=60))
     try:
+        worker.ready()
         worker.load(Stage(0, 2))
         assert worker.loaded_stages == [str(Stage(0, 2))]
         hidden = tiny_file.config.hidden
