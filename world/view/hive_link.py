@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 N_SERVERS, REPLICAS, SPARES = 4, 2, 1
 LINK_MS = 8.0  # emulated one-way latency of every asker link, ms
 COMPUTE_NICE = 19  # hosted shards compute at the lowest OS priority: the frame loop goes first
+# ...and in child processes of their own, so their Python never holds the frame loop's GIL
+COMPUTE_PROCESS = True
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class EmbeddedHive:
     def __init__(self, source: GameSource, say: Callable[[str], None] = lambda _m: None) -> None:
         self.source, self.say = source, say
         self.hive: InProcessHive | None = None
+        self.compute_process = COMPUTE_PROCESS  # False: the servers compute on threads here
         self._file: GGUFModelFile | None = None
         self._tokenizer: GGUFTokenizer | None = None
 
@@ -107,7 +110,7 @@ class EmbeddedHive:
             profile=LinkProfile(latency_s=link_ms / 1000.0) if transport == "memory" else None,
             client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv],
                                        compute_nice=COMPUTE_NICE),
-            compute_nice=COMPUTE_NICE, weights=weights,
+            compute_nice=COMPUTE_NICE, compute_process=self.compute_process, weights=weights,
             server_identities={0: host} if host is not None else None)
         await self._map()
         self._status(kv, weights, f"emulated {link_ms:g} ms links" if transport == "memory"
