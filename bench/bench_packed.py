@@ -106,24 +106,35 @@ def _transformers(prefill: int, decode: int) -> dict[str, Any]:
 
 
 def _llama_cpp(prefill: int, decode: int, threads: int) -> dict[str, Any]:
-    import llama_cpp  # optional: not a dependency of the project
+    """llama.cpp (llama-cpp-python) on the same GGUF and prompt ids: greedy decode with
+    `threads` threads for prefill and decode alike, f16 KV (its default)."""
+    import llama_cpp  # optional: the `bench` extra, built by ./setup.sh --bench
+    import numpy as np
 
-    from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
-    from hive_core.model.tokenizer import GGUFTokenizer
 
-    path = resolve_model_path(None)
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(512, prefill + decode + 8),
-                          n_threads=threads, n_batch=512, logits_all=False, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(resolve_model_path(None)),
+                          n_ctx=max(512, prefill + decode + 8), n_batch=512, n_threads=threads,
+                          n_threads_batch=threads, logits_all=False, verbose=False)
     load_s = time.perf_counter() - t0
-    ids = _prompt_ids(GGUFTokenizer(GGUFModelFile(path)), prefill)
+    # Its own tokenizer gives our tokenizer's ids for PROMPT and keeps ours out of its RSS.
+    text = llm.tokenize(PROMPT.encode(), add_bos=False, special=False)
+    ids = (text * (prefill // len(text) + 1))[:prefill]
+    n_vocab = llm.n_vocab()
+
+    def greedy() -> int:
+        # Without logits_all, Llama.eval keeps no scores: read the last row from the context.
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.ctypeslib.as_array(row, shape=(n_vocab,)).argmax())
+
     t1 = time.perf_counter()
     llm.eval(ids)
     t2 = time.perf_counter()
+    token = greedy()
     for _ in range(decode):
-        token = int(llm.scores[llm.n_tokens - 1].argmax())
         llm.eval([token])
+        token = greedy()
     t3 = time.perf_counter()
     return {"load_s": load_s, "prefill_tps": prefill / (t2 - t1), "decode_tps": decode / (t3 - t2)}
 
