@@ -49,8 +49,8 @@ if [ "$with_bench" = 1 ]; then
   extras+=(bench)
   # PyPI has only llama-cpp-python's sdist: pip compiles llama.cpp here, CPU only, tuned for
   # this CPU (-march=native) and on every core; CMAKE_ARGS from the caller come last and win.
-  echo "setup: building llama.cpp (llama-cpp-python) for this CPU: this compiles C++ for" \
-    "several minutes"
+  echo "setup: building llama.cpp (llama-cpp-python) for this CPU: the first time, this" \
+    "compiles C++ for several minutes"
   export CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
 -DGGML_HIP=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}"
   export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
