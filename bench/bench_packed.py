@@ -168,9 +168,9 @@ def _quality(tokens: int) -> dict[str, Any]:
 
 
 def worker(args: argparse.Namespace) -> None:
-    from hive_core.model.packed_run import set_threads
+    from hive_core.model.packed_run import prepare_compute
 
-    set_threads(args.threads)
+    prepare_compute(args.threads)
     try:
         if args.worker == "transformers":
             res = _transformers(args.prefill, args.decode)

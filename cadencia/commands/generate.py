@@ -45,21 +45,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ModelError(f"--threads must be at least 1, got {args.threads}")
 
-    import psutil
-    import torch
-
     from hive_core.model.chat import ChatTemplate, ChatTemplateError
     from hive_core.model.executor import DTYPES
     from hive_core.model.generation import check_prompt, generate
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.kv_factory import kv_factory
     from hive_core.model.locate import resolve_model_path
-    from hive_core.model.packed_run import chunked
+    from hive_core.model.packed_run import chunked, prepare_compute
     from hive_core.model.pipeline import LocalPipeline
     from hive_core.model.sampling import Sampler
     from hive_core.model.tokenizer import GGUFTokenizer
 
-    torch.set_num_threads(args.threads or psutil.cpu_count(logical=False) or 1)
+    prepare_compute(args.threads)
     kv = kv_factory(args.kv)  # fail before loading when INT4 is unavailable
     sampler = Sampler(args.temperature, args.top_p, args.seed)
     path = resolve_model_path(args.model)

@@ -159,6 +159,7 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
     from hive_core.model.errors import ModelNotFoundError
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
+    from hive_core.model.packed_run import default_threads
 
     try:
         path = resolve_model_path(args.model)
@@ -171,8 +172,11 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
     n_layers = GGUFModelFile(path).config.n_layers
     first = 0 if args.sentinel_serves else 1
     spans = assign_spans(path.name[:128], n_layers, args.nodes + 1 - first, args.stages)
-    out = [["--model", str(path), "--weights", args.weights] if i >= first else []
-           for i in range(args.nodes + 1)]
+    # Each serving process gets its share of the cores: N processes each using every core
+    # would spend the cores switching between them.
+    share = str(max(1, default_threads() // max(1, len(spans))))
+    out = [["--model", str(path), "--weights", args.weights, "--threads", share]
+           if i >= first else [] for i in range(args.nodes + 1)]
     for i, span in enumerate(spans):
         out[first + i] += ["--serve", span]
     return str(path), out

@@ -26,6 +26,9 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GGUF file whose layers this node serves (default: $CADENCIA_MODEL, "
                              "else the bundled SmolLM2-135M-Instruct)")
     add_weights_argument(parser, "this node's shards")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads this node computes with (default: physical cores; "
+                             "`hive up` gives each serving node its share)")
     parser.add_argument("--fault", default=None, metavar="MODE",
                         help=f"TEST TOOL, never in a real hive: misbehave on purpose ({FAULT_HELP}) "
                              "to exercise verification, slashing and failover")
@@ -44,7 +47,7 @@ def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer | N
     from hive_core.model.stage import Stage
 
     fault = Fault.parse(args.fault) if getattr(args, "fault", None) else None
-    from hive_core.model.errors import ModelNotFoundError
+    from hive_core.model.errors import ModelError, ModelNotFoundError
 
     spans: list[Any] = list(getattr(args, "serve", []) or [])
     try:
@@ -55,6 +58,12 @@ def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer | N
         print("no model found: this node relays and stores records but serves no layers",
               file=sys.stderr, flush=True)
         return None
+    threads = getattr(args, "threads", None)
+    if threads is not None and (isinstance(threads, bool) or threads < 1):
+        raise ModelError(f"--threads must be at least 1, got {threads}")
+    from hive_core.model.packed_run import prepare_compute
+
+    prepare_compute(threads)
     model = GGUFModelFile(path)
     preload = []
     for text in spans:

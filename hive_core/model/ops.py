@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from hive_core.model.config import LlamaConfig
 from hive_core.model.kvcache import KVCache
-from hive_core.model.packed import Matrix, Table
+from hive_core.model.packed import Matrix, RowSlice, Table
 from hive_core.model.weights import AttentionWeights, HeadWeights, MlpWeights
 
 
@@ -23,6 +23,18 @@ def linear(x: torch.Tensor, w: Matrix) -> torch.Tensor:
     if isinstance(w, torch.Tensor):
         return F.linear(x, w)
     return w(x)  # a packed or differently-typed matrix brings its own kernel
+
+
+def project(x: torch.Tensor, mats: tuple[Matrix, ...]) -> list[torch.Tensor]:
+    """``linear(x, m)`` for each of `mats` (which share the input `x`); row slices of one
+    fused packed matrix run it once."""
+    first = mats[0]
+    if isinstance(first, RowSlice) and all(
+        isinstance(m, RowSlice) and m.whole is first.whole for m in mats
+    ):
+        y = first.whole(x)
+        return [y[..., m.start : m.stop] for m in mats]
+    return [linear(x, m) for m in mats]
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -79,9 +91,10 @@ def attention(
     seq = h.shape[0]
     hd = cfg.head_dim
     x = rms_norm(h, w.norm, cfg.rms_eps)
-    q = linear(x, w.q).view(seq, cfg.n_heads, hd).transpose(0, 1)
-    k = linear(x, w.k).view(seq, cfg.n_kv_heads, hd).transpose(0, 1)
-    v = linear(x, w.v).view(seq, cfg.n_kv_heads, hd).transpose(0, 1)
+    q, k, v = project(x, (w.q, w.k, w.v))
+    q = q.unflatten(-1, (cfg.n_heads, hd)).transpose(0, 1)
+    k = k.unflatten(-1, (cfg.n_kv_heads, hd)).transpose(0, 1)
+    v = v.unflatten(-1, (cfg.n_kv_heads, hd)).transpose(0, 1)
     cos, sin = rope.at(start, seq)
     q = apply_rope(q, cos, sin)
     k = apply_rope(k, cos, sin)
@@ -107,7 +120,8 @@ def attention(
 def mlp(w: MlpWeights, cfg: LlamaConfig, h: torch.Tensor) -> torch.Tensor:
     """``h + down(silu(gate(x)) * up(x))`` with ``x = norm(h)``."""
     x = rms_norm(h, w.norm, cfg.rms_eps)
-    return h + linear(F.silu(linear(x, w.gate)) * linear(x, w.up), w.down)
+    gate, up = project(x, (w.gate, w.up))
+    return h + linear(F.silu(gate) * up, w.down)
 
 
 def block(

@@ -46,7 +46,7 @@ _BLOCK_BYTES = {"Q4_1": 20, "Q8_0": 34}
 _INNER_K_TILES = 2  # the kernel's K tiling; packing is independent per row, so rows chunk
 _ROW_MULTIPLE = 16  # the kernel's output-row tile
 _PACK_ROWS = 1024  # rows converted at a time, bounding the int32 scratch at load
-SPARE_GROUPS = 4  # output-correction groups per exact matrix: 8 rows corrected per call
+SPARE_GROUPS = 2  # output-correction groups per exact matrix: 4 rows corrected per call
 
 
 def _spare_codes(spare: int) -> torch.Tensor:
@@ -183,6 +183,42 @@ def _decode_rows(lin: PackedLinear) -> list[torch.Tensor]:
 
 
 @dataclass(frozen=True, slots=True)
+class RowSlice:
+    """Rows ``start:stop`` of a packed matrix fused with its siblings (q, k and v; gate and
+    up), which share the input: `ops.project` runs the whole matrix once for all of them.
+    Called alone it runs the whole product and keeps its own rows."""
+
+    whole: PackedLinear
+    start: int
+    stop: int
+
+    @property
+    def out_features(self) -> int:
+        return self.stop - self.start
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.whole(x)[..., self.start : self.stop]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return self.whole.tensors()
+
+
+def fuse_rows(blocks: list[np.ndarray], qtype: str, cols: int) -> list[RowSlice]:
+    """One exact `PackedLinear` over the row-concatenation of `blocks` (matrices with the same
+    input, already in their row order), as one `RowSlice` per matrix. Rows are computed
+    independently by the kernel, so each slice equals its matrix packed alone, bit for bit."""
+    rows = [b.shape[0] for b in blocks]
+    whole = pack_blocks(np.concatenate(blocks), qtype, (sum(rows), cols))
+    edges = np.cumsum([0, *rows]).tolist()
+    return [RowSlice(whole, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def unfused(m: object) -> object:
+    """The matrix a fused row slice belongs to; any other matrix as it is."""
+    return m.whole if isinstance(m, RowSlice) else m
+
+
+@dataclass(frozen=True, slots=True)
 class DenseLinear:
     """A plain matrix stored in another dtype than the activations (``--weights bf16``)."""
 
@@ -253,7 +289,7 @@ class RescoredHead:
         return self.packed.tensors()
 
 
-Matrix = torch.Tensor | PackedLinear | DenseLinear | RescoredHead
+Matrix = torch.Tensor | PackedLinear | RowSlice | DenseLinear | RescoredHead
 Table = torch.Tensor | RowTable
 
 
@@ -345,7 +381,10 @@ def pack_blocks(
         scales_zeros[:groups, idx] = sz
         if fine is not None:
             fine[:groups, idx] = sz - scales_zeros[:groups, idx].float()
+        if row_order is None:
+            release_pages(blocks[idx])  # a big matrix (the head) never has all its pages in
     release_pages(blocks)
+    trim_heap()  # the chunks' int32 scratch, before the next matrix stacks on top of it
     return PackedLinear(packed, scales_zeros, cols, repeat, fine, spare)
 
 
@@ -356,7 +395,7 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-_LIBC = _libc() if sys.platform.startswith("linux") else None
+LIBC = _libc() if sys.platform.startswith("linux") else None  # for madvise, malloc_trim, mallopt
 
 
 def release_pages(blocks: np.ndarray) -> None:
@@ -369,18 +408,18 @@ def release_pages(blocks: np.ndarray) -> None:
     root: object = blocks
     while isinstance(root, np.ndarray) and not isinstance(root, np.memmap):
         root = root.base
-    if _LIBC is None or not isinstance(root, np.memmap) or root.flags.writeable:
+    if LIBC is None or not isinstance(root, np.memmap) or root.flags.writeable:
         return
     page = mmap.PAGESIZE
     start = blocks.ctypes.data // page * page
     end = blocks.ctypes.data + blocks.nbytes
-    _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
+    LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
 
 
 def trim_heap() -> None:
     """Give the allocator's freed load scratch back to the OS (glibc keeps it otherwise)."""
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
+    if LIBC is not None and hasattr(LIBC, "malloc_trim"):
+        LIBC.malloc_trim(0)
 
 
 def row_table(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtype: torch.dtype) -> RowTable:

@@ -20,8 +20,10 @@ from hive_core.model.packed import (
     RescoredHead,
     RowTable,
     Table,
+    fuse_rows,
     pack_blocks,
     packable,
+    release_pages,
     row_table,
     trim_heap,
 )
@@ -144,7 +146,11 @@ def load_shard_weights(
     table: Table | None = None
     for n, name in enumerate(names):
         shape = shapes[name.split(".")[-2]]
-        if name == "token_embd.weight":
+        if name in got:  # fused with an earlier matrix
+            pass
+        elif mode == "packed" and name.endswith(_FUSED_FIRST):
+            got.update(_load_fused(file, name, shapes, dtype))
+        elif name == "token_embd.weight":
             table, tied_head = _load_embedding(file, shape, dtype, mode, embed=embed,
                                                head=head and tied)
             if tied_head is not None:
@@ -192,6 +198,37 @@ def _row_order(file: GGUFModelFile, name: str, rows: int) -> np.ndarray | None:
         return None
     dim = rows // heads // 2
     return np.arange(rows).reshape(heads, dim, 2).swapaxes(2, 1).reshape(-1)
+
+
+# Matrices that share their input, loaded as one packed matrix: named by the first one.
+_FUSED = {"attn_q.weight": ("attn_q", "attn_k", "attn_v"), "ffn_gate.weight": ("ffn_gate", "ffn_up")}
+_FUSED_FIRST = tuple(_FUSED)
+
+
+def _load_fused(
+    file: GGUFModelFile, first: str, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype
+) -> dict[str, Matrix]:
+    """q, k and v (or gate and up) of one layer as row slices of one packed matrix, when all
+    are packable blocks of one type; otherwise each loaded on its own."""
+    prefix = first[: -len(first.split(".", 2)[-1])]  # "blk.N."
+    parts = _FUSED[first.split(".", 2)[-1]]
+    names = [f"{prefix}{p}.weight" for p in parts]
+    raw = [file.raw(n) for n in names]
+    qtypes = {qtype for _, qtype in raw}
+    cols = {shapes[p][1] for p in parts}
+    if len(qtypes) == 1 and len(cols) == 1 and all(
+        packable(qtype, (shapes[p][0], shapes[p][1])) for p, (_, qtype) in zip(parts, raw, strict=True)
+    ):
+        ordered = []
+        for n, p, (blocks, _) in zip(names, parts, raw, strict=True):
+            order = _row_order(file, n, shapes[p][0])
+            ordered.append(blocks[order] if order is not None else blocks)
+        fused = fuse_rows(ordered, qtypes.pop(), cols.pop())
+        for blocks, _ in raw:
+            release_pages(blocks)
+        return dict(zip(names, fused, strict=True))
+    return {n: _load_matrix(file, n, (shapes[p][0], shapes[p][1]), dtype, "packed")
+            for n, p in zip(names, parts, strict=True)}
 
 
 def _load_matrix(

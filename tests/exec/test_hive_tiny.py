@@ -41,7 +41,7 @@ async def hive_ids(hive: Any, seed: int = 7, **kw: Any) -> tuple[list[int], Any]
 
 @pytest.mark.parametrize("weights", ["fp32", "packed"])
 async def test_two_stage_hive_equals_local(tiny_gguf, tiny_file, tiny_local, weights) -> None:
-    from hive_core.model.packed import PackedLinear
+    from hive_core.model.packed import PackedLinear, unfused
     from hive_core.model.pipeline import LocalPipeline
 
     kv = "fp32"  # INT4 needs head_dim >= 64: tested on the real model
@@ -70,7 +70,7 @@ async def test_two_stage_hive_equals_local(tiny_gguf, tiny_file, tiny_local, wei
             assert w.embedding is None and w.head is None
             matrices = [m for a in w.attention.values() for m in (a.q, a.k, a.v, a.o)]
             matrices += [m for f in w.mlp.values() for m in (f.gate, f.up, f.down)]
-            assert all(isinstance(m, PackedLinear) == (weights == "packed") for m in matrices)
+            assert all(isinstance(unfused(m), PackedLinear) == (weights == "packed") for m in matrices)
         # Receipts: client-signed, kept by the worker, for its own layers.
         for srv, (lo, hi) in zip(hive.servers, [(0, 2), (2, 4)], strict=True):
             await asyncio.sleep(0.01)

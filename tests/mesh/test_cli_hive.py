@@ -89,20 +89,24 @@ def test_cli_errors_are_one_line() -> None:
 
 
 def test_hive_up_passes_its_weights_mode_to_every_serving_node(tiny_gguf) -> None:
+    """...and each serving node its share of the cores."""
     from cadencia.cli import build_parser
     from cadencia.commands.hive import _serving
+    from hive_core.model.packed_run import default_threads
 
+    share = str(max(1, default_threads() // 2))
     parser = build_parser()
     args = parser.parse_args(["hive", "up", "--nodes", "2", "--model", str(tiny_gguf),
                               "--weights", "packed"])
     model, flags = _serving(args)
     assert model == str(tiny_gguf) and flags[0] == []  # the sentinel serves nothing
     for i, child in enumerate(flags[1:]):
-        assert child == ["--model", str(tiny_gguf), "--weights", "packed",
+        assert child == ["--model", str(tiny_gguf), "--weights", "packed", "--threads", share,
                          "--serve", f"{tiny_gguf.name[:128]}:{2 * i}-{2 * i + 2}/4"]
         # What the child process parses from them.
         node = parser.parse_args(["node", "--join", "ws://127.0.0.1:9", *child])
         assert node.weights == "packed" and node.serve == [child[-1]]
+        assert node.threads == int(share)
     default = parser.parse_args(["hive", "up", "--nodes", "1", "--model", str(tiny_gguf)])
     from hive_core.model.modes import DEFAULT_WEIGHTS
 

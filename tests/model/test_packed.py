@@ -20,8 +20,10 @@ from hive_core.model.packed import (
     PackedLinear,
     RescoredHead,
     RowTable,
+    fuse_rows,
     pack_blocks,
     row_table,
+    unfused,
 )
 from hive_core.model.packed_run import chunked, set_threads
 from hive_core.model.pipeline import LocalPipeline
@@ -87,6 +89,18 @@ def test_exact_matrix_leaves_its_spare_groups_zero_and_serves_threads() -> None:
     # A bfloat16 input takes the single call (a bf16 compute dtype asks for no more).
     xb = torch.randn(2, 576).bfloat16()
     assert lin(xb).dtype == torch.bfloat16
+
+
+def test_fused_rows_equal_their_matrices_packed_alone() -> None:
+    parts = [quantised(rows, 576, "Q4_1", seed)[0] for seed, rows in enumerate((576, 192, 192))]
+    fused = fuse_rows(parts, "Q4_1", 576)
+    assert [s.out_features for s in fused] == [576, 192, 192]
+    for x in (torch.randn(1, 576), torch.randn(7, 576)):
+        whole = fused[0].whole(x)
+        for part, piece in zip(parts, fused, strict=True):
+            alone = pack_blocks(part, "Q4_1", (part.shape[0], 576))(x)
+            assert torch.equal(piece(x), alone)
+            assert torch.equal(whole[:, piece.start : piece.stop], alone)
 
 
 def test_packed_matmul_is_exact_on_bfloat16_grid() -> None:
@@ -170,8 +184,10 @@ def test_packed_shard_holds_only_its_layers(tiny_gguf: Path) -> None:
     assert sorted(ex.weights.attention) == [1, 2] and sorted(ex.weights.mlp) == [1, 2]
     assert ex.weights.embedding is None and ex.weights.head is None
     assert all(name.startswith(("blk.1.", "blk.2.")) for name in file.loaded)
-    held = [ex.weights.attention[1].q, ex.weights.mlp[2].down]
-    assert all(isinstance(w, PackedLinear) for w in held)
+    a, m = ex.weights.attention[1], ex.weights.mlp[2]
+    assert all(isinstance(unfused(w), PackedLinear) for w in (a.q, a.k, a.v, a.o, m.gate, m.down))
+    # q, k and v share one packed matrix (one kernel pass), as do gate and up.
+    assert unfused(a.q) is unfused(a.k) is unfused(a.v) and unfused(m.gate) is unfused(m.up)
     fp32 = ShardExecutor.load(GGUFModelFile(tiny_gguf), [Stage(1, 3)])
     # The tiny model's rows are 64 wide, so the four spare groups (128 columns) weigh as
     # much as the weights; the real model's packed layers are a fifth of float32.
