@@ -140,8 +140,11 @@ def _llama_cpp(prefill: int, decode: int, threads: int) -> dict[str, Any]:
 
 
 def _quality(tokens: int) -> dict[str, Any]:
-    """Teacher-forced top-1 agreement and logit difference, packed against float32."""
+    """Packed against float32: teacher-forced top-1 agreement and logit differences over
+    `tokens` tokens, and greedy continuations of the project's fixed prompts."""
 
+    from hive_core.model.fixed_prompts import fixed_prompts
+    from hive_core.model.generation import generate
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.kv_factory import kv_factory
     from hive_core.model.locate import resolve_model_path
@@ -149,22 +152,31 @@ def _quality(tokens: int) -> dict[str, Any]:
     from hive_core.model.tokenizer import GGUFTokenizer
 
     file = GGUFModelFile(resolve_model_path(None))
+    tok = GGUFTokenizer(file)
     # Varied text (prose and code: this package's sources), not the repeated bench prompt,
     # whose easy predictions would hide near-ties.
     src = Path(__file__).resolve().parents[1] / "hive_core" / "model"
     text = "".join((src / n).read_text(encoding="utf-8") for n in ("ops.py", "tokenizer.py",
                                                                   "kv_int4.py"))
-    ids = GGUFTokenizer(file).encode(text)[:tokens]
-    out = {}
+    ids = tok.encode(text)[:tokens]
+    prompts = [tok.encode(p) for p in fixed_prompts(file, tok)]
+    forced, greedy = {}, {}
     for mode in ("fp32", "packed"):
         pipe = LocalPipeline.load_single(file, weights=mode)
-        out[mode] = pipe.new_session(kv_factory("fp32")).forward(ids, all_logits=True)
+        forced[mode] = pipe.new_session(kv_factory("fp32")).forward(ids, all_logits=True)
+        greedy[mode] = [generate(pipe.new_session(kv_factory("fp32")).forward, p, max_new_tokens=32,
+                                 context_length=file.config.context_length).new_ids for p in prompts]
         del pipe
-    ref, got = out["fp32"], out["packed"]
+    ref, got = forced["fp32"], forced["packed"]
+    chosen = ref.argmax(-1, keepdim=True)
+    near = ref >= ref.amax(-1, keepdim=True) - 1.0
     diff = (got - ref).abs()
+    same = sum(a == b for a, b in zip(greedy["fp32"], greedy["packed"], strict=True))
     return {"tokens": len(ids), "top1": float((got.argmax(-1) == ref.argmax(-1)).float().mean()),
-            "max_logit_diff": float(diff.max()), "mean_logit_diff": float(diff.mean()),
-            "ref_logit_std": float(ref.std())}
+            "top_logit_diff": float((got.gather(1, chosen) - ref.gather(1, chosen)).abs().max()),
+            "near_top_diff": float(diff[near].max()), "max_logit_diff": float(diff.max()),
+            "mean_logit_diff": float(diff.mean()), "ref_logit_std": float(ref.std()),
+            "greedy_same": same, "greedy_prompts": len(prompts)}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -243,8 +255,13 @@ def main(argv: list[str] | None = None) -> int:
               f"| {r['load_s']:.1f} |")
     if "top1" in quality:
         print(f"\npacked vs fp32, teacher-forced over {quality['tokens']} tokens: top-1 agreement "
-              f"{quality['top1'] * 100:.2f} %, logit |diff| max {quality['max_logit_diff']:.3f}, "
-              f"mean {quality['mean_logit_diff']:.4f} (logit std {quality['ref_logit_std']:.2f})")
+              f"{quality['top1'] * 100:.2f} %, |diff| of the top logit max "
+              f"{quality['top_logit_diff']:.1e}, of logits within 1 of the top max "
+              f"{quality['near_top_diff']:.1e}; over the whole vocabulary max "
+              f"{quality['max_logit_diff']:.3f}, mean {quality['mean_logit_diff']:.4f} (logit std "
+              f"{quality['ref_logit_std']:.2f}; the head is bfloat16 away from the top)")
+        print(f"greedy 32 tokens on the {quality['greedy_prompts']} fixed prompts: "
+              f"{quality['greedy_same']} of {quality['greedy_prompts']} identical to fp32")
     else:
         print(f"\nquality: {quality}")
     return 0
