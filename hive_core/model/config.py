@@ -58,20 +58,29 @@ class LlamaConfig:
                 raise UnsupportedModelError(f"{arch}.{key} = {value!r}: need one positive integer")
             return int(value)
 
+        def number(key: str, value: Any, kind: type) -> Any:
+            ok = (int,) if kind is int else (int, float)
+            if isinstance(value, bool) or not isinstance(value, ok):
+                raise GGUFFormatError(f"GGUF metadata {arch}.{key} = {value!r} is not a number")
+            return kind(value)
+
         n_layers = need_int("block_count")
         hidden = need_int("embedding_length")
         ffn = need_int("feed_forward_length")
         n_heads = need_int("attention.head_count")
-        n_kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", n_heads))
+        n_kv_heads = number("attention.head_count_kv",
+                            meta.get(f"{arch}.attention.head_count_kv", n_heads), int)
         context = need_int("context_length")
-        rms_eps = float(need("attention.layer_norm_rms_epsilon"))
-        rope_base = float(meta.get(f"{arch}.rope.freq_base", 10000.0))
+        rms_eps = number("attention.layer_norm_rms_epsilon",
+                         need("attention.layer_norm_rms_epsilon"), float)
+        rope_base = number("rope.freq_base", meta.get(f"{arch}.rope.freq_base", 10000.0), float)
         if hidden % n_heads:
             raise UnsupportedModelError(f"hidden size {hidden} is not a multiple of {n_heads} heads")
         if n_kv_heads <= 0 or n_heads % n_kv_heads:
             raise UnsupportedModelError(f"{n_heads} query heads cannot share {n_kv_heads} KV heads")
         head_dim = hidden // n_heads
-        rope_dim = int(meta.get(f"{arch}.rope.dimension_count", head_dim))
+        rope_dim = number("rope.dimension_count",
+                          meta.get(f"{arch}.rope.dimension_count", head_dim), int)
         if rope_dim != head_dim or head_dim % 2:
             raise UnsupportedModelError(
                 f"partial or odd RoPE (rotating {rope_dim} of {head_dim} dims) is not supported"

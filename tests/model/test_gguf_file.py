@@ -271,3 +271,20 @@ def _integer_fields(data: bytes) -> list[tuple[int, int]]:
         fields += [(pos, 4), (pos + 4, 8)]
         pos += 12
     return fields
+
+
+@pytest.mark.parametrize("key,value", [
+    ("llama.attention.layer_norm_rms_epsilon", "1e-5"),
+    ("llama.rope.freq_base", [10000.0]),
+    ("llama.attention.head_count_kv", 2.5),
+    ("llama.rope.dimension_count", True),
+])
+def test_config_refuses_metadata_that_is_not_a_number(key: str, value: object) -> None:
+    from hive_core.model.config import LlamaConfig
+
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+            "llama.feed_forward_length": 128, "llama.attention.head_count": 4,
+            "llama.context_length": 64, "llama.attention.layer_norm_rms_epsilon": 1e-5}
+    assert LlamaConfig.from_metadata(meta, vocab_size=300).head_dim == 16
+    with pytest.raises(GGUFFormatError, match=f"{key} = .* is not a number"):
+        LlamaConfig.from_metadata({**meta, key: value}, vocab_size=300)
