@@ -177,7 +177,14 @@ def decode_array(buf: memoryview, span: ArraySpan, key: str,
 
 def _named(exc: GGUFFormatError, source: str) -> GGUFFormatError:
     state = "truncated" if isinstance(exc, _Truncated) else "malformed"
-    return GGUFFormatError(f"{source} is {state}: {exc}")
+    return GGUFFormatError(f"{source} is {state}: {_one_line(str(exc))}")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """A message that quotes file bytes (a damaged key or name) as one printable line."""
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else "?"
+                   for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _parse_header(buf: memoryview) -> GGUFHeader:
