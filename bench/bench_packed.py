@@ -180,9 +180,10 @@ def _quality(tokens: int) -> dict[str, Any]:
 
 
 def worker(args: argparse.Namespace) -> None:
-    from hive_core.model.packed_run import prepare_compute
+    if args.worker != "llama.cpp":  # it sets its own threads; torch would inflate its RSS
+        from hive_core.model.packed_run import prepare_compute
 
-    prepare_compute(args.threads)
+        prepare_compute(args.threads)
     try:
         if args.worker == "transformers":
             res = _transformers(args.prefill, args.decode)

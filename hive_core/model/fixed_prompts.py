@@ -17,9 +17,11 @@ CHAT_PROMPT = "Name three colours of the rainbow."
 
 def chat_text(file: GGUFModelFile, tokenizer: GGUFTokenizer, content: str = CHAT_PROMPT) -> str:
     """`content` as one user turn in the model's own chat template, ready for the answer."""
+    def text(token_id: int | None) -> str:
+        return "" if token_id is None else tokenizer.tokens[token_id]
+
     template = ChatTemplate(file.metadata["tokenizer.chat_template"],
-                            bos_token=tokenizer.tokens[tokenizer.bos_id],
-                            eos_token=tokenizer.tokens[tokenizer.eos_id])
+                            bos_token=text(tokenizer.bos_id), eos_token=text(tokenizer.eos_id))
     return template.render([{"role": "user", "content": content}])
 
 

@@ -28,12 +28,10 @@ def linear(x: torch.Tensor, w: Matrix) -> torch.Tensor:
 def project(x: torch.Tensor, mats: tuple[Matrix, ...]) -> list[torch.Tensor]:
     """``linear(x, m)`` for each of `mats` (which share the input `x`); row slices of one
     fused packed matrix run it once."""
-    first = mats[0]
-    if isinstance(first, RowSlice) and all(
-        isinstance(m, RowSlice) and m.whole is first.whole for m in mats
-    ):
-        y = first.whole(x)
-        return [y[..., m.start : m.stop] for m in mats]
+    slices = [m for m in mats if isinstance(m, RowSlice)]
+    if len(slices) == len(mats) and all(m.whole is slices[0].whole for m in slices):
+        y = slices[0].whole(x)
+        return [y[..., m.start : m.stop] for m in slices]
     return [linear(x, m) for m in mats]
 
 

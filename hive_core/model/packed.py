@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import itertools
 import mmap
 import sys
 import threading
@@ -210,7 +211,7 @@ def fuse_rows(blocks: list[np.ndarray], qtype: str, cols: int) -> list[RowSlice]
     rows = [b.shape[0] for b in blocks]
     whole = pack_blocks(np.concatenate(blocks), qtype, (sum(rows), cols))
     edges = np.cumsum([0, *rows]).tolist()
-    return [RowSlice(whole, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return [RowSlice(whole, a, b) for a, b in itertools.pairwise(edges)]
 
 
 def unfused(m: object) -> object:
