@@ -2,8 +2,11 @@
 
 When the game hosts shards, rendering and model compute share the device's cores; a lower
 nice value on the compute threads lets the frame loop run first (measured on 2 cores: hosting
-an ask raised frame p95 by 80 % at equal priority, by 14-47 % at nice 10-19, run to run). Nodes without a
-renderer keep the default of 0.
+an ask raised frame p95 by 80 % at equal priority, by 14-47 % at nice 10-19, run to run).
+The game also moves its shards' stage compute into child processes at the same nice value
+(`hive_core.exec.stage_worker`), so that compute never holds the frame loop's interpreter
+lock; these threads then only seal, sign and forward. Nodes without a renderer keep the
+default of 0 and compute on the thread itself.
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ from hive_core.model.stage import Stage
 from hive_core.protocol.feed import FeedKind, feed_event
 from hive_core.protocol.inference import (
     EndSession,
-    KvKind,
     ReceiptMsg,
     RunStage,
     ShardInfo,
@@ -51,7 +50,6 @@ from hive_core.protocol.inference import (
 from hive_core.trust import TrustError, attest, box_between, open_sealed, seal
 
 logger = logging.getLogger(__name__)
-KV_NAMES = {KvKind.FP32: "fp32", KvKind.INT4: "int4"}
 
 
 @dataclass(frozen=True)

@@ -307,13 +307,12 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(2, 1)
     if args.nice:
         os.nice(args.nice)  # before torch starts threads: they inherit it
-    import torch
-
     from hive_core.exec.faults import Fault
     from hive_core.exec.stage_host import HostConfig, StageHost
     from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.packed_run import prepare_compute
 
-    torch.set_num_threads(max(1, args.threads))
+    prepare_compute(max(1, args.threads))
     host = StageHost(GGUFModelFile(args.model), HostConfig(
         weights=args.weights, load_on_demand=not args.no_load_on_demand,
         max_sessions=args.max_sessions, fault=Fault.parse(args.fault) if args.fault else None,
