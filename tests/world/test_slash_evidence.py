@@ -18,11 +18,12 @@ import pytest
 
 from hive_core.economy import Part
 from hive_core.exec import Fault, generate_hive
+from hive_core.exec.feed import slashed_verdicts
 from hive_core.exec.hive import build_hive, identity
 from hive_core.mesh.memchannel import memory_pair
 from hive_core.mesh.node import Node
 from hive_core.model.stage import Stage
-from hive_core.protocol import encode_struct
+from hive_core.protocol import MAX_FRAME_BYTES, decode, encode, encode_struct
 from hive_core.protocol.feed import (
     EVIDENCE_CHUNK,
     FeedAnswer,
@@ -103,6 +104,10 @@ def test_evidence_is_cut_into_chunks_and_joined_whatever_their_order() -> None:
     events = [feed_event(FeedKind.SLASHED, liar, session_id=SESSION, step=3, layer_start=0,
                          layer_end=2, reason="lied", chunk=k, chunks=len(parts), evidence=p)
               for k, p in enumerate(parts)]
+    for e in events:  # every chunk travels in one frame (aiortc's 256 KiB message)
+        assert decode(encode(e)) == e and len(encode(e)) <= MAX_FRAME_BYTES
+    for v in slashed_verdicts(evidence, liar, "lied"):  # and so does the asker's verdict
+        assert decode(encode(v)) == v and len(encode(v)) <= MAX_FRAME_BYTES
     joiner = EvidenceAssembler()
     got = [joiner.add(b"\x07" * 20, e) for e in reversed(events)]
     assert got[:-1] == [None] * (len(parts) - 1) and got[-1] == body
