@@ -151,44 +151,66 @@ class WireReader:
 
 
 class DenseKV:
-    """Full-precision cache: keeps keys and values in the compute dtype."""
+    """Full-precision cache: keeps keys and values in the compute dtype.
+
+    Positions go into buffers that grow `GROW` positions at a time, so a decode step writes
+    one position instead of copying the whole cache; `append` returns views of the filled part.
+    """
 
     kind = "fp32"
+    GROW = 64  # positions added when a buffer is full (a bounded overshoot, few copies)
 
     def __init__(self) -> None:
-        self._k: torch.Tensor | None = None
-        self._v: torch.Tensor | None = None
+        self._kbuf: torch.Tensor | None = None
+        self._vbuf: torch.Tensor | None = None
+        self._n = 0
+
+    @property
+    def _k(self) -> torch.Tensor | None:
+        return None if self._kbuf is None else self._kbuf[:, : self._n]
+
+    @property
+    def _v(self) -> torch.Tensor | None:
+        return None if self._vbuf is None else self._vbuf[:, : self._n]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._k is None or self._v is None:
-            self._k, self._v = k.contiguous(), v.contiguous()
-        else:
-            self._k = torch.cat([self._k, k], dim=1)
-            self._v = torch.cat([self._v, v], dim=1)
-        return self._k, self._v
+        end = self._n + k.shape[1]
+        if self._kbuf is None or self._vbuf is None or end > self._kbuf.shape[1]:
+            self._kbuf, self._vbuf = (self._grown(self._kbuf, k, end), self._grown(self._vbuf, v, end))
+        self._kbuf[:, self._n : end] = k
+        self._vbuf[:, self._n : end] = v
+        self._n = end
+        return self._kbuf[:, :end], self._vbuf[:, :end]
+
+    def _grown(self, buf: torch.Tensor | None, like: torch.Tensor, need: int) -> torch.Tensor:
+        cap = -(-need // self.GROW) * self.GROW
+        out = like.new_empty((like.shape[0], cap, like.shape[2]))
+        if buf is not None:
+            out[:, : self._n] = buf[:, : self._n]
+        return out
 
     def __len__(self) -> int:
-        return 0 if self._k is None else int(self._k.shape[1])
+        return self._n
 
     def truncate(self, length: int) -> None:
-        if self._k is not None and self._v is not None and length < len(self):
-            self._k = self._k[:, :length].contiguous()
-            self._v = self._v[:, :length].contiguous()
+        self._n = max(0, min(self._n, length))
 
     def nbytes(self) -> int:
-        if self._k is None or self._v is None:
+        k, v = self._k, self._v
+        if k is None or v is None:
             return 0
-        return self._k.numel() * self._k.element_size() + self._v.numel() * self._v.element_size()
+        return k.numel() * k.element_size() + v.numel() * v.element_size()
 
     def to_bytes(self) -> bytes:
         """Header (magic, version, dtype, heads, length, head_dim) then raw K then raw V."""
-        if self._k is None or self._v is None:
+        k, v = self._k, self._v
+        if k is None or v is None or self._n == 0:
             return _DENSE_HEADER.pack(DENSE_MAGIC, WIRE_VERSION, 0, 0, 0, 0)
-        h, t, d = self._k.shape
+        h, t, d = k.shape
         return b"".join((
-            _DENSE_HEADER.pack(DENSE_MAGIC, WIRE_VERSION, dtype_code(self._k.dtype), h, t, d),
-            tensor_to_bytes(self._k),
-            tensor_to_bytes(self._v),
+            _DENSE_HEADER.pack(DENSE_MAGIC, WIRE_VERSION, dtype_code(k.dtype), h, t, d),
+            tensor_to_bytes(k),
+            tensor_to_bytes(v),
         ))
 
     @classmethod
@@ -206,5 +228,5 @@ class DenseKV:
         k = reader.tensor(dtype, (h, t, d))
         v = reader.tensor(dtype, (h, t, d))
         reader.finish()
-        cache._k, cache._v = k, v
+        cache._kbuf, cache._vbuf, cache._n = k, v, t
         return cache
