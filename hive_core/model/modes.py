@@ -11,10 +11,11 @@ import argparse
 # dequantised to the compute dtype); fp32: every matrix dequantised to the compute dtype,
 # the reference that matches transformers; bf16: matrices stored as bfloat16.
 WEIGHT_MODES: tuple[str, ...] = ("packed", "fp32", "bf16")
-# What `generate`, `ask`, `node`, `hive up` and the game use when no --weights is given.
-# Library calls (ShardExecutor.load, build_hive, ServerConfig) take their mode explicitly
-# and default to fp32.
-DEFAULT_WEIGHTS = "fp32"
+# What `generate`, `ask`, `node`, `hive up` and the game use when no --weights is given:
+# packed, since its products carry float32 precision (greedy tokens equal fp32's on the fixed
+# prompts) and it decodes about twice as fast in a third of the memory. Library calls
+# (ShardExecutor.load, build_hive, ServerConfig) take their mode explicitly, default fp32.
+DEFAULT_WEIGHTS = "packed"
 
 
 def add_weights_argument(parser: argparse.ArgumentParser, what: str) -> None:

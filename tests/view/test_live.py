@@ -52,7 +52,9 @@ async def test_play_asks_a_live_hive_and_spectators_see_it(tiny_gguf) -> None:
         result = await asyncio.wait_for(asker.ask("hi", max_new_tokens=3), 120)
 
         file = GGUFModelFile(tiny_gguf)
-        session = LocalPipeline.load_single(file).new_session(kv_factory("fp32"))
+        from hive_core.model.modes import DEFAULT_WEIGHTS  # what the game's hive runs
+
+        session = LocalPipeline.load_single(file, weights=DEFAULT_WEIGHTS).new_session(kv_factory("fp32"))
         from world.view.hive_link import chat_prompt_ids
 
         logits, want = session.forward(chat_prompt_ids(file, asker.tokenizer, "hi")), []

@@ -124,7 +124,9 @@ def test_pulses_in_flight_during_a_real_ask(make_app, tiny_gguf):
     cheater = identity("server-1").node_id.hex()
     assert result.slashed == (cheater,) and result.verified
     # The hive's answer is the model's: the same tokens as the single-process pipeline.
-    session = LocalPipeline.load_single(file).new_session(kv_factory("fp32"))
+    from hive_core.model.modes import DEFAULT_WEIGHTS  # what the game's hive runs
+
+    session = LocalPipeline.load_single(file, weights=DEFAULT_WEIGHTS).new_session(kv_factory("fp32"))
     logits, want = session.forward(hive.prompt_ids("hi")), []
     for _ in range(len(result.new_ids)):
         want.append(int(logits.argmax()))
