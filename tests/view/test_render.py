@@ -119,7 +119,9 @@ def test_pulses_in_flight_during_a_real_ask(make_app, tiny_gguf):
 
     result = asyncio.run(asyncio.wait_for(main(), 120))
     assert seen, "no frame caught a pulse in flight"
-    cyan = [rgb for rgb in seen if rgb[1] > 120 and rgb[2] > 120 and rgb[0] < rgb[1]]
+    # Cyan by hue: green and blue well above red. Some samples are dim but keep the hue
+    # (e.g. (30, 66, 77)); the night background is near black.
+    cyan = [rgb for rgb in seen if min(rgb[1], rgb[2]) > 1.5 * rgb[0] and rgb[1] + rgb[2] > 100]
     assert len(cyan) >= 0.8 * len(seen), seen
     cheater = identity("server-1").node_id.hex()
     assert result.slashed == (cheater,) and result.verified
