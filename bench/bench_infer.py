@@ -1,7 +1,7 @@
 """Benchmark of distributed inference: local vs 2-, 4- and 8-node loopback hives (real
 aiortc data channels, real SmolLM2), the overhead of verification, speculative decoding.
 
-Run: `.venv/bin/python -m bench.bench_infer [--quick]`. Prints markdown tables.
+Run: `.venv/bin/python -m bench.bench_infer [--quick] [--weights fp32|packed|bf16]`. Prints markdown tables.
 
 Every hive runs in this one process: the asker plus N shard servers, each holding only
 its layers, linked to the asker by real aiortc data channels on 127.0.0.1; payloads are
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -66,9 +67,10 @@ def run_local(pipe: LocalPipeline, ids: list[int], n_new: int) -> Any:
 
 
 async def run_hive(file: GGUFModelFile, n: int, ids: list[int], n_new: int, *,
-                   attest: bool = True, speculate: int = 0, repeats: int = 1) -> tuple[Any, Any]:
+                   attest: bool = True, speculate: int = 0, repeats: int = 1,
+                   weights: str = "fp32") -> tuple[Any, Any]:
     hive = await build_hive(file.path, n, model=file, transport="rtc",
-                            client_config=ClientConfig(attest=attest))
+                            client_config=ClientConfig(attest=attest), weights=weights)
     try:
         # Warm-up: first-use allocations and code paths are not what a user waits for twice.
         warm = hive.client.new_session()
@@ -104,15 +106,16 @@ async def main_async(args: argparse.Namespace) -> int:
     path = resolve_model_path(args.model)
     file = GGUFModelFile(path)
     tok = GGUFTokenizer(file)
-    pipe = LocalPipeline.load_single(file)
+    pipe = LocalPipeline.load_single(file, weights=args.weights)
+    run = functools.partial(run_hive, weights=args.weights)
     ids = prompt(tok, TEXT, 40)
     n_new = 8 if args.quick else args.tokens
     sizes = [2] if args.quick else [2, 4, 8]
     reps = 1 if args.quick else args.repeats
     threads = torch.get_num_threads()
     print(f"model {path.name}, {file.config.n_layers} layers; prompt {len(ids)} tokens, "
-          f"{n_new} new tokens; torch threads {threads}, {psutil.cpu_count()} CPUs; "
-          f"best of {reps}\n")
+          f"{n_new} new tokens; {args.weights} weights; torch threads {threads}, "
+          f"{psutil.cpu_count()} CPUs; best of {reps}\n")
 
     local = best_local(pipe, ids, n_new, reps)
     print("| setup | TTFT (s) | decode tokens/s | vs local | same tokens |")
@@ -120,7 +123,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"| local (1 process, worker thread) | {local.ttft_s:.3f} | {local.tokens_per_s:.1f} | 100 % | - |")
     hive4 = None
     for n in sizes:
-        g, _ = await run_hive(file, n, ids, n_new, repeats=reps)
+        g, _ = await run(file, n, ids, n_new, repeats=reps)
         if n == 4:
             hive4 = g
         ratio = g.tokens_per_s / local.tokens_per_s * 100
@@ -128,9 +131,9 @@ async def main_async(args: argparse.Namespace) -> int:
               f"| {'yes' if g.new_ids == local.new_ids else 'NO'} |")
 
     nv = 2 if args.quick else 4
-    on = hive4 if hive4 is not None and nv == 4 else (await run_hive(file, nv, ids, n_new,
+    on = hive4 if hive4 is not None and nv == 4 else (await run(file, nv, ids, n_new,
                                                                      repeats=reps))[0]
-    off, _ = await run_hive(file, nv, ids, n_new, attest=False, repeats=reps)
+    off, _ = await run(file, nv, ids, n_new, attest=False, repeats=reps)
     overhead = (off.tokens_per_s / on.tokens_per_s - 1) * 100 if on.tokens_per_s else 0.0
     print(f"\n| verification, {nv} nodes, 1 replica | TTFT (s) | decode tokens/s |")
     print("| --- | ---: | ---: |")
@@ -140,8 +143,8 @@ async def main_async(args: argparse.Namespace) -> int:
 
     rep_ids = prompt(tok, REPEAT, None)
     k = args.speculate
-    plain, _ = await run_hive(file, nv, rep_ids, n_new * 2, repeats=reps)
-    spec, st = await run_hive(file, nv, rep_ids, n_new * 2, speculate=k, repeats=reps)
+    plain, _ = await run(file, nv, rep_ids, n_new * 2, repeats=reps)
+    spec, st = await run(file, nv, rep_ids, n_new * 2, speculate=k, repeats=reps)
     speed = (spec.decode_s and plain.decode_s / spec.decode_s) or 0.0
     print(f"\n| speculative decoding, {nv} nodes | decode tokens/s | passes | drafted | "
           "accepted | same tokens |")
@@ -190,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speculate", type=int, default=4, metavar="K", help="draft length")
     parser.add_argument("--model", default=None, help="GGUF file (default: bundled SmolLM2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--weights", choices=("fp32", "packed", "bf16"), default="fp32",
+                        help="how the local pipeline and every shard hold the matrices (default "
+                             "fp32, the reference)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads or psutil.cpu_count(logical=False) or 1)
     logging.basicConfig(level=logging.ERROR)
