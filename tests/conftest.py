@@ -65,3 +65,35 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hive_core.model.tiny import write_tiny_llama
 
     return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+
+
+@pytest.fixture
+def spectate() -> Any:
+    """`await spectate(hive, source)`: a spectator node linked to every server of an in-process
+    hive over memory links, subscribed to each feed, its events played into `source` by a
+    FeedWatcher; returns (spectator node, watcher)."""
+    import asyncio
+    import math
+
+    from hive_core.exec.hive import identity
+    from hive_core.mesh.memchannel import memory_pair
+    from hive_core.mesh.node import Node
+    from hive_core.protocol.feed import FeedAnswer, FeedEvent, FeedSubscribe
+    from world.view.feed_watch import FeedWatcher
+
+    async def run(hive: Any, source: Any) -> tuple[Any, Any]:
+        watcher = FeedWatcher(source, "ws://127.0.0.1:1", list)
+        spec = Node(identity("spectator"))
+        spec.register_reply(FeedAnswer)
+        spec.on(FeedEvent, watcher._on_event)
+        for s in hive.servers:
+            a, b = memory_pair()
+            await asyncio.gather(spec.attach(a, kind="memory", expect=s.node.node_id),
+                                 s.node.attach(b, kind="memory", expect=spec.node_id))
+            reply = await spec.request(s.node.node_id,
+                                       FeedSubscribe(spec.next_rpc_id(), True, 60.0), timeout=5)
+            assert isinstance(reply, FeedAnswer) and reply.ok
+            watcher.subscribed[s.node.node_id] = math.inf
+        return spec, watcher
+
+    return run

@@ -56,25 +56,24 @@ class GGUFModelFile:
         span = self._arrays.get(key)
         if span is not None:
             return span.count
-        value = self.metadata.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            raise GGUFFormatError(f"{self.path}: metadata {key} is not an array")
-        return len(value)
+        value = self._small_array(key)
+        return None if value is None else len(value)
 
     def array(self, key: str) -> list[Any] | None:
         """A metadata array (e.g. the token list) as a new list, decoded on demand; None when
         the key is absent. Big arrays are decoded from the file on every call, not cached."""
         span = self._arrays.get(key)
         if span is None:
-            value = self.metadata.get(key)
-            if value is None:
-                return None
-            if not isinstance(value, list):
-                raise GGUFFormatError(f"{self.path}: metadata {key} is not an array")
-            return list(value)
+            value = self._small_array(key)
+            return None if value is None else list(value)
         return decode_array(self._buf, span, key, str(self.path))
+
+    def _small_array(self, key: str) -> list[Any] | None:
+        """An array short enough to be decoded with the metadata; None when absent."""
+        value = self.metadata.get(key)
+        if value is not None and not isinstance(value, list):
+            raise GGUFFormatError(f"{self.path}: metadata {key} is not an array")
+        return value
 
     def has_tensor(self, name: str) -> bool:
         return name in self._tensors

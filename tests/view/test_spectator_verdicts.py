@@ -4,48 +4,27 @@ rubble), the honest districts stand, all from events heard over the nodes' feeds
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
 import numpy as np
 
 from hive_core.exec import Fault, generate_hive
-from hive_core.exec.hive import build_hive, identity
-from hive_core.mesh.memchannel import memory_pair
-from hive_core.mesh.node import Node
+from hive_core.exec.hive import build_hive
 from hive_core.model.stage import Stage
-from hive_core.protocol.feed import FeedAnswer, FeedEvent, FeedSubscribe
 from world.game import GameState
-from world.view.feed_watch import FeedWatcher
 from world.view.game_source import GameSource, HudBoard
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
 
 
-async def _watch(hive: Any, source: GameSource) -> tuple[Node, FeedWatcher]:
-    watcher = FeedWatcher(source, "ws://127.0.0.1:1", list)
-    spec = Node(identity("spectator"))
-    spec.register_reply(FeedAnswer)
-    spec.on(FeedEvent, watcher._on_event)
-    for s in hive.servers:
-        a, b = memory_pair()
-        await asyncio.gather(spec.attach(a, kind="memory", expect=s.node.node_id),
-                             s.node.attach(b, kind="memory", expect=spec.node_id))
-        reply = await spec.request(s.node.node_id, FeedSubscribe(spec.next_rpc_id(), True, 60.0),
-                                   timeout=5)
-        assert reply.ok
-        watcher.subscribed[s.node.node_id] = math.inf
-    return spec, watcher
-
-
-def test_the_spectators_picture_shows_the_liar_fallen(make_app: Any, tiny_gguf: Any) -> None:
+def test_the_spectators_picture_shows_the_liar_fallen(make_app: Any, tiny_gguf: Any, spectate: Any) -> None:
     source = GameSource(GameState(), HudBoard())
 
     async def main() -> list[bytes]:
         hive = await build_hive(tiny_gguf, 4, replicas=2, spares=1, stages=[Stage(0, 2), Stage(2, 4)],
                                 faults={1: Fault.parse("noise")})
-        spec, watcher = await _watch(hive, source)
+        spec, watcher = await spectate(hive, source)
         try:
             s = hive.client.new_session()
             await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=3, context_length=64), 60)

@@ -26,10 +26,7 @@ from hive_core.model.stage import Stage
 from hive_core.protocol import MAX_FRAME_BYTES, decode, encode, encode_struct
 from hive_core.protocol.feed import (
     EVIDENCE_CHUNK,
-    FeedAnswer,
-    FeedEvent,
     FeedKind,
-    FeedSubscribe,
     evidence_chunks,
     feed_event,
 )
@@ -40,7 +37,7 @@ from world.game import events as ev
 from world.game.errors import GameEventError
 from world.game.rules import FALL_S
 from world.game.snapshot import TrialStatus
-from world.view.feed_watch import EvidenceAssembler, FeedWatcher
+from world.view.feed_watch import EvidenceAssembler
 from world.view.game_source import GameSource, HudBoard
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
@@ -120,30 +117,13 @@ def test_evidence_is_cut_into_chunks_and_joined_whatever_their_order() -> None:
     assert state.snapshot(10.0 + FALL_S).districts[0].fallen
 
 
-async def _spectate(hive: Any, source: GameSource) -> tuple[Node, FeedWatcher]:
-    """A spectator node linked to every server, its feed events played by a FeedWatcher."""
-    watcher = FeedWatcher(source, "ws://127.0.0.1:1", list)
-    spec = Node(identity("spectator"))
-    spec.register_reply(FeedAnswer)
-    spec.on(FeedEvent, watcher._on_event)
-    for s in hive.servers:
-        a, b = memory_pair()
-        await asyncio.gather(spec.attach(a, kind="memory", expect=s.node.node_id),
-                             s.node.attach(b, kind="memory", expect=spec.node_id))
-        reply = await spec.request(s.node.node_id, FeedSubscribe(spec.next_rpc_id(), True, 60.0),
-                                   timeout=5)
-        assert isinstance(reply, FeedAnswer) and reply.ok
-        watcher.subscribed[s.node.node_id] = math.inf
-    return spec, watcher
-
-
 async def test_a_spectator_sees_the_tower_verified_and_the_liar_fall(
-        tiny_gguf: Any, tiny_file: Any, caplog: pytest.LogCaptureFixture) -> None:
+        tiny_gguf: Any, tiny_file: Any, caplog: pytest.LogCaptureFixture, spectate: Any) -> None:
     # Two replicas per stage and a referee: server 1 lies on stage 0 and is outvoted.
     hive = await build_hive(tiny_gguf, 4, replicas=2, spares=1, model=tiny_file,
                             stages=[Stage(0, 2), Stage(2, 4)], faults={1: Fault.parse("noise")})
     source = GameSource(GameState(), HudBoard())
-    spec, watcher = await _spectate(hive, source)
+    spec, watcher = await spectate(hive, source)
     liar = hive.servers[1].node.node_id
     loop = asyncio.get_running_loop()
     try:
