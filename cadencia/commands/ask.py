@@ -172,6 +172,7 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
     import asyncio
 
     from hive_core.exec import HiveClient
+    from hive_core.exec.client import load_local
     from hive_core.exec.errors import ExecError
     from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
     from hive_core.mesh.hivenode import HiveNode
@@ -203,9 +204,11 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
     say(f"{len(infos)} shard servers, {len(plan.stages)} stages")
     from hive_core.model.stage import Stage
 
-    local = ShardExecutor.load(model, [Stage(0, k)] if k else [], embed=True, head=True,
-                               weights=args.weights)
+    local, pool = load_local(lambda: ShardExecutor.load(
+        model, [Stage(0, k)] if k else [], embed=True, head=True, weights=args.weights),
+        config.compute_nice)
     spares = [n for n in sorted(infos) if n not in plan.nodes]
-    client = HiveClient(hive.node, local, plan, config, spares=spares, weights=weights_of(infos))
+    client = HiveClient(hive.node, local, plan, config, spares=spares, weights=weights_of(infos),
+                        pool=pool)
     closers.append(lambda: asyncio.sleep(0, client.close()))
     return client

@@ -20,7 +20,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +85,19 @@ class StageState:
     work: dict[bytes, list[float]] = field(default_factory=dict)  # node -> [rows, compute s]
 
 
+def load_local(load: Callable[[], ShardExecutor], nice: int = 0) -> tuple[ShardExecutor, ThreadPoolExecutor]:
+    """Run `load` (the asker's embedding, head and local layers) on a new compute thread and
+    return it with that thread, for `HiveClient(pool=...)`: torch's OpenMP threads spin between
+    parallel regions only while one thread of the process drives them, so the thread that
+    loads is the thread that computes (see `ShardServer.load`)."""
+    pool = compute_pool("asker", nice)
+    try:
+        return pool.submit(load).result(), pool
+    except BaseException:
+        pool.shutdown(wait=False)
+        raise
+
+
 class HiveClient:
     """Drives sessions over `node` along `plan`; `local` holds the embedding and the head.
 
@@ -96,7 +110,9 @@ class HiveClient:
         self, node: Node, local: ShardExecutor, plan: Plan, config: ClientConfig | None = None,
         *, reputation: ReputationBook | None = None, spares: Sequence[bytes] = (),
         on_event: EventHook | None = None, weights: Mapping[bytes, str] | None = None,
+        pool: ThreadPoolExecutor | None = None,
     ) -> None:
+        """`pool`: the compute thread, when the caller loaded `local` on it (see `load_local`)."""
         self.node = node
         self.local = local
         self.plan = plan
@@ -106,7 +122,7 @@ class HiveClient:
         self.reputation = reputation or ReputationBook()
         self.spares = list(spares)
         self.emit = Emitter(on_event)
-        self._pool = compute_pool("asker", self.config.compute_nice)
+        self._pool = pool or compute_pool("asker", self.config.compute_nice)
         self._boxes: dict[bytes, object] = {}
         node.register_reply(StageResult)
         hidden = local.config.hidden

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hive_core.exec.client import ClientConfig, HiveClient
+from hive_core.exec.client import ClientConfig, HiveClient, load_local
 from hive_core.exec.events import EventHook
 from hive_core.exec.faults import Fault
 from hive_core.exec.server import ServerConfig, ShardServer
@@ -171,12 +171,13 @@ async def build_hive(
                            compute_process=compute_process)
         servers.append(ShardServer(node, file, cfg))
     plan: Plan = fixed_plan(stages, groups)
-    local = ShardExecutor.load(file, [Stage(0, n_local)] if n_local else [], embed=True,
-                               head=True, weights=weights)
+    local, pool = load_local(lambda: ShardExecutor.load(
+        file, [Stage(0, n_local)] if n_local else [], embed=True, head=True, weights=weights),
+        (client_config or ClientConfig()).compute_nice)
     spare_ids = [s.node.node_id for s in servers[len(stages) * replicas:]]
     client = HiveClient(asker, local, plan, client_config, reputation=ReputationBook(),
                         spares=spare_ids, on_event=on_event,
-                        weights={s.node.node_id: s.config.weights for s in servers})
+                        weights={s.node.node_id: s.config.weights for s in servers}, pool=pool)
     hive_peers: list[Any] = []
     await asyncio.gather(*(_link(asker, s.node, transport, tap, hive_peers, profile)
                            for s in servers))

@@ -62,13 +62,15 @@ class StageVerifier:
         """The accepted answer, or None when every replica failed (the caller fails over)."""
         cfg = self.s.client.config
         tasks = {asyncio.ensure_future(self._ask(i, n, hop)): n for n in nodes}
+        # Rank by the order asked: `nodes` (the stage's list) loses a node dropped meanwhile.
+        rank = {n: k for k, n in enumerate(nodes)}
         quorum = cfg.attest and len(nodes) >= 2
         answers: list[Answer] = []
         pending = set(tasks)
         agreeing: list[Answer] = []
         while pending and not agreeing:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for t in sorted(done, key=lambda t: nodes.index(tasks[t])):
+            for t in sorted(done, key=lambda t: rank[tasks[t]]):
                 a = self._collect(i, hop, tasks[t], t)
                 if a is None:
                     continue
