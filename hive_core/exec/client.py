@@ -110,10 +110,12 @@ class HiveClient:
         self, node: Node, local: ShardExecutor, plan: Plan, config: ClientConfig | None = None,
         *, reputation: ReputationBook | None = None, spares: Sequence[bytes] = (),
         on_event: EventHook | None = None, weights: Mapping[bytes, str] | None = None,
-        pool: ThreadPoolExecutor | None = None,
+        pool: ThreadPoolExecutor | None = None, own_pool: bool = True,
     ) -> None:
-        """`pool`: the compute thread, when the caller loaded `local` on it (see `load_local`)."""
+        """`pool`: the compute thread, when the caller loaded `local` on it (see `load_local`);
+        `close` shuts it down unless `own_pool` is False (a pool kept across clients)."""
         self.node = node
+        self._own_pool = own_pool or pool is None
         self.local = local
         self.plan = plan
         self.weights = dict(weights or {})
@@ -163,7 +165,8 @@ class HiveClient:
             self.node.spawn(tell_verdict(self.node, list(to), list(verdicts)), name="verdict")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        if self._own_pool:
+            self._pool.shutdown(wait=False)
 
 
 class HiveSession:

@@ -37,11 +37,13 @@ class LiveAsker:
         self.tokenizer = GGUFTokenizer(self.file)
         self.weights = weights or DEFAULT_WEIGHTS  # how the embedding and head are held
         self._local: Any = None  # embedding + head, loaded on the first ask
+        self._pool: Any = None  # the compute thread that loaded them and runs every ask
         self._busy = asyncio.Lock()
         self.results: list[AskResult] = []
 
     async def _client(self) -> Any:
         from hive_core.exec import ClientConfig, HiveClient
+        from hive_core.exec.client import load_local
         from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
         from hive_core.model.executor import ShardExecutor
 
@@ -51,16 +53,16 @@ class LiveAsker:
         infos = await discover(hive.node, timeout=self.timeout_s)
         rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
         plan = route(infos, cfg, name, self.replicas, rtts, prefer=self.weights)
-        if self._local is None:
-            self._local = await asyncio.to_thread(ShardExecutor.load, self.file, [], embed=True, head=True,
-                                                  weights=self.weights)
+        if self._local is None:  # loaded on the thread that computes with it, for every ask
+            self._local, self._pool = await asyncio.to_thread(load_local, lambda: ShardExecutor.load(
+                self.file, [], embed=True, head=True, weights=self.weights))
         spares = [n for n in sorted(infos) if n not in plan.nodes]
         self.source.hud.set(sharding=" | ".join(
             f"L{ps.stage.start}-{ps.stage.end - 1}: " + "+".join(n.hex()[:6] for n in ps.nodes)
             for ps in plan.stages))
         return HiveClient(hive.node, self._local, plan, ClientConfig(), spares=spares,
                           on_event=lambda e: self.source.on_event(e, time.monotonic()),
-                          weights=weights_of(infos))
+                          weights=weights_of(infos), pool=self._pool, own_pool=False)
 
     async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
         async with self._busy:
