@@ -43,3 +43,54 @@ def make_app() -> Iterator:
     yield make
     for app in apps:
         app.destroy()
+
+
+@pytest.fixture
+def live_hive(tiny_gguf):
+    """``async with live_hive(source=None, timeout_s=3.0) as (sentinel, servers, player, asker)``:
+    a sentinel, two tiny-model shard servers (layers 0-2 and 2-4) and a player on loopback
+    (WebSocket + aiortc), and a LiveAsker of the player playing into `source` (default: a
+    fresh game source). A short timeout suits discovery: the sentinel never answers shard
+    queries, so discovery waits it out."""
+    import argparse
+    from contextlib import asynccontextmanager
+    from dataclasses import replace
+
+    from hive_core.exec.serve import attach_shard_server
+    from hive_core.mesh.hivenode import HiveNode
+    from hive_core.mesh.node import NodeConfig
+    from hive_core.mesh.rtc import RTCOptions
+    from hive_core.mesh.runner import parse_span
+    from world.view.live_ask import LiveAsker
+    from world.view.session import game_source
+
+    fast = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_s=0.5,
+                      dead_after_s=4.0)
+
+    @asynccontextmanager
+    async def run(source=None, timeout_s: float = 3.0):
+        sentinel = HiveNode(Identity.generate(), replace(fast, listen="127.0.0.1:0"))
+        await sentinel.start()
+        nodes: list[HiveNode] = []
+        try:
+            for span in ("0-2", "2-4"):
+                serve = [f"{tiny_gguf.name}:{span}/4"]
+                hn = HiveNode(Identity.generate(), replace(
+                    fast, join=(sentinel.listen_url,), listen="127.0.0.1:0",
+                    spans=tuple(parse_span(s) for s in serve)))
+                attach_shard_server(hn.node, argparse.Namespace(
+                    model=str(tiny_gguf), fault=None, serve=serve, tflops=None))
+                await hn.start()
+                nodes.append(hn)
+            player = HiveNode(Identity.generate(), replace(fast, join=(sentinel.listen_url,)))
+            await player.start()
+            nodes.append(player)
+            asker = LiveAsker(player, source if source is not None else game_source(),
+                              model=str(tiny_gguf), replicas=1, timeout_s=timeout_s)
+            yield sentinel, nodes[:2], player, asker
+        finally:
+            for hn in reversed(nodes):
+                await hn.close()
+            await sentinel.close()
+
+    return run

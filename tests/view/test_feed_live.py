@@ -4,59 +4,19 @@ to the servers' event feeds, draws the pulses: in-process frames and `cadencia s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import sys
-from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from hive_core.exec.serve import attach_shard_server
-from hive_core.mesh.hivenode import HiveNode
-from hive_core.mesh.identity import Identity
-from hive_core.mesh.node import NodeConfig
-from hive_core.mesh.rtc import RTCOptions
-from hive_core.mesh.runner import parse_span
 from world.game import HopSent, StageStarted
 
-FAST = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_s=0.5, dead_after_s=4.0)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@asynccontextmanager
-async def live_hive(tiny_gguf: Path):
-    """(sentinel, [server, server], player, LiveAsker of the player) on loopback."""
-    from world.view.live_ask import LiveAsker
-    from world.view.session import game_source
-
-    sentinel = HiveNode(Identity.generate(), replace(FAST, listen="127.0.0.1:0"))
-    await sentinel.start()
-    nodes: list[HiveNode] = []
-    try:
-        for span in ("0-2", "2-4"):
-            serve = [f"{tiny_gguf.name}:{span}/4"]
-            hn = HiveNode(Identity.generate(), replace(FAST, join=(sentinel.listen_url,), listen="127.0.0.1:0",
-                                                       spans=tuple(parse_span(s) for s in serve)))
-            attach_shard_server(hn.node, argparse.Namespace(model=str(tiny_gguf), fault=None, serve=serve,
-                                                            tflops=None))
-            await hn.start()
-            nodes.append(hn)
-        player = HiveNode(Identity.generate(), replace(FAST, join=(sentinel.listen_url,)))
-        await player.start()
-        nodes.append(player)
-        # A short timeout: the sentinel never answers shard queries, and discovery waits it out.
-        asker = LiveAsker(player, game_source(), model=str(tiny_gguf), replicas=1, timeout_s=3.0)
-        yield sentinel, nodes[:2], player, asker
-    finally:
-        for hn in reversed(nodes):
-            await hn.close()
-        await sentinel.close()
 
 
 def cyan(rgb: Any) -> bool:
@@ -72,11 +32,12 @@ def near_cyan(px: np.ndarray, col: int, row: int) -> bool:
 
 
 @pytest.mark.net
-async def test_spectator_sees_another_clients_ask_as_pulses(tiny_gguf, make_app, tmp_path) -> None:
+async def test_spectator_sees_another_clients_ask_as_pulses(tiny_gguf, make_app, tmp_path,
+                                                             live_hive) -> None:
     from world.view.session import game_source
     from world.view.spectator import MIN_LEG_S, LiveSpectator, pulses_on_screen
 
-    async with live_hive(tiny_gguf) as (sentinel, servers, player, asker):
+    async with live_hive() as (sentinel, servers, player, asker):
         source = game_source(player="spectator", slow_motion=1.0, min_leg_s=MIN_LEG_S)
         heard: list[object] = []
         on_event = source.on_event
@@ -128,12 +89,13 @@ async def test_spectator_sees_another_clients_ask_as_pulses(tiny_gguf, make_app,
 
 
 @pytest.mark.net
-async def test_spectate_command_screenshot_shows_a_pulse_of_a_live_ask(tiny_gguf, tmp_path) -> None:
+async def test_spectate_command_screenshot_shows_a_pulse_of_a_live_ask(tiny_gguf, tmp_path,
+                                                                      live_hive) -> None:
     from panda3d.core import Filename, PNMImage
 
     from world.view.hive_link import ask_through
 
-    async with live_hive(tiny_gguf) as (sentinel, _servers, _player, asker):
+    async with live_hive() as (sentinel, _servers, _player, asker):
         client = await asker._client()  # discovered once, before: then the hops run back to back
         shot = tmp_path / "spectate.png"
         env = {**os.environ, "EGL_PLATFORM": "surfaceless"}

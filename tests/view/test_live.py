@@ -3,52 +3,26 @@ the player's own node asking from the game, a spectator polling signed status re
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-from dataclasses import replace
 
 import pytest
 
-from hive_core.exec.serve import attach_shard_server
-from hive_core.mesh.hivenode import HiveNode
-from hive_core.mesh.identity import Identity
-from hive_core.mesh.node import NodeConfig
-from hive_core.mesh.rtc import RTCOptions
-from hive_core.mesh.runner import parse_span
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv_factory import kv_factory
 from hive_core.model.pipeline import LocalPipeline
 from world.game import HopSent
 
-FAST = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_s=0.5, dead_after_s=4.0)
-
 
 @pytest.mark.net
-async def test_play_asks_a_live_hive_and_spectators_see_it(tiny_gguf) -> None:
-    from world.view.live_ask import LiveAsker
+async def test_play_asks_a_live_hive_and_spectators_see_it(tiny_gguf, live_hive) -> None:
     from world.view.mesh_watch import MeshWatcher
     from world.view.session import game_source
 
-    sentinel = HiveNode(Identity.generate(), replace(FAST, listen="127.0.0.1:0"))
-    await sentinel.start()
-    nodes: list[HiveNode] = []
-    try:
-        for span in ("0-2", "2-4"):
-            serve = [f"{tiny_gguf.name}:{span}/4"]
-            hn = HiveNode(Identity.generate(), replace(FAST, join=(sentinel.listen_url,), listen="127.0.0.1:0",
-                                                       spans=tuple(parse_span(s) for s in serve)))
-            attach_shard_server(hn.node, argparse.Namespace(model=str(tiny_gguf), fault=None, serve=serve,
-                                                            tflops=None))
-            await hn.start()
-            nodes.append(hn)
-        player = HiveNode(Identity.generate(), replace(FAST, join=(sentinel.listen_url,)))
-        await player.start()
-        nodes.append(player)
-        source = game_source(slow_motion=1.0)
-        heard: list[object] = []
-        on_event = source.on_event
-        source.on_event = lambda e, now: (heard.append(e), on_event(e, now))  # type: ignore[method-assign]
-        asker = LiveAsker(player, source, model=str(tiny_gguf), replicas=1, timeout_s=10.0)
+    source = game_source(slow_motion=1.0)
+    heard: list[object] = []
+    on_event = source.on_event
+    source.on_event = lambda e, now: (heard.append(e), on_event(e, now))  # type: ignore[method-assign]
+    async with live_hive(source, timeout_s=10.0) as (sentinel, servers, player, asker):
         result = await asyncio.wait_for(asker.ask("hi", max_new_tokens=3), 120)
 
         file = GGUFModelFile(tiny_gguf)
@@ -62,18 +36,14 @@ async def test_play_asks_a_live_hive_and_spectators_see_it(tiny_gguf) -> None:
             want.append(int(logits.argmax()))
             logits = session.forward([want[-1]])
         assert result.new_ids == want  # the live hive answers what the model answers
-        servers = {nodes[0].node_id, nodes[1].node_id}
+        server_ids = {servers[0].node_id, servers[1].node_id}
         hops = [e for e in heard if isinstance(e, HopSent)]
-        assert hops and {h.to_node for h in hops} == servers and {h.from_node for h in hops} == {player.node_id}
+        assert hops and {h.to_node for h in hops} == server_ids and {h.from_node for h in hops} == {player.node_id}
         assert "L0-1" in source.hud.view().sharding and "L2-3" in source.hud.view().sharding
 
         watcher = MeshWatcher(source, sentinel.listen_url, timeout_s=10.0)
         await asyncio.wait_for(watcher.poll_once(), 30)
         frame = source.frame(asyncio.get_running_loop().time())
         placed = {d.node_id for d in frame.districts}
-        assert {n.node_id.hex() for n in nodes} <= placed  # servers and the player are districts
+        assert {n.node_id.hex() for n in (*servers, player)} <= placed  # servers and player are districts
         assert frame.roads  # measured links between them
-    finally:
-        for hn in reversed(nodes):
-            await hn.close()
-        await sentinel.close()
