@@ -17,7 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("base", "packed", "fp32", "bf16", "transformers", "llama.cpp")
+VARIANTS = ("torch", "base", "packed", "packed-worker", "fp32", "bf16", "transformers", "llama.cpp")
+LABELS = {
+    "torch": "`import torch` alone",
+    "base": "base (torch + GGUF + tokenizer, no weights)",
+    "packed-worker": "packed, loaded on the main thread, run on a worker thread",
+}
 PROMPT = (
     "The hive shards a transformer across phones and home computers. Each node serves a few "
     "layers, checks every tensor it receives and is paid in credits for the work it does. "
@@ -47,7 +52,11 @@ def _base() -> dict[str, Any]:
     return {}
 
 
-def _ours(mode: str, prefill: int, decode: int) -> dict[str, Any]:
+def _ours(mode: str, prefill: int, decode: int, *, on_worker: bool = False) -> dict[str, Any]:
+    """Load, then prefill and decode; `on_worker`: the two run on another thread than the load
+    (two threads of one process driving torch's OpenMP threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     from hive_core.model.gguf_file import GGUFModelFile
@@ -63,14 +72,22 @@ def _ours(mode: str, prefill: int, decode: int) -> dict[str, Any]:
     pipe = LocalPipeline.load_single(file, weights=mode)
     load_s = time.perf_counter() - t0
     ids = _prompt_ids(tok, prefill)
-    session = pipe.new_session(kv_factory("fp32"))
-    t1 = time.perf_counter()
-    logits = chunked(session.forward)(ids)
-    t2 = time.perf_counter()
-    token = int(torch.argmax(logits))
-    for _ in range(decode):
-        token = int(torch.argmax(session.forward([token])))
-    t3 = time.perf_counter()
+
+    def run() -> tuple[float, float, float]:
+        session = pipe.new_session(kv_factory("fp32"))
+        t1 = time.perf_counter()
+        logits = chunked(session.forward)(ids)
+        t2 = time.perf_counter()
+        token = int(torch.argmax(logits))
+        for _ in range(decode):
+            token = int(torch.argmax(session.forward([token])))
+        return t1, t2, time.perf_counter()
+
+    if on_worker:
+        with ThreadPoolExecutor(1) as pool:
+            t1, t2, t3 = pool.submit(run).result()
+    else:
+        t1, t2, t3 = run()
     return {"load_s": load_s, "prefill_tps": prefill / (t2 - t1), "decode_tps": decode / (t3 - t2),
             "weights_mb": pipe.client.weights.nbytes() / 1e6}
 
@@ -189,8 +206,14 @@ def worker(args: argparse.Namespace) -> None:
             res = _transformers(args.prefill, args.decode)
         elif args.worker == "llama.cpp":
             res = _llama_cpp(args.prefill, args.decode, args.threads)
+        elif args.worker == "torch":
+            import torch  # noqa: F401
+
+            res = {}
         elif args.worker == "base":
             res = _base()
+        elif args.worker == "packed-worker":
+            res = _ours("packed", args.prefill, args.decode, on_worker=True)
         elif args.worker == "quality":
             res = _quality(args.quality_tokens)
         else:
@@ -246,13 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     print("| variant | decode tok/s | prefill tok/s | peak RSS MB | load s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, r in rows.items():
-        if name == "base" and "peak_rss_mb" in r:
-            print(f"| base (torch + GGUF + tokenizer, no weights) | | | {r['peak_rss_mb']:.0f} | |")
+        label = LABELS.get(name, name)
+        if name in ("torch", "base") and "peak_rss_mb" in r:
+            print(f"| {label} | | | {r['peak_rss_mb']:.0f} | |")
             continue
         if "decode_tps" not in r:
-            print(f"| {name} | {r.get('skipped') or r.get('error')} | | | |")
+            print(f"| {label} | {r.get('skipped') or r.get('error')} | | | |")
             continue
-        print(f"| {name} | {r['decode_tps']:.1f} | {r['prefill_tps']:.1f} | {r['peak_rss_mb']:.0f} "
+        print(f"| {label} | {r['decode_tps']:.1f} | {r['prefill_tps']:.1f} | {r['peak_rss_mb']:.0f} "
               f"| {r['load_s']:.1f} |")
     if "top1" in quality:
         print(f"\npacked vs fp32, teacher-forced over {quality['tokens']} tokens: top-1 agreement "

@@ -132,8 +132,8 @@ class ShardServer:
 
         The load runs on the compute thread, like every stage step: torch's OpenMP threads
         spin between parallel regions only while one thread of the process drives them (a
-        second team, e.g. the main thread's from loading, throttles both: packed decode fell
-        from 63 to 33 tokens/s on 2 cores).
+        second team, e.g. the main thread's from loading, throttles both: see the worker-thread
+        row of `bench/bench_packed.py`).
         """
         self._pool.submit(self.host.load, stage).result()
 

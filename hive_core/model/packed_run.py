@@ -45,8 +45,7 @@ def limit_heap(threshold: int = 128 * 1024) -> bool:
 
     glibc raises its mmap threshold after each large free, so a prefill chunk's activations
     move into the heap and stay resident after the chunk; a fixed threshold keeps resident
-    memory at what the model holds (packed SmolLM2 with a 256-token prefill: peak RSS 415 ->
-    405 MB). Returns False where there is no glibc to tell.
+    memory at what the model holds. Returns False where there is no glibc to tell.
     """
     if LIBC is None or not hasattr(LIBC, "mallopt"):
         return False
