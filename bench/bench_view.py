@@ -11,7 +11,9 @@ model, one ask after another, as the game hosts it: the servers' links, sealing,
 and feeds run on this process's event loop beside the frames; each server's stage
 compute (weights, KV caches) runs in a child process of its own at OS nice 19, fed over
 pipes by a nice-19 thread here (`--compute threads`: on those threads, in this process);
-the asker's embedding and head run on a nice-19 thread here.
+the asker's embedding and head run on a nice-19 thread here. As in the game, the frame loop
+holds the hive's frame gate while each frame renders and all of that compute waits on it
+before each layer and each job (`--no-gate`: compute runs through frames).
 Rendering is Panda3D's EGL offscreen on whatever GL the machine has (Mesa llvmpipe on
 CPU-only machines). Targets: p95 under 33 ms at 200 districts, hosting adds under 20 %.
 """
@@ -87,7 +89,7 @@ async def run(args: argparse.Namespace) -> None:
         session.hive.compute_process = args.compute == "process"
         print("starting the embedded hive (SmolLM2: 4 shard servers + referee) ...", file=sys.stderr, flush=True)
         await session.load()
-        app = WorldApp(cfg, worlds[200], mode="spectate")
+        app = WorldApp(cfg, worlds[200], mode="spectate", gate=None if args.no_gate else session.gate)
 
         async def keep_asking() -> None:
             while True:
@@ -104,7 +106,8 @@ async def run(args: argparse.Namespace) -> None:
         steps = session.source.state.snapshot(time.monotonic()).verified_trials
         await session.close()
         rows.append(row(f"view + hive serving an ask ({steps} verified stage steps meanwhile, "
-                        f"compute in {'child processes' if args.compute == 'process' else 'threads'})",
+                        f"compute in {'child processes' if args.compute == 'process' else 'threads'}, "
+                        f"frame gate {'off' if args.no_gate else 'on'})",
                         200, args.buildings, ms))
         if p95_idle:
             over = 100.0 * (float(np.percentile(ms, 95)) / p95_idle - 1.0)
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=30.0,
                         help="frame rate cap, as the game runs (default 30; 0: uncapped)")
     parser.add_argument("--no-hosting", action="store_true", help="skip the ask (no model load)")
+    parser.add_argument("--no-gate", action="store_true",
+                        help="hosted compute does not wait for frames to finish rendering")
     asyncio.run(run(parser.parse_args(argv)))
 
 

@@ -62,7 +62,7 @@ async def _demo(args: argparse.Namespace, cfg, say) -> int:
     source = game_source(player="asker")
     session = HiveSession(source, model=args.model, kv=args.kv, faulty=not args.honest, say=say,
                           transport=args.links, weights=args.weights)
-    app = WorldApp(cfg, source, mode="play")
+    app = WorldApp(cfg, source, mode="play", gate=session.gate)
 
     async def work() -> None:
         await session.ask(args.prompt, args.max_new_tokens)

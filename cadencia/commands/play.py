@@ -61,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
 
 async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     """Join the hive at --hive as a node (your key), and show it from the inside."""
+    from hive_core.exec.frame_gate import FrameGate
     from hive_core.exec.serve import attach_shard_server
     from hive_core.mesh.hivenode import HiveNode
     from hive_core.mesh.runner import load_identity, node_config
     from world.view.app import WorldApp
     from world.view.credits import CreditKeeper
+    from world.view.hive_link import COMPUTE_NICE, COMPUTE_PROCESS
     from world.view.live_ask import LiveAsker
     from world.view.mesh_watch import MeshWatcher
     from world.view.runner import run_view
@@ -81,16 +83,19 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     source = game_source(player=city.player_id[:8])
     node = HiveNode(identity, config)
     keeper = CreditKeeper(city, source, say=say)
+    gate = FrameGate()  # held while a frame renders: the hosted shard and the asker compute between frames
     if serve:  # host shards: this node runs those layers for the hive's askers, and is paid for it
         server = attach_shard_server(node.node, argparse.Namespace(model=args.model, fault=None, serve=serve,
-                                                                   tflops=args.tflops, weights=args.weights))
+                                                                   tflops=args.tflops, weights=args.weights),
+                                     compute_nice=COMPUTE_NICE, compute_process=COMPUTE_PROCESS,
+                                     compute_gate=gate)
         if server is not None:
             keeper.attach(server)
     source.me = identity.node_id
     watcher = MeshWatcher(source, args.hive, say=say)
-    asker = LiveAsker(node, source, model=args.model, say=say, weights=args.weights)
+    asker = LiveAsker(node, source, model=args.model, say=say, weights=args.weights, gate=gate)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
-                   on_prompt=lambda text: asker.submit(text, args.max_new_tokens))
+                   on_prompt=lambda text: asker.submit(text, args.max_new_tokens), gate=gate)
 
     async def work() -> None:
         say(f"joining {args.hive} as node {identity.node_id.hex()[:12]} ...")
@@ -131,7 +136,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,
                           identity=city.identity, on_host=keeper.attach, weights=args.weights)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
-                   on_prompt=lambda text: session.submit(text, args.max_new_tokens))
+                   on_prompt=lambda text: session.submit(text, args.max_new_tokens), gate=session.gate)
 
     async def work() -> None:
         await session.load()

@@ -59,6 +59,7 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
     session = spectator = None
     if args.hive == "local":
         session = HiveSession(source, model=args.model, say=say, host=False, weights=args.weights)
+        app.gate = session.gate  # the local hive computes between frames
         ready = session.ready
 
         async def work() -> None:

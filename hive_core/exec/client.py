@@ -32,6 +32,7 @@ from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavaila
 from hive_core.exec.errors import ExecError, NoReplicaError
 from hive_core.exec.events import Emitter, EventHook
 from hive_core.exec.feed import tell_verdict
+from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.verdicts import StageVerifier
 from hive_core.exec.wire import TO_WIRE, seal_context
@@ -85,12 +86,14 @@ class StageState:
     work: dict[bytes, list[float]] = field(default_factory=dict)  # node -> [rows, compute s]
 
 
-def load_local(load: Callable[[], ShardExecutor], nice: int = 0) -> tuple[ShardExecutor, ThreadPoolExecutor]:
+def load_local(load: Callable[[], ShardExecutor], nice: int = 0,
+               gate: FrameGate | None = None) -> tuple[ShardExecutor, ThreadPoolExecutor]:
     """Run `load` (the asker's embedding, head and local layers) on a new compute thread and
     return it with that thread, for `HiveClient(pool=...)`: torch's OpenMP threads spin between
     parallel regions only while one thread of the process drives them, so the thread that
-    loads is the thread that computes (see `ShardServer.load`)."""
-    pool = compute_pool("asker", nice)
+    loads is the thread that computes (see `ShardServer.load`). With `gate` (a game's frame
+    gate) each job on that thread starts between frames."""
+    pool = compute_pool("asker", nice, gate)
     try:
         return pool.submit(load).result(), pool
     except BaseException:

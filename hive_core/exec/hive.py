@@ -19,6 +19,7 @@ from typing import Any
 from hive_core.exec.client import ClientConfig, HiveClient, load_local
 from hive_core.exec.events import EventHook
 from hive_core.exec.faults import Fault
+from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.server import ServerConfig, ShardServer
 from hive_core.mesh.identity import Identity
 from hive_core.mesh.memchannel import LinkProfile, memory_pair
@@ -129,6 +130,7 @@ async def build_hive(
     server_identities: Mapping[int, Identity] | None = None,
     compute_nice: int = 0,
     compute_process: bool = False,
+    compute_gate: FrameGate | None = None,
     weights: str = "fp32",
     server_weights: Mapping[int, str] | None = None,
 ) -> InProcessHive:
@@ -138,6 +140,8 @@ async def build_hive(
     `spares` extra servers hold nothing at first (failover, referees, spot checks).
     `compute_nice` lowers the servers' compute threads' OS priority (a game hosting them);
     `compute_process` runs each server's stage compute in a child process of its own.
+    `compute_gate` (a game's `FrameGate`) holds the servers' and the asker's compute back
+    while a frame renders.
     `server_identities` gives server k a key of its own (e.g. the player's, so its receipts
     pay the player); the others get fixed test keys.
     `weights` is how the servers and the asker hold their matrices (`hive_core.model.modes`);
@@ -168,12 +172,12 @@ async def build_hive(
             groups[stage_index].append(node.node_id)
         cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k,
                            compute_nice=compute_nice, weights=modes[k],
-                           compute_process=compute_process)
+                           compute_process=compute_process, compute_gate=compute_gate)
         servers.append(ShardServer(node, file, cfg))
     plan: Plan = fixed_plan(stages, groups)
     local, pool = load_local(lambda: ShardExecutor.load(
         file, [Stage(0, n_local)] if n_local else [], embed=True, head=True, weights=weights),
-        (client_config or ClientConfig()).compute_nice)
+        (client_config or ClientConfig()).compute_nice, compute_gate)
     spare_ids = [s.node.node_id for s in servers[len(stages) * replicas:]]
     client = HiveClient(asker, local, plan, client_config, reputation=ReputationBook(),
                         spares=spare_ids, on_event=on_event,

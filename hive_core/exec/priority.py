@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from hive_core.exec.frame_gate import FrameGate
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +32,27 @@ def _lower_priority(nice: int) -> None:
         logger.debug("could not lower compute thread priority: %s", exc)
 
 
-def compute_pool(name: str, nice: int = 0) -> ThreadPoolExecutor:
-    """One worker thread for model compute, at `nice` (0: the process's own priority)."""
+class GatedPool(ThreadPoolExecutor):
+    """A pool whose every job first waits on a `FrameGate` (so it starts between frames)."""
+
+    def __init__(self, gate: FrameGate, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = gate
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(self._gated, fn, *args, **kwargs)
+
+    def _gated(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self.gate.wait()
+        return fn(*args, **kwargs)
+
+
+def compute_pool(name: str, nice: int = 0, gate: FrameGate | None = None) -> ThreadPoolExecutor:
+    """One worker thread for model compute, at `nice` (0: the process's own priority); with
+    `gate`, each job waits for the frame in progress to end before it starts."""
     if nice < 0 or nice > 19:
         raise ValueError(f"compute nice must be 0..19, got {nice}")
-    if nice == 0:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name,
-                              initializer=_lower_priority, initargs=(nice,))
+    kwargs: dict[str, Any] = {"max_workers": 1, "thread_name_prefix": name}
+    if nice:
+        kwargs.update(initializer=_lower_priority, initargs=(nice,))
+    return GatedPool(gate, **kwargs) if gate is not None else ThreadPoolExecutor(**kwargs)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hive_core.model.modes import DEFAULT_WEIGHTS, add_weights_argument
 
 if TYPE_CHECKING:  # heavy (torch): imported when serving starts, not for --help
+    from hive_core.exec.frame_gate import FrameGate
     from hive_core.exec.server import ShardServer
     from hive_core.mesh.node import Node
 
@@ -34,9 +35,12 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                              "to exercise verification, slashing and failover")
 
 
-def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer | None:
+def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: int = 0,
+                        compute_process: bool = False,
+                        compute_gate: FrameGate | None = None) -> ShardServer | None:
     """Serve stages on `node`: preload the ``--serve`` spans of this model (held as
-    ``--weights`` says), apply ``--fault``.
+    ``--weights`` says), apply ``--fault``. A game hosting the server passes its compute
+    priority, child-process choice and frame gate (see `ServerConfig`).
 
     Without a model (none given, none bundled) and without spans, the node serves nothing.
     """
@@ -77,7 +81,8 @@ def attach_shard_server(node: Node, args: argparse.Namespace) -> ShardServer | N
     weights = getattr(args, "weights", None) or DEFAULT_WEIGHTS
     server = ShardServer(node, model, ServerConfig(
         preload=tuple(preload), fault=fault, tflops=float(getattr(args, "tflops", 0) or 0),
-        free_ram_mb=psutil.virtual_memory().available / (1024 * 1024), weights=weights))
+        free_ram_mb=psutil.virtual_memory().available / (1024 * 1024), weights=weights,
+        compute_nice=compute_nice, compute_process=compute_process, compute_gate=compute_gate))
     for stage in preload:
         print(f"loading layers {stage.start}..{stage.end} of {model.path.name} ({weights} "
               "weights)", file=sys.stderr, flush=True)

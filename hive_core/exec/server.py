@@ -25,6 +25,7 @@ from hive_core.economy import ReceiptError, WorkReceipt
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
+from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.stage_host import HostConfig, StageHost, StepRefused
 from hive_core.exec.stage_worker import StageWorker, WorkerConfig
@@ -69,6 +70,7 @@ class ServerConfig:
     compute_nice: int = 0  # OS priority of the compute thread (the game uses 10: frames first)
     weights: str = "fp32"  # how matrices are held: packed | fp32 | bf16 (`hive_core.model.modes`)
     compute_process: bool = False  # weights, caches and compute in a child process at compute_nice
+    compute_gate: FrameGate | None = None  # a game's frame gate: compute waits while a frame renders
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHTS_TO_WIRE:
@@ -99,17 +101,19 @@ class ShardServer:
             self.host = StageWorker(WorkerConfig(
                 str(model.path), weights=cfg.weights, load_on_demand=cfg.load_on_demand,
                 max_sessions=cfg.max_sessions, fault=str(cfg.fault) if cfg.fault else "",
-                fault_seed=cfg.fault_seed, nice=cfg.compute_nice, threads=torch.get_num_threads()))
+                fault_seed=cfg.fault_seed, nice=cfg.compute_nice, threads=torch.get_num_threads(),
+                gate_fd=cfg.compute_gate.fd if cfg.compute_gate is not None else -1))
         else:
             self.host = StageHost(model, HostConfig(cfg.weights, cfg.load_on_demand,
-                                                    cfg.max_sessions, cfg.fault, cfg.fault_seed))
+                                                    cfg.max_sessions, cfg.fault, cfg.fault_seed),
+                                  pause=cfg.compute_gate.wait if cfg.compute_gate is not None else None)
         self.receipts: list[WorkReceipt] = []
         self.receipt_hooks: list[Callable[[WorkReceipt], None]] = []  # called per kept receipt
         self.feed = EventFeed(node, self.config.feed)
         self.stats = ServedStats(loaded_stages=self.host.loaded_stages)
         self.crashed = False
         self.closed = False
-        self._pool = compute_pool("shard", self.config.compute_nice)
+        self._pool = compute_pool("shard", self.config.compute_nice, self.config.compute_gate)
         self._boxes: dict[bytes, object] = {}
         self._evictor: asyncio.Task[None] | None = None
         node.on(RunStage, self._on_run)
@@ -285,6 +289,8 @@ class ShardServer:
                           seal_context(b"in", msg.session_id, msg.step, stage, msg.position))
         out_bytes, compute_s = self.host.step((peer, msg.session_id, stage), msg.position,
                                               msg.tokens, msg.kv, raw)
+        if self.config.compute_gate is not None:
+            self.config.compute_gate.wait()  # hashing, signing and sealing between frames too
         att = None
         if msg.attest:
             att = attest(self.node.identity, session_id=msg.session_id, step=msg.step,

@@ -9,6 +9,7 @@ server's compute runs: on the server's worker thread, or inside a child worker p
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,9 +59,13 @@ class HostConfig:
 class StageHost:
     """Executors of the stages loaded so far and the sessions' caches (one thread at a time)."""
 
-    def __init__(self, model: GGUFModelFile, config: HostConfig | None = None) -> None:
+    def __init__(self, model: GGUFModelFile, config: HostConfig | None = None,
+                 pause: Callable[[], object] | None = None) -> None:
+        """`pause` is called before each layer of a step (a `FrameGate.wait`: a game's
+        hosted compute yields to its frames)."""
         self.model = model
         self.config = config or HostConfig()
+        self.pause = pause
         self.executors: list[ShardExecutor] = []
         self.sessions: dict[SessionKey, _Session] = {}
         self.loaded_stages: list[str] = []
@@ -115,7 +120,7 @@ class StageHost:
         t0 = time.perf_counter()
         try:
             with torch.inference_mode():
-                out = ex.run_stage(stage, hidden, position, sess.caches)
+                out = ex.run_stage(stage, hidden, position, sess.caches, self.pause)
         except Exception:
             for cache in sess.caches.values():
                 cache.truncate(position)

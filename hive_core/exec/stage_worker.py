@@ -154,6 +154,7 @@ class WorkerConfig:
     nice: int = 0  # the whole child runs at this OS priority
     threads: int = 1  # torch intra-op threads in the child
     reply_timeout_s: float = 300.0  # a step longer than this means a hung worker: killed
+    gate_fd: int = -1  # a FrameGate's fd: the child waits on it before each layer (-1: none)
 
 
 class StageWorker:
@@ -171,7 +172,12 @@ class StageWorker:
                "--nice", str(config.nice), "--threads", str(config.threads)]
         if not config.load_on_demand:
             cmd.append("--no-load-on-demand")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        fds: tuple[int, ...] = ()
+        if config.gate_fd >= 0:
+            cmd += ["--gate-fd", str(config.gate_fd)]
+            fds = (config.gate_fd,)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                                     pass_fds=fds)
 
     @property
     def alive(self) -> bool:
@@ -301,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--nice", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gate-fd", type=int, default=-1,
+                        help="an inherited FrameGate fd: wait on it before each layer")
     args = parser.parse_args(argv)
     # Frames go out on a private copy of stdout; anything a library prints goes to stderr.
     out = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -308,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.nice:
         os.nice(args.nice)  # before torch starts threads: they inherit it
     from hive_core.exec.faults import Fault
+    from hive_core.exec.frame_gate import FrameGate
     from hive_core.exec.stage_host import HostConfig, StageHost
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.packed_run import prepare_compute
@@ -316,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     host = StageHost(GGUFModelFile(args.model), HostConfig(
         weights=args.weights, load_on_demand=not args.no_load_on_demand,
         max_sessions=args.max_sessions, fault=Fault.parse(args.fault) if args.fault else None,
-        fault_seed=args.fault_seed))
+        fault_seed=args.fault_seed), pause=FrameGate(args.gate_fd).wait if args.gate_fd >= 0 else None)
     serve(host, sys.stdin.buffer, out)
 
 

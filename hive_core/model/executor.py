@@ -7,7 +7,7 @@ The asking device builds one with ``embed=True, head=True`` for its local ends.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -80,12 +80,14 @@ class ShardExecutor:
         return ops.head(self.weights.head, self.config, hidden)
 
     def run_stage(
-        self, stage: Stage, hidden: torch.Tensor, start: int, caches: Mapping[int, KVCache]
+        self, stage: Stage, hidden: torch.Tensor, start: int, caches: Mapping[int, KVCache],
+        pause: Callable[[], object] | None = None,
     ) -> torch.Tensor:
         """Run `stage` on hidden states for positions ``start .. start+seq``.
 
         `caches` maps each layer whose attention the stage runs to that layer's cache for
-        this session; every one must already hold exactly `start` positions.
+        this session; every one must already hold exactly `start` positions. `pause`, if
+        given, is called before each layer (a game's frame gate: compute yields to frames).
         """
         self._check_hidden(hidden)
         seq = hidden.shape[0]
@@ -112,6 +114,8 @@ class ShardExecutor:
         cfg, rope = self.config, self.rope
         h = hidden
         for layer in stage.layers:
+            if pause is not None:
+                pause()
             if stage.part.has_attention:
                 h = ops.attention(w.attention[layer], cfg, rope, h, start, caches[layer])
             if stage.part.has_mlp:

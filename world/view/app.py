@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hive_core.exec.frame_gate import FrameGate
+
 from .camera import CameraState, framing, orbit, track
 from .config import ViewConfig, apply_config
 from .editor import Editor
@@ -37,7 +39,9 @@ class WorldApp:
 
     def __init__(self, cfg: ViewConfig, source: WorldSource, *, mode: str = "play",
                  editor: Editor | None = None, city: EditableCity | None = None, on_prompt: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, gate: FrameGate | None = None) -> None:
+        """`gate`: the hosted hive's `FrameGate`, held while each frame renders so that its
+        compute runs between frames."""
         apply_config(cfg)
         from direct.showbase.ShowBase import ShowBase
 
@@ -56,6 +60,7 @@ class WorldApp:
         self.editor = editor
         self.city = editor.city if editor is not None else city  # plots and buildings come from here
         self.clock = clock
+        self.gate = gate
         self.scene = Scene(self.base.render)
         self.hud = Hud({"top_left": self.base.a2dTopLeft, "top_right": self.base.a2dTopRight,
                         "bottom_left": self.base.a2dBottomLeft}, on_prompt=on_prompt)
@@ -80,7 +85,15 @@ class WorldApp:
     # -- the loop -----------------------------------------------------------------------
 
     def step(self) -> None:
-        """Read the model, update the scene, HUD and camera, render one frame."""
+        """Read the model, update the scene, HUD and camera, render one frame (holding the
+        frame gate, if any, meanwhile)."""
+        if self.gate is None:
+            self._step()
+            return
+        with self.gate.holding():
+            self._step()
+
+    def _step(self) -> None:
         now = self.clock()
         dt = min(max(now - self._last, 0.0), 0.25)
         self._last = now

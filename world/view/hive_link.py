@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hive_core.exec.frame_gate import FrameGate
+
 from .frame import RoadView
 from .game_source import GameSource
 
@@ -52,6 +54,7 @@ class EmbeddedHive:
         self.source, self.say = source, say
         self.hive: InProcessHive | None = None
         self.compute_process = COMPUTE_PROCESS  # False: the servers compute on threads here
+        self.gate = FrameGate()  # the app holds it while a frame renders; hosted compute waits
         self._file: GGUFModelFile | None = None
         self._tokenizer: GGUFTokenizer | None = None
 
@@ -110,7 +113,8 @@ class EmbeddedHive:
             profile=LinkProfile(latency_s=link_ms / 1000.0) if transport == "memory" else None,
             client_config=ClientConfig(kv={"fp32": KvKind.FP32, "int4": KvKind.INT4}[kv],
                                        compute_nice=COMPUTE_NICE),
-            compute_nice=COMPUTE_NICE, compute_process=self.compute_process, weights=weights,
+            compute_nice=COMPUTE_NICE, compute_process=self.compute_process,
+            compute_gate=self.gate, weights=weights,
             server_identities={0: host} if host is not None else None)
         await self._map()
         self._status(kv, weights, f"emulated {link_ms:g} ms links" if transport == "memory"
@@ -166,6 +170,7 @@ class EmbeddedHive:
         if self.hive is not None:
             await self.hive.close()
             self.hive = None
+        self.gate.release()
 
 
 def chat_prompt_ids(file: GGUFModelFile, tokenizer: GGUFTokenizer, prompt: str) -> list[int]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .game_source import GameSource
-from .hive_link import AskResult, ask_through
+from .hive_link import COMPUTE_NICE, AskResult, ask_through
 
 
 class LiveAsker:
@@ -22,7 +22,8 @@ class LiveAsker:
 
     def __init__(self, hive_node: Any, source: GameSource, *, model: str | None = None, replicas: int = 2,
                  timeout_s: float = 10.0, say: Callable[[str], None] = lambda _m: None,
-                 weights: str | None = None) -> None:
+                 weights: str | None = None, gate: Any = None) -> None:
+        """`gate`: the game's `FrameGate`; the embedding and head compute between frames."""
         from hive_core.model.gguf_file import GGUFModelFile
         from hive_core.model.locate import resolve_model_path
         from hive_core.model.modes import DEFAULT_WEIGHTS
@@ -38,6 +39,7 @@ class LiveAsker:
         self.weights = weights or DEFAULT_WEIGHTS  # how the embedding and head are held
         self._local: Any = None  # embedding + head, loaded on the first ask
         self._pool: Any = None  # the compute thread that loaded them and runs every ask
+        self.gate = gate
         self._busy = asyncio.Lock()
         self.results: list[AskResult] = []
 
@@ -55,7 +57,7 @@ class LiveAsker:
         plan = route(infos, cfg, name, self.replicas, rtts, prefer=self.weights)
         if self._local is None:  # loaded on the thread that computes with it, for every ask
             self._local, self._pool = await asyncio.to_thread(load_local, lambda: ShardExecutor.load(
-                self.file, [], embed=True, head=True, weights=self.weights))
+                self.file, [], embed=True, head=True, weights=self.weights), COMPUTE_NICE, self.gate)
         spares = [n for n in sorted(infos) if n not in plan.nodes]
         self.source.hud.set(sharding=" | ".join(
             f"L{ps.stage.start}-{ps.stage.end - 1}: " + "+".join(n.hex()[:6] for n in ps.nodes)

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from hive_core.exec.frame_gate import FrameGate
+
 from .city_view import CityView
 from .game_source import GameSource, HudBoard, PulseReplay
 from .hive_link import AskResult, EmbeddedHive
@@ -41,6 +43,11 @@ class HiveSession:
         self.results: list[AskResult] = []
         self._busy = asyncio.Lock()
         self.ready = asyncio.Event()  # set once the hive is up
+
+    @property
+    def gate(self) -> FrameGate:
+        """The hive's frame gate: give it to the `WorldApp` so hosted compute waits for frames."""
+        return self.hive.gate
 
     async def load(self) -> EmbeddedHive:
         if not self.ready.is_set():
