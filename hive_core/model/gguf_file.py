@@ -18,6 +18,7 @@ import torch
 from hive_core.model.config import LlamaConfig
 from hive_core.model.errors import GGUFFormatError, ModelNotFoundError, UnsupportedModelError
 from hive_core.model.gguf_parse import MAGIC, TensorInfo, decode_array, parse_header
+from hive_core.model.packed import release_pages
 
 
 class GGUFModelFile:
@@ -81,6 +82,11 @@ class GGUFModelFile:
     @property
     def tensor_names(self) -> list[str]:
         return list(self._tensors)
+
+    def release_pages(self) -> None:
+        """Drop this process's resident pages of the file (its header once parsed, tensors
+        once packed): they stay in the page cache and are read again on demand."""
+        release_pages(self._map)
 
     def raw(self, name: str) -> tuple[np.ndarray, str]:
         """One tensor's stored blocks (read-only memory map, rows as in the file) and its GGML

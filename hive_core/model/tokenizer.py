@@ -105,6 +105,7 @@ class GGUFTokenizer:
         if user:
             tok.add_tokens(user)
         self._tok = tok
+        file.release_pages()  # the vocabulary's and merges' pages, read once
         self.add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
         self.bos_id = _opt_id(meta, "tokenizer.ggml.bos_token_id", self.vocab_size)
         self.eos_id = _opt_id(meta, "tokenizer.ggml.eos_token_id", self.vocab_size)

@@ -22,6 +22,7 @@ from hive_core.model.packed import (
     Table,
     fuse_rows,
     pack_blocks,
+    requantise_head,
     packable,
     release_pages,
     row_table,
@@ -182,6 +183,7 @@ def load_shard_weights(
         out.head = HeadWeights(_vec(got["output_norm.weight"]), output)
     if mode != "fp32":
         trim_heap()
+    file.release_pages()  # pages the loads faulted in around what they read
     return out
 
 
@@ -240,8 +242,7 @@ def _load_matrix(
     if not packable(qtype, shape):  # other GGML types or shapes: computed dequantised
         return file.tensor(name, shape, dtype)
     if name == "output.weight":
-        return RescoredHead(pack_blocks(blocks, qtype, shape, exact=False),
-                            row_table(blocks, qtype, shape, dtype))
+        return requantise_head(blocks, qtype, shape, dtype)
     return pack_blocks(blocks, qtype, shape, _row_order(file, name, shape[0]))
 
 
@@ -265,7 +266,7 @@ def _load_embedding(
     table = row_table(blocks, qtype, (rows, cols), dtype)
     out: Matrix | None = None
     if head and packable(qtype, (rows, cols)):
-        out = RescoredHead(pack_blocks(blocks, qtype, (rows, cols), exact=False), table)
+        out = requantise_head(blocks, qtype, (rows, cols), dtype, table)
     elif head:
         out = file.tensor(name, shape, dtype)
     return (table if embed else None), out

@@ -89,8 +89,9 @@ def test_teacher_forced_top1_and_logit_difference(forced: tuple[torch.Tensor, to
     # Measured 1.0000 and 4e-4: the three-call products leave about 2**-17 relative error.
     assert top1 >= 0.995
     assert diff_chosen.max() < 0.01 and diff_near.max() < 0.01
-    # The rest of the vocabulary comes from the bfloat16 head (rescored only near the top).
-    assert (got - ref).abs().max() < 1.0
+    # The rest of the vocabulary keeps the int4 head's values (rescored only near the top):
+    # about half a logit off, at most a few.
+    assert (got - ref).abs().max() < 5.0
 
 
 @pytest.mark.parametrize("index", range(4))
