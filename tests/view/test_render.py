@@ -95,7 +95,7 @@ def test_pulses_in_flight_during_a_real_ask(make_app, tiny_gguf):
     file = GGUFModelFile(tiny_gguf)
     source = game_source(slow_motion=40.0)
     hive = EmbeddedHive(source)
-    app = make_app(source, mode="spectate")
+    app = make_app(source, mode="spectate", gate=hive.gate)  # the hive computes between frames
     seen: list[np.ndarray] = []
 
     async def main():
@@ -139,6 +139,26 @@ def test_pulses_in_flight_during_a_real_ask(make_app, tiny_gguf):
     assert any(d.floors > 0 for d in frame.districts) or all(r.reward_mc() < 1000 for r in result.receipts)
     assert sum(source.state.credits_mc(bytes.fromhex(d.node_id)) for d in frame.districts) == \
         sum(r.reward_mc() for r in result.receipts)
+
+
+def test_each_frame_holds_the_hosted_hives_gate(make_app):
+    """While a frame is read, synced and rendered, hosted compute is held back; between
+    frames it is not."""
+    from hive_core.exec.frame_gate import FrameGate
+
+    gate = FrameGate()
+    held: list[bool] = []
+
+    class Watched:
+        def frame(self, now: float) -> WorldFrame:
+            held.append(gate.held)
+            return WorldFrame()
+
+    app = make_app(Watched(), mode="spectate", gate=gate)
+    app.step()
+    app.step()
+    assert held == [True, True] and not gate.held
+    gate.close()
 
 
 def test_editor_input_changes_doc_and_picture_and_undo_restores_both(make_app, cities):
