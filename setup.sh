@@ -49,10 +49,14 @@ if [ "$with_bench" = 1 ]; then
   extras+=(bench)
   # PyPI has only llama-cpp-python's sdist: pip compiles llama.cpp here, CPU only, tuned for
   # this CPU (-march=native) and on every core; CMAKE_ARGS from the caller come last and win.
+  # AMX stays off: on virtual machines that list AMX but do not grant its tile state, its
+  # first instruction (ldtilecfg) is a general protection fault that kills the process.
   echo "setup: building llama.cpp (llama-cpp-python) for this CPU: the first time, this" \
     "compiles C++ for several minutes"
+  no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
   export CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
--DGGML_HIP=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}"
+-DGGML_HIP=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS='$no_amx' \
+-DCMAKE_CXX_FLAGS='$no_amx' ${CMAKE_ARGS:-}"
   export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 fi
 if [ "${#extras[@]}" -gt 0 ]; then
