@@ -87,7 +87,7 @@ class PackedLinear:
     # threads); the other calls feed zeros there, so whatever the spares hold adds nothing.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
     # Decode-step input rows, made on first use and reused (see `_exact_row`).
-    scratch: list[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
+    scratch: list[_DecodeRows] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def out_features(self) -> int:
@@ -125,21 +125,20 @@ class PackedLinear:
         0: bf16(x), 1: the remainder, 2: bf16(x) with the one-hot that reads spare 0's scale."""
         k, fine = self.in_features, self.fine
         assert fine is not None
-        spare_scale = self.scales_zeros[-self.spare, :, 0]  # [out], stride 2
         with self.lock:
             if not self.scratch:
-                self.scratch.extend(_decode_rows(self))
-            a, rest = self.scratch
-            a[0:3:2, :k] = row  # rows 0 and 2
-            torch.sub(row[0], a[0, :k], out=rest)
-            a[1, :k] = rest
+                self.scratch.append(_DecodeRows(self))
+            d: _DecodeRows = self.scratch[0]
+            d.xs.copy_(row)  # rows 0 and 2
+            torch.sub(row, d.x, out=d.rest)
+            d.remainder.copy_(d.rest)
             for r in range(1, self.repeat):
-                a[:, r * k : (r + 1) * k] = a[:, :k]
-            y2 = self._mm(a[:2], self.scales_zeros)
-            yf = self._mm(a[:1], fine)
-            torch.neg(y2[0], out=spare_scale)
-            yc = self._mm(a[2:], self.scales_zeros)
-            spare_scale.zero_()
+                d.a[:, r * k : (r + 1) * k] = d.a[:, :k]
+            y2 = self._mm(d.pair, self.scales_zeros)
+            yf = self._mm(d.x_row, fine)
+            torch.neg(y2[0], out=d.spare_scale)
+            yc = self._mm(d.fix, self.scales_zeros)
+            d.spare_scale.zero_()
         return torch.cat([y2, yf, yc]).float().sum(0, keepdim=True)
 
     def _correct_rounding(self, main: torch.Tensor, y1: torch.Tensor, out: torch.Tensor) -> None:
@@ -175,12 +174,22 @@ class PackedLinear:
         return [self.packed, self.scales_zeros] + ([] if self.fine is None else [self.fine])
 
 
-def _decode_rows(lin: PackedLinear) -> list[torch.Tensor]:
-    """Three bf16 input rows of `lin`'s width (the third with the one-hot that reads spare
-    0's scale) and a float32 row for the input's remainder."""
-    a = torch.zeros((3, lin.width), dtype=torch.bfloat16)
-    a[2, lin.repeat * lin.in_features :] = _spare_pattern(lin.spare)[0]
-    return [a, torch.empty(lin.in_features)]
+class _DecodeRows:
+    """A matrix's decode-step scratch and the views `_exact_row` writes and reads (made once:
+    slicing per call costs as much as the small ops themselves)."""
+
+    def __init__(self, lin: PackedLinear) -> None:
+        k = lin.in_features
+        self.a = torch.zeros((3, lin.width), dtype=torch.bfloat16)
+        self.a[2, lin.repeat * k :] = _spare_pattern(lin.spare)[0]
+        self.rest = torch.empty((1, k))  # the input's float32 remainder
+        self.xs = self.a[0:3:2, :k]  # rows 0 and 2: bf16(x)
+        self.x = self.a[0:1, :k]
+        self.remainder = self.a[1:2, :k]
+        self.pair = self.a[:2]  # bf16(x) and the remainder: the first call
+        self.x_row = self.a[:1]  # bf16(x): the fine scales' call
+        self.fix = self.a[2:]  # bf16(x) and the one-hot: the output correction
+        self.spare_scale = lin.scales_zeros[-lin.spare, :, 0]  # [out], stride 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +296,8 @@ class RescoredHead:
     rows: RowTable  # the same matrix as GGUF blocks, read row by row
     err_sq: torch.Tensor  # float32 [out]: each row's mean squared requantisation error
     norm_sq: torch.Tensor  # float32 [out]: each int4 row's squared L2 norm
+    err_max: float  # the largest of `err_sq`
+    norm_max: float  # the largest of `norm_sq`
     margin: float = 1.0  # logits below the maximum that still get exact values
     sigmas: float = 6.0  # standard deviations of int4 error allowed for
 
@@ -301,16 +312,24 @@ class RescoredHead:
         top = logits.argmax(dim=-1, keepdim=True)  # [m, 1]
         first = top.flatten().unique()  # sorted
         exact = self._exact(flat, first)  # [m, len(first)]
+        peak = logits.gather(1, top)
         logits[:, first] = exact
-        floor = exact.gather(1, torch.searchsorted(first, top))  # a real token's exact logit
-        # Standard deviation of each int4 logit: requantisation error against the input, the
-        # input's bfloat16 rounding against the row, and the output's bfloat16 rounding.
-        rounding = (flat - flat.to(torch.bfloat16).float()).square().mean(dim=-1, keepdim=True)
-        var = self.err_sq * flat.square().sum(dim=-1, keepdim=True) + self.norm_sq * rounding
-        reach = logits + self.sigmas * (var.sqrt() + logits.abs() * 2.0**-9)
-        near = reach >= floor - self.margin
-        near[:, first] = False
-        cand = near.any(dim=0).nonzero().squeeze(1)
+        floor = exact.gather(1, torch.searchsorted(first, top)) - self.margin  # from a real token
+        # `sigmas` standard deviations of each int4 logit, squared: requantisation error
+        # against the input, plus the input's bfloat16 rounding against the row.
+        k2 = self.sigmas**2
+        a = k2 * flat.square().sum(dim=-1, keepdim=True)
+        b = k2 * (flat - flat.to(torch.bfloat16).float()).square().mean(dim=-1, keepdim=True)
+        # The widest reach of any row (its output's bfloat16 rounding included, for logits up
+        # to the peak) picks the few tokens worth the exact test, in one pass over the vocab.
+        widest = ((self.err_max * a + self.norm_max * b).sqrt()
+                  + self.sigmas * 2.0**-9 * (peak.abs() + floor.abs())) * 1.05
+        some = (logits >= floor - widest).any(dim=0).nonzero().squeeze(1)
+        y = logits[:, some]
+        reach = y + (self.err_sq[some] * a + self.norm_sq[some] * b).sqrt() + self.sigmas * 2.0**-9 * y.abs()
+        near = (reach >= floor).any(dim=0)
+        near &= ~torch.isin(some, first)
+        cand = some[near]
         for start in range(0, len(cand), RESCORE_ROWS):  # bounded scratch for long prefills
             part = cand[start : start + RESCORE_ROWS]
             logits[:, part] = self._exact(flat, part)
@@ -357,7 +376,8 @@ def requantise_head(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtyp
         release_pages(blocks[idx])
     trim_heap()
     return RescoredHead(PackedLinear(packed, scales_zeros, cols, 1),
-                        table or row_table(blocks, qtype, shape, dtype), err_sq, norm_sq)
+                        table or row_table(blocks, qtype, shape, dtype), err_sq, norm_sq,
+                        float(err_sq.max()), float(norm_sq.max()))
 
 
 Matrix = torch.Tensor | PackedLinear | RowSlice | DenseLinear | RescoredHead
