@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{quality['top_logit_diff']:.1e}, of logits within 1 of the top max "
               f"{quality['near_top_diff']:.1e}; over the whole vocabulary max "
               f"{quality['max_logit_diff']:.3f}, mean {quality['mean_logit_diff']:.4f} (logit std "
-              f"{quality['ref_logit_std']:.2f}; the head is bfloat16 away from the top)")
+              f"{quality['ref_logit_std']:.2f}; away from the top the head keeps its int4 logits)")
         print(f"greedy 32 tokens on the {quality['greedy_prompts']} fixed prompts: "
               f"{quality['greedy_same']} of {quality['greedy_prompts']} identical to fp32")
     else:
