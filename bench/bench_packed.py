@@ -1,5 +1,5 @@
 """Packed vs float32 vs transformers (vs llama.cpp when installed): decode and prefill tok/s,
-peak RSS, and the packed path's agreement with float32.
+peak RSS, the packed path's agreement with float32, and one int4 kernel call against float32.
 
 Each variant runs in a subprocess of its own so its peak RSS is its own. Usage:
 ``python -m bench.bench_packed [--quick] [--threads 2] [--json]``.
@@ -196,6 +196,36 @@ def _quality(tokens: int) -> dict[str, Any]:
             "greedy_same": same, "greedy_prompts": len(prompts)}
 
 
+def _kernel(reps: int) -> dict[str, Any]:
+    """Microseconds per call of the int4 kernel and of float32 `F.linear` on one layer's up
+    projection (1536 x 576), for 1, 2, 3 and 8 input rows: is this CPU memory- or
+    compute-bound at decode sizes?"""
+    import torch
+    import torch.nn.functional as F
+
+    n, k = 1536, 576
+    codes = torch.randint(0, 16, (n, k), dtype=torch.int32)
+    packed = torch._convert_weight_to_int4pack_for_cpu(codes, 2)
+    scales = torch.randn(k // 32, n, 2).to(torch.bfloat16)
+    dense = torch.randn(n, k)
+
+    def timed(fn: Any) -> float:
+        for _ in range(reps // 10):
+            fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) / reps * 1e6
+
+    out: dict[str, Any] = {"shape": [n, k], "rows": {}}
+    for m in (1, 2, 3, 8):
+        xb, xf = torch.randn(m, k).to(torch.bfloat16), torch.randn(m, k)
+        out["rows"][str(m)] = {
+            "int4_us": timed(lambda: torch._weight_int4pack_mm_for_cpu(xb, packed, 32, scales)),
+            "fp32_us": timed(lambda: F.linear(xf, dense))}
+    return out
+
+
 def worker(args: argparse.Namespace) -> None:
     if args.worker != "llama.cpp":  # it sets its own threads; torch would inflate its RSS
         from hive_core.model.packed_run import prepare_compute
@@ -216,6 +246,8 @@ def worker(args: argparse.Namespace) -> None:
             res = _ours("packed", args.prefill, args.decode, on_worker=True)
         elif args.worker == "quality":
             res = _quality(args.quality_tokens)
+        elif args.worker == "kernel":
+            res = _kernel(200 if args.quick else 2000)
         else:
             res = _ours(args.worker, args.prefill, args.decode)
     except ImportError as exc:
@@ -260,9 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = run_worker(name, args)
     print("running quality (packed vs fp32) ...", file=sys.stderr, flush=True)
     quality = run_worker("quality", args)
+    print("running kernel timings ...", file=sys.stderr, flush=True)
+    kernel = run_worker("kernel", args)
     if args.json:
         print(json.dumps({"threads": args.threads, "prefill": args.prefill, "decode": args.decode,
-                          "variants": rows, "quality": quality}))
+                          "variants": rows, "quality": quality, "kernel": kernel}))
         return 0
     print(f"threads {args.threads}, prefill {args.prefill} tokens, decode {args.decode} tokens "
           f"(greedy, fp32 KV), one subprocess per variant\n")
@@ -289,6 +323,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{quality['greedy_same']} of {quality['greedy_prompts']} identical to fp32")
     else:
         print(f"\nquality: {quality}")
+    if "rows" in kernel:
+        n, k = kernel["shape"]
+        print(f"\none call on a {n}x{k} matrix ({args.threads} threads), microseconds:\n")
+        print("| input rows | int4 kernel (bf16) | fp32 F.linear |")
+        print("| ---: | ---: | ---: |")
+        for m, t in kernel["rows"].items():
+            print(f"| {m} | {t['int4_us']:.1f} | {t['fp32_us']:.1f} |")
+    else:
+        print(f"\nkernel timings: {kernel}")
     return 0
 
 
