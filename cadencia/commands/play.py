@@ -84,6 +84,7 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     node = HiveNode(identity, config)
     keeper = CreditKeeper(city, source, say=say)
     gate = FrameGate()  # held while a frame renders: the hosted shard and the asker compute between frames
+    server = None
     if serve:  # host shards: this node runs those layers for the hive's askers, and is paid for it
         server = attach_shard_server(node.node, argparse.Namespace(model=args.model, fault=None, serve=serve,
                                                                    tflops=args.tflops, weights=args.weights),
@@ -110,7 +111,10 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
         report = await run_view(app, args, work=work, ready=watcher.ready)
     finally:
         app.destroy()
+        if server is not None:
+            await server.close()  # its compute process goes with it
         await node.close()
+        gate.close()
         earnings = _earnings(keeper)
         city.close()
     if args.json:

@@ -48,14 +48,22 @@ class FrameGate:
         self.waited_s = 0.0  # total time this process's waiters spent held back
 
     @property
+    def closed(self) -> bool:
+        return self._map.closed
+
+    @property
     def held(self) -> bool:
-        return self._map[0] != 0
+        return not self._map.closed and self._map[0] != 0
 
     def hold(self) -> None:
-        self._map[0] = 1
+        """Set the flag (a frame starts); nothing once closed."""
+        if not self._map.closed:
+            self._map[0] = 1
 
     def release(self) -> None:
-        self._map[0] = 0
+        """Clear the flag (the frame ended); nothing once closed."""
+        if not self._map.closed:
+            self._map[0] = 0
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -68,18 +76,19 @@ class FrameGate:
 
     def wait(self) -> float:
         """Block while the gate is held, at most `max_wait_s`; the seconds waited."""
-        if not self._map[0]:
+        if not self.held:
             return 0.0
         t0 = time.perf_counter()
         deadline = t0 + self.max_wait_s
-        while self._map[0] and time.perf_counter() < deadline:
+        while self.held and time.perf_counter() < deadline:
             time.sleep(POLL_S)
         took = time.perf_counter() - t0
         self.waited_s += took
         return took
 
     def close(self) -> None:
-        """Unmap (and, in the process that made it, close the fd)."""
+        """Unmap (and, in the process that made it, close the fd): the gate is open for good,
+        and a child process that mapped it keeps its own mapping."""
         if not self._map.closed:
             self._map.close()
         if self.owner:

@@ -40,6 +40,8 @@ def test_wait_blocks_while_held_and_is_capped() -> None:
         gate.close()
     with pytest.raises(ValueError, match="max_wait_s"):
         FrameGate(max_wait_s=-1)
+    gate.hold()  # closed: a frame loop that outlives the hive changes nothing, waits nothing
+    assert gate.closed and not gate.held and gate.wait() == 0.0
 
 
 def test_a_gated_pool_starts_jobs_only_between_frames() -> None:

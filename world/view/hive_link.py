@@ -170,7 +170,7 @@ class EmbeddedHive:
         if self.hive is not None:
             await self.hive.close()
             self.hive = None
-        self.gate.release()
+        self.gate.close()  # open for good: a frame loop still running no longer holds compute
 
 
 def chat_prompt_ids(file: GGUFModelFile, tokenizer: GGUFTokenizer, prompt: str) -> list[int]:
