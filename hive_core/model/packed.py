@@ -139,7 +139,7 @@ class PackedLinear:
             torch.neg(y2[0], out=d.spare_scale)
             yc = self._mm(d.fix, self.scales_zeros)
             d.spare_scale.zero_()
-        return torch.cat([y2, yf, yc]).float().sum(0, keepdim=True)
+        return torch.cat([y2, yf, yc]).sum(0, keepdim=True, dtype=torch.float32)
 
     def _correct_rounding(self, main: torch.Tensor, y1: torch.Tensor, out: torch.Tensor) -> None:
         """Add ``W x - y1`` to `out`, in blocks of ``2 * spare`` rows, one kernel call each."""
