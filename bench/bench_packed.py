@@ -183,6 +183,8 @@ def _quality(tokens: int) -> dict[str, Any]:
         forced[mode] = pipe.new_session(kv_factory("fp32")).forward(ids, all_logits=True)
         greedy[mode] = [generate(pipe.new_session(kv_factory("fp32")).forward, p, max_new_tokens=32,
                                  context_length=file.config.context_length).new_ids for p in prompts]
+        if mode == "packed":
+            head_sigmas = _head_errors(pipe, ids)
         del pipe
     ref, got = forced["fp32"], forced["packed"]
     chosen = ref.argmax(-1, keepdim=True)
@@ -193,7 +195,24 @@ def _quality(tokens: int) -> dict[str, Any]:
             "top_logit_diff": float((got.gather(1, chosen) - ref.gather(1, chosen)).abs().max()),
             "near_top_diff": float(diff[near].max()), "max_logit_diff": float(diff.max()),
             "mean_logit_diff": float(diff.mean()), "ref_logit_std": float(ref.std()),
-            "greedy_same": same, "greedy_prompts": len(prompts)}
+            "greedy_same": same, "greedy_prompts": len(prompts), **head_sigmas}
+
+
+def _head_errors(pipe: Any, ids: list[int]) -> dict[str, Any]:
+    """The packed LM head's int4 errors on the text's final hidden states, in the standard
+    deviations its rescoring assumes (it allows `sigmas` of them)."""
+    import torch
+
+    from hive_core.model import ops
+    from hive_core.model.kv_factory import kv_factory
+
+    ex, stage = pipe.hops[0]
+    head = pipe.client.weights.head
+    with torch.inference_mode():
+        h = ex.run_stage(stage, pipe.client.embed(torch.tensor(ids)), 0, ex.new_caches(kv_factory("fp32")))
+        z = head.output.errors_in_sigmas(ops.rms_norm(h, head.norm, pipe.config.rms_eps))
+    return {"head_max_sigmas": float(z.max()), "head_logits": z.numel(),
+            "head_allowed_sigmas": head.output.sigmas}
 
 
 def _kernel(reps: int) -> dict[str, Any]:
@@ -321,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{quality['ref_logit_std']:.2f}; away from the top the head keeps its int4 logits)")
         print(f"greedy 32 tokens on the {quality['greedy_prompts']} fixed prompts: "
               f"{quality['greedy_same']} of {quality['greedy_prompts']} identical to fp32")
+        print(f"int4 LM head: largest error {quality['head_max_sigmas']:.2f} standard deviations "
+              f"over {quality['head_logits']:,} logits (rescoring allows "
+              f"{quality['head_allowed_sigmas']:g})")
     else:
         print(f"\nquality: {quality}")
     if "rows" in kernel:

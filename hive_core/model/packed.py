@@ -287,9 +287,9 @@ class RescoredHead:
        reaches that bound less `margin`.
 
     A token whose true logit is within `margin` of the true maximum is then missed only if
-    its own int4 error exceeds `sigmas` standard deviations (measured on real text: the
-    largest error of 20 million logits was 4.6 of them); the choice among such tokens is the
-    float32 path's. Other logits keep their int4 values.
+    its own int4 error exceeds `sigmas` standard deviations (`errors_in_sigmas` measures
+    them; `bench/bench_packed.py` reports the largest over its text); the choice among such
+    tokens is the float32 path's. Other logits keep their int4 values.
     """
 
     packed: PackedLinear  # int4, one bfloat16 call
@@ -315,11 +315,7 @@ class RescoredHead:
         peak = logits.gather(1, top)
         logits[:, first] = exact
         floor = exact.gather(1, torch.searchsorted(first, top)) - self.margin  # from a real token
-        # `sigmas` standard deviations of each int4 logit, squared: requantisation error
-        # against the input, plus the input's bfloat16 rounding against the row.
-        k2 = self.sigmas**2
-        a = k2 * flat.square().sum(dim=-1, keepdim=True)
-        b = k2 * (flat - flat.to(torch.bfloat16).float()).square().mean(dim=-1, keepdim=True)
+        a, b = (self.sigmas**2 * v for v in self._spread(flat))  # `sigmas` deviations, squared
         # The widest reach of any row (its output's bfloat16 rounding included, for logits up
         # to the peak) picks the few tokens worth the exact test, in one pass over the vocab.
         widest = ((self.err_max * a + self.norm_max * b).sqrt()
@@ -337,6 +333,29 @@ class RescoredHead:
 
     def _exact(self, flat: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return F.linear(flat, self.rows.lookup(tokens).float())
+
+    @staticmethod
+    def _spread(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per input row, the factors of each logit's int4 error variance ``err_sq * a +
+        norm_sq * b``: the requantisation error against the input's squared norm, and the
+        input's bfloat16 rounding (its mean square) against the row."""
+        a = flat.square().sum(dim=-1, keepdim=True)
+        b = (flat - flat.to(torch.bfloat16).float()).square().mean(dim=-1, keepdim=True)
+        return a, b
+
+    def errors_in_sigmas(self, x: torch.Tensor) -> torch.Tensor:
+        """``|int4 logit - float32 logit|`` of every token, in the standard deviations the
+        rescoring assumes (its output rounding included): ``[rows, vocab]``. Dequantises the
+        whole head in chunks: a measurement, not for the hot path."""
+        flat = x.reshape(-1, x.shape[-1]).float()
+        approx = self.packed(flat)
+        a, b = self._spread(flat)
+        sigma = (self.err_sq * a + self.norm_sq * b).sqrt() + 2.0**-9 * approx.abs()
+        out = torch.empty_like(approx)
+        for start in range(0, self.out_features, RESCORE_ROWS):
+            part = torch.arange(start, min(start + RESCORE_ROWS, self.out_features))
+            out[:, part] = (self._exact(flat, part) - approx[:, part]).abs() / sigma[:, part]
+        return out
 
     def tensors(self) -> list[torch.Tensor]:
         return [*self.packed.tensors(), self.err_sq, self.norm_sq]

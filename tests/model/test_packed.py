@@ -152,6 +152,8 @@ def test_rescored_head_logits_near_the_top_are_float32_exact(qtype: str) -> None
     assert torch.allclose(got[near], ref[near], rtol=1e-5, atol=1e-5)
     rest = (got - ref).abs()[~near]
     assert 0 < rest.max() < 1.0  # the rest keep their int4 values, a little off
+    z = head.errors_in_sigmas(x)  # what the rescoring's reach assumes holds
+    assert z.shape == ref.shape and 0 < z.max() < head.sigmas
     with pytest.raises(GGUFFormatError, match="multiples of 16"):
         requantise_head(blocks[:250], qtype, (250, 64), torch.float32)
 
