@@ -46,7 +46,6 @@ class FrameGate:
             os.ftruncate(fd, PAGE)
         self.fd = fd
         self._map = mmap.mmap(fd, PAGE)
-        self.waited_s = 0.0  # total time this process's waiters spent held back
 
     @property
     def closed(self) -> bool:
@@ -83,9 +82,7 @@ class FrameGate:
         deadline = t0 + self.max_wait_s
         while self.held and time.perf_counter() < deadline:
             time.sleep(POLL_S)
-        took = time.perf_counter() - t0
-        self.waited_s += took
-        return took
+        return time.perf_counter() - t0
 
     def close(self) -> None:
         """Unmap (and, in the process that made it, close the fd): the gate is open for good,

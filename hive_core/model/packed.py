@@ -315,14 +315,14 @@ class RescoredHead:
         peak = logits.gather(1, top)
         logits[:, first] = exact
         floor = exact.gather(1, torch.searchsorted(first, top)) - self.margin  # from a real token
-        a, b = (self.sigmas**2 * v for v in self._spread(flat))  # `sigmas` deviations, squared
+        a, b = self._spread(flat)
         # The widest reach of any row (its output's bfloat16 rounding included, for logits up
         # to the peak) picks the few tokens worth the exact test, in one pass over the vocab.
-        widest = ((self.err_max * a + self.norm_max * b).sqrt()
-                  + self.sigmas * 2.0**-9 * (peak.abs() + floor.abs())) * 1.05
+        widest = self.sigmas * ((self.err_max * a + self.norm_max * b).sqrt()
+                                + 2.0**-9 * (peak.abs() + floor.abs())) * 1.05
         some = (logits >= floor - widest).any(dim=0).nonzero().squeeze(1)
         y = logits[:, some]
-        reach = y + (self.err_sq[some] * a + self.norm_sq[some] * b).sqrt() + self.sigmas * 2.0**-9 * y.abs()
+        reach = y + self.sigmas * self._deviation(a, b, y, some)
         near = (reach >= floor).any(dim=0)
         near &= ~torch.isin(some, first)
         cand = some[near]
@@ -343,14 +343,19 @@ class RescoredHead:
         b = (flat - flat.to(torch.bfloat16).float()).square().mean(dim=-1, keepdim=True)
         return a, b
 
+    def _deviation(self, a: torch.Tensor, b: torch.Tensor, logits: torch.Tensor,
+                   tokens: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """One standard deviation of the int4 `logits` of `tokens` (from `_spread`'s `a` and
+        `b`), their output's bfloat16 rounding included."""
+        return (self.err_sq[tokens] * a + self.norm_sq[tokens] * b).sqrt() + 2.0**-9 * logits.abs()
+
     def errors_in_sigmas(self, x: torch.Tensor) -> torch.Tensor:
         """``|int4 logit - float32 logit|`` of every token, in the standard deviations the
         rescoring assumes (its output rounding included): ``[rows, vocab]``. Dequantises the
         whole head in chunks: a measurement, not for the hot path."""
         flat = x.reshape(-1, x.shape[-1]).float()
         approx = self.packed(flat)
-        a, b = self._spread(flat)
-        sigma = (self.err_sq * a + self.norm_sq * b).sqrt() + 2.0**-9 * approx.abs()
+        sigma = self._deviation(*self._spread(flat), approx)
         out = torch.empty_like(approx)
         for start in range(0, self.out_features, RESCORE_ROWS):
             part = torch.arange(start, min(start + RESCORE_ROWS, self.out_features))
@@ -369,10 +374,8 @@ def requantise_head(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtyp
     """The LM head as int4 groups of 32 (min to max of each group, bfloat16 scale and zero),
     with each row's requantisation error measured against the GGUF values, and `table` (or
     a new row table over `blocks`) for exact rescoring. Packs in chunks of rows."""
-    _check_blocks(blocks, qtype, shape)
+    _check_kernel_matrix(blocks, qtype, shape)
     rows, cols = shape
-    if rows % _ROW_MULTIPLE != 0:
-        raise GGUFFormatError(f"the int4 kernel needs rows in multiples of {_ROW_MULTIPLE}, got {rows}")
     groups = cols // GROUP
     packed = torch.empty((rows, cols // 2), dtype=torch.uint8)
     scales_zeros = torch.empty((groups, rows, 2), dtype=torch.bfloat16)
@@ -422,6 +425,13 @@ def packable(qtype: str, shape: tuple[int, int]) -> bool:
     return qtype in PACKABLE and shape[0] % _ROW_MULTIPLE == 0 and shape[1] % GROUP == 0
 
 
+def _check_kernel_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int]) -> None:
+    """`blocks` hold a ``shape`` matrix the int4 kernel can multiply (rows in its tile)."""
+    _check_blocks(blocks, qtype, shape)
+    if shape[0] % _ROW_MULTIPLE != 0:
+        raise GGUFFormatError(f"the int4 kernel needs rows in multiples of {_ROW_MULTIPLE}, got {shape[0]}")
+
+
 def _check_blocks(blocks: np.ndarray, qtype: str, shape: tuple[int, int]) -> None:
     rows, cols = shape
     if qtype not in PACKABLE:
@@ -469,10 +479,8 @@ def pack_blocks(
     the codes alone, three kernel calls a product); without it one bfloat16 call, as the
     rescored LM head uses.
     """
-    _check_blocks(blocks, qtype, shape)
+    _check_kernel_matrix(blocks, qtype, shape)
     rows, cols = shape
-    if rows % _ROW_MULTIPLE != 0:
-        raise GGUFFormatError(f"the int4 kernel needs rows in multiples of {_ROW_MULTIPLE}, got {rows}")
     repeat = 2 if qtype == "Q8_0" else 1
     spare = SPARE_GROUPS if exact else 0
     groups = repeat * cols // GROUP
