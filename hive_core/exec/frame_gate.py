@@ -4,8 +4,8 @@ On a phone or a 2-core PC the game's frames and the shards it hosts share the co
 caches and the memory bus. A lower OS priority (`hive_core.exec.priority`) gives the frame
 loop the cores first, but a compute thread that is already running a matmul keeps the
 caches and the memory bus busy while llvmpipe rasterises (measured on 2 cores: hosting an
-ask still raised frame p95 by 16-45 % with compute in child processes at nice 19; with the
-gate, by 5 % or less: `bench/bench_view.py`). The gate makes the sharing explicit:
+ask still raised frame p95 by 16 % with compute in child processes at nice 19; with the
+gate, by 5 %: `bench/bench_view.py`). The gate makes the sharing explicit:
 the frame loop `hold`s it for the length of one frame, and compute calls `wait` at its safe
 points (before each layer, before sealing and signing), so between them compute runs only
 in the gaps between frames. The frame rate cap (30 or 60 fps) leaves most of each period to

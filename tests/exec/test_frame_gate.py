@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+import torch
 
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.priority import compute_pool
@@ -62,7 +63,7 @@ def test_a_gated_pool_starts_jobs_only_between_frames() -> None:
 def test_a_stage_host_waits_before_each_layer(tiny_file: Any) -> None:
     calls: list[int] = []
     host = StageHost(tiny_file, pause=lambda: calls.append(1))
-    x = __import__("torch").randn(2, tiny_file.config.hidden)
+    x = torch.randn(2, tiny_file.config.hidden)
     out, _ = host.step((PEER, SESSION, Stage(0, 3)), 0, 2, KvKind.FP32, hidden_bytes(x))
     assert len(calls) == 3  # one safe point per layer
     plain, _ = StageHost(tiny_file).step((PEER, SESSION, Stage(0, 3)), 0, 2, KvKind.FP32, hidden_bytes(x))
@@ -74,7 +75,7 @@ def test_a_child_worker_holds_its_layers_while_the_parent_renders(tiny_gguf: Any
     worker = StageWorker(WorkerConfig(str(tiny_gguf), reply_timeout_s=60, gate_fd=gate.fd))
     try:
         worker.ready()
-        x = __import__("torch").randn(2, tiny_file.config.hidden)
+        x = torch.randn(2, tiny_file.config.hidden)
         key = (PEER, SESSION, Stage(0, tiny_file.config.n_layers))
         done: list[bytes] = []
         with gate.holding():
