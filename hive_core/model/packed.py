@@ -34,11 +34,13 @@ import mmap
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hive_core import native
 from hive_core.model.errors import GGUFFormatError
 
 GROUP = 32  # weights per GGUF block and per int4 group
@@ -193,12 +195,87 @@ class _DecodeRows:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockLinear:
+    """``x @ W.T`` for ``W [out, in]`` kept in its GGUF blocks and multiplied in float32 by our
+    CPU kernel (`hive_core.native`): one call a product, each weight expanded to ``d q + m``
+    in registers, float32 all the way (only the order of the additions differs from a
+    float32 matrix product). The blocks are laid out in tiles of four rows (see
+    `kernels.cpp`), so a decode step streams the matrix front to back, reading the bytes
+    the GGUF holds and no more."""
+
+    tiles: torch.Tensor  # uint8 [ceil(out / 4), (in / 32) * 4 * (code bytes + 4)]
+    rows: int  # out
+    qtype: str
+    kernel: Any = field(compare=False, repr=False)  # torch.ops.cadencia.block_linear
+
+    @property
+    def out_features(self) -> int:
+        return self.rows
+
+    @property
+    def in_features(self) -> int:
+        return int(self.tiles.shape[1]) // (_TILE * (_BLOCK_BYTES[self.qtype] + _PAD[self.qtype])) * GROUP
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features)
+        y = self.kernel(flat.float(), self.tiles, self.rows, NATIVE_QTYPE[self.qtype])
+        return y.to(x.dtype).reshape(*lead, self.rows)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.tiles]
+
+
+NATIVE_QTYPE = {"Q4_1": 0, "Q8_0": 1}  # the kernel's qtype numbers (kernels.cpp)
+_TILE = 4  # rows per tile (kernels.cpp kTile)
+_PAD = {"Q4_1": 0, "Q8_0": 2}  # bytes a block gains in a tile: Q8_0's zero m
+
+
+def native_kernel() -> Any | None:
+    """Our float32 block kernel, or None where it is off or cannot be built (see
+    `hive_core.native`); packed matrices then run on torch's int4 kernel."""
+    ops = native.ops()
+    return None if ops is None else ops.block_linear
+
+
+def block_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int], kernel: Any,
+                 row_order: np.ndarray | None = None) -> BlockLinear:
+    """GGUF ``qtype`` blocks of a ``shape`` matrix as a `BlockLinear` (rows permuted by
+    `row_order` first), copied out of the file in chunks of rows into four-row tiles: each
+    tile is its rows' GGML codes, block column by block column, then their float16
+    ``(d, m)`` pairs in the same order (``m = 0`` for Q8_0)."""
+    _check_blocks(blocks, qtype, shape)
+    rows, cols = shape
+    nb, bb = cols // GROUP, _BLOCK_BYTES[qtype]
+    scale_bytes = 4 if qtype == "Q4_1" else 2  # fp16 d and m, or d alone
+    tiles = torch.zeros((-(-rows // _TILE), nb * _TILE * (bb - scale_bytes + 4)), dtype=torch.uint8)
+    for start in range(0, rows, _PACK_ROWS):  # a multiple of _TILE
+        stop = min(start + _PACK_ROWS, rows)
+        chunk = blocks[row_order[start:stop]] if row_order is not None else blocks[start:stop]
+        n = -(-(stop - start) // _TILE) * _TILE
+        b = torch.zeros((n, nb, bb + 4 - scale_bytes), dtype=torch.uint8)  # padding rows: zeros
+        b[: stop - start, :, :bb] = torch.from_numpy(np.array(chunk, copy=True)).view(-1, nb, bb)
+        if qtype == "Q8_0":  # d, then a zero m, then the codes
+            b[..., 4:] = b[..., 2:bb].clone()
+            b[..., 2:4] = 0
+        # [tile, row, column, bytes] -> [tile, column, row, bytes]: codes first, then (d, m)
+        b = b.view(n // _TILE, _TILE, nb, -1).transpose(1, 2)
+        tiles[start // _TILE : (start + n) // _TILE] = torch.cat(
+            [b[..., 4:].reshape(n // _TILE, -1), b[..., :4].reshape(n // _TILE, -1)], dim=1)
+        if row_order is None:
+            release_pages(blocks[start:stop])
+    release_pages(blocks)
+    trim_heap()
+    return BlockLinear(tiles, rows, qtype, kernel)
+
+
+@dataclass(frozen=True, slots=True)
 class RowSlice:
     """Rows ``start:stop`` of a packed matrix fused with its siblings (q, k and v; gate and
     up), which share the input: `ops.project` runs the whole matrix once for all of them.
     Called alone it runs the whole product and keeps its own rows."""
 
-    whole: PackedLinear
+    whole: PackedLinear | BlockLinear
     start: int
     stop: int
 
@@ -213,12 +290,22 @@ class RowSlice:
         return self.whole.tensors()
 
 
+def packed_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int],
+                  row_order: np.ndarray | None = None) -> PackedLinear | BlockLinear:
+    """GGUF blocks kept packed for the fastest exact kernel here: our float32 block kernel
+    (`block_matrix`), else torch's int4 kernel in three calls (`pack_blocks`)."""
+    kernel = native_kernel()
+    if kernel is not None:
+        return block_matrix(blocks, qtype, shape, kernel, row_order)
+    return pack_blocks(blocks, qtype, shape, row_order)
+
+
 def fuse_rows(blocks: list[np.ndarray], qtype: str, cols: int) -> list[RowSlice]:
-    """One exact `PackedLinear` over the row-concatenation of `blocks` (matrices with the same
+    """One `packed_matrix` over the row-concatenation of `blocks` (matrices with the same
     input, already in their row order), as one `RowSlice` per matrix. Rows are computed
-    independently by the kernel, so each slice equals its matrix packed alone, bit for bit."""
+    independently by the kernels, so each slice equals its matrix packed alone, bit for bit."""
     rows = [b.shape[0] for b in blocks]
-    whole = pack_blocks(np.concatenate(blocks), qtype, (sum(rows), cols))
+    whole = packed_matrix(np.concatenate(blocks), qtype, (sum(rows), cols))
     edges = np.cumsum([0, *rows]).tolist()
     return [RowSlice(whole, a, b) for a, b in itertools.pairwise(edges)]
 
@@ -402,7 +489,8 @@ def requantise_head(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtyp
                         float(err_sq.max()), float(norm_sq.max()))
 
 
-Matrix = torch.Tensor | PackedLinear | RowSlice | DenseLinear | RescoredHead
+Matrix = torch.Tensor | PackedLinear | BlockLinear | RowSlice | DenseLinear | RescoredHead
+PACKED = (PackedLinear, BlockLinear)  # the matrix types that keep GGUF blocks packed
 Table = torch.Tensor | RowTable
 
 
@@ -471,7 +559,7 @@ def pack_blocks(
     *,
     exact: bool = True,
 ) -> PackedLinear:
-    """Pack GGUF ``qtype`` blocks of a ``shape = (out, in)`` matrix for the int4 kernel.
+    """Pack GGUF ``qtype`` blocks of a ``shape = (out, in)`` matrix for torch's int4 kernel.
 
     `row_order` permutes output rows first (the q/k un-permutation); quantisation runs
     along each row, so reordering rows of blocks is exact. `exact` keeps the scales'

@@ -20,8 +20,8 @@ from hive_core.model.packed import (
     RowTable,
     Table,
     fuse_rows,
-    pack_blocks,
     packable,
+    packed_matrix,
     release_pages,
     requantise_head,
     row_table,
@@ -242,7 +242,7 @@ def _load_matrix(
         return file.tensor(name, shape, dtype)
     if name == "output.weight":
         return requantise_head(blocks, qtype, shape, dtype)
-    return pack_blocks(blocks, qtype, shape, _row_order(file, name, shape[0]))
+    return packed_matrix(blocks, qtype, shape, _row_order(file, name, shape[0]))
 
 
 def _load_embedding(

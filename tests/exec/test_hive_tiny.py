@@ -41,7 +41,7 @@ async def hive_ids(hive: Any, seed: int = 7, **kw: Any) -> tuple[list[int], Any]
 
 @pytest.mark.parametrize("weights", ["fp32", "packed"])
 async def test_two_stage_hive_equals_local(tiny_gguf, tiny_file, tiny_local, weights) -> None:
-    from hive_core.model.packed import PackedLinear, unfused
+    from hive_core.model.packed import PACKED, unfused
     from hive_core.model.pipeline import LocalPipeline
 
     kv = "fp32"  # INT4 needs head_dim >= 64: tested on the real model
@@ -51,15 +51,14 @@ async def test_two_stage_hive_equals_local(tiny_gguf, tiny_file, tiny_local, wei
     try:
         ids, s = await hive_ids(hive)
         assert ids == local_ids(local, kv)
-        # The same mode gives the same numbers, split or not, to the bit (and not another mode's).
-        other = LocalPipeline.load_single(tiny_file, weights="packed" if weights == "fp32" else "fp32")
+        # The same mode gives the same numbers, split or not, to the bit (which mode ran is
+        # checked on the servers' weights below; both modes compute in float32, so on this
+        # tiny model their numbers may agree to the bit too).
         steps = [PROMPT, [3], [40, 7]]
-        remote, same, diff = hive.client.new_session(), local.new_session(kv_factory(kv)), \
-            other.new_session(kv_factory(kv))
+        remote, same = hive.client.new_session(), local.new_session(kv_factory(kv))
         for step in steps:
             got = await remote.forward(step)
             assert torch.equal(got, same.forward(step))
-            assert not torch.equal(got, diff.forward(step))
         assert not s.verified  # one replica, no spot check: nothing confirmed it
         # Each server loaded only its own layers, held in the hive's mode.
         held = [(sorted(srv.executors[0].weights.attention), sorted(srv.executors[0].weights.mlp))
@@ -70,7 +69,7 @@ async def test_two_stage_hive_equals_local(tiny_gguf, tiny_file, tiny_local, wei
             assert w.embedding is None and w.head is None
             matrices = [m for a in w.attention.values() for m in (a.q, a.k, a.v, a.o)]
             matrices += [m for f in w.mlp.values() for m in (f.gate, f.up, f.down)]
-            assert all(isinstance(unfused(m), PackedLinear) == (weights == "packed") for m in matrices)
+            assert all(isinstance(unfused(m), PACKED) == (weights == "packed") for m in matrices)
         # Receipts: client-signed, kept by the worker, for its own layers.
         for srv, (lo, hi) in zip(hive.servers, [(0, 2), (2, 4)], strict=True):
             await asyncio.sleep(0.01)

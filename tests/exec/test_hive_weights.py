@@ -17,7 +17,7 @@ from hive_core.exec.hive import build_hive
 from hive_core.exec.remote import discover, route, weights_of
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.kv_factory import kv_factory
-from hive_core.model.packed import PackedLinear, unfused
+from hive_core.model.packed import PACKED, unfused
 from hive_core.model.pipeline import LocalPipeline
 from hive_core.model.stage import Stage
 from hive_core.protocol.inference import ShardInfo, WeightsKind
@@ -55,7 +55,7 @@ def assert_holds_only(server: Any, stage: Stage, packed: bool) -> None:
     assert w.embedding is None and w.head is None
     matrices = [m for a in w.attention.values() for m in (a.q, a.k, a.v, a.o)]
     matrices += [m for f in w.mlp.values() for m in (f.gate, f.up, f.down)]
-    assert all(isinstance(unfused(m), PackedLinear) == packed for m in matrices)
+    assert all(isinstance(unfused(m), PACKED) == packed for m in matrices)
 
 
 async def test_a_stage_whose_replicas_mix_modes_is_refused(tiny_gguf, tiny_file) -> None:

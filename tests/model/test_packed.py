@@ -16,11 +16,11 @@ from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv_factory import kv_factory
 from hive_core.model.packed import (
+    PACKED,
     DenseLinear,
-    PackedLinear,
-    RowTable,
     fuse_rows,
     pack_blocks,
+    packed_matrix,
     requantise_head,
     row_table,
     unfused,
@@ -98,7 +98,7 @@ def test_fused_rows_equal_their_matrices_packed_alone() -> None:
     for x in (torch.randn(1, 576), torch.randn(7, 576)):
         whole = fused[0].whole(x)
         for part, piece in zip(parts, fused, strict=True):
-            alone = pack_blocks(part, "Q4_1", (part.shape[0], 576))(x)
+            alone = packed_matrix(part, "Q4_1", (part.shape[0], 576))(x)
             assert torch.equal(piece(x), alone)
             assert torch.equal(whole[:, piece.start : piece.stop], alone)
 
@@ -190,12 +190,13 @@ def test_packed_shard_holds_only_its_layers(tiny_gguf: Path) -> None:
     assert ex.weights.embedding is None and ex.weights.head is None
     assert all(name.startswith(("blk.1.", "blk.2.")) for name in file.loaded)
     a, m = ex.weights.attention[1], ex.weights.mlp[2]
-    assert all(isinstance(unfused(w), PackedLinear) for w in (a.q, a.k, a.v, a.o, m.gate, m.down))
+    assert all(isinstance(unfused(w), PACKED) for w in (a.q, a.k, a.v, a.o, m.gate, m.down))
     # q, k and v share one packed matrix (one kernel pass), as do gate and up.
     assert unfused(a.q) is unfused(a.k) is unfused(a.v) and unfused(m.gate) is unfused(m.up)
     fp32 = ShardExecutor.load(GGUFModelFile(tiny_gguf), [Stage(1, 3)])
-    # The tiny model's rows are 64 wide, so the four spare groups (128 columns) weigh as
-    # much as the weights; the real model's packed layers are a fifth of float32.
+    # On torch's int4 kernel the tiny model's rows are 64 wide, so the four spare groups
+    # (128 columns) weigh as much as the weights; the real model's packed layers are a fifth
+    # of float32 (a sixth in our kernel's tiles, which hold the GGUF's own bytes).
     assert ex.weights.nbytes() < fp32.weights.nbytes() / 1.5
 
 

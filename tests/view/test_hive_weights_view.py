@@ -9,7 +9,7 @@ import asyncio
 async def test_embedded_hive_runs_in_the_chosen_weights_mode(tiny_gguf) -> None:
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.kv_factory import kv_factory
-    from hive_core.model.packed import PackedLinear, RowTable, unfused
+    from hive_core.model.packed import PACKED, RowTable, unfused
     from hive_core.model.pipeline import LocalPipeline
     from world.view.hive_link import N_SERVERS, chat_prompt_ids
     from world.view.session import HiveSession, game_source
@@ -23,7 +23,7 @@ async def test_embedded_hive_runs_in_the_chosen_weights_mode(tiny_gguf) -> None:
         assert [s.config.weights for s in hive.servers] == ["packed"] * (N_SERVERS + 1)
         for server in hive.servers[:N_SERVERS]:
             [ex] = server.executors
-            assert all(isinstance(unfused(a.q), PackedLinear) for a in ex.weights.attention.values())
+            assert all(isinstance(unfused(a.q), PACKED) for a in ex.weights.attention.values())
         assert isinstance(hive.client.local.weights.embedding, RowTable)  # the asker's, from blocks
         assert "packed weights" in source.hud.view().sharding
         assert result.verified and not result.slashed

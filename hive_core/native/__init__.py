@@ -1,0 +1,159 @@
+"""Our CPU kernels (`kernels.cpp`): GGUF block matrices multiplied in float32, built for
+this machine's CPU and loaded into torch as ``torch.ops.cadencia``.
+
+`./setup.sh` builds them (``python -m hive_core.native build``); a process that finds them
+missing builds them once on first use (a few seconds of g++), under a file lock so that
+processes starting together build once. The library lives in the user cache directory, named
+by a hash of the source, torch's version, the compiler flags and this CPU's features, so a
+change to any of them builds a new one. Without a compiler, or with ``CADENCIA_NATIVE=0``,
+`ops` returns None and packed weights run on torch's int4 kernel instead (slower; see
+`hive_core.model.packed`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20")
+DISABLE_ENV = "CADENCIA_NATIVE"  # "0" turns the kernels off
+CACHE_ENV = "CADENCIA_NATIVE_DIR"  # where built libraries go (default: the user cache dir)
+
+
+class NativeBuildError(RuntimeError):
+    """The kernels could not be compiled; the message carries the compiler's own words."""
+
+
+def _cpu_features() -> str:
+    """This CPU's feature flags (the build is -march=native)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def compiler() -> str | None:
+    """The C++ compiler to use: $CXX, else g++ or c++ on PATH."""
+    for name in (os.environ.get("CXX"), "g++", "c++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _torch_build_args() -> tuple[list[str], list[str]]:
+    import torch
+    from torch.utils import cpp_extension
+
+    includes = [f"-I{p}" for p in cpp_extension.include_paths()]
+    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+    libdir = cpp_extension.library_paths()[0]
+    links = [f"-L{libdir}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{libdir}"]
+    return [abi, *includes], links
+
+
+def library_path() -> Path:
+    """Where this source, torch, flag set and CPU's library is (or will be) built."""
+    import torch
+
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), torch.__version__.encode(), " ".join(FLAGS).encode(),
+                 _cpu_features().encode(), sys.version.encode()):
+        h.update(part)
+        h.update(b"\0")
+    root = Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("cadencia", appauthor=False))
+    return root.expanduser() / "native" / f"kernels-{h.hexdigest()[:16]}.so"
+
+
+def build(path: Path | None = None, *, force: bool = False, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile `kernels.cpp` to `path` (default `library_path()`) unless it is already there.
+
+    Builds into a temporary file and renames it into place, holding a lock next to it, so a
+    half-written library is never loaded. Raises `NativeBuildError` on failure.
+    """
+    path = path or library_path()
+    cxx = compiler()
+    if cxx is None:
+        raise NativeBuildError("no C++ compiler found (install g++, or set CXX)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists() and not force:
+            return path
+        compile_args, link_args = _torch_build_args()
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+        cmd = [cxx, *FLAGS, *extra_flags, *compile_args, str(SOURCE), *link_args, "-o", tmp]
+        try:
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-20:])
+                raise NativeBuildError(f"{cxx} failed (exit {done.returncode}):\n{tail}")
+            os.replace(tmp, path)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise NativeBuildError(f"{cxx} could not run: {e}") from e
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path
+
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def disabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("0", "off", "no", "false")
+
+
+def ops() -> Any | None:
+    """``torch.ops.cadencia`` with our kernels loaded (building them the first time), or None
+    when they are turned off or cannot be built here (the reason: `unavailable_reason`)."""
+    if disabled():
+        return None
+    with _lock:
+        if "ops" not in _state:
+            _state["ops"], _state["why"] = _load()
+        return _state["ops"]
+
+
+def unavailable_reason() -> str | None:
+    """Why `ops` returned None (None when the kernels are loaded)."""
+    if disabled():
+        return f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV)}"
+    ops()
+    return _state.get("why")
+
+
+def _load() -> tuple[Any | None, str | None]:
+    import torch
+
+    path = library_path()
+    try:
+        if not path.exists():
+            print(f"cadencia: compiling CPU kernels for this machine into {path} (once)",
+                  file=sys.stderr, flush=True)
+            build(path)
+        torch.ops.load_library(str(path))
+        return torch.ops.cadencia, None
+    except (NativeBuildError, OSError, RuntimeError) as e:
+        why = f"CPU kernels unavailable: {e}"
+        log.warning("%s; packed weights use torch's int4 kernel (slower)", why)
+        return None, why

@@ -1,0 +1,177 @@
+"""Our CPU block kernel (`hive_core.native`, `BlockLinear`): exact float32 products from GGUF
+blocks in both of its paths, thread-count independence, clear refusals, the build, and the
+fallback to torch's int4 kernel when it is turned off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from hive_core import native
+from hive_core.model.executor import ShardExecutor
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.kv_factory import kv_factory
+from hive_core.model.packed import (
+    NATIVE_QTYPE,
+    BlockLinear,
+    PackedLinear,
+    block_matrix,
+    native_kernel,
+    unfused,
+)
+from hive_core.model.packed_run import set_threads
+from hive_core.model.pipeline import LocalPipeline
+from hive_core.model.stage import Stage
+
+Q = gguf.GGMLQuantizationType
+
+
+@pytest.fixture(scope="module")
+def ops() -> object:
+    got = native.ops()
+    if got is None:
+        pytest.fail(f"the CPU kernels must build here (./setup.sh builds them): "
+                    f"{native.unavailable_reason()}")
+    return got
+
+
+def quantised(rows: int, cols: int, qtype: str, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+    """Random GGUF blocks and the float32 matrix `gguf` dequantises them to."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((rows, cols)) * 0.05 + rng.standard_normal((rows, 1)) * 0.02
+    blocks = gguf.quantize(w.astype(np.float32), Q[qtype])
+    return blocks, torch.from_numpy(gguf.dequantize(blocks, Q[qtype]).astype(np.float32))
+
+
+def close_to_exact(y: torch.Tensor, x: torch.Tensor, dense: torch.Tensor) -> None:
+    """`y` is ``x @ dense.T`` to float32 precision: within a few float32 roundings of each
+    output's float64 value, scaled by the sum of the magnitudes it adds up."""
+    ref = x.double() @ dense.double().T
+    scale = x.double().abs() @ dense.double().abs().T
+    err = ((y.double() - ref).abs() / scale).max().item()
+    assert err < 1e-6, f"relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+@pytest.mark.parametrize("rows,cols", [(64, 64), (190, 576), (577, 1536)])
+@pytest.mark.parametrize("batch", [1, 3, 130])
+def test_block_matrix_multiplies_in_float32(ops, qtype: str, rows: int, cols: int, batch: int) -> None:
+    blocks, dense = quantised(rows, cols, qtype)
+    lin = block_matrix(blocks, qtype, (rows, cols), native_kernel())
+    assert lin.out_features == rows and lin.in_features == cols
+    x = torch.randn(batch, cols)
+    y = lin(x)
+    assert y.shape == (batch, rows) and y.dtype == torch.float32
+    close_to_exact(y, x, dense)
+    # The portable path (machines without AVX-512) computes the same products.
+    close_to_exact(ops.block_linear_generic(x, lin.tiles, rows, NATIVE_QTYPE[qtype]), x, dense)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+def test_tiles_hold_the_gguf_values_exactly(ops, qtype: str) -> None:
+    blocks, dense = quantised(70, 128, qtype)
+    order = np.random.default_rng(1).permutation(70)
+    lin = block_matrix(blocks, qtype, (70, 128), native_kernel(), order)
+    assert torch.equal(ops.block_dequantize(lin.tiles, 70, NATIVE_QTYPE[qtype]), dense[order])
+    # Q4_1 tiles are the GGUF's own 20 bytes a block; Q8_0 gains a zero m (36 of 34).
+    per_block = {"Q4_1": 20, "Q8_0": 36}[qtype]
+    assert lin.tiles.numel() == 72 * 4 * per_block  # 70 rows padded to 18 tiles of 4
+
+
+def test_a_decode_product_does_not_depend_on_the_thread_count() -> None:
+    blocks, _ = quantised(1536, 576, "Q4_1")
+    lin = block_matrix(blocks, "Q4_1", (1536, 576), native_kernel())
+    x = torch.randn(1, 576)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            set_threads(n)
+            outs.append(lin(x))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_other_dtypes_are_computed_in_float32_and_cast_back() -> None:
+    blocks, dense = quantised(64, 128, "Q4_1")
+    lin = block_matrix(blocks, "Q4_1", (64, 128), native_kernel())
+    x = torch.randn(2, 3, 128).to(torch.bfloat16)
+    y = lin(x)
+    assert y.shape == (2, 3, 64) and y.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), x.float() @ dense.T, rtol=1e-2, atol=1e-2)
+
+
+def test_bad_arguments_get_clear_errors(ops) -> None:
+    blocks, _ = quantised(64, 128, "Q4_1")
+    lin = block_matrix(blocks, "Q4_1", (64, 128), native_kernel())
+    with pytest.raises(RuntimeError, match="x must be CPU float32"):
+        ops.block_linear(torch.randn(1, 96), lin.tiles, 64, 0)
+    with pytest.raises(RuntimeError, match="x must be CPU float32"):
+        ops.block_linear(torch.randn(1, 128).double(), lin.tiles, 64, 0)
+    with pytest.raises(RuntimeError, match="cannot hold"):
+        ops.block_linear(torch.randn(1, 128), lin.tiles, 65, 0)
+    with pytest.raises(RuntimeError, match="unknown qtype"):
+        ops.block_linear(torch.randn(1, 128), lin.tiles, 64, 7)
+    with pytest.raises(RuntimeError, match="not whole block columns"):
+        ops.block_linear(torch.randn(1, 128), lin.tiles[:, :-1].contiguous(), 64, 0)
+    with pytest.raises(RuntimeError, match="contiguous CPU uint8"):
+        ops.block_linear(torch.randn(1, 128), lin.tiles.float(), 64, 0)
+
+
+def test_the_portable_build_has_no_simd_and_the_same_products(tmp_path: Path) -> None:
+    """The build without AVX-512, as on a CPU without it, loaded into a child process."""
+    import subprocess
+    import sys
+
+    path = native.build(tmp_path / "portable.so", extra_flags=("-mno-avx512f",))
+    code = (
+        "import torch, sys\n"
+        f"torch.ops.load_library({str(path)!r})\n"
+        "from hive_core.model.packed import block_matrix\n"
+        "import gguf, numpy as np\n"
+        "w = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)\n"
+        "b = gguf.quantize(w, gguf.GGMLQuantizationType.Q4_1)\n"
+        "d = torch.from_numpy(gguf.dequantize(b, gguf.GGMLQuantizationType.Q4_1))\n"
+        "lin = block_matrix(b, 'Q4_1', (64, 128), torch.ops.cadencia.block_linear)\n"
+        "x = torch.randn(1, 128)\n"
+        "err = (lin(x).double() - x.double() @ d.double().T).abs().max().item()\n"
+        "print(int(torch.ops.cadencia.simd()), err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out[0] == "0" and float(out[1]) < 1e-5
+
+
+def test_a_failed_build_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    with pytest.raises(native.NativeBuildError, match="false failed"):
+        native.build(tmp_path / "k.so")
+    assert not (tmp_path / "k.so").exists()
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(native.NativeBuildError, match="no C\\+\\+ compiler"):
+        native.build(tmp_path / "k.so")
+
+
+def test_turned_off_packed_weights_run_on_torch_int4_and_agree(
+    tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = GGUFModelFile(tiny_gguf)
+    fast = ShardExecutor.load(file, [Stage(0, 2)], weights="packed")
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    assert native.ops() is None and "CADENCIA_NATIVE=0" in (native.unavailable_reason() or "")
+    slow = ShardExecutor.load(GGUFModelFile(tiny_gguf), [Stage(0, 2)], weights="packed")
+    assert isinstance(unfused(fast.weights.attention[0].q), BlockLinear)
+    assert isinstance(unfused(slow.weights.attention[0].q), PackedLinear)
+    pipes = [LocalPipeline.load_single(GGUFModelFile(tiny_gguf), weights="packed")]
+    monkeypatch.delenv(native.DISABLE_ENV)
+    pipes.append(LocalPipeline.load_single(GGUFModelFile(tiny_gguf), weights="packed"))
+    prompt = [1, 5, 9, 2, 7]
+    a, b = (p.new_session(kv_factory("fp32")).forward(prompt, all_logits=True) for p in pipes)
+    # Float32 precision in both bodies; the int4 head's far logits move with its input.
+    assert torch.equal(a.argmax(-1), b.argmax(-1)) and torch.allclose(a, b, rtol=1e-3, atol=1e-3)
