@@ -17,11 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("torch", "base", "packed", "packed-worker", "fp32", "bf16", "transformers", "llama.cpp")
+VARIANTS = ("torch", "base", "packed", "packed-worker", "packed-int4", "fp32", "bf16",
+            "transformers", "llama.cpp")
 LABELS = {
     "torch": "`import torch` alone",
     "base": "base (torch + GGUF + tokenizer, no weights)",
     "packed-worker": "packed, loaded on the main thread, run on a worker thread",
+    "packed-int4": "packed on torch's int4 kernel (`CADENCIA_NATIVE=0`)",
 }
 PROMPT = (
     "The hive shards a transformer across phones and home computers. Each node serves a few "
@@ -88,8 +90,12 @@ def _ours(mode: str, prefill: int, decode: int, *, on_worker: bool = False) -> d
             t1, t2, t3 = pool.submit(run).result()
     else:
         t1, t2, t3 = run()
+    from hive_core.model.packed import BlockLinear, PackedLinear, unfused
+
+    q = unfused(pipe.hops[0][0].weights.attention[0].q)
+    kernel = "ours" if isinstance(q, BlockLinear) else "torch int4" if isinstance(q, PackedLinear) else ""
     return {"load_s": load_s, "prefill_tps": prefill / (t2 - t1), "decode_tps": decode / (t3 - t2),
-            "weights_mb": pipe.client.weights.nbytes() / 1e6}
+            "weights_mb": pipe.client.weights.nbytes() / 1e6, "kernel": kernel}
 
 
 def _transformers(prefill: int, decode: int) -> dict[str, Any]:
@@ -216,17 +222,25 @@ def _head_errors(pipe: Any, ids: list[int]) -> dict[str, Any]:
 
 
 def _kernel(reps: int) -> dict[str, Any]:
-    """Microseconds per call of the int4 kernel and of float32 `F.linear` on one layer's up
-    projection (1536 x 576), for 1, 2, 3 and 8 input rows: is this CPU memory- or
-    compute-bound at decode sizes?"""
+    """Microseconds per call on one layer's up projection (1536 x 576) for 1, 2, 3 and 8
+    input rows: our block kernel on Q4_1 blocks (float32 in and out), one torch int4 kernel
+    call (bfloat16; the exact product takes three) and float32 `F.linear`. The same matrix
+    again and again, so from cache: kernel speed, not memory speed."""
+    import gguf
+    import numpy as np
     import torch
     import torch.nn.functional as F
+
+    from hive_core.model.packed import block_matrix, native_kernel
 
     n, k = 1536, 576
     codes = torch.randint(0, 16, (n, k), dtype=torch.int32)
     packed = torch._convert_weight_to_int4pack_for_cpu(codes, 2)
     scales = torch.randn(k // 32, n, 2).to(torch.bfloat16)
     dense = torch.randn(n, k)
+    blocks = gguf.quantize(dense.numpy().astype(np.float32), gguf.GGMLQuantizationType.Q4_1)
+    kernel = native_kernel()
+    ours = block_matrix(blocks, "Q4_1", (n, k), kernel) if kernel is not None else None
 
     def timed(fn: Any) -> float:
         for _ in range(reps // 10):
@@ -240,8 +254,9 @@ def _kernel(reps: int) -> dict[str, Any]:
     for m in (1, 2, 3, 8):
         xb, xf = torch.randn(m, k).to(torch.bfloat16), torch.randn(m, k)
         out["rows"][str(m)] = {
-            "int4_us": timed(lambda: torch._weight_int4pack_mm_for_cpu(xb, packed, 32, scales)),
-            "fp32_us": timed(lambda: F.linear(xf, dense))}
+            "ours_us": timed(lambda xf=xf: ours(xf)) if ours is not None else None,
+            "int4_us": timed(lambda xb=xb: torch._weight_int4pack_mm_for_cpu(xb, packed, 32, scales)),
+            "fp32_us": timed(lambda xf=xf: F.linear(xf, dense))}
     return out
 
 
@@ -263,6 +278,11 @@ def worker(args: argparse.Namespace) -> None:
             res = _base()
         elif args.worker == "packed-worker":
             res = _ours("packed", args.prefill, args.decode, on_worker=True)
+        elif args.worker == "packed-int4":
+            from hive_core import native
+
+            os.environ[native.DISABLE_ENV] = "0"
+            res = _ours("packed", args.prefill, args.decode)
         elif args.worker == "quality":
             res = _quality(args.quality_tokens)
         elif args.worker == "kernel":
@@ -329,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         if "decode_tps" not in r:
             print(f"| {label} | {r.get('skipped') or r.get('error')} | | | |")
             continue
+        if name == "packed" and r.get("kernel"):
+            label = f"packed ({'our kernel' if r['kernel'] == 'ours' else r['kernel']})"
         print(f"| {label} | {r['decode_tps']:.1f} | {r['prefill_tps']:.1f} | {r['peak_rss_mb']:.0f} "
               f"| {r['load_s']:.1f} |")
     if "top1" in quality:
@@ -347,11 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nquality: {quality}")
     if "rows" in kernel:
         n, k = kernel["shape"]
-        print(f"\none call on a {n}x{k} matrix ({args.threads} threads), microseconds:\n")
-        print("| input rows | int4 kernel (bf16) | fp32 F.linear |")
-        print("| ---: | ---: | ---: |")
+        print(f"\none call on a {n}x{k} matrix from cache ({args.threads} threads), microseconds:\n")
+        print("| input rows | our kernel (Q4_1, fp32) | torch int4 kernel (one bf16 call) | fp32 F.linear |")
+        print("| ---: | ---: | ---: | ---: |")
         for m, t in kernel["rows"].items():
-            print(f"| {m} | {t['int4_us']:.1f} | {t['fp32_us']:.1f} |")
+            ours = "not built" if t["ours_us"] is None else f"{t['ours_us']:.1f}"
+            print(f"| {m} | {ours} | {t['int4_us']:.1f} | {t['fp32_us']:.1f} |")
     else:
         print(f"\nkernel timings: {kernel}")
     return 0

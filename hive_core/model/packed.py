@@ -1,13 +1,21 @@
-"""Linear weights kept in their GGUF block form and multiplied by torch's packed int4 CPU kernel.
+"""Linear weights kept in their GGUF block form and multiplied without a float32 copy.
 
-Q4_1 stores each block of 32 weights as ``w = d * q + m`` (4-bit ``q``, fp16 ``d`` and ``m``);
-torch's int4 weight-only kernel computes with ``w = (q - 8) * scale + zero`` per group of 32,
-so a Q4_1 block is ``scale = d, zero = m + 8 d``. A Q8_0 block (``w = d * q``, int8 ``q``) is
-split into its high and low nibbles ``q + 128 = 16 h + l``, stored as two int4 groups
-(``scale = 16 d, zero = 0`` and ``scale = d, zero = 8 d``) and multiplied by the input fed
-twice, so it too runs on the int4 kernel with no float32 copy of the weight.
+Two kernels, the first that runs here:
 
-The kernel is fast only with bfloat16 inputs, scales and outputs (it accumulates in float32).
+- **Our CPU kernel** (`BlockLinear`, `hive_core.native`): each block's weights ``d * q + m``
+  are expanded to float32 in registers and multiplied by the float32 input, one call a
+  product. The result is a float32 product; only the order of the additions differs from a
+  dense float32 matrix product. Matrices sit in four-row tiles of the GGUF's own bytes.
+- **torch's int4 kernel** (`PackedLinear`), when ours cannot be built (no compiler) or is
+  turned off (``CADENCIA_NATIVE=0``), and for the LM head (`RescoredHead`).
+
+torch's int4 kernel computes with ``w = (q - 8) * scale + zero`` per group of 32, so a Q4_1
+block (``w = d * q + m``, 4-bit ``q``, fp16 ``d`` and ``m``) is ``scale = d, zero = m + 8 d``.
+A Q8_0 block (``w = d * q``, int8 ``q``) is split into its high and low nibbles
+``q + 128 = 16 h + l``, stored as two int4 groups (``scale = 16 d, zero = 0`` and
+``scale = d, zero = 8 d``) and multiplied by the input fed twice.
+
+That kernel is fast only with bfloat16 inputs, scales and outputs (it accumulates in float32).
 Each of those roundings alone moves SmolLM2's logits by about 0.05 and flips near-tied top
 tokens, so a float32 input is computed to float32 precision in three kernel calls:
 
