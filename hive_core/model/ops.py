@@ -36,7 +36,10 @@ def project(x: torch.Tensor, mats: tuple[Matrix, ...]) -> list[torch.Tensor]:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm computed in float32 and cast back, as transformers' LlamaRMSNorm does."""
+    """RMSNorm computed in float32 and cast back, as transformers' LlamaRMSNorm does (one
+    fused op for float32, which gives the same bits)."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     dtype = x.dtype
     x32 = x.to(torch.float32)
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
@@ -44,7 +47,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class RopeTable:
-    """Cosines and sines of rotary embeddings for every position up to the context length."""
+    """Cosines and sines of rotary embeddings for every position up to the context length.
+
+    `sin` holds the sines with the first half negated, so that rotate-half is a roll:
+    ``cat(-x2, x1) * sin == roll(x) * sin`` to the bit (a sign flip rounds nothing)."""
 
     def __init__(self, cfg: LlamaConfig, dtype: torch.dtype = torch.float32) -> None:
         dim = cfg.head_dim
@@ -53,7 +59,9 @@ class RopeTable:
         freqs = torch.outer(pos, inv_freq)  # float32, like transformers' rotary embedding
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos = emb.cos().to(dtype)
-        self.sin = emb.sin().to(dtype)
+        sin = emb.sin()
+        sin[:, : dim // 2] *= -1
+        self.sin = sin.to(dtype)
         self.length = cfg.context_length
 
     def at(self, start: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,10 +69,9 @@ class RopeTable:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE on ``[heads, seq, head_dim]`` (weights are in the HF row order)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """Rotate-half RoPE on ``[heads, seq, head_dim]`` (weights are in the HF row order), with
+    `RopeTable`'s half-negated `sin`: ``x * cos + cat(-x2, x1) * sin``."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 def embed(table: Table, ids: torch.Tensor) -> torch.Tensor:
