@@ -5,7 +5,8 @@ Two kernels, the first that runs here:
 - **Our CPU kernel** (`BlockLinear`, `hive_core.native`): each block's weights ``d * q + m``
   are expanded to float32 in registers and multiplied by the float32 input, one call a
   product. The result is a float32 product; only the order of the additions differs from a
-  dense float32 matrix product. Matrices sit in four-row tiles of the GGUF's own bytes.
+  dense float32 matrix product, and a row of a batch gets the same bits as alone. Matrices
+  sit in four-row tiles of the GGUF's own bytes.
 - **torch's int4 kernel** (`PackedLinear`), when ours cannot be built (no compiler) or is
   turned off (``CADENCIA_NATIVE=0``), and for the LM head (`RescoredHead`).
 

@@ -82,10 +82,14 @@ def test_tiles_hold_the_gguf_values_exactly(ops, qtype: str) -> None:
     assert lin.tiles.numel() == 72 * 4 * per_block  # 70 rows padded to 18 tiles of 4
 
 
-def test_a_decode_product_does_not_depend_on_the_thread_count() -> None:
-    blocks, _ = quantised(1536, 576, "Q4_1")
-    lin = block_matrix(blocks, "Q4_1", (1536, 576), native_kernel())
-    x = torch.randn(1, 576)
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+def test_a_product_depends_neither_on_threads_nor_on_the_rest_of_the_batch(qtype: str) -> None:
+    """Replicas on other thread counts, and a verified batch against the same rows decoded
+    one at a time, must agree to the bit."""
+    blocks, _ = quantised(1536, 576, qtype)
+    lin = block_matrix(blocks, qtype, (1536, 576), native_kernel())
+    x = torch.randn(7, 576)
+    alone = torch.cat([lin(x[i : i + 1]) for i in range(7)])
     before = torch.get_num_threads()
     try:
         outs = []
@@ -94,7 +98,8 @@ def test_a_decode_product_does_not_depend_on_the_thread_count() -> None:
             outs.append(lin(x))
     finally:
         torch.set_num_threads(before)
-    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    assert all(torch.equal(alone, o) for o in outs)
+    assert torch.equal(lin(x[2:5]), alone[2:5])
 
 
 def test_other_dtypes_are_computed_in_float32_and_cast_back() -> None:
