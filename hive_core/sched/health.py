@@ -16,7 +16,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -194,12 +194,38 @@ def benchmark_tflops(seconds: float = 0.25, size: int = 512) -> float:
 
 
 def measured_tflops(seconds: float = 0.25) -> float:
-    """The benchmark result for this process, run once (at start) and then cached."""
+    """The benchmark result for this process, run once (at start) and then cached.
+
+    It runs on a thread of its own that ends with it. A live thread that once ran torch's
+    parallel ops keeps an OpenMP thread team; with two teams on the machine's cores, libgomp
+    stops spinning between parallel regions, and the shard's compute thread (the one that
+    should drive torch, see `hive_core.exec.client.load_local`) pays a thread wake-up in
+    every region: a packed decode step ran at under half its speed on 2 cores.
+    """
     global _tflops_cache
     with _tflops_lock:
         if _tflops_cache is None:
-            _tflops_cache = benchmark_tflops(seconds)
+            _tflops_cache = _on_own_thread(lambda: benchmark_tflops(seconds))
         return _tflops_cache
+
+
+def _on_own_thread(fn: Callable[[], float]) -> float:
+    """`fn()` on a new thread, joined; its exception is raised here."""
+    out: list[float] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            err.append(e)
+
+    t = threading.Thread(target=run, name="tflops-benchmark")
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
 
 
 def read_power() -> tuple[float | None, bool]:

@@ -159,6 +159,34 @@ def test_benchmark_measures_positive_throughput() -> None:
         benchmark_tflops(seconds=0.0)
 
 
+def test_the_tflops_benchmark_runs_on_a_thread_that_ends_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live thread that ran torch's parallel ops would slow the shard's compute thread (two
+    OpenMP teams): the benchmark's thread must be neither the caller nor alive afterwards."""
+    import threading
+
+    from hive_core.sched import health
+
+    seen: list[threading.Thread] = []
+
+    def fake(seconds: float = 0.25) -> float:
+        seen.append(threading.current_thread())
+        return 1.5
+
+    monkeypatch.setattr(health, "benchmark_tflops", fake)
+    monkeypatch.setattr(health, "_tflops_cache", None)
+    assert health.measured_tflops() == 1.5
+    assert health.measured_tflops() == 1.5  # cached: run once
+    assert len(seen) == 1 and seen[0] is not threading.current_thread() and not seen[0].is_alive()
+
+    def broken(seconds: float = 0.25) -> float:
+        raise RuntimeError("no BLAS")
+
+    monkeypatch.setattr(health, "benchmark_tflops", broken)
+    monkeypatch.setattr(health, "_tflops_cache", None)
+    with pytest.raises(RuntimeError, match="no BLAS"):
+        health.measured_tflops()
+
+
 def test_dht_summary_round_trip() -> None:
     h = vector()
     rec = h.to_health_record()
