@@ -1,5 +1,5 @@
 """Packed vs float32 vs transformers (vs llama.cpp when installed): decode and prefill tok/s,
-peak RSS, the packed path's agreement with float32, and one int4 kernel call against float32.
+peak RSS, the packed path's agreement with float32, and one call of each kernel.
 
 Each variant runs in a subprocess of its own so its peak RSS is its own. Usage:
 ``python -m bench.bench_packed [--quick] [--threads 2] [--json]``.

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="compute dtype (default float32)")
     parser.add_argument("--weights", choices=WEIGHT_MODES, default=DEFAULT_WEIGHTS,
-                        help="how matrices are held: packed (Q4_1/Q8_0 kept 4-bit, int4 kernel; "
+                        help="how matrices are held: packed (Q4_1/Q8_0 blocks kept as they are; "
                         "several times faster), fp32 (dequantised) or bf16 "
                         f"(default {DEFAULT_WEIGHTS})")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
