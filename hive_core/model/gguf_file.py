@@ -95,6 +95,13 @@ class GGUFModelFile:
         self.loaded.append(name)
         return self._view(t), t.ggml_type.name
 
+    def file_offset(self, array: np.ndarray) -> int:
+        """The byte offset in the file of an array `raw` returned (a view of the map)."""
+        offset = array.ctypes.data - self._map.ctypes.data
+        if not 0 <= offset <= self._map.size - array.nbytes:
+            raise ValueError("the array is not a view of this file's memory map")
+        return offset
+
     def tensor(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """Dequantise one tensor to `dtype`, checking it has the `shape` the config implies.
 

@@ -40,8 +40,10 @@ import ctypes.util
 import functools
 import itertools
 import mmap
+import os
 import sys
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,6 +345,30 @@ class DenseLinear:
         return [self.weight]
 
 
+class RowFile:
+    """A table's rows read straight from its GGUF file with ``pread``: the bytes come from the
+    page cache, and no page of the file is mapped into this process. (Reading them through
+    the memory map faults in 64 KiB around each row, whatever ``madvise`` says, and dropping
+    those pages again costs a TLB shootdown: too dear for every token.)"""
+
+    def __init__(self, path: str, offset: int, rows: int, row_bytes: int) -> None:
+        self.path, self.offset, self.rows, self.row_bytes = path, offset, rows, row_bytes
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        weakref.finalize(self, os.close, self.fd)
+
+    def read(self, index: np.ndarray) -> np.ndarray:
+        """Rows `index` as uint8 ``[len(index), row_bytes]``."""
+        out = np.empty((len(index), self.row_bytes), dtype=np.uint8)
+        for i, row in enumerate(index.tolist()):
+            if not 0 <= row < self.rows:
+                raise IndexError(f"row {row} is outside the table's {self.rows} rows")
+            got = os.preadv(self.fd, [out[i]], self.offset + row * self.row_bytes)
+            if got != self.row_bytes:
+                raise GGUFFormatError(f"{self.path}: row {row} ends early ({got} of "
+                                      f"{self.row_bytes} bytes): the file changed or is truncated")
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class RowTable:
     """An embedding table read row by row: from packed GGUF blocks, or from a dense matrix."""
@@ -350,13 +376,14 @@ class RowTable:
     rows: np.ndarray | torch.Tensor  # GGUF blocks uint8 [vocab, bytes] (memory map) or dense
     qtype: str  # "Q4_1", "Q8_0", or "dense"
     dtype: torch.dtype  # what `lookup` returns
+    file: RowFile | None = None  # where `rows` lie in their file, to read them from there
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` as ``[seq, hidden]``; only those rows are read and dequantised."""
         if isinstance(self.rows, torch.Tensor):
             return F.embedding(ids, self.rows).to(self.dtype)
-        picked = np.array(self.rows[ids.numpy()], copy=True)  # fancy indexing copies the rows
-        release_pages(self.rows)  # the table's pages stay in the page cache, not in our RSS
+        index = ids.numpy()
+        picked = self.file.read(index) if self.file is not None else self.rows[index]
         return torch.from_numpy(_dequantize_rows(picked, self.qtype)).to(self.dtype)
 
     def tensors(self) -> list[torch.Tensor]:
@@ -405,7 +432,7 @@ class RescoredHead:
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1]).float()
         logits = self.packed(flat)
-        top = logits.argmax(dim=-1, keepdim=True)  # [m, 1]
+        top = torch.from_numpy(logits.numpy().argmax(axis=-1)).unsqueeze(1)  # [m, 1]; numpy's is fast
         first = top.flatten().unique()  # sorted
         exact = self._exact(flat, first)  # [m, len(first)]
         peak = logits.gather(1, top)
@@ -623,12 +650,6 @@ def release_pages(blocks: np.ndarray) -> None:
     _advise(blocks, mmap.MADV_DONTNEED)
 
 
-def read_randomly(blocks: np.ndarray) -> None:
-    """Tell the kernel a memory-mapped array is read a row here and there (an embedding):
-    a page fault then maps that page alone, not the 64 KiB around it."""
-    _advise(blocks, mmap.MADV_RANDOM)
-
-
 def _advise(blocks: np.ndarray, advice: int) -> None:
     root: object = blocks
     while isinstance(root, np.ndarray) and not isinstance(root, np.memmap):
@@ -647,8 +668,13 @@ def trim_heap() -> None:
         LIBC.malloc_trim(0)
 
 
-def row_table(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtype: torch.dtype) -> RowTable:
-    """An embedding over GGUF blocks left in the memory map: a lookup touches only its rows."""
+def row_table(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtype: torch.dtype,
+              source: tuple[str, int] | None = None) -> RowTable:
+    """An embedding over GGUF blocks left in their file: a lookup reads only its rows, with
+    ``pread`` from `source` (the file's path and the blocks' byte offset in it; see
+    `RowFile`) where given and supported, else from `blocks` in memory."""
     _check_blocks(blocks, qtype, shape)
-    read_randomly(blocks)
-    return RowTable(blocks, qtype, dtype)
+    file = None
+    if source is not None and hasattr(os, "preadv"):
+        file = RowFile(source[0], source[1], shape[0], blocks.shape[1])
+    return RowTable(blocks, qtype, dtype, file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from hive_core.model.errors import ModelError
@@ -31,8 +32,8 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor) -> int:
         """The chosen token id from logits ``[vocab]``."""
-        if self.greedy:
-            return int(torch.argmax(logits))
+        if self.greedy:  # numpy's argmax (first of equal maxima, like torch's) is many times faster
+            return int(np.argmax(logits.detach().to(torch.float32).reshape(-1).numpy()))
         probs = torch.softmax(logits.float() / self.temperature, dim=-1)
         if self.top_p < 1:
             sorted_p, order = torch.sort(probs, descending=True)

@@ -262,7 +262,7 @@ def _load_embedding(
     if qtype not in PACKABLE:
         t = file.tensor(name, shape, dtype)
         return (t if embed else None), (t if head else None)
-    table = row_table(blocks, qtype, (rows, cols), dtype)
+    table = row_table(blocks, qtype, (rows, cols), dtype, (str(file.path), file.file_offset(blocks)))
     out: Matrix | None = None
     if head and packable(qtype, (rows, cols)):
         out = requantise_head(blocks, qtype, (rows, cols), dtype, table)

@@ -3,6 +3,8 @@ embeddings read rows exactly, shards hold only their own layers, splits change n
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import gguf
@@ -18,6 +20,7 @@ from hive_core.model.kv_factory import kv_factory
 from hive_core.model.packed import (
     PACKED,
     DenseLinear,
+    RowFile,
     fuse_rows,
     pack_blocks,
     packed_matrix,
@@ -137,6 +140,50 @@ def test_row_table_reads_rows_exactly(qtype: str) -> None:
     ids = torch.tensor([0, 99, 7, 7, 42])
     got = row_table(blocks, qtype, (100, 64), torch.float32).lookup(ids)
     assert torch.equal(got, F.embedding(ids, dense))
+
+
+def mapped_rss_kib(address: int) -> int:
+    """Resident KiB of this process's mapping that holds `address` (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            span = re.match(r"([0-9a-f]+)-([0-9a-f]+) ", line)
+            if span:
+                inside = int(span[1], 16) <= address < int(span[2], 16)
+            elif inside and line.startswith("Rss:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_row_lookups_keep_few_table_pages_resident(smollm_path: Path) -> None:
+    """Decoding reads an embedding row or a few head rows per token; they are read from the
+    file, not through the memory map, so the process's memory does not grow with the text."""
+    file = GGUFModelFile(smollm_path)
+    blocks, qtype = file.raw("token_embd.weight")
+    vocab, hidden = file.config.vocab_size, file.config.hidden
+    table = row_table(blocks, qtype, (vocab, hidden), torch.float32,
+                      (str(file.path), file.file_offset(blocks)))
+    rows = np.random.default_rng(0).integers(0, vocab, 3000)
+    before = mapped_rss_kib(blocks.ctypes.data)
+    got = torch.cat([table.lookup(torch.tensor([r])) for r in rows.tolist()])
+    # Through the map, each row faulted in 64 KiB around it: 3000 rows held tens of MB.
+    assert mapped_rss_kib(blocks.ctypes.data) - before <= 64
+    dense = torch.from_numpy(gguf.dequantize(np.asarray(blocks[rows]), Q[qtype]).astype(np.float32))
+    assert torch.equal(got, dense)
+    with pytest.raises(ValueError, match="not a view"):
+        file.file_offset(np.zeros(4, dtype=np.uint8))
+
+
+def test_row_file_refuses_rows_it_does_not_hold(tmp_path: Path) -> None:
+    path = tmp_path / "table.bin"
+    path.write_bytes(bytes(range(64)) * 4)  # 4 rows of 64 bytes, then the file is cut
+    rows = RowFile(str(path), 0, 5, 64)
+    assert rows.read(np.array([3, 0])).tolist() == [list(range(64))] * 2
+    with pytest.raises(IndexError, match="outside"):
+        rows.read(np.array([5]))
+    with pytest.raises(GGUFFormatError, match="ends early"):
+        rows.read(np.array([4]))
 
 
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
