@@ -77,10 +77,12 @@ def run(args: argparse.Namespace) -> int:
     prompt_ids = tokenizer.encode(text)
     check_prompt(prompt_ids, model.config.context_length)
 
+    verb = "packing" if args.weights == "packed" else "dequantising"
+
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty() or done == total:
             end = "\n" if done == total else ""
-            print(f"\rdequantising tensors {done}/{total}", end=end, file=sys.stderr, flush=True)
+            print(f"\r{verb} tensors {done}/{total}", end=end, file=sys.stderr, flush=True)
 
     pipeline = LocalPipeline.load_single(model, dtype=DTYPES[args.dtype], progress=progress,
                                          weights=args.weights)
