@@ -92,27 +92,34 @@ def build(path: Path | None = None, *, force: bool = False, extra_flags: tuple[s
     cxx = compiler()
     if cxx is None:
         raise NativeBuildError("no C++ compiler found (install g++, or set CXX)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists() and not force:
-            return path
-        compile_args, link_args = _torch_build_args()
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-        os.close(fd)
-        cmd = [cxx, *FLAGS, *extra_flags, *compile_args, str(SOURCE), *link_args, "-o", tmp]
-        try:
-            done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
-            if done.returncode != 0:
-                tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-20:])
-                raise NativeBuildError(f"{cxx} failed (exit {done.returncode}):\n{tail}")
-            os.replace(tmp, path)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise NativeBuildError(f"{cxx} could not run: {e}") from e
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists() and not force:
+                return path
+            _compile(cxx, path, extra_flags)
+    except OSError as e:
+        raise NativeBuildError(f"cannot build into {path.parent}: {e}") from e
     return path
+
+
+def _compile(cxx: str, path: Path, extra_flags: tuple[str, ...]) -> None:
+    compile_args, link_args = _torch_build_args()
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    cmd = [cxx, *FLAGS, *extra_flags, *compile_args, str(SOURCE), *link_args, "-o", tmp]
+    try:
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-20:])
+            raise NativeBuildError(f"{cxx} failed (exit {done.returncode}):\n{tail}")
+        os.replace(tmp, path)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise NativeBuildError(f"{cxx} could not run: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 _lock = threading.Lock()

@@ -157,6 +157,11 @@ def test_a_failed_build_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(native.NativeBuildError, match="false failed"):
         native.build(tmp_path / "k.so")
     assert not (tmp_path / "k.so").exists()
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the library's directory should go
+    monkeypatch.delenv("CXX")
+    with pytest.raises(native.NativeBuildError, match="cannot build into"):
+        native.build(blocked / "k.so")
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(native.NativeBuildError, match="no C\\+\\+ compiler"):
