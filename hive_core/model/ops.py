@@ -36,8 +36,8 @@ def project(x: torch.Tensor, mats: tuple[Matrix, ...]) -> list[torch.Tensor]:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm computed in float32 and cast back, as transformers' LlamaRMSNorm does (one
-    fused op for float32, which gives the same bits)."""
+    """RMSNorm computed in float32 and cast back, as transformers' LlamaRMSNorm does (for
+    float32, torch's own op: the same bits in fewer dispatches)."""
     if x.dtype == torch.float32 and weight.dtype == torch.float32:
         return F.rms_norm(x, (x.shape[-1],), weight, eps)
     dtype = x.dtype
