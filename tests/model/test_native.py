@@ -5,8 +5,8 @@ fallback to torch's int4 kernel when it is turned off."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import gguf
 import numpy as np
 import pytest
 import torch
@@ -27,8 +27,6 @@ from hive_core.model.packed_run import set_threads
 from hive_core.model.pipeline import LocalPipeline
 from hive_core.model.stage import Stage
 
-Q = gguf.GGMLQuantizationType
-
 
 @pytest.fixture(scope="module")
 def ops() -> object:
@@ -37,14 +35,6 @@ def ops() -> object:
         pytest.fail(f"the CPU kernels must build here (./setup.sh builds them): "
                     f"{native.unavailable_reason()}")
     return got
-
-
-def quantised(rows: int, cols: int, qtype: str, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
-    """Random GGUF blocks and the float32 matrix `gguf` dequantises them to."""
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal((rows, cols)) * 0.05 + rng.standard_normal((rows, 1)) * 0.02
-    blocks = gguf.quantize(w.astype(np.float32), Q[qtype])
-    return blocks, torch.from_numpy(gguf.dequantize(blocks, Q[qtype]).astype(np.float32))
 
 
 def close_to_exact(y: torch.Tensor, x: torch.Tensor, dense: torch.Tensor) -> None:
@@ -59,7 +49,9 @@ def close_to_exact(y: torch.Tensor, x: torch.Tensor, dense: torch.Tensor) -> Non
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
 @pytest.mark.parametrize("rows,cols", [(64, 64), (190, 576), (577, 1536)])
 @pytest.mark.parametrize("batch", [1, 3, 130])
-def test_block_matrix_multiplies_in_float32(ops, qtype: str, rows: int, cols: int, batch: int) -> None:
+def test_block_matrix_multiplies_in_float32(
+    quantised: Any, ops, qtype: str, rows: int, cols: int, batch: int,
+) -> None:
     blocks, dense = quantised(rows, cols, qtype)
     lin = block_matrix(blocks, qtype, (rows, cols), native_kernel())
     assert lin.out_features == rows and lin.in_features == cols
@@ -72,7 +64,7 @@ def test_block_matrix_multiplies_in_float32(ops, qtype: str, rows: int, cols: in
 
 
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
-def test_tiles_hold_the_gguf_values_exactly(ops, qtype: str) -> None:
+def test_tiles_hold_the_gguf_values_exactly(quantised: Any, ops, qtype: str) -> None:
     blocks, dense = quantised(70, 128, qtype)
     order = np.random.default_rng(1).permutation(70)
     lin = block_matrix(blocks, qtype, (70, 128), native_kernel(), order)
@@ -83,7 +75,9 @@ def test_tiles_hold_the_gguf_values_exactly(ops, qtype: str) -> None:
 
 
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
-def test_a_product_depends_neither_on_threads_nor_on_the_rest_of_the_batch(qtype: str) -> None:
+def test_a_product_depends_neither_on_threads_nor_on_the_rest_of_the_batch(
+    quantised: Any, qtype: str,
+) -> None:
     """Replicas on other thread counts, and a verified batch against the same rows decoded
     one at a time, must agree to the bit."""
     blocks, _ = quantised(1536, 576, qtype)
@@ -102,7 +96,7 @@ def test_a_product_depends_neither_on_threads_nor_on_the_rest_of_the_batch(qtype
     assert torch.equal(lin(x[2:5]), alone[2:5])
 
 
-def test_other_dtypes_are_computed_in_float32_and_cast_back() -> None:
+def test_other_dtypes_are_computed_in_float32_and_cast_back(quantised: Any) -> None:
     blocks, dense = quantised(64, 128, "Q4_1")
     lin = block_matrix(blocks, "Q4_1", (64, 128), native_kernel())
     x = torch.randn(2, 3, 128).to(torch.bfloat16)
@@ -111,7 +105,7 @@ def test_other_dtypes_are_computed_in_float32_and_cast_back() -> None:
     assert torch.allclose(y.float(), x.float() @ dense.T, rtol=1e-2, atol=1e-2)
 
 
-def test_bad_arguments_get_clear_errors(ops) -> None:
+def test_bad_arguments_get_clear_errors(quantised: Any, ops) -> None:
     blocks, _ = quantised(64, 128, "Q4_1")
     lin = block_matrix(blocks, "Q4_1", (64, 128), native_kernel())
     with pytest.raises(RuntimeError, match="x must be CPU float32"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -47,18 +48,12 @@ def assert_bit_identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
         assert torch.equal(x, y), f"step {step}: logits differ by up to {(x - y).abs().max()}"
 
 
-def quantised(rows: int, cols: int, qtype: str, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
-    """Random GGUF blocks and the float32 matrix `gguf` dequantises them to."""
-    rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((rows, cols)) * 0.05 + rng.standard_normal((rows, 1)) * 0.02)
-    blocks = gguf.quantize(w.astype(np.float32), Q[qtype])
-    return blocks, torch.from_numpy(gguf.dequantize(blocks, Q[qtype]).astype(np.float32))
-
-
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
 @pytest.mark.parametrize("rows,cols", [(64, 64), (192, 576), (576, 1536)])
 @pytest.mark.parametrize("batch", [1, 5, 17])
-def test_packed_matmul_matches_dequantised_matrix(qtype: str, rows: int, cols: int, batch: int) -> None:
+def test_packed_matmul_matches_dequantised_matrix(
+    quantised: Any, qtype: str, rows: int, cols: int, batch: int,
+) -> None:
     blocks, dense = quantised(rows, cols, qtype)
     plain = pack_blocks(blocks, qtype, (rows, cols), exact=False)
     exact = pack_blocks(blocks, qtype, (rows, cols))
@@ -75,7 +70,7 @@ def test_packed_matmul_matches_dequantised_matrix(qtype: str, rows: int, cols: i
     assert (fine.double() - ref).abs().max() * 100 < (got.double() - ref).abs().max()
 
 
-def test_exact_matrix_leaves_its_spare_groups_zero_and_serves_threads() -> None:
+def test_exact_matrix_leaves_its_spare_groups_zero_and_serves_threads(quantised: Any) -> None:
     """The output correction writes the spare groups' scales per call; afterwards they are
     zero again, and threads sharing one matrix each get their own exact product."""
     from concurrent.futures import ThreadPoolExecutor
@@ -94,7 +89,7 @@ def test_exact_matrix_leaves_its_spare_groups_zero_and_serves_threads() -> None:
     assert lin(xb).dtype == torch.bfloat16
 
 
-def test_fused_rows_equal_their_matrices_packed_alone() -> None:
+def test_fused_rows_equal_their_matrices_packed_alone(quantised: Any) -> None:
     parts = [quantised(rows, 576, "Q4_1", seed)[0] for seed, rows in enumerate((576, 192, 192))]
     fused = fuse_rows(parts, "Q4_1", 576)
     assert [s.out_features for s in fused] == [576, 192, 192]
@@ -124,7 +119,7 @@ def test_packed_matmul_is_exact_on_bfloat16_grid() -> None:
     assert torch.equal(lin(x), exact)
 
 
-def test_packing_follows_row_order() -> None:
+def test_packing_follows_row_order(quantised: Any) -> None:
     blocks, dense = quantised(64, 64, "Q4_1")
     order = np.random.default_rng(1).permutation(64)
     x = torch.randn(2, 64)
@@ -135,7 +130,7 @@ def test_packing_follows_row_order() -> None:
 
 
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
-def test_row_table_reads_rows_exactly(qtype: str) -> None:
+def test_row_table_reads_rows_exactly(quantised: Any, qtype: str) -> None:
     blocks, dense = quantised(100, 64, qtype)
     ids = torch.tensor([0, 99, 7, 7, 42])
     got = row_table(blocks, qtype, (100, 64), torch.float32).lookup(ids)
@@ -187,7 +182,7 @@ def test_row_file_refuses_rows_it_does_not_hold(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
-def test_rescored_head_logits_near_the_top_are_float32_exact(qtype: str) -> None:
+def test_rescored_head_logits_near_the_top_are_float32_exact(quantised: Any, qtype: str) -> None:
     blocks, dense = quantised(256, 64, qtype)
     head = requantise_head(blocks, qtype, (256, 64), torch.float32)
     assert head.packed.packed.nbytes == 256 * 64 // 2  # int4 codes, whatever the GGUF type
@@ -205,7 +200,7 @@ def test_rescored_head_logits_near_the_top_are_float32_exact(qtype: str) -> None
         requantise_head(blocks[:250], qtype, (250, 64), torch.float32)
 
 
-def test_bad_blocks_are_refused() -> None:
+def test_bad_blocks_are_refused(quantised: Any) -> None:
     blocks, _ = quantised(64, 64, "Q4_1")
     with pytest.raises(GGUFFormatError, match="expected"):
         pack_blocks(blocks, "Q4_1", (64, 96))
