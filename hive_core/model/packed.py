@@ -225,7 +225,7 @@ class BlockLinear:
 
     @property
     def in_features(self) -> int:
-        return int(self.tiles.shape[1]) // (_TILE * (_BLOCK_BYTES[self.qtype] + _PAD[self.qtype])) * GROUP
+        return int(self.tiles.shape[1]) // (_TILE * _TILE_BLOCK_BYTES[self.qtype]) * GROUP
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -239,7 +239,8 @@ class BlockLinear:
 
 NATIVE_QTYPE = {"Q4_1": 0, "Q8_0": 1}  # the kernel's qtype numbers (kernels.cpp)
 _TILE = 4  # rows per tile (kernels.cpp kTile)
-_PAD = {"Q4_1": 0, "Q8_0": 2}  # bytes a block gains in a tile: Q8_0's zero m
+# Bytes a block takes in a tile: its codes and float16 d and m (Q8_0 gains a zero m).
+_TILE_BLOCK_BYTES = {"Q4_1": 20, "Q8_0": 36}
 
 
 def native_kernel() -> Any | None:
@@ -258,13 +259,13 @@ def block_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int], kernel:
     _check_blocks(blocks, qtype, shape)
     rows, cols = shape
     nb, bb = cols // GROUP, _BLOCK_BYTES[qtype]
-    scale_bytes = 4 if qtype == "Q4_1" else 2  # fp16 d and m, or d alone
-    tiles = torch.zeros((-(-rows // _TILE), nb * _TILE * (bb - scale_bytes + 4)), dtype=torch.uint8)
+    tb = _TILE_BLOCK_BYTES[qtype]
+    tiles = torch.zeros((-(-rows // _TILE), nb * _TILE * tb), dtype=torch.uint8)
     for start in range(0, rows, _PACK_ROWS):  # a multiple of _TILE
         stop = min(start + _PACK_ROWS, rows)
         chunk = blocks[row_order[start:stop]] if row_order is not None else blocks[start:stop]
         n = -(-(stop - start) // _TILE) * _TILE
-        b = torch.zeros((n, nb, bb + 4 - scale_bytes), dtype=torch.uint8)  # padding rows: zeros
+        b = torch.zeros((n, nb, tb), dtype=torch.uint8)  # padding rows: zeros
         b[: stop - start, :, :bb] = torch.from_numpy(np.array(chunk, copy=True)).view(-1, nb, bb)
         if qtype == "Q8_0":  # d, then a zero m, then the codes
             b[..., 4:] = b[..., 2:bb].clone()
