@@ -99,7 +99,8 @@ def _ours(mode: str, prefill: int, decode: int, *, on_worker: bool = False) -> d
     from hive_core.model.packed import BlockLinear, PackedLinear, unfused
 
     q = unfused(pipe.hops[0][0].weights.attention[0].q)
-    kernel = "ours" if isinstance(q, BlockLinear) else "torch int4" if isinstance(q, PackedLinear) else ""
+    kernel = ("our kernel" if isinstance(q, BlockLinear)
+              else "torch int4" if isinstance(q, PackedLinear) else "")
     return {"load_s": load_s, "prefill_tps": prefill / (t2 - t1), "decode_tps": decode / (t3 - t2),
             "weights_mb": pipe.client.weights.nbytes() / 1e6, "kernel": kernel}
 
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {label} | {r.get('skipped') or r.get('error')} | | | |")
             continue
         if name == "packed" and r.get("kernel"):
-            label = f"packed ({'our kernel' if r['kernel'] == 'ours' else r['kernel']})"
+            label = f"packed ({r['kernel']})"
         print(f"| {label} | {r['decode_tps']:.1f} | {r['prefill_tps']:.1f} | {r['peak_rss_mb']:.0f} "
               f"| {r['load_s']:.1f} |")
     if "top1" in quality:
