@@ -349,7 +349,7 @@ class DenseLinear:
 class RowFile:
     """A table's rows read straight from its GGUF file with ``pread``: the bytes come from the
     page cache, and no page of the file is mapped into this process. (Reading them through
-    the memory map faults in 64 KiB around each row, whatever ``madvise`` says, and dropping
+    the memory map faults in the pages around each row, whatever ``madvise`` says, and dropping
     those pages again costs a TLB shootdown: too dear for every token.)"""
 
     def __init__(self, path: str, offset: int, rows: int, row_bytes: int) -> None:

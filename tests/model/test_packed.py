@@ -162,7 +162,7 @@ def test_row_lookups_keep_few_table_pages_resident(smollm_path: Path) -> None:
     rows = np.random.default_rng(0).integers(0, vocab, 3000)
     before = mapped_rss_kib(blocks.ctypes.data)
     got = torch.cat([table.lookup(torch.tensor([r])) for r in rows.tolist()])
-    # Through the map, each row faulted in 64 KiB around it: 3000 rows held tens of MB.
+    # Through the map, each row faulted in the pages around it: 3000 rows held megabytes.
     assert mapped_rss_kib(blocks.ctypes.data) - before <= 64
     dense = torch.from_numpy(gguf.dequantize(np.asarray(blocks[rows]), Q[qtype]).astype(np.float32))
     assert torch.equal(got, dense)
