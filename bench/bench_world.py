@@ -25,7 +25,7 @@ import time
 
 from pycrdt import Doc
 
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
 from hive_core.mesh.memchannel import LinkProfile, memory_pair
 from world.model import City, Outcome, SignedEdit
 from world.model.provider import SyncProvider

@@ -171,12 +171,12 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
                 closers: list[Any]) -> Any:
     import asyncio
 
+    from hive_core.base.identity import Identity
     from hive_core.exec import HiveClient
     from hive_core.exec.client import load_local
     from hive_core.exec.errors import ExecError
     from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
     from hive_core.mesh.hivenode import HiveNode
-    from hive_core.mesh.identity import Identity
     from hive_core.mesh.node import NodeConfig
     from hive_core.mesh.rtc import RTCOptions
     from hive_core.mesh.wschannel import parse_ws_url
@@ -202,7 +202,7 @@ async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, sa
     plan = route(infos, model.config, path.name[:128], args.replicas, rtts, first_layer=k,
                  prefer=args.weights)
     say(f"{len(infos)} shard servers, {len(plan.stages)} stages")
-    from hive_core.model.stage import Stage
+    from hive_core.base.stage import Stage
 
     local, pool = load_local(lambda: ShardExecutor.load(
         model, [Stage(0, k)] if k else [], embed=True, head=True, weights=args.weights),

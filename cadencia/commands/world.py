@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hive_core.mesh.identity import Identity
+    from hive_core.base.identity import Identity
     from hive_core.paths import data_dir
     from world.model import City
 

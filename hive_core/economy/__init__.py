@@ -2,7 +2,6 @@
 
 from .efficiency import (
     PART_WEIGHT_PERMILLE,
-    Part,
     efficiency_factor,
     efficiency_permille,
     power_permille,
@@ -18,7 +17,6 @@ __all__ = [
     "PART_WEIGHT_PERMILLE",
     "EconomyError",
     "Ledger",
-    "Part",
     "ReceiptError",
     "Spend",
     "SpendError",

@@ -6,7 +6,7 @@ from the same receipts whatever its CPU or summation order.
 
 from __future__ import annotations
 
-import enum
+from hive_core.base.stage import Part
 
 PERMILLE = 1000
 
@@ -28,14 +28,6 @@ ON_AC = 1000
 BATTERY_BASE = 400  # at 0 %
 BATTERY_PER_PCT = 4  # +4 per-mille per percent: 800 at 100 %
 UNKNOWN_BATTERY = BATTERY_BASE
-
-
-class Part(enum.IntEnum):
-    """Which part of a transformer block a stage ran (the planner's alpha/beta split)."""
-
-    FULL = 0
-    ATTENTION = 1
-    MLP = 2
 
 
 # Share of a llama block's weight FLOPs per part, for SmolLM2-135M (hidden 576, KV 192,

@@ -6,7 +6,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from hive_core.mesh.identity import ID_BYTES, Identity, IdentityError, node_id_of, verify
+from hive_core.base.identity import ID_BYTES, Identity, IdentityError, node_id_of, verify
 
 from .efficiency import Part, reward_mc
 from .errors import ReceiptError

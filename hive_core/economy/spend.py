@@ -6,7 +6,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from hive_core.mesh.identity import Identity, IdentityError, node_id_of, verify
+from hive_core.base.identity import Identity, IdentityError, node_id_of, verify
 
 from .errors import SpendError
 

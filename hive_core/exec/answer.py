@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hive_core.base.stage import Stage
 from hive_core.exec.errors import ExecError
-from hive_core.exec.wire import TO_WIRE, hidden_from_bytes, seal_context
-from hive_core.model.stage import Stage
+from hive_core.exec.wire import hidden_from_bytes, seal_context
 from hive_core.protocol.inference import StageResult
 from hive_core.protocol.trust import Attestation
 from hive_core.trust import TrustError, check_attestation, merkle_root, open_sealed, worker_id
@@ -71,7 +71,7 @@ def check_answer(node: bytes, hop: Hop, result: StageResult, box: object, hidden
         except TrustError as exc:
             raise BadAnswer(str(exc)) from None
         expected = (hop.session_id, hop.step, hop.stage.start, hop.stage.end,
-                    TO_WIRE[hop.stage.part], hop.position, hop.tokens)
+                    hop.stage.part, hop.position, hop.tokens)
         got = (att.session_id, att.step, att.layer_start, att.layer_end, att.part, att.position,
                att.tokens)
         if worker_id(att) != node or got != expected:

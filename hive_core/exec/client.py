@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hive_core.base.ids import new_session_id
+from hive_core.base.stage import Stage
 from hive_core.economy import WorkReceipt
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable, check_answer
 from hive_core.exec.errors import ExecError, NoReplicaError
@@ -35,11 +36,10 @@ from hive_core.exec.feed import tell_verdict
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.verdicts import StageVerifier
-from hive_core.exec.wire import TO_WIRE, seal_context
+from hive_core.exec.wire import seal_context
 from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.kv_factory import kv_factory
-from hive_core.model.stage import Stage
 from hive_core.protocol.feed import FeedVerdict
 from hive_core.protocol.inference import (
     MAX_PAYLOAD,
@@ -177,7 +177,7 @@ class HiveSession:
 
     def __init__(self, client: HiveClient) -> None:
         self.client = client
-        self.session_id = os.urandom(16)
+        self.session_id = new_session_id()
         self.position = 0
         self.step = 0
         self.replays = 0  # cache rebuilds (failover, referees)
@@ -271,7 +271,7 @@ class HiveSession:
             payload = seal(box, hop.input_bytes,  # type: ignore[arg-type]
                            seal_context(b"in", hop.session_id, hop.step, hop.stage, hop.position))
             msg = RunStage(self.client.node.next_rpc_id(), hop.session_id, hop.step,
-                           hop.stage.start, hop.stage.end, TO_WIRE[hop.stage.part], hop.position,
+                           hop.stage.start, hop.stage.end, hop.stage.part, hop.position,
                            hop.tokens, cfg.kv, cfg.attest, payload)
             sent = time.monotonic()
             result = await self.client.node.request(node, msg, timeout=cfg.request_timeout_s)
@@ -286,7 +286,7 @@ class HiveSession:
         if work[0] == 0:
             self.client.emit("StageStarted", session_id=hop.session_id, node_id=node,
                              layer_start=hop.stage.start, layer_end=hop.stage.end,
-                             part=TO_WIRE[hop.stage.part])
+                             part=hop.stage.part)
         work[0] += hop.tokens
         work[1] += answer.compute_s
         return answer
@@ -361,7 +361,7 @@ class HiveSession:
                 r = WorkReceipt.create(
                     ident, session_id=self.session_id, worker_id=node,
                     layer_start=st.stage.start, layer_end=st.stage.end,
-                    part=TO_WIRE[st.stage.part], tokens=int(rows),
+                    part=st.stage.part, tokens=int(rows),
                     wall_time_s=max(compute_s, 1e-6), timestamp_ms=int(time.time() * 1000),
                     stability=1.0, temperature_c=None, battery_pct=None, on_ac=True)
                 receipts.append(r)

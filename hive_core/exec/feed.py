@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from hive_core.economy import Part
+from hive_core.base.stage import Part
 from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.protocol import encode_struct
 from hive_core.protocol.feed import (

@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hive_core.base.identity import Identity
+from hive_core.base.stage import Stage, even_stages
 from hive_core.exec.client import ClientConfig, HiveClient, load_local
 from hive_core.exec.events import EventHook
 from hive_core.exec.faults import Fault
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.server import ServerConfig, ShardServer
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.memchannel import LinkProfile, memory_pair
 from hive_core.mesh.node import Node
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.stage import Stage, even_stages
 from hive_core.sched.planner import Plan, fixed_plan
 from hive_core.trust import ReputationBook
 

@@ -10,13 +10,13 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 
+from hive_core.base.health import HealthVector
+from hive_core.base.stage import Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.wire import WEIGHTS_FROM_WIRE
 from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.model.config import LlamaConfig
-from hive_core.model.stage import Stage
 from hive_core.protocol.inference import ShardInfo, ShardQuery
-from hive_core.sched.health import HealthVector
 from hive_core.sched.planner import Candidate, CostModel, Plan, fixed_plan, plan
 
 

@@ -44,11 +44,11 @@ def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: i
 
     Without a model (none given, none bundled) and without spans, the node serves nothing.
     """
+    from hive_core.base.stage import Stage
     from hive_core.exec.faults import Fault
     from hive_core.exec.server import ServerConfig, ShardServer
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
-    from hive_core.model.stage import Stage
 
     fault = Fault.parse(args.fault) if getattr(args, "fault", None) else None
     from hive_core.model.errors import ModelError, ModelNotFoundError

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hive_core.base.stage import Stage, StageError
 from hive_core.economy import ReceiptError, WorkReceipt
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
@@ -38,7 +39,6 @@ from hive_core.mesh.node import Node
 from hive_core.model.errors import ModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.stage import Stage
 from hive_core.protocol.feed import FeedKind, feed_event
 from hive_core.protocol.inference import (
     EndSession,
@@ -276,7 +276,7 @@ class ShardServer:
             return self._compute(peer, public_key, msg)
         except StepRefused as exc:
             return _failure(msg.rpc_id, str(exc)[:256], exc.held)
-        except (ModelError, ExecError, TrustError) as exc:
+        except (ModelError, StageError, ExecError, TrustError) as exc:
             return _failure(msg.rpc_id, str(exc)[:256], 0)
         finally:
             self.stats.evicted = self.host.evicted

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hive_core.base.stage import Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.wire import hidden_bytes, hidden_from_bytes
@@ -21,7 +22,6 @@ from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv_factory import kv_factory
 from hive_core.model.kvcache import KVCache
-from hive_core.model.stage import Stage
 from hive_core.protocol.inference import KvKind
 
 KV_NAMES = {KvKind.FP32: "fp32", KvKind.INT4: "int4"}

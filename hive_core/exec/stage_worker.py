@@ -27,11 +27,9 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from hive_core.economy import Part as WirePart
+from hive_core.base.stage import Part, Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.stage_host import SessionKey, StepRefused
-from hive_core.exec.wire import FROM_WIRE, TO_WIRE
-from hive_core.model.stage import Stage
 from hive_core.protocol.inference import KvKind
 
 logger = logging.getLogger(__name__)
@@ -71,13 +69,13 @@ class WorkerError(ExecError):
 
 
 def stage_bytes(stage: Stage) -> bytes:
-    return _STAGE.pack(stage.start, stage.end, int(TO_WIRE[stage.part]))
+    return _STAGE.pack(stage.start, stage.end, int(stage.part))
 
 
 def parse_stage(body: bytes, at: int = 0) -> Stage:
     start, end, part = _STAGE.unpack_from(body, at)
     try:
-        return Stage(start, end, FROM_WIRE[WirePart(part)])
+        return Stage(start, end, Part(part))
     except ValueError:
         raise WorkerError(f"unknown stage part {part}") from None
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
 from hive_core.exec.errors import VerificationError
 from hive_core.exec.feed import slashed_verdicts, verified_verdict
-from hive_core.exec.wire import TO_WIRE
 from hive_core.trust import EvidenceError, agree, judge, make_evidence
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ class StageVerifier:
                 self.s.client.reputation.reward(a.node)
             nodes = [a.node for a in agreeing]
             self.s.client.announce([verified_verdict(hop.session_id, hop.step, hop.stage.start,
-                                                     hop.stage.end, TO_WIRE[hop.stage.part], nodes)],
+                                                     hop.stage.end, hop.stage.part, nodes)],
                                    nodes)
         self.last[i] = (hop, agreeing[0])
 

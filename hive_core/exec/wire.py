@@ -1,4 +1,4 @@
-"""Helpers both ends of a hop share: seal contexts, hidden-state bytes, part and weights mapping."""
+"""Helpers both ends of a hop share: seal contexts, hidden-state bytes, the weights mapping."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import struct
 import numpy as np
 import torch
 
-from hive_core.economy import Part as WirePart
+from hive_core.base.stage import Part, Stage
 from hive_core.exec.errors import ExecError
-from hive_core.model.stage import Part, Stage
 from hive_core.protocol.inference import WeightsKind
 
 _CTX = struct.Struct("<3s16sIHHBI")
-TO_WIRE = {Part.FULL: WirePart.FULL, Part.ATTENTION: WirePart.ATTENTION, Part.MLP: WirePart.MLP}
-FROM_WIRE = {v: k for k, v in TO_WIRE.items()}
 WEIGHTS_TO_WIRE = {"fp32": WeightsKind.FP32, "packed": WeightsKind.PACKED, "bf16": WeightsKind.BF16}
 WEIGHTS_FROM_WIRE = {v: k for k, v in WEIGHTS_TO_WIRE.items()}
 
@@ -22,7 +19,7 @@ WEIGHTS_FROM_WIRE = {v: k for k, v in WEIGHTS_TO_WIRE.items()}
 def seal_context(direction: bytes, session_id: bytes, step: int, stage: Stage, position: int) -> bytes:
     """What a sealed payload is bound to: direction (b"in"/b"out"), session, step, stage, position."""
     return _CTX.pack(direction, session_id, step, stage.start, stage.end,
-                     int(TO_WIRE[stage.part]), position)
+                     int(stage.part), position)
 
 
 def hidden_bytes(h: torch.Tensor) -> bytes:
@@ -40,5 +37,5 @@ def hidden_from_bytes(data: bytes, tokens: int, hidden: int) -> np.ndarray:
     return arr
 
 
-def stage_of(layer_start: int, layer_end: int, part: WirePart) -> Stage:
-    return Stage(layer_start, layer_end, FROM_WIRE[part])
+def stage_of(layer_start: int, layer_end: int, part: Part) -> Stage:
+    return Stage(layer_start, layer_end, Part(part))

@@ -5,7 +5,7 @@ rtc=RTCOptions.loopback()))`` and ``await hive.start()``; the layers above use i
 ``hive.node`` (a `Node`): ``request``, ``send_tensor``, ``on``, ``on_tensor``,
 ``open_channel``, ``events()``.
 
-Names are re-exported lazily: `hive_core.protocol` imports `hive_core.mesh.identity`,
+Names are re-exported lazily: `hive_core.protocol` imports `hive_core.base.identity`,
 so importing the runtime here eagerly would be circular.
 """
 

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from hive_core.base.identity import Identity
 from hive_core.mesh.dht import (
     DhtConfig,
     DhtNode,
@@ -29,8 +30,6 @@ from hive_core.mesh.dht import (
 )
 from hive_core.mesh.dht.records import RecordError, decode_value, owner_of
 from hive_core.mesh.events import RecordsPublished
-from hive_core.mesh.health_source import local_health
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.node import Node, NodeConfig, PeerUnavailable
 from hive_core.mesh.peers import Link
 from hive_core.mesh.rtc import ConnectFailed
@@ -54,6 +53,7 @@ from hive_core.protocol import (
     Value,
     encode,
 )
+from hive_core.sched.health import local_health
 
 logger = logging.getLogger(__name__)
 

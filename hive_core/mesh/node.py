@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hive_core.base.identity import Identity
 from hive_core.mesh.channel import Channel, ChannelClosed
 from hive_core.mesh.dht.records import LayerSpanRecord
 from hive_core.mesh.events import FrameRejected, NodeEvent, PeerConnected, PeerLost
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.peers import Link, PeerInfo, PeerTable
 from hive_core.mesh.rtc import ConnectFailed, RTCChannel, RTCOptions, RTCPeer
 from hive_core.protocol import (

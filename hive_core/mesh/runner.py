@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from hive_core.base.identity import Identity
 from hive_core.mesh.dht.records import LayerSpanRecord
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.node import NodeConfig
 from hive_core.mesh.rtc import RTCOptions
 from hive_core.mesh.wschannel import parse_listen, parse_ws_url

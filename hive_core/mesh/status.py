@@ -6,19 +6,19 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from hive_core.base.health import HealthRecord
+from hive_core.base.identity import Identity
 from hive_core.mesh.dht.records import (
-    HealthRecord,
     LinksRecord,
     RecordError,
     RolesRecord,
     owner_of,
     verify_record,
 )
-from hive_core.mesh.health_source import fitness_scores
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.node import Node, NodeConfig
 from hive_core.mesh.wschannel import ws_connect
 from hive_core.protocol import HandshakeError, SignedRecord, StatusReply, StatusRequest
+from hive_core.sched.fitness import fitness_scores
 
 
 class StatusFailed(ConnectionError):

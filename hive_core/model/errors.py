@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from hive_core.base.stage import StageError
+
+__all__ = [
+    "GGUFFormatError", "ModelError", "ModelNotFoundError", "PromptError", "StageError",
+    "UnsupportedModelError",
+]
+
 
 class ModelError(ValueError):
     """A model file, prompt, stage or tensor that cannot be used as given."""
@@ -22,6 +29,3 @@ class UnsupportedModelError(ModelError):
 class PromptError(ModelError):
     """A prompt that cannot be generated from: empty, or longer than the context."""
 
-
-class StageError(ModelError):
-    """A stage request that does not fit the loaded weights, its caches or its input tensor."""

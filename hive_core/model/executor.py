@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
+from hive_core.base.stage import Stage
 from hive_core.model import ops
 from hive_core.model.config import LlamaConfig
 from hive_core.model.errors import StageError
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv_factory import KVFactory, new_caches
 from hive_core.model.kvcache import KVCache
-from hive_core.model.stage import Stage
 from hive_core.model.weights import Progress, ShardWeights, load_shard_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

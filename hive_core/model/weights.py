@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from hive_core.base.stage import Stage
 from hive_core.model.errors import ModelError
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.modes import WEIGHT_MODES
@@ -27,7 +28,6 @@ from hive_core.model.packed import (
     row_table,
     trim_heap,
 )
-from hive_core.model.stage import Stage
 
 Progress = Callable[[int, int], None]  # (done, total) tensors
 WeightsMode = Literal["packed", "fp32", "bf16"]  # see `hive_core.model.modes`

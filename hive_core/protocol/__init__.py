@@ -28,7 +28,7 @@ handle it like the core messages. A `__post_init__` raising ValueError makes `de
 refuse the frame with ProtocolError. Nested structs use `@wire_struct` and `Nested(cls)`.
 """
 
-from hive_core.protocol.codec import (
+from hive_core.base.codec import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Nested,
@@ -40,8 +40,8 @@ from hive_core.protocol.codec import (
     registered_messages,
     wire_struct,
 )
-from hive_core.protocol.errors import ProtocolError
-from hive_core.protocol.fields import (
+from hive_core.base.errors import ProtocolError
+from hive_core.base.fields import (
     Blob,
     Bool,
     EnumOf,

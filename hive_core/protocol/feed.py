@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from hive_core.economy import Part
+from hive_core.base.codec import message
+from hive_core.base.errors import ProtocolError
+from hive_core.base.fields import Blob, Bool, EnumOf, Fixed, Float, ListOf, Text, UInt
+from hive_core.base.stage import Part
 from hive_core.economy.receipt import SIZE as RECEIPT_BYTES
-from hive_core.protocol.codec import message
-from hive_core.protocol.errors import ProtocolError
-from hive_core.protocol.fields import Blob, Bool, EnumOf, Fixed, Float, ListOf, Text, UInt
 from hive_core.protocol.trust import MAX_WITNESSES, SESSION_BYTES
 
 NODE_BYTES = 20

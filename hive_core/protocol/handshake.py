@@ -9,9 +9,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
-from hive_core.mesh.identity import Identity, IdentityError, node_id_of, verify
-from hive_core.protocol.codec import encode_struct
-from hive_core.protocol.errors import ProtocolError
+from hive_core.base.codec import encode_struct
+from hive_core.base.errors import ProtocolError
+from hive_core.base.identity import Identity, IdentityError, node_id_of, verify
 from hive_core.protocol.messages import NONCE_BYTES, Hello, Signal, SignalKind
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from hive_core.economy import Part
+from hive_core.base.codec import MAX_FRAME_BYTES, Nested, message
+from hive_core.base.errors import ProtocolError
+from hive_core.base.fields import Blob, Bool, EnumOf, Fixed, Float, Maybe, Text, UInt
+from hive_core.base.stage import Part
 from hive_core.economy.receipt import SIZE as RECEIPT_BYTES
-from hive_core.protocol.codec import MAX_FRAME_BYTES, Nested, message
-from hive_core.protocol.errors import ProtocolError
-from hive_core.protocol.fields import Blob, Bool, EnumOf, Fixed, Float, Maybe, Text, UInt
 from hive_core.protocol.trust import SESSION_BYTES, Attestation
 
 MAX_PAYLOAD = MAX_FRAME_BYTES - 4096  # room for the other fields of a RunStage / StageResult

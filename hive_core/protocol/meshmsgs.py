@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from hive_core.protocol.codec import Nested, message
-from hive_core.protocol.fields import ListOf, UInt
+from hive_core.base.codec import Nested, message
+from hive_core.base.fields import ListOf, UInt
 from hive_core.protocol.messages import SignedRecord
 
 MAX_STATUS_RECORDS = 512  # 128 nodes x (health, roles, reach, links); the frame limit still applies

@@ -6,14 +6,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from hive_core.mesh.identity import node_id_of
-from hive_core.protocol.codec import Nested, message, wire_struct
-from hive_core.protocol.errors import ProtocolError
-from hive_core.protocol.fields import Blob, Bool, EnumOf, Fixed, Float, ListOf, Text, UInt
+from hive_core.base.codec import Nested, message, wire_struct
+from hive_core.base.errors import ProtocolError
+from hive_core.base.fields import Blob, Bool, EnumOf, Fixed, Float, ListOf, Text, UInt
+from hive_core.base.identity import node_id_of
+from hive_core.base.ids import ID_BYTES, KEY_BYTES, SIGNATURE_BYTES
 
-ID_BYTES = 20  # node ids and DHT keys: BLAKE2b-160
-KEY_BYTES = 32  # Ed25519 public key
-SIG_BYTES = 64  # Ed25519 signature
 NONCE_BYTES = 16
 MAX_ADDRESS_BYTES = 256
 MAX_REASON_BYTES = 1024
@@ -71,7 +69,7 @@ U16 = Annotated[int, UInt(2)]
 U64 = Annotated[int, UInt(8)]
 NodeId = Annotated[bytes, Fixed(ID_BYTES)]
 PublicKey = Annotated[bytes, Fixed(KEY_BYTES)]
-Signature = Annotated[bytes, Fixed(SIG_BYTES)]
+Signature = Annotated[bytes, Fixed(SIGNATURE_BYTES)]
 
 
 @wire_struct

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from hive_core.protocol.codec import MAX_FRAME_BYTES, message
-from hive_core.protocol.errors import ProtocolError
-from hive_core.protocol.fields import Blob, EnumOf, ListOf, UInt
+from hive_core.base.codec import MAX_FRAME_BYTES, message
+from hive_core.base.errors import ProtocolError
+from hive_core.base.fields import Blob, EnumOf, ListOf, UInt
 from hive_core.protocol.messages import MsgType
 
 # Room for the frame and tensor headers (at most ~80 bytes with 8 dims) inside one frame.

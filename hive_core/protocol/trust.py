@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from hive_core.economy import Part
-from hive_core.protocol.codec import Nested, message, wire_struct
-from hive_core.protocol.fields import Blob, EnumOf, Fixed, Float, ListOf, UInt
+from hive_core.base.codec import Nested, message, wire_struct
+from hive_core.base.fields import Blob, EnumOf, Fixed, Float, ListOf, UInt
+from hive_core.base.ids import SESSION_BYTES
+from hive_core.base.stage import Part
 
-SESSION_BYTES = 16
 DIGEST_BYTES = 32
 MAX_EVIDENCE_OUTPUT = 4 * 1024 * 1024  # one stage output kept as evidence (float32 bytes)
 MAX_WITNESSES = 8

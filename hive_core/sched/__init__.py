@@ -8,13 +8,7 @@ from hive_core.sched.fitness import (
     fitness_all,
     load_fitness_config,
 )
-from hive_core.sched.health import (
-    HealthVector,
-    PeerRtt,
-    benchmark_tflops,
-    measure_health,
-    measured_tflops,
-)
+from hive_core.sched.health import benchmark_tflops, measure_health, measured_tflops
 from hive_core.sched.planner import (
     Candidate,
     CostModel,
@@ -30,8 +24,6 @@ __all__ = [
     "CostModel",
     "FitnessConfig",
     "FitnessConfigError",
-    "HealthVector",
-    "PeerRtt",
     "Plan",
     "PlanError",
     "PlannedStage",

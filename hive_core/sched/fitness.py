@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from hive_core.sched.health import HealthVector
+from hive_core.base.health import HealthRecord, HealthVector
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("weights.toml")
 ENV_VAR = "CADENCIA_FITNESS_WEIGHTS"
@@ -95,6 +95,12 @@ def fitness(
 def fitness_all(health: HealthVector, config: FitnessConfig | None = None) -> dict[str, float]:
     """Fitness for every task kind, keyed by lower-case name (for status JSON)."""
     return {k.name.lower(): fitness(health, k, config) for k in TaskKind}
+
+
+def fitness_scores(health: HealthRecord, config: FitnessConfig | None = None) -> dict[str, float]:
+    """Fitness for each task kind from a node's published DHT summary (`hive status`)."""
+    vector = HealthVector.from_health_record(health)
+    return {kind: round(score, 6) for kind, score in fitness_all(vector, config).items()}
 
 
 def task_kind(kind: TaskKind | str) -> TaskKind:

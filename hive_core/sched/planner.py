@@ -20,9 +20,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hive_core.base.health import HealthVector
+from hive_core.base.stage import Part, Stage
 from hive_core.model.config import LlamaConfig
-from hive_core.model.stage import Part, Stage
-from hive_core.sched.health import HealthVector
 
 MB = 1024 * 1024
 

@@ -16,8 +16,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from hive_core.base.identity import Identity
 from hive_core.mesh.dht import ChannelRpc, DhtConfig, DhtNode, RpcEndpoint
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.memchannel import LinkProfile, MemoryChannel, memory_pair
 from hive_core.protocol import Contact
 from hive_core.sim.latency import LatencyModel, SimError

@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hive_core.base.health import HealthVector
 from hive_core.mesh.dht import DhtConfig, RpcError, node_key, owner_of
 from hive_core.mesh.dht.records import RecordKind
-from hive_core.sched.health import HealthVector
 from hive_core.sim.clock import run_virtual
 from hive_core.sim.latency import LatencyModel, SimError, constant_latency, internet_latency
 from hive_core.sim.network import SimNetwork, SimNode

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hive_core.economy import Part
-from hive_core.mesh.identity import Identity, IdentityError, node_id_of, verify
+from hive_core.base.identity import Identity, IdentityError, node_id_of, verify
+from hive_core.base.stage import Part
 from hive_core.protocol import encode_struct
 from hive_core.protocol.trust import Attestation
 from hive_core.trust.errors import TrustError

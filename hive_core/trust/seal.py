@@ -15,7 +15,7 @@ from nacl import exceptions as nacl_exceptions
 from nacl.public import Box, PrivateKey, PublicKey, SealedBox
 from nacl.signing import VerifyKey
 
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
 from hive_core.trust.errors import SealError
 
 OVERHEAD = Box.NONCE_SIZE + 16 + 2  # nonce, Poly1305 MAC, context length

@@ -10,11 +10,12 @@ from dataclasses import replace
 
 import pytest
 
+from hive_core.base.health import HealthRecord
+from hive_core.base.identity import Identity
 from hive_core.mesh.dht import (
     ChannelRpc,
     DhtConfig,
     DhtNode,
-    HealthRecord,
     LayerSpanRecord,
     RecordKind,
     RpcEndpoint,
@@ -25,7 +26,6 @@ from hive_core.mesh.dht import (
     next_rpc_id,
     node_key,
 )
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.memchannel import LinkProfile, MemoryChannel, memory_pair
 from hive_core.protocol import Contact, FindValue, Store, Stored, Value
 

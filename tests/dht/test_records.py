@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from hive_core.base.health import HealthRecord
+from hive_core.base.identity import Identity
 from hive_core.mesh.dht import (
-    HealthRecord,
     LayerSpanRecord,
     RecordError,
     RecordKind,
@@ -21,7 +22,6 @@ from hive_core.mesh.dht import (
     node_key,
     verify_record,
 )
-from hive_core.mesh.identity import Identity
 from hive_core.protocol import SignedRecord, decode_struct, encode_struct
 
 OWNER = Identity.from_seed(b"o" * 32)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from hive_core.base.identity import Identity
 from hive_core.mesh.dht import RoutingTable, bucket_index, key_of, xor_distance
 from hive_core.mesh.dht.distance import random_id_in_bucket
-from hive_core.mesh.identity import Identity
 from hive_core.protocol import Contact
 
 

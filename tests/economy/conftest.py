@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hive_core.economy import Part, WorkReceipt
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
+from hive_core.base.stage import Part
+from hive_core.economy import WorkReceipt
 
 
 def ident(n: int) -> Identity:

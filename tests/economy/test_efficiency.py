@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hive_core.base.stage import Part
 from hive_core.economy import (
-    Part,
     efficiency_factor,
     efficiency_permille,
     power_permille,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hive_core.economy import Part, ReceiptError, WorkReceipt
+from hive_core.base.stage import Part
+from hive_core.economy import ReceiptError, WorkReceipt
 from hive_core.economy.receipt import SIZE
 
 from .conftest import ident, make_receipt

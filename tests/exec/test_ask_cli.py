@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from cadencia.cli import main
+from hive_core.base.identity import Identity
 from hive_core.exec.serve import attach_shard_server
 from hive_core.mesh.hivenode import HiveNode
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.node import NodeConfig
 from hive_core.mesh.rtc import RTCOptions
 from hive_core.mesh.runner import parse_span

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hive_core.economy import Part
+from hive_core.base.stage import Part
 from hive_core.exec import generate_hive
 from hive_core.exec.feed import EventFeed, FeedConfig
 from hive_core.exec.hive import build_hive, identity

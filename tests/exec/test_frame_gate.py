@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import torch
 
+from hive_core.base.stage import Stage
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.stage_host import StageHost
 from hive_core.exec.stage_worker import StageWorker, WorkerConfig
 from hive_core.exec.wire import hidden_bytes
-from hive_core.model.stage import Stage
 from hive_core.protocol.inference import KvKind
 
 PEER, SESSION = b"\x02" * 20, b"g" * 16

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from hive_core.base.stage import Stage
 from hive_core.exec import ClientConfig, Fault, SpecStats, generate_hive
 from hive_core.exec.hive import build_hive
 from hive_core.model.chat import ChatTemplate
 from hive_core.model.generation import generate
 from hive_core.model.kv_factory import kv_factory
-from hive_core.model.stage import Stage
 from hive_core.protocol.inference import KvKind
 
 pytestmark = [pytest.mark.real_model, pytest.mark.net]

@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 import torch
 
-from hive_core.economy import Part
+from hive_core.base.stage import Part, Stage
 from hive_core.exec import ClientConfig, Fault, FaultSpecError, SpecStats, generate_hive
 from hive_core.exec.generate import LocalSessionAdapter, prompt_lookup
 from hive_core.exec.hive import build_hive
 from hive_core.model.generation import generate
 from hive_core.model.kv_factory import kv_factory
 from hive_core.model.sampling import Sampler
-from hive_core.model.stage import Stage
 from hive_core.protocol.inference import KvKind, RunStage
 from hive_core.trust import check_evidence
 from world.game import events as ev

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from hive_core.base.stage import Stage
 from hive_core.exec import ExecError, Fault, NoReplicaError, generate_hive
 from hive_core.exec.hive import build_hive
 from hive_core.exec.remote import discover, route, weights_of
@@ -19,7 +20,6 @@ from hive_core.model.executor import ShardExecutor
 from hive_core.model.kv_factory import kv_factory
 from hive_core.model.packed import PACKED, unfused
 from hive_core.model.pipeline import LocalPipeline
-from hive_core.model.stage import Stage
 from hive_core.protocol.inference import ShardInfo, WeightsKind
 from world.game import events as ev
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hive_core.base.stage import Part, Stage
 from hive_core.exec import Fault, generate_hive
 from hive_core.exec.errors import ExecError
 from hive_core.exec.hive import build_hive
@@ -30,7 +31,6 @@ from hive_core.exec.stage_worker import (
 )
 from hive_core.exec.wire import hidden_bytes
 from hive_core.model.sampling import Sampler
-from hive_core.model.stage import Part, Stage
 from hive_core.protocol.inference import KvKind
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]

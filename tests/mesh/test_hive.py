@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from hive_core.base.health import HealthRecord
 from hive_core.mesh.dht import (
-    HealthRecord,
     LayerSpanRecord,
     ReachRecord,
     RecordKind,

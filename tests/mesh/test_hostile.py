@@ -10,9 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from hive_core.mesh.dht import HealthRecord, RecordKind, make_record, node_key
+from hive_core.base.health import HealthRecord
+from hive_core.base.identity import Identity, node_id_of
+from hive_core.mesh.dht import RecordKind, make_record, node_key
 from hive_core.mesh.events import FrameRejected
-from hive_core.mesh.identity import Identity, node_id_of
 from hive_core.mesh.status import fetch_status
 from hive_core.mesh.wschannel import WsChannel, ws_connect
 from hive_core.protocol import (

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hive_core.mesh.identity import Identity, IdentityError, is_valid, node_id_of, verify
+from hive_core.base.identity import Identity, IdentityError, is_valid, node_id_of, verify
 
 
 def test_identity_persists_and_id_is_hash_of_key(tmp_path) -> None:

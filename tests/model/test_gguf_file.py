@@ -14,11 +14,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hive_core.base.stage import Part, Stage
 from hive_core.model.config import LlamaConfig
 from hive_core.model.errors import GGUFFormatError, UnsupportedModelError
 from hive_core.model.gguf_file import GGUFModelFile, _unpermute
 from hive_core.model.gguf_parse import parse_header
-from hive_core.model.stage import Part, Stage
 from hive_core.model.tiny import TinySpec, write_tiny_llama
 from hive_core.model.tokenizer import GGUFTokenizer
 from hive_core.model.weights import load_shard_weights

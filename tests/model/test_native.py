@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hive_core import native
+from hive_core.base.stage import Stage
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv_factory import kv_factory
@@ -25,7 +26,6 @@ from hive_core.model.packed import (
 )
 from hive_core.model.packed_run import set_threads
 from hive_core.model.pipeline import LocalPipeline
-from hive_core.model.stage import Stage
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hive_core.base.stage import Stage, even_stages, split_parts
 from hive_core.model.errors import GGUFFormatError, ModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
@@ -31,7 +32,6 @@ from hive_core.model.packed import (
 )
 from hive_core.model.packed_run import chunked, set_threads
 from hive_core.model.pipeline import LocalPipeline
-from hive_core.model.stage import Stage, even_stages, split_parts
 
 Q = gguf.GGMLQuantizationType
 

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
+from hive_core.base.stage import Part, Stage, even_stages, split_parts
 from hive_core.model.errors import StageError
-from hive_core.model.stage import Part, Stage, even_stages, split_parts
 
 
 def test_stage_is_frozen_and_hashable() -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import pytest
 
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
 from hive_core.protocol import (
     MAX_FRAME_BYTES,
     Contact,

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hive_core.mesh.identity import node_id_of
+from hive_core.base.identity import node_id_of
 from hive_core.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,

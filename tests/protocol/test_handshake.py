@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
 from hive_core.protocol import (
     HandshakeError,
     ReplayGuard,

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from hive_core.mesh.dht import HealthRecord, RecordKind, make_record, node_key
-from hive_core.mesh.identity import Identity
+from hive_core.base.health import HealthRecord
+from hive_core.base.identity import Identity
+from hive_core.mesh.dht import RecordKind, make_record, node_key
 from hive_core.protocol import (
     MAX_STATUS_RECORDS,
     MeshMsgType,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hive_core.base.health import HealthVector, PeerRtt
 from hive_core.sched.fitness import (
     DEFAULT_WEIGHTS,
     FEATURES,
@@ -21,7 +22,6 @@ from hive_core.sched.fitness import (
     load_fitness_config,
     parse_fitness_config,
 )
-from hive_core.sched.health import HealthVector, PeerRtt
 
 
 def node(**over: object) -> HealthVector:

@@ -9,19 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hive_core.mesh.dht.records import HealthRecord
+from hive_core.base.health import MAX_PEERS, RECORD_FORMAT, HealthRecord, HealthVector, PeerRtt
 from hive_core.mesh.peers import PeerInfo
 from hive_core.protocol import ProtocolError
-from hive_core.sched.health import (
-    MAX_PEERS,
-    RECORD_FORMAT,
-    HealthVector,
-    PeerRtt,
-    benchmark_tflops,
-    measure_health,
-    peer_rtts,
-    read_power,
-)
+from hive_core.sched.health import benchmark_tflops, measure_health, peer_rtts, read_power
 
 
 def vector(**over: object) -> HealthVector:

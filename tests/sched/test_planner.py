@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
+from hive_core.base.health import HealthVector
+from hive_core.base.stage import Part
 from hive_core.model.config import LlamaConfig
-from hive_core.model.stage import Part
-from hive_core.sched.health import HealthVector
 from hive_core.sched.planner import Candidate, CostModel, PlanError, plan
 
 CFG = LlamaConfig(n_layers=30, hidden=576, ffn=1536, n_heads=9, n_kv_heads=3, vocab_size=49152,

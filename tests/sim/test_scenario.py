@@ -9,7 +9,8 @@ import math
 import pytest
 
 from cadencia.cli import main as cli_main
-from hive_core.mesh.dht import DhtConfig, HealthRecord, RpcError, node_key
+from hive_core.base.health import HealthRecord
+from hive_core.mesh.dht import DhtConfig, RpcError, node_key
 from hive_core.mesh.dht.records import RecordKind
 from hive_core.sim import (
     SimConfig,

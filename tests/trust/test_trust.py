@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from hive_core.economy import Part
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
+from hive_core.base.stage import Part
 from hive_core.protocol import decode, encode
 from hive_core.trust import (
     EvidenceError,

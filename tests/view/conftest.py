@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
 
 pytest.importorskip("panda3d")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from hive_core.base.identity import Identity
 from hive_core.mesh.hivenode import HiveNode
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.node import NodeConfig
 from hive_core.mesh.rtc import RTCOptions
 
@@ -23,7 +23,8 @@ FAST = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_
 
 
 def test_receipts_for_other_workers_or_forged_pay_nothing(cities) -> None:
-    from hive_core.economy import Part, WorkReceipt
+    from hive_core.base.stage import Part
+    from hive_core.economy import WorkReceipt
     from world.view.credits import CreditKeeper
 
     alice, bob = cities

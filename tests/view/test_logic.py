@@ -131,9 +131,9 @@ def test_shaders_exist_and_names_are_checked(tmp_path):
 def test_work_receipts_become_credits_that_raise_buildings(cities):
     import time
 
+    from hive_core.base.identity import Identity
+    from hive_core.base.stage import Part
     from hive_core.economy import WorkReceipt
-    from hive_core.economy.efficiency import Part
-    from hive_core.mesh.identity import Identity
     from world.view.session import build_with_credits
 
     alice, _bob = cities

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from hive_core.base.stage import Stage
 from hive_core.exec import Fault, generate_hive
 from hive_core.exec.hive import build_hive
-from hive_core.model.stage import Stage
 from world.game import GameState
 from world.view.game_source import GameSource, HudBoard
 

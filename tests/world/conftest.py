@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
 from world.model import City, SignedEdit
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hive_core.economy import Part, SpendError, WorkReceipt
+from hive_core.base.stage import Part
+from hive_core.economy import SpendError, WorkReceipt
 from world.model import (
     City,
     NotOwnerError,

@@ -9,7 +9,7 @@ import pytest
 from pycrdt import Doc, Map
 
 from cadencia.cli import main
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
 from world.model import City
 
 from .jspeer import JsPeer

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hive_core.economy import Part
+from hive_core.base.stage import Part
 from world.game import (
     EventKind,
     GameEvent,

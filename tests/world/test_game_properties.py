@@ -7,8 +7,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hive_core.economy import Part, WorkReceipt
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
+from hive_core.base.stage import Part
+from hive_core.economy import WorkReceipt
 from world.game import (
     GameEvent,
     GameState,

@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hive_core.economy import Part, WorkReceipt
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
+from hive_core.base.stage import Part
+from hive_core.economy import WorkReceipt
 from world.game import (
     MC_PER_FLOOR,
     GameError,

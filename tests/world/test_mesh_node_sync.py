@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cadencia.commands.node import WorldSync
+from hive_core.base.identity import Identity
 from hive_core.mesh.hivenode import HiveNode
-from hive_core.mesh.identity import Identity
 from hive_core.mesh.node import NodeConfig
 from hive_core.mesh.rtc import RTCOptions
 from world.model import City

@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hive_core.economy import Part
+from hive_core.base.stage import Part, Stage
 from hive_core.exec import Fault, generate_hive
 from hive_core.exec.feed import slashed_verdicts
 from hive_core.exec.hive import build_hive, identity
 from hive_core.mesh.memchannel import memory_pair
 from hive_core.mesh.node import Node
-from hive_core.model.stage import Stage
 from hive_core.protocol import MAX_FRAME_BYTES, decode, encode, encode_struct
 from hive_core.protocol.feed import (
     EVIDENCE_CHUNK,

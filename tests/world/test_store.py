@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WRITER = """
 import sys
 from pathlib import Path
-from hive_core.mesh.identity import Identity
+from hive_core.base.identity import Identity
 from world.model import City
 city = City.open(Path(sys.argv[1]), Identity.from_seed(bytes([9]) * 32))
 k = 0

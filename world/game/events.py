@@ -6,7 +6,7 @@ so a spectator could later receive them over the mesh with the same shape.
 
 Times (`at`, `sent_at`) are seconds on one monotonic clock shared by emitter and game
 (`time.monotonic()` in a node). Node ids are the hive's 20-byte ids
-(`hive_core.mesh.identity`). A trial is one replicated computation: the pair
+(`hive_core.base.identity`). A trial is one replicated computation: the pair
 (`session_id`, `step`), where `step` is any integer the emitter uses to tell apart the
 replicated stages of one session (e.g. token index x stage count + stage index).
 Constructors validate their fields and raise `GameEventError`, so a bad event is refused
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
-from hive_core.economy import Part, WorkReceipt
+from hive_core.base.stage import Part
+from hive_core.economy import WorkReceipt
 from hive_core.protocol.trust import SlashEvidence
 
 from .errors import GameEventError

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from pycrdt import Doc, Map, UndoManager, merge_updates
 
+from hive_core.base.identity import Identity
 from hive_core.economy import Ledger, Spend, WorkReceipt
-from hive_core.mesh.identity import Identity
 
 from . import ingest
 from .authority import Gate, spend_key

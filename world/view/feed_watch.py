@@ -144,8 +144,8 @@ class FeedWatcher:
         return None if self.hive is None else self.hive.node_id
 
     async def start(self) -> None:
+        from hive_core.base.identity import Identity
         from hive_core.mesh.hivenode import HiveNode
-        from hive_core.mesh.identity import Identity
         from hive_core.mesh.node import NodeConfig
         from hive_core.mesh.rtc import RTCOptions
         from hive_core.protocol.feed import FeedAnswer, FeedEvent

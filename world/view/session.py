@@ -117,7 +117,7 @@ def ensure_plot(city, x: float = -4.0, y: float = -14.0) -> str:  # city: world.
 def neighbour_city(city, x: float = 6.0, y: float = -14.0):  # -> world.model.City
     """A second player's replica, synced both ways with `city` through signed edits,
     owning a plot beside the player's: somewhere the editor must refuse to build."""
-    from hive_core.mesh.identity import Identity
+    from hive_core.base.identity import Identity
     from world.model import City
 
     other = City(Identity.generate())

@@ -11,7 +11,6 @@ from hive_core.mesh.dht.distance import bucket_index, key_of, xor_distance
 from hive_core.mesh.dht.lookup import LookupResult
 from hive_core.mesh.dht.node import DhtNode
 from hive_core.mesh.dht.records import (
-    HealthRecord,
     LayerSpanRecord,
     LinkRtt,
     LinksRecord,
@@ -32,7 +31,7 @@ from hive_core.mesh.dht.rpc import ChannelRpc, RpcEndpoint, RpcError, RpcTranspo
 from hive_core.mesh.dht.storage import RecordStore
 
 __all__ = [
-    "ChannelRpc", "DhtConfig", "DhtNode", "HealthRecord", "LayerSpanRecord", "LinkRtt", "LinksRecord", "LookupResult",
+    "ChannelRpc", "DhtConfig", "DhtNode", "LayerSpanRecord", "LinkRtt", "LinksRecord", "LookupResult",
     "ReachRecord", "RecordError", "RecordKind", "RecordStore", "Role", "RolesRecord",
     "RoutingTable", "RpcEndpoint", "RpcError", "RpcTransport", "bucket_index", "decode_value",
     "key_of", "layer_key", "make_record", "next_rpc_id", "node_key", "owner_of",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hive_core.base.identity import Identity
 from hive_core.mesh.dht.config import DhtConfig
 from hive_core.mesh.dht.distance import random_id_in_bucket
 from hive_core.mesh.dht.lookup import LookupResult, iterative_lookup
@@ -22,7 +23,6 @@ from hive_core.mesh.dht.records import (
 from hive_core.mesh.dht.routing import RoutingTable
 from hive_core.mesh.dht.rpc import Reply, Request, RpcError, RpcTransport, next_rpc_id
 from hive_core.mesh.dht.storage import RecordStore
-from hive_core.mesh.identity import Identity
 from hive_core.protocol import (
     MAX_CONTACTS,
     MAX_RECORDS,

@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Annotated, Any
 
+from hive_core.base.health import HealthRecord
+from hive_core.base.identity import Identity, IdentityError, node_id_of, verify
 from hive_core.mesh.dht.distance import key_of
-from hive_core.mesh.identity import Identity, IdentityError, node_id_of, verify
 from hive_core.protocol import (
     MAX_RECORD_VALUE_BYTES,
-    Bool,
     EnumOf,
     Fixed,
     Float,
@@ -59,22 +59,6 @@ class Role(IntEnum):
 
 F64 = Annotated[float, Float()]
 OptF64 = Annotated[float | None, Maybe(Float())]
-
-
-@wire_struct
-@dataclass(frozen=True)
-class HealthRecord:
-    """A node's Health Vector as published (see `hive_core.sched.health`)."""
-
-    tflops: F64  # measured matmul throughput
-    battery_pct: OptF64  # None on a machine without a battery
-    on_ac: Annotated[bool, Bool()]
-    rtt_median_ms: OptF64  # median EWMA RTT over its peers, None before any ping
-    uptime_s: F64
-    success_rate: F64  # share of requests served successfully, 0..1
-    free_ram_mb: F64
-    temperature_c: OptF64  # hottest readable sensor, None where unreadable
-    measured_at_ms: Annotated[int, UInt(8)]
 
 
 @wire_struct

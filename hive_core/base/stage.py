@@ -5,15 +5,34 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from hive_core.model.errors import StageError
+
+class StageError(ValueError):
+    """A stage that is malformed or does not fit the model, its caches or its input tensor."""
 
 
-class Part(enum.Enum):
-    """Which half of each block a stage runs."""
+class Part(enum.IntEnum):
+    """Which part of each block a stage runs (the planner's alpha/beta split).
 
-    FULL = "full"  # attention then MLP
-    ATTENTION = "attention"  # h + attn(norm(h)); needs the layer's KV cache
-    MLP = "mlp"  # h + mlp(norm(h)); stateless
+    The integer is the wire value (inference requests, receipts, attestations, feeds); the
+    label is the text form (`Stage` strings, JSON, the CLI).
+    """
+
+    FULL = 0  # attention then MLP
+    ATTENTION = 1  # h + attn(norm(h)); needs the layer's KV cache (alpha nodes)
+    MLP = 2  # h + mlp(norm(h)); stateless (beta nodes)
+
+    @property
+    def label(self) -> str:
+        """"full", "attention" or "mlp"."""
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, text: str) -> Part:
+        """Inverse of `label`; ValueError on anything else."""
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise ValueError(f"unknown part {text!r}: expected full, attention or mlp") from None
 
     @property
     def has_attention(self) -> bool:
@@ -52,7 +71,7 @@ class Stage:
             raise StageError(f"stage {self} reaches past the model's {n_layers} layers")
 
     def __str__(self) -> str:
-        return f"{self.start}:{self.end}:{self.part.value}"
+        return f"{self.start}:{self.end}:{self.part.label}"
 
     @classmethod
     def parse(cls, text: str) -> Stage:
@@ -62,7 +81,7 @@ class Stage:
             raise StageError(f"bad stage {text!r}: expected START:END[:full|attention|mlp]")
         try:
             start, end = int(pieces[0]), int(pieces[1])
-            part = Part(pieces[2]) if len(pieces) == 3 else Part.FULL
+            part = Part.from_label(pieces[2]) if len(pieces) == 3 else Part.FULL
         except ValueError as exc:
             raise StageError(f"bad stage {text!r}: expected START:END[:full|attention|mlp]") from exc
         return cls(start, end, part)

@@ -10,7 +10,8 @@ from pathlib import Path
 from nacl import exceptions as nacl_exceptions
 from nacl import signing
 
-ID_BYTES = 20  # 160-bit ids, as in Kademlia
+from hive_core.base.ids import ID_BYTES
+
 KEY_FILE = "node.key"
 
 

@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from hive_core.protocol.errors import ProtocolError
+from hive_core.base.errors import ProtocolError
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ import dataclasses
 import typing
 from typing import Any, TypeVar
 
-from hive_core.protocol.errors import ProtocolError
-from hive_core.protocol.fields import Field, Reader, Writer
+from hive_core.base.errors import ProtocolError
+from hive_core.base.fields import Field, Reader, Writer
 
 PROTOCOL_VERSION = 1
 # aiortc advertises and accepts 256 KiB messages; a whole frame must fit in one message.
