@@ -43,18 +43,14 @@ def _setup(threads: int) -> Any:
 
 def _prompts(quick: bool) -> list[tuple[str, list[int]]]:
     """(label, ids): the chat prompt, then slices of the fixed text."""
-    from hive_core.model.chat import ChatTemplate
+    from hive_core.model.chat import encode_chat
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
     from hive_core.model.tokenizer import GGUFTokenizer
 
     file = GGUFModelFile(resolve_model_path())
     tok = GGUFTokenizer(file)
-    if tok.bos_id is None or tok.eos_id is None:
-        raise SystemExit("bench_model: the model names no BOS/EOS token for its chat template")
-    template = ChatTemplate(file.metadata["tokenizer.chat_template"],
-                            bos_token=tok.tokens[tok.bos_id], eos_token=tok.tokens[tok.eos_id])
-    chat = tok.encode(template.render([{"role": "user", "content": CHAT_PROMPT}]))
+    chat = encode_chat(file, tok, [{"role": "user", "content": CHAT_PROMPT}])
     text = tok.encode(TEXT.read_text())
     if quick:
         return [("chat", chat)]

@@ -50,23 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object at the end instead of streaming text")
 
 
-def _prompt_ids(args: argparse.Namespace, model: Any) -> tuple[Any, list[int]]:
-    from hive_core.model.chat import ChatTemplate, ChatTemplateError
-    from hive_core.model.tokenizer import GGUFTokenizer
-
-    tokenizer = GGUFTokenizer(model)
-    if args.raw:
-        return tokenizer, tokenizer.encode(args.prompt)
-    source = model.metadata.get("tokenizer.chat_template")
-    if not isinstance(source, str):
-        raise ChatTemplateError("the model has no chat template; pass --raw to feed the prompt as is")
-    bos = tokenizer.tokens[tokenizer.bos_id] if tokenizer.bos_id is not None else ""
-    eos = tokenizer.tokens[tokenizer.eos_id] if tokenizer.eos_id is not None else ""
-    text = ChatTemplate(source, bos_token=bos, eos_token=eos).render(
-        [{"role": "user", "content": args.prompt}])
-    return tokenizer, tokenizer.encode(text)
-
-
 def run(args: argparse.Namespace) -> int:
     from hive_core.exec.errors import ExecError
     from hive_core.model.errors import ModelError, PromptError
@@ -102,16 +85,17 @@ def run(args: argparse.Namespace) -> int:
 
 async def _ask(args: argparse.Namespace) -> int:
     from hive_core.exec import ClientConfig, ExecError, SpecStats, generate_hive
-    from hive_core.model.generation import check_prompt
+    from hive_core.model.chat import prompt_ids as encode_prompt
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
     from hive_core.model.sampling import Sampler
+    from hive_core.model.tokenizer import GGUFTokenizer
     from hive_core.protocol.inference import KvKind
 
     path = resolve_model_path(args.model)
     model = GGUFModelFile(path)
-    tokenizer, prompt_ids = _prompt_ids(args, model)
-    check_prompt(prompt_ids, model.config.context_length)
+    tokenizer = GGUFTokenizer(model)
+    prompt_ids = encode_prompt(model, tokenizer, args.prompt, raw=args.raw)
     sampler = Sampler(args.temperature, args.top_p, args.seed)
     config = ClientConfig(kv=KvKind.INT4 if args.kv == "int4" else KvKind.FP32,
                           attest=not args.no_verify, local_layers=args.local_layers)

@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ModelError(f"--threads must be at least 1, got {args.threads}")
 
-    from hive_core.model.chat import ChatTemplate, ChatTemplateError
+    from hive_core.model.chat import prompt_ids as encode_prompt
     from hive_core.model.executor import DTYPES
-    from hive_core.model.generation import check_prompt, generate
+    from hive_core.model.generation import generate
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.kv_factory import kv_factory
     from hive_core.model.locate import resolve_model_path
@@ -64,18 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {path.name} ...", file=sys.stderr, flush=True)
     model = GGUFModelFile(path)
     tokenizer = GGUFTokenizer(model)
-    if args.raw:
-        text = args.prompt
-    else:
-        source = model.metadata.get("tokenizer.chat_template")
-        if not isinstance(source, str):
-            raise ChatTemplateError("the model has no chat template; pass --raw to feed the prompt as is")
-        bos = tokenizer.tokens[tokenizer.bos_id] if tokenizer.bos_id is not None else ""
-        eos = tokenizer.tokens[tokenizer.eos_id] if tokenizer.eos_id is not None else ""
-        template = ChatTemplate(source, bos_token=bos, eos_token=eos)
-        text = template.render([{"role": "user", "content": args.prompt}])
-    prompt_ids = tokenizer.encode(text)
-    check_prompt(prompt_ids, model.config.context_length)
+    prompt_ids = encode_prompt(model, tokenizer, args.prompt, raw=args.raw)
 
     verb = "packing" if args.weights == "packed" else "dequantising"
 

@@ -3,7 +3,7 @@ across stages) is checked on them, in tests and in `bench/bench_packed.py`."""
 
 from __future__ import annotations
 
-from hive_core.model.chat import ChatTemplate
+from hive_core.model.chat import chat_text
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.tokenizer import GGUFTokenizer
 
@@ -15,16 +15,6 @@ TEXT_PROMPTS = (
 CHAT_PROMPT = "Name three colours of the rainbow."
 
 
-def chat_text(file: GGUFModelFile, tokenizer: GGUFTokenizer, content: str = CHAT_PROMPT) -> str:
-    """`content` as one user turn in the model's own chat template, ready for the answer."""
-    def text(token_id: int | None) -> str:
-        return "" if token_id is None else tokenizer.tokens[token_id]
-
-    template = ChatTemplate(file.metadata["tokenizer.chat_template"],
-                            bos_token=text(tokenizer.bos_id), eos_token=text(tokenizer.eos_id))
-    return template.render([{"role": "user", "content": content}])
-
-
 def fixed_prompts(file: GGUFModelFile, tokenizer: GGUFTokenizer) -> list[str]:
     """The text prompts, then the chat prompt rendered."""
-    return [*TEXT_PROMPTS, chat_text(file, tokenizer)]
+    return [*TEXT_PROMPTS, chat_text(file, tokenizer, [{"role": "user", "content": CHAT_PROMPT}])]

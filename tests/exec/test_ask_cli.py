@@ -21,7 +21,7 @@ from hive_core.mesh.hivenode import HiveNode
 from hive_core.mesh.node import NodeConfig
 from hive_core.mesh.rtc import RTCOptions
 from hive_core.mesh.runner import parse_span
-from hive_core.model.chat import ChatTemplate
+from hive_core.model.chat import encode_chat
 from hive_core.model.generation import generate
 from hive_core.model.kv_factory import kv_factory
 
@@ -33,10 +33,8 @@ PROMPT = "Name a primary color."
 def local_ids(smollm: Any) -> list[int]:
     """What `cadencia generate PROMPT --max-new-tokens 8` answers."""
     tok = smollm.tokenizer
-    text = ChatTemplate(smollm.file.metadata["tokenizer.chat_template"],
-                        bos_token=tok.tokens[tok.bos_id], eos_token=tok.tokens[tok.eos_id]
-                        ).render([{"role": "user", "content": PROMPT}])
-    g = generate(smollm.pipeline.new_session(kv_factory("fp32")).forward, tok.encode(text),
+    ids = encode_chat(smollm.file, tok, [{"role": "user", "content": PROMPT}])
+    g = generate(smollm.pipeline.new_session(kv_factory("fp32")).forward, ids,
                  max_new_tokens=8, context_length=smollm.file.config.context_length,
                  stop_ids=tok.stop_ids)
     return g.new_ids

@@ -13,7 +13,7 @@ import pytest
 from hive_core.base.stage import Stage
 from hive_core.exec import ClientConfig, Fault, SpecStats, generate_hive
 from hive_core.exec.hive import build_hive
-from hive_core.model.chat import ChatTemplate
+from hive_core.model.chat import encode_chat
 from hive_core.model.generation import generate
 from hive_core.model.kv_factory import kv_factory
 from hive_core.protocol.inference import KvKind
@@ -24,10 +24,7 @@ N = 12
 
 
 def prompt_ids(smollm: Any) -> list[int]:
-    tok = smollm.tokenizer
-    template = ChatTemplate(smollm.file.metadata["tokenizer.chat_template"],
-                            bos_token=tok.tokens[tok.bos_id], eos_token=tok.tokens[tok.eos_id])
-    return tok.encode(template.render([{"role": "user", "content": QUESTION}]))
+    return encode_chat(smollm.file, smollm.tokenizer, [{"role": "user", "content": QUESTION}])
 
 
 def local_ids(smollm: Any, ids: list[int], kv: str = "fp32") -> list[int]:

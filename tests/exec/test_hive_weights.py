@@ -161,14 +161,11 @@ async def test_packed_hive_over_aiortc_equals_a_packed_local_run(tiny_gguf, tiny
 
 @pytest.mark.real_model
 async def test_real_model_packed_hive_equals_packed_local_and_replicas_agree(smollm) -> None:
-    from hive_core.model.chat import ChatTemplate
+    from hive_core.model.chat import encode_chat
     from hive_core.model.generation import generate
 
     tok, file = smollm.tokenizer, smollm.file
-    text = ChatTemplate(file.metadata["tokenizer.chat_template"], bos_token=tok.tokens[tok.bos_id],
-                        eos_token=tok.tokens[tok.eos_id]).render(
-        [{"role": "user", "content": "What is the capital of France?"}])
-    ids = tok.encode(text)
+    ids = encode_chat(file, tok, [{"role": "user", "content": "What is the capital of France?"}])
     local = LocalPipeline.load_single(file, weights="packed")
     want = generate(local.new_session(kv_factory("fp32")).forward, ids, max_new_tokens=10,
                     context_length=file.config.context_length, stop_ids=tok.stop_ids).new_ids

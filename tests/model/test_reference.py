@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
+from hive_core.model.chat import chat_text as render_chat
 from hive_core.model.fixed_prompts import CHAT_PROMPT, TEXT_PROMPTS
-from hive_core.model.fixed_prompts import chat_text as fixed_chat_text
 from hive_core.model.generation import generate
 from hive_core.model.kv_factory import kv_factory
 
@@ -33,7 +33,7 @@ def hf_tokenizer(smollm_path: Path) -> Any:
 
 
 def chat_text(smollm: Any) -> str:
-    return fixed_chat_text(smollm.file, smollm.tokenizer)
+    return render_chat(smollm.file, smollm.tokenizer, [{"role": "user", "content": CHAT_PROMPT}])
 
 
 def hf_greedy(hf: Any, ids: list[int], n: int) -> tuple[list[int], list[torch.Tensor]]:

@@ -7,11 +7,12 @@ import asyncio
 
 
 async def test_embedded_hive_runs_in_the_chosen_weights_mode(tiny_gguf) -> None:
+    from hive_core.model.chat import prompt_ids
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.kv_factory import kv_factory
     from hive_core.model.packed import PACKED, RowTable, unfused
     from hive_core.model.pipeline import LocalPipeline
-    from world.view.hive_link import N_SERVERS, chat_prompt_ids
+    from world.view.hive_link import N_SERVERS
     from world.view.session import HiveSession, game_source
 
     source = game_source()
@@ -30,7 +31,7 @@ async def test_embedded_hive_runs_in_the_chosen_weights_mode(tiny_gguf) -> None:
 
         file = GGUFModelFile(tiny_gguf)
         local = LocalPipeline.load_single(file, weights="packed").new_session(kv_factory("fp32"))
-        logits, want = local.forward(chat_prompt_ids(file, session.hive.tokenizer, "hi")), []
+        logits, want = local.forward(prompt_ids(file, session.hive.tokenizer, "hi")), []
         for _ in range(len(result.new_ids)):
             want.append(int(logits.argmax()))
             logits = local.forward([want[-1]])

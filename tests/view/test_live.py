@@ -29,9 +29,9 @@ async def test_play_asks_a_live_hive_and_spectators_see_it(tiny_gguf, live_hive)
         from hive_core.model.modes import DEFAULT_WEIGHTS  # what the game's hive runs
 
         session = LocalPipeline.load_single(file, weights=DEFAULT_WEIGHTS).new_session(kv_factory("fp32"))
-        from world.view.hive_link import chat_prompt_ids
+        from hive_core.model.chat import prompt_ids
 
-        logits, want = session.forward(chat_prompt_ids(file, asker.tokenizer, "hi")), []
+        logits, want = session.forward(prompt_ids(file, asker.tokenizer, "hi")), []
         for _ in range(len(result.new_ids)):
             want.append(int(logits.argmax()))
             logits = session.forward([want[-1]])

@@ -159,7 +159,9 @@ class EmbeddedHive:
             kv_cache=f"{kv} on the shard servers")
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        return chat_prompt_ids(self.file, self.tokenizer, prompt)
+        from hive_core.model.chat import prompt_ids
+
+        return prompt_ids(self.file, self.tokenizer, prompt)
 
     async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
         """Greedy generation through the hive, the answer streaming into the HUD."""
@@ -173,28 +175,14 @@ class EmbeddedHive:
         self.gate.close()  # open for good: a frame loop still running no longer holds compute
 
 
-def chat_prompt_ids(file: GGUFModelFile, tokenizer: GGUFTokenizer, prompt: str) -> list[int]:
-    """`prompt` as one user message in the model's chat template (raw if it has none)."""
-    from hive_core.model.chat import ChatTemplate
-    from hive_core.model.generation import check_prompt
-
-    source = file.metadata.get("tokenizer.chat_template")
-    if isinstance(source, str):
-        bos = tokenizer.tokens[tokenizer.bos_id] if tokenizer.bos_id is not None else ""
-        eos = tokenizer.tokens[tokenizer.eos_id] if tokenizer.eos_id is not None else ""
-        prompt = ChatTemplate(source, bos_token=bos, eos_token=eos).render([{"role": "user", "content": prompt}])
-    ids = tokenizer.encode(prompt)
-    check_prompt(ids, file.config.context_length)
-    return ids
-
-
 async def ask_through(client: Any, file: GGUFModelFile, tokenizer: GGUFTokenizer, source: GameSource,
                       prompt: str, max_new_tokens: int) -> AskResult:
     """One greedy answer from `client` (a `hive_core.exec.HiveClient`), streamed into the HUD;
     the session's receipts are signed and sent at the end."""
     from hive_core.exec import generate_hive
+    from hive_core.model.chat import prompt_ids
 
-    ids = chat_prompt_ids(file, tokenizer, prompt)
+    ids = prompt_ids(file, tokenizer, prompt)
     hud, stream = source.hud, tokenizer.stream()
     hud.set(answer="", tokens_per_s=0.0)
     session = client.new_session()
