@@ -40,7 +40,7 @@ from hive_core.exec import ClientConfig, SpecStats, generate_hive
 from hive_core.exec.hive import build_hive
 from hive_core.model.generation import generate
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.model.locate import resolve_model_path
 from hive_core.model.pipeline import LocalPipeline
 from hive_core.model.tokenizer import GGUFTokenizer

@@ -77,7 +77,7 @@ def _time_engine(prefill: Any, decode: Any, ids: list[int], new: int, repeats: i
 def _child_ours(threads: int, quick: bool, kv: str, new: int, repeats: int) -> dict:
     torch = _setup(threads)
     from hive_core.model.gguf_file import GGUFModelFile
-    from hive_core.model.kv_factory import kv_factory
+    from hive_core.model.kv.factory import kv_factory
     from hive_core.model.locate import resolve_model_path
     from hive_core.model.pipeline import LocalPipeline
 
@@ -136,9 +136,9 @@ def _child_hf(threads: int, quick: bool, new: int, repeats: int) -> dict:
 def _child_kv(threads: int, quick: bool) -> dict:
     _setup(threads)
     from hive_core.model.gguf_file import GGUFModelFile
-    from hive_core.model.kv_int4 import NAIVE_G32, Int4Config, Int4KV
-    from hive_core.model.kv_quality import compare, teacher_forced
-    from hive_core.model.kvcache import DenseKV
+    from hive_core.model.kv.cache import DenseKV
+    from hive_core.model.kv.int4 import NAIVE_G32, Int4Config, Int4KV
+    from hive_core.model.kv.quality import compare, teacher_forced
     from hive_core.model.locate import resolve_model_path
     from hive_core.model.pipeline import LocalPipeline
     from hive_core.model.tokenizer import GGUFTokenizer

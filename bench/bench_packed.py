@@ -68,7 +68,7 @@ def _ours(mode: str, prefill: int, decode: int, *, on_worker: bool = False) -> d
     from concurrent.futures import ThreadPoolExecutor
 
     from hive_core.model.gguf_file import GGUFModelFile
-    from hive_core.model.kv_factory import kv_factory
+    from hive_core.model.kv.factory import kv_factory
     from hive_core.model.locate import resolve_model_path
     from hive_core.model.packed_run import chunked
     from hive_core.model.pipeline import LocalPipeline
@@ -176,7 +176,7 @@ def _quality(tokens: int) -> dict[str, Any]:
     from hive_core.model.fixed_prompts import fixed_prompts
     from hive_core.model.generation import generate
     from hive_core.model.gguf_file import GGUFModelFile
-    from hive_core.model.kv_factory import kv_factory
+    from hive_core.model.kv.factory import kv_factory
     from hive_core.model.locate import resolve_model_path
     from hive_core.model.pipeline import LocalPipeline
     from hive_core.model.tokenizer import GGUFTokenizer
@@ -186,8 +186,8 @@ def _quality(tokens: int) -> dict[str, Any]:
     # Varied text (prose and code: this package's sources), not the repeated bench prompt,
     # whose easy predictions would hide near-ties.
     src = Path(__file__).resolve().parents[1] / "hive_core" / "model"
-    text = "".join((src / n).read_text(encoding="utf-8") for n in ("ops.py", "tokenizer.py",
-                                                                  "kv_int4.py"))
+    text = "".join((src / n).read_text(encoding="utf-8")
+                   for n in ("ops.py", "tokenizer.py", "kv/int4.py"))
     ids = tok.encode(text)[:tokens]
     prompts = [tok.encode(p) for p in fixed_prompts(file, tok)]
     forced, greedy = {}, {}
@@ -217,7 +217,7 @@ def _head_errors(pipe: Any, ids: list[int]) -> dict[str, Any]:
     import torch
 
     from hive_core.model import ops
-    from hive_core.model.kv_factory import kv_factory
+    from hive_core.model.kv.factory import kv_factory
 
     ex, stage = pipe.hops[0]
     head = pipe.client.weights.head

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from hive_core.model.executor import DTYPES
     from hive_core.model.generation import generate
     from hive_core.model.gguf_file import GGUFModelFile
-    from hive_core.model.kv_factory import kv_factory
+    from hive_core.model.kv.factory import kv_factory
     from hive_core.model.locate import resolve_model_path
     from hive_core.model.packed_run import chunked, prepare_compute
     from hive_core.model.pipeline import LocalPipeline

@@ -39,7 +39,7 @@ from hive_core.exec.verdicts import StageVerifier
 from hive_core.exec.wire import seal_context
 from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.model.executor import ShardExecutor
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.protocol.feed import FeedVerdict
 from hive_core.protocol.inference import (
     MAX_PAYLOAD,

@@ -20,8 +20,8 @@ from hive_core.exec.faults import Fault
 from hive_core.exec.wire import hidden_bytes, hidden_from_bytes
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import kv_factory
-from hive_core.model.kvcache import KVCache
+from hive_core.model.kv.cache import KVCache
+from hive_core.model.kv.factory import kv_factory
 from hive_core.protocol.inference import KvKind
 
 KV_NAMES = {KvKind.FP32: "fp32", KvKind.INT4: "int4"}

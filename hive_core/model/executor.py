@@ -16,8 +16,8 @@ from hive_core.model import ops
 from hive_core.model.config import LlamaConfig
 from hive_core.model.errors import StageError
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import KVFactory, new_caches
-from hive_core.model.kvcache import KVCache
+from hive_core.model.kv.cache import KVCache
+from hive_core.model.kv.factory import KVFactory, new_caches
 from hive_core.model.weights import Progress, ShardWeights, load_shard_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from hive_core.model.config import LlamaConfig
-from hive_core.model.kvcache import KVCache
+from hive_core.model.kv.cache import KVCache
 from hive_core.model.packed import Matrix, RowSlice, Table
 from hive_core.model.weights import AttentionWeights, HeadWeights, MlpWeights
 

@@ -14,8 +14,8 @@ from hive_core.base.stage import Stage
 from hive_core.model.errors import StageError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import KVFactory
-from hive_core.model.kvcache import KVCache
+from hive_core.model.kv.cache import KVCache
+from hive_core.model.kv.factory import KVFactory
 from hive_core.model.weights import Progress
 
 Hop = tuple[ShardExecutor, Stage]

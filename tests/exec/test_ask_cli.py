@@ -23,7 +23,7 @@ from hive_core.mesh.rtc import RTCOptions
 from hive_core.mesh.runner import parse_span
 from hive_core.model.chat import encode_chat
 from hive_core.model.generation import generate
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 
 FAST = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_s=0.5,
                   dead_after_s=4.0)

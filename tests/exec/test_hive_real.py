@@ -15,7 +15,7 @@ from hive_core.exec import ClientConfig, Fault, SpecStats, generate_hive
 from hive_core.exec.hive import build_hive
 from hive_core.model.chat import encode_chat
 from hive_core.model.generation import generate
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.protocol.inference import KvKind
 
 pytestmark = [pytest.mark.real_model, pytest.mark.net]

@@ -14,7 +14,7 @@ from hive_core.exec import ClientConfig, Fault, FaultSpecError, SpecStats, gener
 from hive_core.exec.generate import LocalSessionAdapter, prompt_lookup
 from hive_core.exec.hive import build_hive
 from hive_core.model.generation import generate
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.model.sampling import Sampler
 from hive_core.protocol.inference import KvKind, RunStage
 from hive_core.trust import check_evidence

@@ -17,7 +17,7 @@ from hive_core.exec import ExecError, Fault, NoReplicaError, generate_hive
 from hive_core.exec.hive import build_hive
 from hive_core.exec.remote import discover, route, weights_of
 from hive_core.model.executor import ShardExecutor
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.model.packed import PACKED, unfused
 from hive_core.model.pipeline import LocalPipeline
 from hive_core.protocol.inference import ShardInfo, WeightsKind

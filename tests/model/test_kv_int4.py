@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hive_core.model.kv_int4 import NAIVE_G32, Int4Config, Int4KV, pack_codes, unpack_codes
-from hive_core.model.kv_quality import compare, teacher_forced
-from hive_core.model.kvcache import DenseKV, KVCache, KVWireError
+from hive_core.model.kv.cache import DenseKV, KVCache, KVWireError
+from hive_core.model.kv.int4 import NAIVE_G32, Int4Config, Int4KV, pack_codes, unpack_codes
+from hive_core.model.kv.quality import compare, teacher_forced
 
 TEXT = Path(__file__).resolve().parents[2] / "bench" / "data" / "kv_text.txt"
 SMALL = Int4Config(key_group=8, value_group=16, residual=4, sink=2)

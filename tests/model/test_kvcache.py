@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hive_core.model.kvcache import (
+from hive_core.model.kv.cache import (
     DENSE_MAGIC,
     WIRE_VERSION,
     DenseKV,

@@ -15,7 +15,7 @@ from hive_core import native
 from hive_core.base.stage import Stage
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.model.packed import (
     NATIVE_QTYPE,
     BlockLinear,

@@ -18,7 +18,7 @@ from hive_core.base.stage import Stage, even_stages, split_parts
 from hive_core.model.errors import GGUFFormatError, ModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.model.packed import (
     PACKED,
     DenseLinear,

@@ -12,7 +12,7 @@ from hive_core.base.stage import Stage, even_stages
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.fixed_prompts import fixed_prompts
 from hive_core.model.generation import generate
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.model.packed import PACKED, RescoredHead, RowTable, unfused
 from hive_core.model.pipeline import LocalPipeline
 from hive_core.model.weights import ShardWeights

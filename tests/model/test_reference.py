@@ -16,7 +16,7 @@ import torch
 from hive_core.model.chat import chat_text as render_chat
 from hive_core.model.fixed_prompts import CHAT_PROMPT, TEXT_PROMPTS
 from hive_core.model.generation import generate
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 
 pytestmark = pytest.mark.real_model
 

@@ -16,7 +16,7 @@ from hive_core.base.stage import Part, Stage, even_stages, split_parts
 from hive_core.model.errors import StageError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.model.pipeline import LocalPipeline
 from hive_core.model.weights import ShardWeights
 

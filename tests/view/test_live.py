@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from hive_core.model.pipeline import LocalPipeline
 from world.game import HopSent
 

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from hive_core.model.kv_factory import kv_factory
+from hive_core.model.kv.factory import kv_factory
 from world.view.city_view import CityView
 from world.view.editor import Editor
 from world.view.frame import BuildingView, DistrictView, PlotView, PulseView, WorldFrame

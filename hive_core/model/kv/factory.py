@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable, Iterable
 
 from hive_core.model.errors import ModelError
-from hive_core.model.kvcache import DenseKV, KVCache
+from hive_core.model.kv.cache import DenseKV, KVCache
 
 KVFactory = Callable[[], KVCache]
 KV_KINDS = ("fp32", "int4")
@@ -18,11 +18,11 @@ def kv_factory(kind: str) -> KVFactory:
         return DenseKV
     if kind == "int4":
         try:
-            module = importlib.import_module("hive_core.model.kv_int4")
+            module = importlib.import_module("hive_core.model.kv.int4")
             cls = module.Int4KV
         except (ImportError, AttributeError) as exc:
             raise ModelError(
-                "--kv int4 needs hive_core.model.kv_int4.Int4KV, which is not available "
+                "--kv int4 needs hive_core.model.kv.int4.Int4KV, which is not available "
                 f"in this build ({exc})"
             ) from exc
         return cls  # type: ignore[no-any-return]

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hive_core.model.kv_quant import dequantise, pack_codes, quantise, unpack_codes
-from hive_core.model.kvcache import (
+from hive_core.model.kv.cache import (
     MAX_WIRE_BYTES,
     WIRE_VERSION,
     KVWireError,
@@ -19,6 +18,7 @@ from hive_core.model.kvcache import (
     dtype_from_code,
     tensor_to_bytes,
 )
+from hive_core.model.kv.quant import dequantise, pack_codes, quantise, unpack_codes
 
 __all__ = ["INT4_MAGIC", "NAIVE_G32", "Int4Config", "Int4KV", "dequantise", "pack_codes",
            "quantise", "unpack_codes"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from hive_core.model.errors import ModelError
-from hive_core.model.kv_factory import KVFactory
+from hive_core.model.kv.factory import KVFactory
 from hive_core.model.pipeline import LocalPipeline
 
 
