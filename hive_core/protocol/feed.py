@@ -22,7 +22,9 @@ from hive_core.base.codec import message
 from hive_core.base.errors import ProtocolError
 from hive_core.base.fields import Blob, Bool, EnumOf, Fixed, Float, ListOf, Text, UInt
 from hive_core.base.stage import Part
-from hive_core.economy.receipt import SIZE as RECEIPT_BYTES
+from hive_core.economy.errors import ReceiptError
+from hive_core.economy.receipt import MAX_SIZE as MAX_RECEIPT_BYTES
+from hive_core.economy.receipt import WorkReceipt
 from hive_core.protocol.trust import MAX_WITNESSES, SESSION_BYTES
 
 NODE_BYTES = 20
@@ -98,7 +100,7 @@ class FeedEvent:
     root: Annotated[bytes, Blob(MAX_ROOT)]  # REPLICA_ANSWERED: Merkle root of the output
     quorum: Annotated[int, UInt(1)]
     reason: Annotated[str, Text(256)]  # SLASHED
-    receipt: Annotated[bytes, Blob(RECEIPT_BYTES)]  # RECEIPT_ISSUED: WorkReceipt bytes
+    receipt: Annotated[bytes, Blob(MAX_RECEIPT_BYTES)]  # RECEIPT_ISSUED: WorkReceipt bytes
     chunk: Annotated[int, UInt(2)]  # SLASHED: which part of the evidence this is, from 0
     chunks: Annotated[int, UInt(2)]  # SLASHED: how many parts the evidence has
     evidence: Annotated[bytes, Blob(EVIDENCE_CHUNK)]  # SLASHED: part of a SlashEvidence body
@@ -118,8 +120,11 @@ class FeedEvent:
             raise ProtocolError("a hop needs another node as its source and a duration > 0")
         if kind is FeedKind.REPLICA_ANSWERED and not self.root:
             raise ProtocolError("a replica answer needs its Merkle root")
-        if kind is FeedKind.RECEIPT_ISSUED and len(self.receipt) != RECEIPT_BYTES:
-            raise ProtocolError(f"a receipt event needs {RECEIPT_BYTES} receipt bytes")
+        if kind is FeedKind.RECEIPT_ISSUED:
+            try:
+                WorkReceipt.parse(self.receipt)
+            except ReceiptError as exc:
+                raise ProtocolError(f"a receipt event needs valid receipt bytes: {exc}") from exc
         if kind is FeedKind.SLASHED:
             _check_chunk(self.chunk, self.chunks, self.evidence)
 

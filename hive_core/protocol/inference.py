@@ -14,7 +14,7 @@ from hive_core.base.codec import MAX_FRAME_BYTES, Nested, message
 from hive_core.base.errors import ProtocolError
 from hive_core.base.fields import Blob, Bool, EnumOf, Fixed, Float, Maybe, Text, UInt
 from hive_core.base.stage import Part
-from hive_core.economy.receipt import SIZE as RECEIPT_BYTES
+from hive_core.economy.receipt import MAX_SIZE as MAX_RECEIPT_BYTES
 from hive_core.protocol.trust import SESSION_BYTES, Attestation
 
 MAX_PAYLOAD = MAX_FRAME_BYTES - 4096  # room for the other fields of a RunStage / StageResult
@@ -103,7 +103,7 @@ class EndSession:
 class ReceiptMsg:
     """A client-signed work receipt for a stage the receiver served (it keeps it)."""
 
-    receipt: Annotated[bytes, Fixed(RECEIPT_BYTES)]  # WorkReceipt bytes
+    receipt: Annotated[bytes, Blob(MAX_RECEIPT_BYTES)]  # WorkReceipt bytes
 
 
 @message(ExecMsgType.SHARD_QUERY)
