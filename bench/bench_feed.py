@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hive_core.base.stage import Part
+from hive_core.events import StageStarted
 from hive_core.exec import generate_hive
 from hive_core.exec.feed import EventFeed, FeedConfig
 from hive_core.exec.hive import build_hive, identity
@@ -24,7 +26,7 @@ from hive_core.mesh.memchannel import memory_pair
 from hive_core.mesh.node import Node
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.tiny import write_tiny_llama
-from hive_core.protocol.feed import FeedAnswer, FeedEvent, FeedKind, FeedSubscribe, feed_event
+from hive_core.protocol.feed import FeedAnswer, FeedEvent, FeedSubscribe
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
 
@@ -92,7 +94,7 @@ async def publish_cost(n_subscribers: int, events: int) -> float:
                              pub.attach(b, kind="memory", expect=sub.node_id))
         await sub.request(pub.node_id, FeedSubscribe(sub.next_rpc_id(), True, 60.0), timeout=5)
         subs.append(sub)
-    event = feed_event(FeedKind.STAGE_STARTED, pub.node_id, session_id=b"s" * 16, layer_start=0, layer_end=2)
+    event = StageStarted(b"s" * 16, pub.node_id, 0, 2, Part.FULL, time.monotonic())
     t0 = time.perf_counter()
     for _ in range(events):
         feed.publish(event)

@@ -30,8 +30,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from cadencia.game.synthetic import SyntheticWorld, synthetic_world
 from world.view.frame import PulseView
-from world.view.synthetic import SyntheticWorld, synthetic_world
 
 
 def with_pulses(world: SyntheticWorld, n: int = 24) -> SyntheticWorld:
@@ -83,7 +83,7 @@ async def run(args: argparse.Namespace) -> None:
         if n == 200:
             p95_idle = float(np.percentile(ms, 95))
     if not args.no_hosting:
-        from world.view.session import HiveSession, game_source
+        from cadencia.game.session import HiveSession, game_source
 
         session = HiveSession(game_source(), threads=args.threads)
         session.hive.compute_process = args.compute == "process"

@@ -75,11 +75,11 @@ def spectate() -> Any:
     import asyncio
     import math
 
+    from cadencia.game.feed_watch import FeedWatcher
     from hive_core.exec.hive import identity
     from hive_core.mesh.memchannel import memory_pair
     from hive_core.mesh.node import Node
     from hive_core.protocol.feed import FeedAnswer, FeedEvent, FeedSubscribe
-    from world.view.feed_watch import FeedWatcher
 
     async def run(hive: Any, source: Any) -> tuple[Any, Any]:
         watcher = FeedWatcher(source, "ws://127.0.0.1:1", list)

@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _ask(args: argparse.Namespace) -> int:
+    import asyncio
+
     from hive_core.exec import ClientConfig, ExecError, SpecStats, generate_hive
     from hive_core.model.chat import prompt_ids as encode_prompt
     from hive_core.model.gguf_file import GGUFModelFile
@@ -114,7 +116,16 @@ async def _ask(args: argparse.Namespace) -> int:
             closers.append(hive.close)
             client = hive.client
         else:
-            client = await _join(args, path, model, config, say, closers)
+            from hive_core.exec.join import AskerPart, connect, join_hive
+
+            hive = await join_hive(args.hive, timeout_s=args.timeout, say=say)
+            closers.append(hive.close)
+            asker = AskerPart.load(model, local_layers=args.local_layers, weights=args.weights,
+                                   nice=config.compute_nice)
+            closers.append(lambda: asyncio.sleep(0, asker.close()))
+            client = await connect(hive, model, asker, replicas=args.replicas, config=config,
+                                   timeout_s=args.timeout, say=say)
+            closers.append(lambda: asyncio.sleep(0, client.close()))
         session = client.new_session()
         on_token = StreamedText(tokenizer, quiet=args.json)
         stats = SpecStats()
@@ -149,50 +160,3 @@ async def _ask(args: argparse.Namespace) -> int:
         for close in reversed(closers):
             await close()
     return 0
-
-
-async def _join(args: argparse.Namespace, path: Any, model: Any, config: Any, say: Any,
-                closers: list[Any]) -> Any:
-    import asyncio
-
-    from hive_core.base.identity import Identity
-    from hive_core.exec import HiveClient
-    from hive_core.exec.client import load_local
-    from hive_core.exec.errors import ExecError
-    from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
-    from hive_core.mesh.hivenode import HiveNode
-    from hive_core.mesh.node import NodeConfig
-    from hive_core.mesh.rtc import RTCOptions
-    from hive_core.mesh.wschannel import parse_ws_url
-    from hive_core.model.executor import ShardExecutor
-
-    host, _ = parse_ws_url(args.hive)
-    loopback = host in ("127.0.0.1", "localhost", "::1")
-    rtc = RTCOptions.loopback() if loopback else RTCOptions()
-    hive = HiveNode(Identity.generate(), NodeConfig(join=(args.hive,), rtc=rtc))
-    say(f"joining {args.hive} ...")
-    try:
-        await asyncio.wait_for(hive.start(), args.timeout)
-    except TimeoutError:
-        await hive.close()
-        raise ExecError(f"could not join {args.hive} within {args.timeout:g} s") from None
-    closers.append(hive.close)
-    # Servers publish signed layer-span records: link to every owner of this model's layers.
-    owners = await find_span_owners(hive, path.name[:128], model.config.n_layers)
-    await link_nodes(hive, owners, args.timeout)
-    infos = await discover(hive.node, timeout=args.timeout)
-    rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
-    k = args.local_layers
-    plan = route(infos, model.config, path.name[:128], args.replicas, rtts, first_layer=k,
-                 prefer=args.weights)
-    say(f"{len(infos)} shard servers, {len(plan.stages)} stages")
-    from hive_core.base.stage import Stage
-
-    local, pool = load_local(lambda: ShardExecutor.load(
-        model, [Stage(0, k)] if k else [], embed=True, head=True, weights=args.weights),
-        config.compute_nice)
-    spares = [n for n in sorted(infos) if n not in plan.nodes]
-    client = HiveClient(hive.node, local, plan, config, spares=spares, weights=weights_of(infos),
-                        pool=pool)
-    closers.append(lambda: asyncio.sleep(0, client.close()))
-    return client

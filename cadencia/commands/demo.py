@@ -21,7 +21,7 @@ DEFAULT_PNG = "cadencia-demo.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from world.view.runner import add_view_arguments
+    from cadencia.game.runner import add_view_arguments
 
     parser.add_argument("prompt", nargs="?", default="What is the capital of France?", help="what to ask")
     parser.add_argument("--max-new-tokens", type=int, default=24, metavar="N", help="answer length cap")
@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cadencia.game.runner import say, view_config
     from world.view.config import has_display
     from world.view.frame import ViewError
-    from world.view.runner import say, view_config
 
     if not args.prompt.strip():
         raise ViewError("the prompt is empty")
@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace, cfg, say) -> int:
+    from cadencia.game.runner import run_view
+    from cadencia.game.session import HiveSession, game_source
     from world.view.app import WorldApp
-    from world.view.runner import run_view
-    from world.view.session import HiveSession, game_source
 
     source = game_source(player="asker")
     session = HiveSession(source, model=args.model, kv=args.kv, faulty=not args.honest, say=say,

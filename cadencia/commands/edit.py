@@ -18,7 +18,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from world.view.runner import add_view_arguments
+    from cadencia.game.runner import add_view_arguments
 
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the city replica is stored")
     parser.add_argument("--kind", default="house", help="what to build (house, tower, workshop, ...)")
@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cadencia.game.runner import say, view_config
     from world.model import BUILDING_KINDS
     from world.view.frame import ViewError
-    from world.view.runner import say, view_config
     from world.view.script import parse_script
 
     cfg = view_config(args)
@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _edit(args: argparse.Namespace, cfg, steps, say) -> int:
+    from cadencia.game.runner import run_view
+    from cadencia.game.session import city_view, game_source, neighbour_city, open_city
     from world.view.app import WorldApp
     from world.view.editor import Editor
-    from world.view.runner import run_view
     from world.view.script import play_script
-    from world.view.session import city_view, game_source, neighbour_city, open_city
 
     city = open_city(args.data_dir)
     if args.neighbour and not any(p.owner != city.player_id for p in city.plots().values()):

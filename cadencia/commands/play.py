@@ -24,7 +24,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from world.view.runner import add_view_arguments
+    from cadencia.game.runner import add_view_arguments
 
     parser.add_argument("--hive", default=None, metavar="URL", help="join a running hive at ws://127.0.0.1:PORT")
     parser.add_argument("--prompt", default=None, help="ask the hive this prompt as soon as it is ready")
@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cadencia.game.runner import check_hive_url, say, view_config
     from world.view.frame import ViewError
-    from world.view.runner import check_hive_url, say, view_config
 
     cfg = view_config(args)
     if args.max_new_tokens < 1:
@@ -61,17 +61,17 @@ def run(args: argparse.Namespace) -> int:
 
 async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     """Join the hive at --hive as a node (your key), and show it from the inside."""
+    from cadencia.game.credits import CreditKeeper
+    from cadencia.game.hive_link import COMPUTE_NICE, COMPUTE_PROCESS
+    from cadencia.game.live_ask import LiveAsker
+    from cadencia.game.mesh_watch import MeshWatcher
+    from cadencia.game.runner import run_view
+    from cadencia.game.session import city_view, game_source, open_city
     from hive_core.exec.frame_gate import FrameGate
     from hive_core.exec.serve import attach_shard_server
     from hive_core.mesh.hivenode import HiveNode
     from hive_core.mesh.runner import load_identity, node_config
     from world.view.app import WorldApp
-    from world.view.credits import CreditKeeper
-    from world.view.hive_link import COMPUTE_NICE, COMPUTE_PROCESS
-    from world.view.live_ask import LiveAsker
-    from world.view.mesh_watch import MeshWatcher
-    from world.view.runner import run_view
-    from world.view.session import city_view, game_source, open_city
 
     serve = [] if args.no_serve else (args.serve or [_whole_model_span(args.model)])
     mesh = argparse.Namespace(role="auto", ice_host=None, loopback_candidate=False, connect_timeout=15.0,
@@ -128,10 +128,10 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
 
 
 async def _play(args: argparse.Namespace, cfg, say) -> int:
+    from cadencia.game.credits import CreditKeeper
+    from cadencia.game.runner import run_view
+    from cadencia.game.session import HiveSession, city_view, game_source, open_city
     from world.view.app import WorldApp
-    from world.view.credits import CreditKeeper
-    from world.view.runner import run_view
-    from world.view.session import HiveSession, city_view, game_source, open_city
 
     city = open_city(args.data_dir)
     source = game_source(player=city.player_id[:8])
@@ -174,6 +174,6 @@ def _whole_model_span(model: str | None) -> str:
     return f"{path.name[:128]}:0-{n}/{n}"
 
 
-def _earnings(keeper) -> dict:  # keeper: world.view.credits.CreditKeeper
+def _earnings(keeper) -> dict:  # keeper: cadencia.game.credits.CreditKeeper
     return {"receipts": len(keeper.receipts), "earned_mc": keeper.earned_mc, "raised": keeper.raised,
             "balance_mc": keeper.city.balance_mc()}

@@ -21,7 +21,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from world.view.runner import add_view_arguments
+    from cadencia.game.runner import add_view_arguments
 
     parser.add_argument("--hive", required=True, metavar="URL",
                         help="ws://127.0.0.1:PORT of a running hive, or 'local' for the embedded one")
@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cadencia.game.runner import check_hive_url, say, view_config
     from world.view.frame import ViewError
-    from world.view.runner import check_hive_url, say, view_config
 
     cfg = view_config(args)
     if args.hive != "local":
@@ -48,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _spectate(args: argparse.Namespace, cfg, say) -> int:
+    from cadencia.game.runner import run_view
+    from cadencia.game.session import HiveSession, game_source
+    from cadencia.game.spectator import MIN_LEG_S, LiveSpectator, pulses_on_screen
     from world.view.app import WorldApp
-    from world.view.runner import run_view
-    from world.view.session import HiveSession, game_source
-    from world.view.spectator import MIN_LEG_S, LiveSpectator, pulses_on_screen
 
     live = args.hive != "local"
     source = game_source(player="spectator", **({"slow_motion": 1.0, "min_leg_s": MIN_LEG_S} if live else {}))

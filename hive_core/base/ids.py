@@ -14,3 +14,8 @@ def new_session_id() -> bytes:
     """A fresh random session id."""
     return os.urandom(SESSION_BYTES)
 
+
+
+def short(node_id: bytes) -> str:
+    """The first 12 hex digits of an id: how logs and messages name a node."""
+    return node_id.hex()[:12]

@@ -10,6 +10,7 @@ from hive_core.base.stage import Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.wire import hidden_from_bytes, seal_context
 from hive_core.protocol.inference import StageResult
+from hive_core.protocol.messages import ErrorCode
 from hive_core.protocol.trust import Attestation
 from hive_core.trust import TrustError, check_attestation, merkle_root, open_sealed, worker_id
 
@@ -53,7 +54,7 @@ def check_answer(node: bytes, hop: Hop, result: StageResult, box: object, hidden
                  attest: bool) -> Answer:
     """Decrypt and verify `result` for `hop`; BadAnswer / NeedsRebuild when unusable."""
     if not result.ok:
-        if "rebuild" in result.error:
+        if result.code is ErrorCode.NEEDS_REBUILD:
             raise NeedsRebuild(result.error)
         raise BadAnswer(f"{node.hex()[:12]} refused: {result.error}")
     ctx = seal_context(b"out", hop.session_id, hop.step, hop.stage, hop.position)

@@ -29,9 +29,9 @@ import torch
 from hive_core.base.ids import new_session_id
 from hive_core.base.stage import Stage
 from hive_core.economy import WorkReceipt
+from hive_core.events import Consumer, EventSink, HopSent, ReceiptIssued, StageStarted
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable, check_answer
 from hive_core.exec.errors import ExecError, NoReplicaError
-from hive_core.exec.events import Emitter, EventHook
 from hive_core.exec.feed import tell_verdict
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.priority import compute_pool
@@ -112,7 +112,7 @@ class HiveClient:
     def __init__(
         self, node: Node, local: ShardExecutor, plan: Plan, config: ClientConfig | None = None,
         *, reputation: ReputationBook | None = None, spares: Sequence[bytes] = (),
-        on_event: EventHook | None = None, weights: Mapping[bytes, str] | None = None,
+        on_event: Consumer | None = None, weights: Mapping[bytes, str] | None = None,
         pool: ThreadPoolExecutor | None = None, own_pool: bool = True,
     ) -> None:
         """`pool`: the compute thread, when the caller loaded `local` on it (see `load_local`);
@@ -126,7 +126,7 @@ class HiveClient:
         self.config = config or ClientConfig()
         self.reputation = reputation or ReputationBook()
         self.spares = list(spares)
-        self.emit = Emitter(on_event)
+        self.emit = EventSink([on_event])
         self._pool = pool or compute_pool("asker", self.config.compute_nice)
         self._boxes: dict[bytes, object] = {}
         node.register_reply(StageResult)
@@ -278,15 +278,13 @@ class HiveSession:
         except (PeerUnavailable, ConnectionError) as exc:
             raise Unavailable(str(exc)) from None
         took = time.monotonic() - sent
-        self.client.emit("HopSent", session_id=hop.session_id, from_node=self.client.node.node_id,
-                         to_node=node, sent_at=sent, hop_time_s=max(took / 2, 1e-6),
-                         nbytes=len(payload))
+        self.client.emit(HopSent(hop.session_id, self.client.node.node_id, node, sent,
+                                 max(took / 2, 1e-6), len(payload)))
         answer = check_answer(node, hop, result, box, self.client.local.config.hidden, cfg.attest)
         work = self.stages_by_stage(hop.stage).work.setdefault(node, [0.0, 0.0])
         if work[0] == 0:
-            self.client.emit("StageStarted", session_id=hop.session_id, node_id=node,
-                             layer_start=hop.stage.start, layer_end=hop.stage.end,
-                             part=hop.stage.part)
+            self.client.emit(StageStarted(hop.session_id, node, hop.stage.start, hop.stage.end,
+                                          hop.stage.part, time.monotonic()))
         work[0] += hop.tokens
         work[1] += answer.compute_s
         return answer
@@ -365,7 +363,7 @@ class HiveSession:
                     wall_time_s=max(compute_s, 1e-6), timestamp_ms=int(time.time() * 1000),
                     stability=1.0, temperature_c=None, battery_pct=None, on_ac=True)
                 receipts.append(r)
-                self.client.emit("ReceiptIssued", receipt=r)
+                self.client.emit(ReceiptIssued(r, time.monotonic()))
                 try:
                     await self.client.node.send(node, ReceiptMsg(bytes(r)))
                     await self.client.node.send(node, EndSession(self.session_id))

@@ -1,6 +1,7 @@
 """A node's live event feed: the hive events it sees, pushed to the spectators that subscribed.
 
-`EventFeed.publish(event)` never blocks and never fails: each subscriber has its own bounded
+`EventFeed.publish(event)` takes a hive event the node reports on itself (mapped to the wire
+by `hive_core.events.to_feed`); it never blocks and never fails: each subscriber has its own bounded
 queue drained by its own sender task, so a slow or dead spectator loses events (counted)
 instead of slowing serving. Subscribers are bounded too; a subscription lapses after its
 TTL unless renewed, and ends when its link drops or a send fails.
@@ -14,6 +15,7 @@ spectators re-check the evidence before they show anything).
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 import time
@@ -22,12 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from hive_core.base.stage import Part
+from hive_core.events import EventError, HiveEvent, HopSent, to_feed
 from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.protocol import encode_struct
 from hive_core.protocol.feed import (
+    EventKind,
     FeedAnswer,
     FeedEvent,
-    FeedKind,
     FeedSubscribe,
     FeedVerdict,
     evidence_chunks,
@@ -74,13 +77,17 @@ class FeedStats:
 class EventFeed:
     """Answers FeedSubscribe on `node` and pushes published events to each subscriber."""
 
+    class State(enum.Enum):
+        OPEN = "open"
+        CLOSED = "closed"  # final: subscriptions ended, nothing more is sent
+
     def __init__(self, node: Node, config: FeedConfig | None = None) -> None:
         self.node = node
         self.config = config or FeedConfig()
         self.subscribers: dict[bytes, _Subscriber] = {}
         self.stats = FeedStats()
         self._seq = 0
-        self.closed = False
+        self.state = EventFeed.State.OPEN
         self._served: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         node.on(FeedSubscribe, self._on_subscribe)
         node.on(FeedVerdict, self._on_verdict)
@@ -111,10 +118,21 @@ class EventFeed:
         except ConnectionError as exc:
             self._end(peer, f"answer failed: {exc}")
 
-    def publish(self, event: FeedEvent) -> None:
-        """Queue `event` for every live subscriber (call on the event loop's thread)."""
-        if event.kind is FeedKind.HOP_SENT:  # we served `peer`'s session: its verdicts are welcome
-            self._remember(event.peer, event.session_id)
+    def publish(self, event: HiveEvent) -> None:
+        """Queue `event` (about this node's own work) for every live subscriber (call on the
+        event loop's thread); an event a node does not report on its feed is logged and dropped."""
+        if isinstance(event, HopSent):  # we served `from_node`'s session: its verdicts are welcome
+            self._remember(event.from_node, event.session_id)
+        if self.closed or not self.subscribers:
+            return
+        try:
+            frame = to_feed(event)
+        except EventError as exc:
+            logger.warning("%s: not published: %s", self.node, exc)
+            return
+        self._queue(frame)
+
+    def _queue(self, event: FeedEvent) -> None:
         if self.closed or not self.subscribers:
             return
         now = time.monotonic()
@@ -159,10 +177,10 @@ class EventFeed:
             return
         self.stats.verdicts += 1
         if msg.verified:
-            kind, node, quorum = FeedKind.VERIFIED, me, len(msg.agreeing)
+            kind, node, quorum = EventKind.VERIFIED, me, len(msg.agreeing)
         else:
-            kind, node, quorum = FeedKind.SLASHED, msg.offender, 1
-        self.publish(feed_event(kind, node, session_id=msg.session_id, step=msg.step,
+            kind, node, quorum = EventKind.SLASHED, msg.offender, 1
+        self._queue(feed_event(kind, node, session_id=msg.session_id, step=msg.step,
                                 layer_start=msg.layer_start, layer_end=msg.layer_end,
                                 part=msg.part, quorum=quorum, reason=msg.reason, chunk=msg.chunk,
                                 chunks=msg.chunks, evidence=msg.evidence))
@@ -185,8 +203,14 @@ class EventFeed:
         if cancel and sub.task is not None:
             sub.task.cancel()
 
+    @property
+    def closed(self) -> bool:
+        return self.state is EventFeed.State.CLOSED
+
     async def close(self) -> None:
-        self.closed = True
+        if not self.closed:
+            logger.info("%s: feed %s -> %s", self.node, self.state.value, EventFeed.State.CLOSED.value)
+        self.state = EventFeed.State.CLOSED
         for peer in list(self.subscribers):
             self._end(peer, "closed")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from hive_core.base.identity import Identity
 from hive_core.base.stage import Stage, even_stages
+from hive_core.events import Consumer
 from hive_core.exec.client import ClientConfig, HiveClient, load_local
-from hive_core.exec.events import EventHook
 from hive_core.exec.faults import Fault
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.server import ServerConfig, ShardServer
@@ -125,7 +125,7 @@ async def build_hive(
     client_config: ClientConfig | None = None,
     profile: LinkProfile | None = None,
     tap: Tap | None = None,
-    on_event: EventHook | None = None,
+    on_event: Consumer | None = None,
     model: GGUFModelFile | None = None,
     server_identities: Mapping[int, Identity] | None = None,
     compute_nice: int = 0,

@@ -14,6 +14,7 @@ work receipts clients sign for it. What it does is published on its live event f
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,14 @@ import torch
 
 from hive_core.base.stage import Stage, StageError
 from hive_core.economy import ReceiptError, WorkReceipt
+from hive_core.events import (
+    EventSink,
+    HopSent,
+    ReceiptIssued,
+    ReplicaAnswered,
+    StageStarted,
+    trial_id,
+)
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
@@ -39,7 +48,6 @@ from hive_core.mesh.node import Node
 from hive_core.model.errors import ModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
-from hive_core.protocol.feed import FeedKind, feed_event
 from hive_core.protocol.inference import (
     EndSession,
     ReceiptMsg,
@@ -48,6 +56,7 @@ from hive_core.protocol.inference import (
     ShardQuery,
     StageResult,
 )
+from hive_core.protocol.messages import ErrorCode
 from hive_core.trust import TrustError, attest, box_between, open_sealed, seal
 
 logger = logging.getLogger(__name__)
@@ -91,6 +100,11 @@ class ServedStats:
 class ShardServer:
     """Serves RunStage / ShardQuery / EndSession / ReceiptMsg on `node`."""
 
+    class State(enum.Enum):
+        SERVING = "serving"  # answers requests (from construction: preloads come with start)
+        CRASHED = "crashed"  # an injected fault killed it: silent, links dropped
+        CLOSED = "closed"  # closed by its owner; final
+
     def __init__(self, node: Node, model: GGUFModelFile, config: ServerConfig | None = None) -> None:
         self.node = node
         self.model = model
@@ -110,9 +124,10 @@ class ShardServer:
         self.receipts: list[WorkReceipt] = []
         self.receipt_hooks: list[Callable[[WorkReceipt], None]] = []  # called per kept receipt
         self.feed = EventFeed(node, self.config.feed)
+        # What this node does, logged and shown to its spectators.
+        self.events = EventSink([self.feed.publish])
         self.stats = ServedStats(loaded_stages=self.host.loaded_stages)
-        self.crashed = False
-        self.closed = False
+        self.state = ShardServer.State.SERVING
         self._pool = compute_pool("shard", self.config.compute_nice, self.config.compute_gate)
         self._boxes: dict[bytes, object] = {}
         self._evictor: asyncio.Task[None] | None = None
@@ -151,8 +166,22 @@ class ShardServer:
         """Sessions with caches here (none when a child process holds them)."""
         return self.host.sessions if isinstance(self.host, StageHost) else {}  # type: ignore[return-value]
 
+    def _set_state(self, state: ShardServer.State) -> None:
+        if state is self.state or self.state is ShardServer.State.CLOSED:
+            return
+        logger.info("%s: %s -> %s", self.node, self.state.value, state.value)
+        self.state = state
+
+    @property
+    def serving(self) -> bool:
+        return self.state is ShardServer.State.SERVING
+
+    @property
+    def crashed(self) -> bool:
+        return self.state is ShardServer.State.CRASHED
+
     async def close(self) -> None:
-        self.closed = True
+        self._set_state(ShardServer.State.CLOSED)
         if self._evictor is not None:
             self._evictor.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -163,12 +192,12 @@ class ShardServer:
     # -- handlers --------------------------------------------------------------------
 
     def _on_run(self, peer: bytes, msg: RunStage) -> asyncio.Future[None] | None:
-        if self.crashed or self.closed:
+        if not self.serving:
             return None
         fault = self.config.fault
         if fault is not None and fault.should_crash(self.stats.requests):
-            self.crashed = True
             logger.warning("%s: fault %s: crashing now", self.node, fault)
+            self._set_state(ShardServer.State.CRASHED)
             return asyncio.ensure_future(self._crash())
         self.stats.requests += 1
         if self._evictor is None:  # started lazily when the node was built outside a loop
@@ -180,9 +209,8 @@ class ShardServer:
         job = asyncio.get_running_loop().run_in_executor(
             self._pool, self._serve, peer, link.public_key, msg)
         if msg.layer_end > msg.layer_start:
-            self.feed.publish(feed_event(
-                FeedKind.STAGE_STARTED, self.node.node_id, session_id=msg.session_id,
-                layer_start=msg.layer_start, layer_end=msg.layer_end, part=msg.part, step=msg.step))
+            self.events(StageStarted(msg.session_id, self.node.node_id, msg.layer_start,
+                                     msg.layer_end, msg.part, time.monotonic()))
         return asyncio.ensure_future(self._reply(peer, msg, job))
 
     async def _reply(self, peer: bytes, msg: RunStage, job: asyncio.Future[StageResult]) -> None:
@@ -191,7 +219,7 @@ class ShardServer:
             result = await job
         except Exception as exc:  # a bug must still answer, never leave the asker waiting
             logger.exception("%s: stage failed", self.node)
-            result = _failure(rpc_id, f"internal error: {type(exc).__name__}", 0)
+            result = _failure(rpc_id, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}", 0)
         if not result.ok:
             self.stats.errors += 1
         else:
@@ -203,16 +231,14 @@ class ShardServer:
 
     def _publish_served(self, peer: bytes, msg: RunStage, result: StageResult) -> None:
         me = self.node.node_id
+        now = time.monotonic()
         if peer != me:
-            self.feed.publish(feed_event(
-                FeedKind.HOP_SENT, me, session_id=msg.session_id, peer=peer,
-                layer_start=msg.layer_start, layer_end=msg.layer_end, part=msg.part,
-                step=msg.step, duration_s=hop_time_s(self.node, peer)))
+            hop_s = hop_time_s(self.node, peer)
+            self.events(HopSent(msg.session_id, peer, me, max(0.0, now - 2 * hop_s), hop_s,
+                                len(msg.payload)))
         if result.attestation is not None:
-            self.feed.publish(feed_event(
-                FeedKind.REPLICA_ANSWERED, me, session_id=msg.session_id, step=msg.step,
-                layer_start=msg.layer_start, layer_end=msg.layer_end, part=msg.part,
-                root=result.attestation.output_root))
+            self.events(ReplicaAnswered(msg.session_id, trial_id(msg.step, msg.layer_start, msg.part),
+                                        me, result.attestation.output_root, now))
 
     async def _crash(self) -> None:
         """Die abruptly: every link drops without a reply (what a killed process looks like)."""
@@ -222,7 +248,7 @@ class ShardServer:
                 await link.rtc.close()
 
     def _on_query(self, peer: bytes, msg: ShardQuery) -> asyncio.Future[None] | None:
-        if self.crashed or self.closed:
+        if not self.serving:
             return None
         cfg = self.model.config
         pre = self.config.preload
@@ -233,7 +259,7 @@ class ShardServer:
         return asyncio.ensure_future(self.node.send(peer, info))
 
     def _on_end(self, peer: bytes, msg: EndSession) -> asyncio.Future[None] | None:
-        if self.crashed or self.closed:
+        if not self.serving:
             return None
         # Sessions are only touched on the worker thread.
         return asyncio.get_running_loop().run_in_executor(self._pool, self._end, peer, msg.session_id)
@@ -255,8 +281,7 @@ class ShardServer:
             logger.info("%s: refused a receipt not between %s and us", self.node, peer.hex()[:12])
             return
         self.receipts.append(receipt)
-        self.feed.publish(feed_event(FeedKind.RECEIPT_ISSUED, self.node.node_id,
-                                     session_id=receipt.session_id, receipt=bytes(receipt)))
+        self.events(ReceiptIssued(receipt, time.monotonic()))
         for hook in list(self.receipt_hooks):
             try:
                 hook(receipt)
@@ -275,9 +300,15 @@ class ShardServer:
         try:
             return self._compute(peer, public_key, msg)
         except StepRefused as exc:
-            return _failure(msg.rpc_id, str(exc)[:256], exc.held)
-        except (ModelError, StageError, ExecError, TrustError) as exc:
-            return _failure(msg.rpc_id, str(exc)[:256], 0)
+            return _failure(msg.rpc_id, ErrorCode.NEEDS_REBUILD, str(exc), exc.held)
+        except StageError as exc:
+            return _failure(msg.rpc_id, ErrorCode.MALFORMED, str(exc), 0)
+        except TrustError as exc:
+            return _failure(msg.rpc_id, ErrorCode.UNAUTHENTICATED, str(exc), 0)
+        except ModelError as exc:
+            return _failure(msg.rpc_id, ErrorCode.UNSUPPORTED, str(exc), 0)
+        except ExecError as exc:
+            return _failure(msg.rpc_id, ErrorCode.INTERNAL, str(exc), 0)
         finally:
             self.stats.evicted = self.host.evicted
 
@@ -299,7 +330,8 @@ class ShardServer:
                          output_bytes=out_bytes)
         sealed = seal(box, out_bytes,  # type: ignore[arg-type]
                       seal_context(b"out", msg.session_id, msg.step, stage, msg.position))
-        return StageResult(msg.rpc_id, True, "", msg.position + msg.tokens, compute_s, att, sealed)
+        return StageResult(msg.rpc_id, ErrorCode.OK, "", msg.position + msg.tokens, compute_s, att,
+                           sealed)
 
     # -- eviction --------------------------------------------------------------------
 
@@ -316,5 +348,5 @@ class ShardServer:
             await asyncio.get_running_loop().run_in_executor(self._pool, self.evict_idle)
 
 
-def _failure(rpc_id: int, error: str, cache_len: int) -> StageResult:
-    return StageResult(rpc_id, False, error[:256], cache_len, 0.0, None, b"")
+def _failure(rpc_id: int, code: ErrorCode, error: str, cache_len: int) -> StageResult:
+    return StageResult(rpc_id, code, error[:256], cache_len, 0.0, None, b"")

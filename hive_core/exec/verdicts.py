@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
+from hive_core.events import NodeLeft, ReplicaAnswered, Slashed, Verified, trial_id
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
 from hive_core.exec.errors import VerificationError
 from hive_core.exec.feed import slashed_verdicts, verified_verdict
@@ -35,11 +37,9 @@ class StageVerifier:
         self.last: dict[int, tuple[Hop, Answer]] = {}
         self.spot_checked: set[int] = set()
 
-    def _emit(self, kind: str, **fields: object) -> None:
-        self.s.client.emit(kind, **fields)
-
-    def _trial(self, i: int, hop: Hop) -> int:
-        return (hop.step * len(self.s.stages) + i) & 0x7FFFFFFF
+    @staticmethod
+    def _trial(hop: Hop) -> int:
+        return trial_id(hop.step, hop.stage.start, hop.stage.part)
 
     async def _ask(self, i: int, node: bytes, hop: Hop) -> Answer:
         try:
@@ -55,7 +55,7 @@ class StageVerifier:
         st.failed.add(node)
         logger.info("stage %s: dropping %s: %s", st.stage, node.hex()[:12], reason)
         if gone:
-            self._emit("NodeLeft", node_id=node)
+            self.s.client.emit(NodeLeft(node, time.monotonic()))
 
     async def run(self, i: int, hop: Hop, nodes: list[bytes]) -> Answer | None:
         """The accepted answer, or None when every replica failed (the caller fails over)."""
@@ -109,16 +109,16 @@ class StageVerifier:
             self._drop(i, node, str(exc), gone=False)
             return None
         if a.attestation is not None:
-            self._emit("ReplicaAnswered", session_id=hop.session_id, step=self._trial(i, hop),
-                       node_id=node, digest=a.attestation.output_root)
+            self.s.client.emit(ReplicaAnswered(hop.session_id, self._trial(hop), node,
+                                               a.attestation.output_root, time.monotonic()))
         return a
 
     def _accept(self, i: int, hop: Hop, agreeing: list[Answer], verified: bool) -> None:
         st = self.s.stages[i]
         if verified:
             st.verified_steps += 1
-            self._emit("Verified", session_id=hop.session_id, step=self._trial(i, hop),
-                       agreeing=tuple(a.node for a in agreeing))
+            self.s.client.emit(Verified(hop.session_id, self._trial(hop),
+                                        tuple(a.node for a in agreeing), time.monotonic()))
             for a in agreeing:
                 self.s.client.reputation.reward(a.node)
             nodes = [a.node for a in agreeing]
@@ -141,8 +141,8 @@ class StageVerifier:
             return
         self._drop(i, bad.node, "slashed", gone=False)
         reason = f"output outside tolerance {rtol:g} of {len(witnesses)} agreeing replicas"
-        self._emit("Slashed", session_id=hop.session_id, step=self._trial(i, hop),
-                   node_id=bad.node, reason=reason, evidence=ev)
+        self.s.client.emit(Slashed(hop.session_id, self._trial(hop), bad.node, reason,
+                                   time.monotonic(), ev))
         self.s.client.announce(slashed_verdicts(ev, bad.node, reason), [a.node for a in agreeing])
 
     async def _judge_late(self, i: int, hop: Hop, tasks: dict[asyncio.Future[Answer], bytes],
@@ -203,8 +203,8 @@ class StageVerifier:
             return False
         if agree(answer.out, other.out, self.s.client.config.rtol):
             self.spot_checked.add(i)
-            self._emit("Verified", session_id=hop.session_id, step=self._trial(i, hop),
-                       agreeing=(answer.node, ref))
+            self.s.client.emit(Verified(hop.session_id, self._trial(hop), (answer.node, ref),
+                                        time.monotonic()))
             return True
         # One against one: a second referee decides, and a liar is slashed.
         try:

@@ -11,6 +11,7 @@ through mesh peers, and the records are republished until the node stops.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from typing import Any
@@ -69,6 +70,12 @@ class JoinFailed(ConnectionError):
 class HiveNode:
     """One peer of the hive; sentinels are HiveNodes that listen and take the sentinel role."""
 
+    class State(enum.Enum):
+        NEW = "new"
+        STARTING = "starting"  # listening, joining, publishing its first records
+        RUNNING = "running"
+        CLOSED = "closed"  # final
+
     def __init__(self, identity: Identity, config: NodeConfig | None = None) -> None:
         self.config = config or NodeConfig()
         self.node = Node(identity, self.config)
@@ -85,7 +92,7 @@ class HiveNode:
         self.node.register_reply(StatusReply)
         self.node.on_link_up.append(self._link_up)
         self.node.on_link_lost.append(self._link_lost)
-        self._started = False
+        self.state = HiveNode.State.NEW
         self._ws_open = 0  # WebSocket connections handshaking or linked
         self._entries: dict[str, None] = {}  # listen URLs of peers seen, oldest first
 
@@ -111,9 +118,9 @@ class HiveNode:
 
     async def start(self) -> None:
         """Listen, join, link up with the entry's neighbourhood, publish records."""
-        if self._started:
+        if self.state is not HiveNode.State.NEW:
             return
-        self._started = True
+        self._set_state(HiveNode.State.STARTING)
         self.roles  # noqa: B018 - validate role names before any network work
         if self.config.listen is not None:
             self.server = WsServer(self._accept)
@@ -129,6 +136,13 @@ class HiveNode:
                                  return_exceptions=True)
         await self.publish()
         self.node.spawn(self._upkeep(), name="upkeep")
+        self._set_state(HiveNode.State.RUNNING)
+
+    def _set_state(self, state: HiveNode.State) -> None:
+        if state is self.state or self.state is HiveNode.State.CLOSED:
+            return
+        logger.info("%s: %s -> %s", self, self.state.value, state.value)
+        self.state = state
 
     async def _join(self) -> None:
         errors = []
@@ -168,6 +182,7 @@ class HiveNode:
 
     async def close(self) -> None:
         """Leave: stop listening, say bye on every link, stop background work."""
+        self._set_state(HiveNode.State.CLOSED)
         await self.dht.stop()
         if self.server is not None:
             await self.server.stop()

@@ -17,6 +17,7 @@ from hive_core.mesh.events import FrameRejected, NodeEvent, PeerConnected, PeerL
 from hive_core.mesh.peers import Link, PeerInfo, PeerTable
 from hive_core.mesh.rtc import ConnectFailed, RTCChannel, RTCOptions, RTCPeer
 from hive_core.protocol import (
+    REQUESTS,
     Bye,
     Error,
     ErrorCode,
@@ -27,6 +28,7 @@ from hive_core.protocol import (
     Pong,
     ProtocolError,
     Reassembler,
+    ReplayedHello,
     ReplayGuard,
     Signal,
     Stored,
@@ -258,7 +260,7 @@ class Node:
         except (ProtocolError, TimeoutError, ChannelClosed) as exc:
             reason = f"handshake: {exc or type(exc).__name__}"
             self._reject(b"", reason)
-            code = ErrorCode.REPLAYED if "replay" in reason else ErrorCode.UNAUTHENTICATED
+            code = ErrorCode.REPLAYED if isinstance(exc, ReplayedHello) else ErrorCode.UNAUTHENTICATED
             try:
                 await channel.send(encode(Error(0, code, reason[:200])))
             except ChannelClosed:
@@ -374,6 +376,12 @@ class Node:
             self.spawn(self.signal_handler(link, msg), name="signal")
         elif self.request_handler is not None and rpc_id is not None:
             self.spawn(self._serve_request(link, msg), name=type(msg).__name__)
+        elif isinstance(msg, REQUESTS):
+            # A request this node does not serve (a shard query to a sentinel): say so at once,
+            # so the asker moves on instead of waiting out its timeout.
+            logger.debug("%s: %s from %s is not served here", self, type(msg).__name__, link)
+            await self._answer(link, Error(rpc_id, ErrorCode.UNSUPPORTED,
+                                           f"{type(msg).__name__} is not served by this node"))
         else:
             logger.debug("%s: no handler for %s from %s", self, type(msg).__name__, link)
 

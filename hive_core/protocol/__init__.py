@@ -54,8 +54,10 @@ from hive_core.base.fields import (
     Text,
     UInt,
 )
+from hive_core.protocol import feed, inference, trust  # noqa: F401 - every node knows every message
 from hive_core.protocol.handshake import (
     HandshakeError,
+    ReplayedHello,
     ReplayGuard,
     make_hello,
     make_signal,
@@ -103,6 +105,11 @@ from hive_core.protocol.tensor import (
     chunk_tensor,
 )
 
+# Messages that ask for a reply (by `rpc_id`): a node that does not serve one answers
+# `Error(rpc_id, UNSUPPORTED)` at once rather than leaving the asker to time out.
+REQUESTS: tuple[type, ...] = (Ping, FindNode, FindValue, Store, StatusRequest,
+                              inference.RunStage, inference.ShardQuery, feed.FeedSubscribe)
+
 __all__ = [
     "ID_BYTES",
     "MAX_CHUNK_PAYLOAD",
@@ -113,6 +120,7 @@ __all__ = [
     "MAX_STATUS_NODES",
     "MAX_STATUS_RECORDS",
     "PROTOCOL_VERSION",
+    "REQUESTS",
     "SAFE_CHUNK_PAYLOAD",
     "Blob",
     "Bool",
@@ -141,6 +149,7 @@ __all__ = [
     "ProtocolError",
     "Reassembler",
     "ReplayGuard",
+    "ReplayedHello",
     "Signal",
     "SignalKind",
     "SignedRecord",

@@ -25,6 +25,10 @@ class HandshakeError(ProtocolError):
     """A Hello or Signal does not verify: bad signature, wrong audience, stale or replayed."""
 
 
+class ReplayedHello(HandshakeError):
+    """A Hello seen before, or dated outside the replay window."""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -83,12 +87,12 @@ class ReplayGuard:
                 break
             del self._seen[oldest]
         if abs(now - timestamp_ms) > self.window_ms:
-            raise HandshakeError(
+            raise ReplayedHello(
                 f"timestamp {timestamp_ms} is outside the {self.window_ms} ms window around {now}"
             )
         tag = public_key + nonce
         if tag in self._seen:
-            raise HandshakeError("replayed hello (nonce already seen)")
+            raise ReplayedHello("replayed hello (nonce already seen)")
         self._seen[tag] = now
 
 

@@ -53,8 +53,10 @@ class SignalKind(IntEnum):
 
 
 class ErrorCode(IntEnum):
-    """Why a peer refused or failed a request."""
+    """Why a peer refused or failed a request: the receiver acts on the code, never on the text
+    (which is for people). `OK` only appears in replies that carry a code beside a result."""
 
+    OK = 0
     MALFORMED = 1
     UNAUTHENTICATED = 2
     REPLAYED = 3
@@ -62,6 +64,7 @@ class ErrorCode(IntEnum):
     OVERLOADED = 5
     NOT_FOUND = 6
     INTERNAL = 7
+    NEEDS_REBUILD = 8  # the session's KV cache is gone or behind the input: resend from cache_len
 
 
 U8 = Annotated[int, UInt(1)]
@@ -148,6 +151,10 @@ class Error:
     rpc_id: U64
     code: Annotated[ErrorCode, EnumOf(ErrorCode, 2)]
     message: Annotated[str, Text(MAX_REASON_BYTES)]
+
+    def __post_init__(self) -> None:
+        if self.code is ErrorCode.OK:
+            raise ProtocolError("an Error must say what went wrong (code OK)")
 
 
 @message(MsgType.SIGNAL)

@@ -9,32 +9,33 @@ from typing import Any
 import pytest
 
 from hive_core.base.stage import Part
+from hive_core.events import StageStarted
 from hive_core.exec import generate_hive
 from hive_core.exec.feed import EventFeed, FeedConfig
 from hive_core.exec.hive import build_hive, identity
 from hive_core.mesh.memchannel import memory_pair
 from hive_core.mesh.node import Node
 from hive_core.protocol import ProtocolError, decode, encode
-from hive_core.protocol.feed import FeedAnswer, FeedEvent, FeedKind, FeedSubscribe, feed_event
+from hive_core.protocol.feed import EventKind, FeedAnswer, FeedEvent, FeedSubscribe, feed_event
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
 A, B = b"\x01" * 20, b"\x02" * 20
 
 
 def test_feed_messages_round_trip_and_refuse_bad_events() -> None:
-    hop = feed_event(FeedKind.HOP_SENT, A, session_id=b"s" * 16, peer=B, duration_s=0.004,
+    hop = feed_event(EventKind.HOP_SENT, A, session_id=b"s" * 16, peer=B, duration_s=0.004,
                      layer_start=0, layer_end=2, part=Part.FULL, step=3)
     assert decode(encode(hop)) == hop
     sub = FeedSubscribe(7, True, 30.0)
     assert decode(encode(sub)) == sub
     with pytest.raises(ProtocolError, match="another node as its source"):
-        feed_event(FeedKind.HOP_SENT, A, session_id=b"s" * 16, peer=A, duration_s=0.004)
+        feed_event(EventKind.HOP_SENT, A, session_id=b"s" * 16, peer=A, duration_s=0.004)
     with pytest.raises(ProtocolError, match="needs a session id"):
-        feed_event(FeedKind.STAGE_STARTED, A, layer_start=0, layer_end=2)
+        feed_event(EventKind.STAGE_STARTED, A, layer_start=0, layer_end=2)
     with pytest.raises(ProtocolError, match="empty layer range"):
-        feed_event(FeedKind.STAGE_STARTED, A, session_id=b"s", layer_start=2, layer_end=2)
+        feed_event(EventKind.STAGE_STARTED, A, session_id=b"s", layer_start=2, layer_end=2)
     with pytest.raises(ProtocolError, match="receipt bytes"):
-        feed_event(FeedKind.RECEIPT_ISSUED, A, receipt=b"x" * 10)
+        feed_event(EventKind.RECEIPT_ISSUED, A, receipt=b"x" * 10)
     with pytest.raises(ProtocolError, match="ttl_s"):
         FeedSubscribe(1, True, float("nan"))
     frame = bytearray(encode(hop))
@@ -74,23 +75,23 @@ async def test_servers_publish_an_ask_of_another_client_without_its_prompt(tiny_
         await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=4, context_length=64), 60)
         await s.finish()
         for _ in range(100):
-            if sum(m.kind is FeedKind.RECEIPT_ISSUED for _, m in heard) >= 2:
+            if sum(m.kind is EventKind.RECEIPT_ISSUED for _, m in heard) >= 2:
                 break
             await asyncio.sleep(0.02)
     finally:
         await spec.close()
         await hive.close()
     kinds = {m.kind for _, m in heard}
-    assert {FeedKind.STAGE_STARTED, FeedKind.HOP_SENT, FeedKind.RECEIPT_ISSUED} <= kinds
+    assert {EventKind.STAGE_STARTED, EventKind.HOP_SENT, EventKind.RECEIPT_ISSUED} <= kinds
     asker, ids = hive.asker.node_id, [srv.node.node_id for srv in hive.servers]
     for peer, m in heard:
         assert m.node == peer  # each server reports only on itself
-        if m.kind is not FeedKind.RECEIPT_ISSUED:
+        if m.kind is not EventKind.RECEIPT_ISSUED:
             assert m.session_id == s.session_id
-    hops = [m for _, m in heard if m.kind is FeedKind.HOP_SENT]
+    hops = [m for _, m in heard if m.kind is EventKind.HOP_SENT]
     assert {h.peer for h in hops} == {asker} and {h.node for h in hops} == set(ids)
     assert all(h.duration_s > 0 for h in hops)
-    stages = {(m.node, m.layer_start, m.layer_end) for _, m in heard if m.kind is FeedKind.STAGE_STARTED}
+    stages = {(m.node, m.layer_start, m.layer_end) for _, m in heard if m.kind is EventKind.STAGE_STARTED}
     assert stages == {(ids[0], 0, 2), (ids[1], 2, 4)}
     seqs = [m.seq for p, m in heard if p == ids[0]]
     assert seqs == sorted(seqs) and seqs[0] == 1  # nothing dropped, in order
@@ -124,7 +125,7 @@ async def test_subscribers_are_bounded_and_a_stuck_one_loses_events_not_time() -
             await real_send(node_id, msg)
 
         pub.send = slow_send  # type: ignore[method-assign]
-        event = feed_event(FeedKind.STAGE_STARTED, pub.node_id, session_id=b"s", layer_start=0, layer_end=1)
+        event = StageStarted(b"s", pub.node_id, 0, 1, Part.FULL, 0.0)
         for _ in range(1000):
             feed.publish(event)  # returns at once: nothing here awaits the subscriber
         await asyncio.sleep(0)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from hive_core import events as ev
 from hive_core.base.stage import Part, Stage
 from hive_core.exec import ClientConfig, Fault, FaultSpecError, SpecStats, generate_hive
 from hive_core.exec.generate import LocalSessionAdapter, prompt_lookup
@@ -18,7 +19,6 @@ from hive_core.model.kv.factory import kv_factory
 from hive_core.model.sampling import Sampler
 from hive_core.protocol.inference import KvKind, RunStage
 from hive_core.trust import check_evidence
-from world.game import events as ev
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
 N = 16

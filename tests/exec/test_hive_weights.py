@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from hive_core import events as ev
 from hive_core.base.stage import Stage
 from hive_core.exec import ExecError, Fault, NoReplicaError, generate_hive
 from hive_core.exec.hive import build_hive
@@ -21,7 +22,6 @@ from hive_core.model.kv.factory import kv_factory
 from hive_core.model.packed import PACKED, unfused
 from hive_core.model.pipeline import LocalPipeline
 from hive_core.protocol.inference import ShardInfo, WeightsKind
-from world.game import events as ev
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
 STEPS = [PROMPT, [3], [40, 7], [12]]

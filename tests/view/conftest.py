@@ -56,13 +56,13 @@ def live_hive(tiny_gguf):
     from contextlib import asynccontextmanager
     from dataclasses import replace
 
+    from cadencia.game.live_ask import LiveAsker
+    from cadencia.game.session import game_source
     from hive_core.exec.serve import attach_shard_server
     from hive_core.mesh.hivenode import HiveNode
     from hive_core.mesh.node import NodeConfig
     from hive_core.mesh.rtc import RTCOptions
     from hive_core.mesh.runner import parse_span
-    from world.view.live_ask import LiveAsker
-    from world.view.session import game_source
 
     fast = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_s=0.5,
                       dead_after_s=4.0)

@@ -23,9 +23,9 @@ FAST = NodeConfig(rtc=RTCOptions.loopback(connect_timeout_s=8.0), ping_interval_
 
 
 def test_receipts_for_other_workers_or_forged_pay_nothing(cities) -> None:
+    from cadencia.game.credits import CreditKeeper
     from hive_core.base.stage import Part
     from hive_core.economy import WorkReceipt
-    from world.view.credits import CreditKeeper
 
     alice, bob = cities
     client = Identity.from_seed(b"c" * 32)
@@ -50,9 +50,9 @@ def test_receipts_for_other_workers_or_forged_pay_nothing(cities) -> None:
 
 
 async def test_embedded_play_hosts_under_the_players_key_and_earns(tmp_path, tiny_gguf, make_app) -> None:
+    from cadencia.game.credits import CreditKeeper
+    from cadencia.game.session import HiveSession, city_view, game_source, open_city
     from hive_core.economy import Ledger
-    from world.view.credits import CreditKeeper
-    from world.view.session import HiveSession, city_view, game_source, open_city
 
     city = open_city(str(tmp_path))
     me = bytes.fromhex(city.player_id)
@@ -93,8 +93,8 @@ async def test_embedded_play_hosts_under_the_players_key_and_earns(tmp_path, tin
 
 @pytest.mark.net
 async def test_play_hive_serves_and_records_the_receipts_askers_sign(tiny_gguf, tmp_path) -> None:
-    from world.view.live_ask import LiveAsker
-    from world.view.session import game_source, open_city
+    from cadencia.game.live_ask import LiveAsker
+    from cadencia.game.session import game_source, open_city
 
     data = tmp_path / "player"
     sentinel = HiveNode(Identity.generate(), replace(FAST, listen="127.0.0.1:0"))

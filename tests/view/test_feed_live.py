@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from world.game import HopSent, StageStarted
+from hive_core.events import HopSent, StageStarted
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +34,8 @@ def near_cyan(px: np.ndarray, col: int, row: int) -> bool:
 @pytest.mark.net
 async def test_spectator_sees_another_clients_ask_as_pulses(tiny_gguf, make_app, tmp_path,
                                                              live_hive) -> None:
-    from world.view.session import game_source
-    from world.view.spectator import MIN_LEG_S, LiveSpectator, pulses_on_screen
+    from cadencia.game.session import game_source
+    from cadencia.game.spectator import MIN_LEG_S, LiveSpectator, pulses_on_screen
 
     async with live_hive() as (sentinel, servers, player, asker):
         source = game_source(player="spectator", slow_motion=1.0, min_leg_s=MIN_LEG_S)
@@ -93,7 +93,7 @@ async def test_spectate_command_screenshot_shows_a_pulse_of_a_live_ask(tiny_gguf
                                                                       live_hive) -> None:
     from panda3d.core import Filename, PNMImage
 
-    from world.view.hive_link import ask_through
+    from cadencia.game.hive_link import ask_through
 
     async with live_hive() as (sentinel, _servers, _player, asker):
         client = await asker._client()  # discovered once, before: then the hops run back to back

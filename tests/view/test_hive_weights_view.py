@@ -7,13 +7,13 @@ import asyncio
 
 
 async def test_embedded_hive_runs_in_the_chosen_weights_mode(tiny_gguf) -> None:
+    from cadencia.game.hive_link import N_SERVERS
+    from cadencia.game.session import HiveSession, game_source
     from hive_core.model.chat import prompt_ids
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.kv.factory import kv_factory
     from hive_core.model.packed import PACKED, RowTable, unfused
     from hive_core.model.pipeline import LocalPipeline
-    from world.view.hive_link import N_SERVERS
-    from world.view.session import HiveSession, game_source
 
     source = game_source()
     session = HiveSession(source, model=str(tiny_gguf), faulty=False, host=False, weights="packed")

@@ -7,16 +7,16 @@ import asyncio
 
 import pytest
 
+from hive_core.events import HopSent
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv.factory import kv_factory
 from hive_core.model.pipeline import LocalPipeline
-from world.game import HopSent
 
 
 @pytest.mark.net
 async def test_play_asks_a_live_hive_and_spectators_see_it(tiny_gguf, live_hive) -> None:
-    from world.view.mesh_watch import MeshWatcher
-    from world.view.session import game_source
+    from cadencia.game.mesh_watch import MeshWatcher
+    from cadencia.game.session import game_source
 
     source = game_source(slow_motion=1.0)
     heard: list[object] = []

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
+from cadencia.game.runner import check_hive_url
 from world.view.camera import CameraState, framing, orbit, track
 from world.view.city_view import CityView
 from world.view.editor import Editor, cell_at
 from world.view.frame import EditRefused, PlotView, ViewError
 from world.view.palette import district_light, rtt_color
-from world.view.runner import check_hive_url
 from world.view.script import Step, parse_script
 from world.view.shaders import shader_paths
 
@@ -131,10 +131,10 @@ def test_shaders_exist_and_names_are_checked(tmp_path):
 def test_work_receipts_become_credits_that_raise_buildings(cities):
     import time
 
+    from cadencia.game.session import build_with_credits
     from hive_core.base.identity import Identity
     from hive_core.base.stage import Part
     from hive_core.economy import WorkReceipt
-    from world.view.session import build_with_credits
 
     alice, _bob = cities
     asker = Identity.from_seed(b"c" * 32)
@@ -157,7 +157,7 @@ def test_work_receipts_become_credits_that_raise_buildings(cities):
 
 
 def test_pulse_replay_plays_each_hop_out_and_back_in_slow_motion():
-    from world.game import HopSent
+    from hive_core.events import HopSent
     from world.view.game_source import PulseReplay
 
     a, b = b"\x01" * 20, b"\x02" * 20
@@ -176,8 +176,8 @@ def test_pulse_replay_plays_each_hop_out_and_back_in_slow_motion():
 
 
 def test_mesh_watcher_turns_status_records_into_the_map():
-    from world.view.mesh_watch import MeshWatcher
-    from world.view.session import game_source
+    from cadencia.game.mesh_watch import MeshWatcher
+    from cadencia.game.session import game_source
 
     a, b, c, s = "aa" * 20, "bb" * 20, "cc" * 20, "dd" * 20
     view = {

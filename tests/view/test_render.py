@@ -7,13 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 
+from cadencia.game.session import game_source
+from cadencia.game.synthetic import SyntheticWorld
 from hive_core.model.kv.factory import kv_factory
 from world.view.city_view import CityView
 from world.view.editor import Editor
 from world.view.frame import BuildingView, DistrictView, PlotView, PulseView, WorldFrame
 from world.view.scene import building_centre, pulse_position
-from world.view.session import game_source
-from world.view.synthetic import SyntheticWorld
 
 
 class Clock:
@@ -87,10 +87,10 @@ def test_pulses_in_flight_during_a_real_ask(make_app, tiny_gguf):
     a referee, one cheating replica) drives the picture through the game state: while it
     answers, frames show pulses where the shader puts them; afterwards towers stood, the
     cheater's district fell, receipts raised credit buildings."""
+    from cadencia.game.hive_link import EmbeddedHive
     from hive_core.exec.hive import identity
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.pipeline import LocalPipeline
-    from world.view.hive_link import EmbeddedHive
 
     file = GGUFModelFile(tiny_gguf)
     source = game_source(slow_motion=40.0)

@@ -1,4 +1,4 @@
-"""Game events: every constructor refuses malformed fields with a clear GameEventError."""
+"""Hive events: every constructor refuses malformed fields with a clear EventError."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from hive_core.base.stage import Part
-from world.game import (
+from hive_core.events import (
+    EventError,
     EventKind,
-    GameEvent,
-    GameEventError,
     HealthUpdated,
+    HiveEvent,
     HopSent,
     NodeLeft,
     ReceiptIssued,
@@ -27,7 +27,7 @@ S = b"s" * 16
 
 
 def test_valid_events_carry_their_kind() -> None:
-    events: list[GameEvent] = [
+    events: list[HiveEvent] = [
         StageStarted(S, A, 0, 10, Part.ATTENTION, 1.0),
         HopSent(S, A, B, 1.0, 0.02, 4096),
         ReplicaAnswered(S, 3, A, b"root", 1.0),
@@ -90,10 +90,10 @@ VALID: dict[type, dict[str, Any]] = {
 )
 def test_malformed_events_are_refused(cls: type, change: dict[str, Any], message: str) -> None:
     cls(**VALID[cls])  # the base is valid: only the change is refused
-    with pytest.raises(GameEventError, match=message):
+    with pytest.raises(EventError, match=message):
         cls(**{**VALID[cls], **change})
 
 
 def test_receipt_event_needs_a_receipt() -> None:
-    with pytest.raises(GameEventError, match="must be a WorkReceipt"):
+    with pytest.raises(EventError, match="must be a WorkReceipt"):
         ReceiptIssued(b"not a receipt", 0.0)  # type: ignore[arg-type]

@@ -10,19 +10,18 @@ from hypothesis import strategies as st
 from hive_core.base.identity import Identity
 from hive_core.base.stage import Part
 from hive_core.economy import WorkReceipt
-from world.game import (
-    GameEvent,
-    GameState,
+from hive_core.events import (
     HealthUpdated,
+    HiveEvent,
     HopSent,
     NodeLeft,
     ReceiptIssued,
     ReplicaAnswered,
     Slashed,
     StageStarted,
-    TrialStatus,
     Verified,
 )
+from world.game import GameState, TrialStatus
 from world.layout import HiveMap, load_country_rtt, synthetic_hive
 from world.layout.rtt_data import DATA_FILE, default_data_dir
 
@@ -63,7 +62,7 @@ event_strategy = st.one_of(
 )
 
 
-def play(events: list[GameEvent]) -> GameState:
+def play(events: list[HiveEvent]) -> GameState:
     game = GameState()
     game.set_layout({n: (float(i), 0.0, 0.0) for i, n in enumerate(NODES)})
     for e in events:
@@ -74,7 +73,7 @@ def play(events: list[GameEvent]) -> GameState:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(event_strategy, min_size=1, max_size=25), st.randoms(use_true_random=False))
 def test_shuffled_and_duplicated_delivery_gives_the_same_picture(
-    events: list[GameEvent], rng: object
+    events: list[HiveEvent], rng: object
 ) -> None:
     delivered = events + [e for i, e in enumerate(events) if i % 3 == 0]  # some twice
     rng.shuffle(delivered)  # type: ignore[attr-defined]
@@ -101,7 +100,7 @@ def test_an_inference_session_on_a_real_latency_map() -> None:
     client, w1, w2, w3, liar = ids
     s = b"ask-0001"
     t = 100.0
-    script: list[GameEvent] = [StageStarted(s, w1, 0, 10, Part.FULL, t)]
+    script: list[HiveEvent] = [StageStarted(s, w1, 0, 10, Part.FULL, t)]
     hop = float(rtt[0, 1]) / 2000.0  # one way, in seconds
     script.append(HopSent(s, client, w1, t, hop, 2304))
     t += hop

@@ -10,11 +10,7 @@ import pytest
 from hive_core.base.identity import Identity
 from hive_core.base.stage import Part
 from hive_core.economy import WorkReceipt
-from world.game import (
-    MC_PER_FLOOR,
-    GameError,
-    GameEventError,
-    GameState,
+from hive_core.events import (
     HealthUpdated,
     HopSent,
     NodeLeft,
@@ -22,9 +18,9 @@ from world.game import (
     ReplicaAnswered,
     Slashed,
     StageStarted,
-    TrialStatus,
     Verified,
 )
+from world.game import MC_PER_FLOOR, GameError, GameEventError, GameState, TrialStatus
 from world.game.rules import (
     ACTIVE_WINDOW_S,
     FALL_S,

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from hive_core import events as ev
 from hive_core.base.stage import Part, Stage
+from hive_core.events import EvidenceAssembler
 from hive_core.exec import Fault, generate_hive
 from hive_core.exec.feed import slashed_verdicts
 from hive_core.exec.hive import build_hive, identity
@@ -25,18 +27,16 @@ from hive_core.mesh.node import Node
 from hive_core.protocol import MAX_FRAME_BYTES, decode, encode, encode_struct
 from hive_core.protocol.feed import (
     EVIDENCE_CHUNK,
-    FeedKind,
+    EventKind,
     evidence_chunks,
     feed_event,
 )
 from hive_core.protocol.trust import SlashEvidence
 from hive_core.trust import attest, make_evidence
 from world.game import GameState
-from world.game import events as ev
 from world.game.errors import GameEventError
 from world.game.rules import FALL_S
 from world.game.snapshot import TrialStatus
-from world.view.feed_watch import EvidenceAssembler
 from world.view.game_source import GameSource, HudBoard
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
@@ -97,7 +97,7 @@ def test_evidence_is_cut_into_chunks_and_joined_whatever_their_order() -> None:
     body = encode_struct(evidence)
     parts = evidence_chunks(body)
     assert len(parts) == math.ceil(len(body) / EVIDENCE_CHUNK) > 1
-    events = [feed_event(FeedKind.SLASHED, liar, session_id=SESSION, step=3, layer_start=0,
+    events = [feed_event(EventKind.SLASHED, liar, session_id=SESSION, step=3, layer_start=0,
                          layer_end=2, reason="lied", chunk=k, chunks=len(parts), evidence=p)
               for k, p in enumerate(parts)]
     for e in events:  # every chunk travels in one frame (aiortc's 256 KiB message)
@@ -107,9 +107,9 @@ def test_evidence_is_cut_into_chunks_and_joined_whatever_their_order() -> None:
     joiner = EvidenceAssembler()
     got = [joiner.add(b"\x07" * 20, e) for e in reversed(events)]
     assert got[:-1] == [None] * (len(parts) - 1) and got[-1] == body
-    from world.view.feed_watch import game_event
+    from hive_core.events import from_feed
 
-    slashed = game_event(events[0], b"\x07" * 20, 10.0, body)
+    slashed = from_feed(events[0], b"\x07" * 20, 10.0, body)
     assert slashed.node_id == liar and slashed.evidence == evidence
     state = GameState(require_evidence=True)
     state.apply(slashed, 10.0)
@@ -150,14 +150,14 @@ async def test_a_spectator_sees_the_tower_verified_and_the_liar_fall(
         honest = hive.servers[0]
         [real] = [e for e in hive.client.reputation.evidence]
         body = encode_struct(real)
-        forged = [feed_event(FeedKind.SLASHED, honest.node.node_id, session_id=real.offender.session_id,
+        forged = [feed_event(EventKind.SLASHED, honest.node.node_id, session_id=real.offender.session_id,
                              step=real.offender.step, layer_start=0, layer_end=2, reason="forged",
                              chunk=k, chunks=n, evidence=p)
                   for n in [len(evidence_chunks(body))] for k, p in enumerate(evidence_chunks(body))]
-        garbage = feed_event(FeedKind.SLASHED, hive.servers[2].node.node_id, session_id=SESSION,
+        garbage = feed_event(EventKind.SLASHED, hive.servers[2].node.node_id, session_id=SESSION,
                              layer_start=0, layer_end=2, reason="no proof", chunk=0, chunks=1,
                              evidence=b"\x00" * 64)
-        caplog.set_level(logging.WARNING, logger="world.view.feed_watch")
+        caplog.set_level(logging.WARNING, logger="cadencia.game.feed_watch")
         sender = hive.servers[3].node
         for e in [*forged, garbage]:
             await sender.send(spec.node_id, e)

@@ -1,18 +1,7 @@
-"""Game mechanics: hive events turned into what the 3D view draws (no panda3d here)."""
+"""Game mechanics: hive events (`hive_core.events`) turned into what the 3D view draws
+(no panda3d here)."""
 
 from .errors import GameError, GameEventError
-from .events import (
-    EventKind,
-    GameEvent,
-    HealthUpdated,
-    HopSent,
-    NodeLeft,
-    ReceiptIssued,
-    ReplicaAnswered,
-    Slashed,
-    StageStarted,
-    Verified,
-)
 from .rules import MC_PER_FLOOR
 from .snapshot import DistrictSnapshot, GameSnapshot, PulseSnapshot, TowerSnapshot, TrialStatus
 from .state import GameState
@@ -20,21 +9,11 @@ from .state import GameState
 __all__ = [
     "MC_PER_FLOOR",
     "DistrictSnapshot",
-    "EventKind",
     "GameError",
-    "GameEvent",
     "GameEventError",
     "GameSnapshot",
     "GameState",
-    "HealthUpdated",
-    "HopSent",
-    "NodeLeft",
     "PulseSnapshot",
-    "ReceiptIssued",
-    "ReplicaAnswered",
-    "Slashed",
-    "StageStarted",
     "TowerSnapshot",
     "TrialStatus",
-    "Verified",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .events import HealthUpdated
+from hive_core.events import HealthUpdated
+
 from .snapshot import Position, TrialStatus
 
 ACTIVE_WINDOW_S = 1.0  # a district glows this long after its last stage, hop or answer

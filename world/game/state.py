@@ -1,6 +1,6 @@
 """The game state: hive events applied in, what to draw at any instant read out.
 
-`GameState.apply(event, now)` folds one event (see `events.py`) into the state;
+`GameState.apply(event, now)` folds one event (`hive_core.events`) into the state;
 `GameState.snapshot(now)` derives what the view draws at clock time `now` without
 changing anything, so the view may call it every frame. Rules of the game:
 
@@ -23,13 +23,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from hive_core.economy import EconomyError, efficiency_factor
-from hive_core.trust import EvidenceError, check_evidence
-
-from .errors import GameError, GameEventError
-from .events import (
+from hive_core.events import (
     NODE_ID_BYTES,
-    GameEvent,
     HealthUpdated,
+    HiveEvent,
     HopSent,
     NodeLeft,
     ReceiptIssued,
@@ -38,6 +35,9 @@ from .events import (
     StageStarted,
     Verified,
 )
+from hive_core.trust import EvidenceError, check_evidence
+
+from .errors import GameError, GameEventError
 from .rules import (
     ACTIVE_WINDOW_S,
     FALL_S,
@@ -101,7 +101,7 @@ class GameState:
 
     # -- events -----------------------------------------------------------------------------
 
-    def apply(self, event: GameEvent, now: float) -> None:
+    def apply(self, event: HiveEvent, now: float) -> None:
         """Fold one event in. Raises `GameEventError` (state unchanged) for a forged receipt,
         a slashing its evidence does not prove, an event dated too far in the future, or an
         object that is not a game event."""
@@ -119,7 +119,7 @@ class GameState:
             self._prune(now)
             self._apply(event)
 
-    def _apply(self, event: GameEvent) -> None:
+    def _apply(self, event: HiveEvent) -> None:
         if isinstance(event, StageStarted):
             self._touch(event.node_id, event.at)
         elif isinstance(event, HopSent):

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hive_core.exec.frame_gate import FrameGate
-
 from .camera import CameraState, framing, orbit, track
 from .config import ViewConfig, apply_config
 from .editor import Editor
-from .frame import EditableCity, WorldFrame, WorldSource
+from .frame import ComputeGate, EditableCity, WorldFrame, WorldSource
 from .modes import Modes
 
 DETAIL_PIXELS = 6.0  # a building cell smaller than this on screen is drawn as its roof only
@@ -39,9 +37,9 @@ class WorldApp:
 
     def __init__(self, cfg: ViewConfig, source: WorldSource, *, mode: str = "play",
                  editor: Editor | None = None, city: EditableCity | None = None, on_prompt: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, gate: FrameGate | None = None) -> None:
-        """`gate`: the hosted hive's `FrameGate`, held while each frame renders so that its
-        compute runs between frames."""
+                 clock: Callable[[], float] = time.monotonic, gate: ComputeGate | None = None) -> None:
+        """`gate`: the hosted hive's frame gate (`hive_core.exec.frame_gate`), held while each
+        frame renders so that its compute runs between frames."""
         apply_config(cfg)
         from direct.showbase.ShowBase import ShowBase
 

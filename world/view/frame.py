@@ -8,6 +8,7 @@ editable city are `typing.Protocol`s so the view runs, and is tested, on its own
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -129,6 +130,12 @@ class WorldSource(Protocol):
     """Anything that can say what the world looks like at clock time `now`."""
 
     def frame(self, now: float) -> WorldFrame: ...
+
+
+class ComputeGate(Protocol):
+    """What the app holds while a frame renders, so hosted compute waits between frames."""
+
+    def holding(self) -> AbstractContextManager[None]: ...
 
 
 class EditableCity(Protocol):

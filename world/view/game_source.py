@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from world.game import GameState, HopSent
+from hive_core.events import HopSent
+from world.game import GameState
 from world.game.snapshot import GameSnapshot, TrialStatus
 
 from .frame import DistrictView, HudView, PulseView, RoadView, TowerView, ViewError, WorldFrame

@@ -12,8 +12,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from world.view.game_source import GameSource
+
 from .feed_watch import FeedWatcher
-from .game_source import GameSource
 from .mesh_watch import MeshWatcher
 
 WARMUP_S = 15.0  # longest wait for a young hive's records before the view counts as live
@@ -66,7 +67,7 @@ class LiveSpectator:
 def pulses_on_screen(app: Any, margin: float = 0.1) -> list[dict[str, Any]]:
     """Pulses of the last frame well inside their flight (not near either end), with the pixel
     (column, row) where the scene drew each: ``[{"src", "dst", "t", "xy"}]``."""
-    from .scene import pulse_position
+    from world.view.scene import pulse_position
 
     now = app._last  # the clock of the last step: what the shader drew with
     scene, out = app.scene, []

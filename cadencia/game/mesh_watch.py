@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .frame import RoadView, ViewError
-from .game_source import GameSource
+from world.view.frame import RoadView, ViewError
+from world.view.game_source import GameSource
 
 POLL_S = 5.0  # seconds between two status requests
 
@@ -58,7 +58,7 @@ class MeshWatcher:
 
     def apply(self, view: dict[str, Any], now: float) -> None:
         """Fold one status view (`hive_core.mesh.status.status_view`'s shape) into the game."""
-        from world.game import HealthUpdated
+        from hive_core.events import HealthUpdated
 
         try:
             nodes = [n for n in view["nodes"] if n["role"] != "sentinel" and n["id"] not in self.hide] \

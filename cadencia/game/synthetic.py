@@ -9,8 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from world.layout import HiveMap, load_country_rtt, synthetic_hive
-
-from .frame import BuildingView, DistrictView, HudView, PlotView, RoadView, ViewError, WorldFrame
+from world.view.frame import (
+    BuildingView,
+    DistrictView,
+    HudView,
+    PlotView,
+    RoadView,
+    ViewError,
+    WorldFrame,
+)
 
 ROAD_DEGREE = 3  # roads per district to its nearest peers on the map
 

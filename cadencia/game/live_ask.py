@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .game_source import GameSource
+from world.view.game_source import GameSource
+
 from .hive_link import COMPUTE_NICE, AskResult, ask_through
 
 
@@ -37,34 +38,24 @@ class LiveAsker:
         self.file = GGUFModelFile(self.path)
         self.tokenizer = GGUFTokenizer(self.file)
         self.weights = weights or DEFAULT_WEIGHTS  # how the embedding and head are held
-        self._local: Any = None  # embedding + head, loaded on the first ask
-        self._pool: Any = None  # the compute thread that loaded them and runs every ask
+        self._asker: Any = None  # embedding + head on their compute thread, loaded on the first ask
         self.gate = gate
         self._busy = asyncio.Lock()
         self.results: list[AskResult] = []
 
     async def _client(self) -> Any:
-        from hive_core.exec import ClientConfig, HiveClient
-        from hive_core.exec.client import load_local
-        from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
-        from hive_core.model.executor import ShardExecutor
+        from hive_core.exec.join import AskerPart, connect
 
-        hive, cfg, name = self.hive_node, self.file.config, self.path.name[:128]
-        owners = await find_span_owners(hive, name, cfg.n_layers)
-        await link_nodes(hive, owners, self.timeout_s)
-        infos = await discover(hive.node, timeout=self.timeout_s)
-        rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
-        plan = route(infos, cfg, name, self.replicas, rtts, prefer=self.weights)
-        if self._local is None:  # loaded on the thread that computes with it, for every ask
-            self._local, self._pool = await asyncio.to_thread(load_local, lambda: ShardExecutor.load(
-                self.file, [], embed=True, head=True, weights=self.weights), COMPUTE_NICE, self.gate)
-        spares = [n for n in sorted(infos) if n not in plan.nodes]
+        if self._asker is None:  # loaded on the thread that computes with it, for every ask
+            self._asker = await asyncio.to_thread(
+                AskerPart.load, self.file, weights=self.weights, nice=COMPUTE_NICE, gate=self.gate)
+        client = await connect(self.hive_node, self.file, self._asker, replicas=self.replicas,
+                               on_event=lambda e: self.source.on_event(e, time.monotonic()),
+                               timeout_s=self.timeout_s)
         self.source.hud.set(sharding=" | ".join(
             f"L{ps.stage.start}-{ps.stage.end - 1}: " + "+".join(n.hex()[:6] for n in ps.nodes)
-            for ps in plan.stages))
-        return HiveClient(hive.node, self._local, plan, ClientConfig(), spares=spares,
-                          on_event=lambda e: self.source.on_event(e, time.monotonic()),
-                          weights=weights_of(infos), pool=self._pool, own_pool=False)
+            for ps in client.plan.stages))
+        return client
 
     async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
         async with self._busy:

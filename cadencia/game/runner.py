@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import ViewConfig, has_display
-from .frame import ViewError
+from world.view.config import ViewConfig, has_display
+from world.view.frame import ViewError
 
 
 def add_view_arguments(parser: argparse.ArgumentParser) -> None:

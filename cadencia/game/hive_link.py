@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hive_core.exec.frame_gate import FrameGate
-
-from .frame import RoadView
-from .game_source import GameSource
+from world.view.frame import RoadView
+from world.view.game_source import GameSource
 
 if TYPE_CHECKING:
     from hive_core.exec.hive import InProcessHive

@@ -1,67 +1,75 @@
-"""Hive events the game turns into mechanics: what the inference path emits as it runs.
+"""Hive events: what the inference path reports as it runs, as typed frozen dataclasses.
 
-The inference side (planner, pipeline client, trust) emits these in-process; `GameState`
-applies them. They are frozen dataclasses tagged by `EventKind`, like the wire messages,
-so a spectator could later receive them over the mesh with the same shape.
+The asker's client and every shard server emit these (`EventSink`); a headless node logs
+them, the game (`world.game.GameState`) folds them into what it draws, and a node's live
+feed carries them to spectators (`hive_core.events.feed` is the one mapping to and from the
+`FeedEvent` wire message). Constructors validate their fields and raise `EventError`, so a
+bad event is refused where it is made, not when it is drawn.
 
-Times (`at`, `sent_at`) are seconds on one monotonic clock shared by emitter and game
-(`time.monotonic()` in a node). Node ids are the hive's 20-byte ids
-(`hive_core.base.identity`). A trial is one replicated computation: the pair
-(`session_id`, `step`), where `step` is any integer the emitter uses to tell apart the
-replicated stages of one session (e.g. token index x stage count + stage index).
-Constructors validate their fields and raise `GameEventError`, so a bad event is refused
-where it is made, not when it is drawn.
+Times (`at`, `sent_at`) are seconds on one monotonic clock shared by emitter and consumer
+(`time.monotonic()` in a node; a spectator re-dates feed events on its own clock). Node
+ids are the hive's 20-byte ids. A trial is one replicated computation, a stage step of a
+session: the pair (`session_id`, `step`) where `step` is `trial_id(...)` of the stage step.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import ClassVar
 
+from hive_core.base.ids import ID_BYTES
 from hive_core.base.stage import Part
 from hive_core.economy import WorkReceipt
+from hive_core.protocol.feed import EventKind
 from hive_core.protocol.trust import SlashEvidence
 
-from .errors import GameEventError
 
-NODE_ID_BYTES = 20
+class EventError(ValueError):
+    """An event is malformed: wrong id length, negative time, bad range, wrong type."""
+
+
+NODE_ID_BYTES = ID_BYTES
 MAX_REASON_CHARS = 256
 MAX_QUORUM = 64
 
 
-class EventKind(IntEnum):
-    """Tags of the game events."""
+def trial_id(step: int, layer_start: int, part: Part) -> int:
+    """The trial number of one stage step: each stage of a decode step is a trial of its own.
 
-    STAGE_STARTED = 1
-    HOP_SENT = 2
-    REPLICA_ANSWERED = 3
-    VERIFIED = 4
-    SLASHED = 5
-    RECEIPT_ISSUED = 6
-    HEALTH_UPDATED = 7
-    NODE_LEFT = 8
+    Invertible (`trial_fields`), so the feed can carry the step, layer and part as they are.
+    """
+    if step < 0 or not 0 <= layer_start <= 0xFFFF:
+        raise EventError(f"no trial for step {step}, layer {layer_start}")
+    return (step << 18) | (int(part) << 16) | layer_start
+
+
+def trial_fields(trial: int) -> tuple[int, int, Part]:
+    """Inverse of `trial_id`: (step, layer_start, part)."""
+    try:
+        return trial >> 18, trial & 0xFFFF, Part((trial >> 16) & 0x3)
+    except ValueError:
+        raise EventError(f"{trial} is not a trial id") from None
 
 
 def _node(name: str, value: bytes) -> None:
     if not isinstance(value, bytes) or len(value) != NODE_ID_BYTES:
-        raise GameEventError(f"{name} must be {NODE_ID_BYTES} bytes")
+        raise EventError(f"{name} must be {NODE_ID_BYTES} bytes")
 
 
 def _time(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise GameEventError(f"{name} must be a finite time >= 0, got {value!r}")
+        raise EventError(f"{name} must be a finite time >= 0, got {value!r}")
 
 
 def _session(value: bytes) -> None:
     if not isinstance(value, bytes) or not 1 <= len(value) <= 32:
-        raise GameEventError("session_id must be 1..32 bytes")
+        raise EventError("session_id must be 1..32 bytes")
 
 
 def _step(value: int) -> None:
     if not isinstance(value, int) or value < 0:
-        raise GameEventError(f"step must be an integer >= 0, got {value!r}")
+        raise EventError(f"step must be an integer >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -80,9 +88,9 @@ class StageStarted:
         _session(self.session_id)
         _node("node_id", self.node_id)
         if not 0 <= self.layer_start < self.layer_end:
-            raise GameEventError(f"bad layer span [{self.layer_start}, {self.layer_end})")
+            raise EventError(f"bad layer span [{self.layer_start}, {self.layer_end})")
         if not isinstance(self.part, Part):
-            raise GameEventError(f"part must be a Part, got {self.part!r}")
+            raise EventError(f"part must be a Part, got {self.part!r}")
         _time("at", self.at)
 
 
@@ -107,14 +115,14 @@ class HopSent:
         _node("from_node", self.from_node)
         _node("to_node", self.to_node)
         if self.from_node == self.to_node:
-            raise GameEventError("a hop must go between two different nodes")
+            raise EventError("a hop must go between two different nodes")
         _time("sent_at", self.sent_at)
         if not isinstance(self.hop_time_s, (int, float)) or not (
             math.isfinite(self.hop_time_s) and self.hop_time_s > 0
         ):
-            raise GameEventError(f"hop_time_s must be > 0, got {self.hop_time_s!r}")
+            raise EventError(f"hop_time_s must be > 0, got {self.hop_time_s!r}")
         if not isinstance(self.nbytes, int) or self.nbytes < 0:
-            raise GameEventError(f"nbytes must be an integer >= 0, got {self.nbytes!r}")
+            raise EventError(f"nbytes must be an integer >= 0, got {self.nbytes!r}")
 
 
 @dataclass(frozen=True)
@@ -138,10 +146,10 @@ class ReplicaAnswered:
         _step(self.step)
         _node("node_id", self.node_id)
         if not isinstance(self.digest, bytes) or not 1 <= len(self.digest) <= 64:
-            raise GameEventError("digest must be 1..64 bytes")
+            raise EventError("digest must be 1..64 bytes")
         _time("at", self.at)
         if not isinstance(self.quorum, int) or not 1 <= self.quorum <= MAX_QUORUM:
-            raise GameEventError(f"quorum must be in [1, {MAX_QUORUM}], got {self.quorum!r}")
+            raise EventError(f"quorum must be in [1, {MAX_QUORUM}], got {self.quorum!r}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,7 @@ class Verified:
         _session(self.session_id)
         _step(self.step)
         if not isinstance(self.agreeing, tuple) or not self.agreeing:
-            raise GameEventError("agreeing must be a non-empty tuple of node ids")
+            raise EventError("agreeing must be a non-empty tuple of node ids")
         for node in self.agreeing:
             _node("agreeing node", node)
         _time("at", self.at)
@@ -185,10 +193,10 @@ class Slashed:
         _step(self.step)
         _node("node_id", self.node_id)
         if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_CHARS:
-            raise GameEventError(f"reason must be a string of <= {MAX_REASON_CHARS} chars")
+            raise EventError(f"reason must be a string of <= {MAX_REASON_CHARS} chars")
         _time("at", self.at)
         if self.evidence is not None and not isinstance(self.evidence, SlashEvidence):
-            raise GameEventError("evidence must be a SlashEvidence")
+            raise EventError("evidence must be a SlashEvidence")
 
 
 @dataclass(frozen=True)
@@ -205,7 +213,7 @@ class ReceiptIssued:
 
     def __post_init__(self) -> None:
         if not isinstance(self.receipt, WorkReceipt):
-            raise GameEventError("receipt must be a WorkReceipt")
+            raise EventError("receipt must be a WorkReceipt")
         _time("at", self.at)
 
 
@@ -225,13 +233,13 @@ class HealthUpdated:
         _node("node_id", self.node_id)
         t = self.temperature_c
         if t is not None and not (isinstance(t, (int, float)) and -50.0 <= t <= 150.0):
-            raise GameEventError(f"temperature_c out of range: {t!r}")
+            raise EventError(f"temperature_c out of range: {t!r}")
         b = self.battery_pct
         if b is not None and not (isinstance(b, (int, float)) and 0.0 <= b <= 100.0):
-            raise GameEventError(f"battery_pct must be in [0, 100], got {b!r}")
+            raise EventError(f"battery_pct must be in [0, 100], got {b!r}")
         s = self.stability
         if not (isinstance(s, (int, float)) and 0.0 <= s <= 1.0):
-            raise GameEventError(f"stability must be in [0, 1], got {s!r}")
+            raise EventError(f"stability must be in [0, 1], got {s!r}")
         _time("at", self.at)
 
 
@@ -248,7 +256,7 @@ class NodeLeft:
         _time("at", self.at)
 
 
-GameEvent = (
+HiveEvent = (
     StageStarted
     | HopSent
     | ReplicaAnswered

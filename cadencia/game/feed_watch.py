@@ -3,11 +3,10 @@
 `FeedWatcher` joins the hive at a ``ws://`` entry as a mesh node of its own (a throwaway
 identity, the ``verifier`` role, no layers), links to the nodes the status poll reports,
 subscribes to each one's feed (`hive_core.exec.feed`), renewing while it watches, and turns
-every `FeedEvent` into a `world.game` event for the `GameSource`: pulses, stages, towers,
-verdicts, receipts. A node may only report on itself: an event naming another worker is
-refused, except a slashing, whose signed evidence (reassembled from its chunks) must prove
-it; the game state re-checks that evidence before a district falls, and a refused event is
-logged with its reason.
+every `FeedEvent` back into its hive event (`hive_core.events.from_feed`, which refuses a node
+reporting on another without proof) for the `GameSource`: pulses, stages, towers, verdicts,
+receipts. The game state re-checks a slashing's evidence before a district falls, and a
+refused event is logged with its reason.
 """
 
 from __future__ import annotations
@@ -15,110 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from .game_source import GameSource
+from hive_core.events import EvidenceAssembler, from_feed
+from hive_core.protocol.feed import EventKind
+from world.view.game_source import GameSource
 
 logger = logging.getLogger(__name__)
 
 RENEW_S = 5.0  # seconds between two subscription rounds
 TTL_S = 30.0  # subscription lifetime asked for (renewed well before it lapses)
 SUBSCRIBE_WAIT_S = 3.0  # a node silent this long has no feed (a sentinel, an older node)
-
-
-MAX_ASSEMBLIES = 8  # slashings whose evidence is still arriving, kept at once
-
-
-def trial_step(step: int, layer_start: int, part: int) -> int:
-    """The game's trial number for one stage step: the stages of a step are separate towers."""
-    return (step << 18) | (int(part) << 16) | layer_start
-
-
-class EvidenceAssembler:
-    """Joins the chunks of slashing evidence, per sender and slashing, with bounded memory."""
-
-    def __init__(self, max_pending: int = MAX_ASSEMBLIES) -> None:
-        self.max_pending = max_pending
-        self._parts: OrderedDict[tuple[object, ...], list[bytes | None]] = OrderedDict()
-
-    def add(self, sender: bytes, msg: Any) -> bytes | None:
-        """The whole evidence once `msg` completes it, else None (more chunks to come)."""
-        from hive_core.protocol.feed import MAX_EVIDENCE_BYTES
-
-        key = (sender, msg.session_id, msg.step, msg.layer_start, msg.part, msg.node)
-        parts = self._parts.get(key)
-        if parts is None or len(parts) != msg.chunks:
-            parts = self._parts[key] = [None] * msg.chunks
-            while len(self._parts) > self.max_pending:
-                self._parts.popitem(last=False)  # the oldest unfinished one is given up
-        parts[msg.chunk] = msg.evidence
-        if any(p is None for p in parts):
-            return None
-        del self._parts[key]
-        body = b"".join(p for p in parts if p is not None)
-        if len(body) > MAX_EVIDENCE_BYTES:
-            raise ValueError(f"slashing evidence of {len(body)} bytes is over the limit")
-        return body
-
-
-def slashing(msg: Any, body: bytes, at: float) -> Any:
-    """The `Slashed` game event for a SLASHED `FeedEvent` whose evidence is `body`.
-
-    Raises ValueError when the evidence does not decode or is about another trial or node
-    (the game state then checks that it proves the slashing)."""
-    from hive_core.protocol import decode_struct
-    from hive_core.protocol.feed import MAX_EVIDENCE_BYTES
-    from hive_core.protocol.trust import SlashEvidence
-    from hive_core.trust import worker_id
-    from world.game import events as ev
-
-    evidence = decode_struct(body, SlashEvidence, MAX_EVIDENCE_BYTES)
-    att = evidence.offender
-    if (att.session_id, att.step, att.layer_start, att.layer_end, att.part) != (
-            msg.session_id, msg.step, msg.layer_start, msg.layer_end, msg.part):
-        raise ValueError("the slashing's evidence is about another stage step")
-    if worker_id(att) != msg.node:
-        raise ValueError("the slashing's evidence is against another node")
-    return ev.Slashed(msg.session_id, trial_step(msg.step, msg.layer_start, msg.part), msg.node,
-                      msg.reason, at, evidence)
-
-
-def game_event(msg: Any, sender: bytes, now: float, evidence: bytes | None = None) -> Any:
-    """The `world.game` event for a `FeedEvent` from `sender`, dated on this clock at `now`;
-    a SLASHED event needs its whole `evidence` (see `EvidenceAssembler`).
-
-    Raises ValueError (`GameEventError`, `ReceiptError`, ...) for an event that does not
-    validate or that reports on a node other than its sender without proof.
-    """
-    from hive_core.economy import WorkReceipt
-    from hive_core.protocol.feed import FeedKind
-    from world.game import events as ev
-
-    at = max(0.0, now - msg.age_s)
-    kind = msg.kind
-    if kind is FeedKind.SLASHED:
-        if evidence is None:
-            raise ValueError(f"{sender.hex()[:12]} reported a slashing without its evidence")
-        return slashing(msg, evidence, at)
-    if msg.node != sender:
-        raise ValueError(f"{sender.hex()[:12]} reported on another node {msg.node.hex()[:12]}")
-    if kind is FeedKind.STAGE_STARTED:
-        return ev.StageStarted(msg.session_id, msg.node, msg.layer_start, msg.layer_end, msg.part, at)
-    if kind is FeedKind.HOP_SENT:
-        return ev.HopSent(msg.session_id, msg.peer, msg.node, max(0.0, at - 2 * msg.duration_s),
-                          msg.duration_s, 0)
-    trial = trial_step(msg.step, msg.layer_start, msg.part)
-    if kind is FeedKind.REPLICA_ANSWERED:
-        # A server does not know the quorum its asker wants: two agreeing answers at least.
-        return ev.ReplicaAnswered(msg.session_id, trial, msg.node, msg.root, at, max(2, msg.quorum))
-    if kind is FeedKind.VERIFIED:
-        return ev.Verified(msg.session_id, trial, (msg.node,), at)
-    receipt = WorkReceipt.parse(msg.receipt)
-    if receipt.worker_id != sender:
-        raise ValueError(f"{sender.hex()[:12]} forwarded a receipt for another worker")
-    return ev.ReceiptIssued(receipt, at)
 
 
 class FeedWatcher:
@@ -159,8 +66,6 @@ class FeedWatcher:
         await self.hive.start()
 
     def _on_event(self, peer: bytes, msg: Any) -> None:
-        from hive_core.protocol.feed import FeedKind
-
         now = time.monotonic()
         if peer not in self.subscribed and peer not in self._asking:
             self.rejected += 1  # we never asked this node
@@ -171,11 +76,11 @@ class FeedWatcher:
         self.last_seq[peer] = max(msg.seq, last or 0)
         try:
             evidence = None
-            if msg.kind is FeedKind.SLASHED:
+            if msg.kind is EventKind.SLASHED:
                 evidence = self._evidence.add(peer, msg)
                 if evidence is None:
                     return  # more of its evidence is coming
-            self.source.on_event(game_event(msg, peer, now, evidence), now)
+            self.source.on_event(from_feed(msg, peer, now, evidence), now)
         except ValueError as exc:
             self.rejected += 1
             logger.warning("refused a %s event from %s: %s", msg.kind.name, peer.hex()[:12], exc)

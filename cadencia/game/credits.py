@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .game_source import GameSource
+from world.view.game_source import GameSource
+
 from .session import UPGRADE_MC, build_with_credits
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class CreditKeeper:
 
     def on_receipt(self, receipt: Any) -> None:
         from hive_core.economy import EconomyError
-        from world.game import ReceiptIssued
+        from hive_core.events import ReceiptIssued
 
         try:
             receipt.verify()

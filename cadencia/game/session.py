@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hive_core.exec.frame_gate import FrameGate
+from world.view.city_view import CityView
+from world.view.game_source import GameSource, HudBoard, PulseReplay
 
-from .city_view import CityView
-from .game_source import GameSource, HudBoard, PulseReplay
 from .hive_link import AskResult, EmbeddedHive
 
 PLOT_SIZE = 8.0  # a new player's plot, world units (cells of 1)
