@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from hive_core.model.errors import ModelError
-from hive_core.model.packed import LIBC
+from hive_core.model.packed.memory import LIBC
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
 
