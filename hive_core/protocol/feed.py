@@ -2,8 +2,8 @@
 
 A shard server publishes what it does (stage started, hop served, answer attested, receipt
 kept) to the spectators that subscribed, and the verdicts its asker sends it (`FeedVerdict`:
-a trial verified, a replica slashed); the game turns each `FeedEvent` into its own event
-(`world.game.events`). Events carry only node ids, opaque session ids, layer spans,
+a trial verified, a replica slashed). A `FeedEvent` is the wire form of a hive event
+(`hive_core.events`, whose `feed` module is the one mapping both ways). Events carry only node ids, opaque session ids, layer spans,
 durations, Merkle roots, verdicts and signed receipts: never token ids or text. The one
 exception is a slashing's evidence (`hive_core.trust`: the signed outputs of the liar and
 of its witnesses for that one stage step), since without those hidden states nobody could
@@ -45,8 +45,8 @@ class FeedMsgType(IntEnum):
     FEED_VERDICT = 0x4B
 
 
-class FeedKind(IntEnum):
-    """What a `FeedEvent` reports (names follow `world.game.events.EventKind`)."""
+class EventKind(IntEnum):
+    """What a hive event (`hive_core.events`) reports; the feed carries kinds 1-6."""
 
     STAGE_STARTED = 1  # node began serving layers of a session
     HOP_SENT = 2  # a tensor went peer -> node and back; duration_s: one-way hop time
@@ -54,6 +54,11 @@ class FeedKind(IntEnum):
     VERIFIED = 4  # (session, step, stage) agreed; node is one agreeing replica (the sender)
     SLASHED = 5  # node was slashed on (session, step, stage); `evidence` proves it, in chunks
     RECEIPT_ISSUED = 6  # `receipt` is a client-signed WorkReceipt for node's work
+    HEALTH_UPDATED = 7  # a node's Health Vector changed (the DHT carries it, not the feed)
+    NODE_LEFT = 8  # a node left the hive (seen by its peers, not reported by itself)
+
+
+FEED_KINDS = frozenset(EventKind) - {EventKind.HEALTH_UPDATED, EventKind.NODE_LEFT}
 
 
 @message(FeedMsgType.FEED_SUBSCRIBE)
@@ -87,7 +92,7 @@ class FeedEvent:
     """One hive event seen by the sending node (fields a kind does not use are zero/empty)."""
 
     seq: Annotated[int, UInt(8)]  # per-publisher counter: a gap means events were dropped
-    kind: Annotated[FeedKind, EnumOf(FeedKind)]
+    kind: Annotated[EventKind, EnumOf(EventKind)]
     age_s: Annotated[float, Float()]  # how long ago it happened, when it was sent
     session_id: Annotated[bytes, Blob(SESSION_BYTES)]  # opaque; empty for none
     node: Annotated[bytes, Fixed(NODE_BYTES)]  # the worker the event is about
@@ -97,6 +102,7 @@ class FeedEvent:
     part: Annotated[Part, EnumOf(Part)]
     step: Annotated[int, UInt(4)]
     duration_s: Annotated[float, Float()]  # HOP_SENT: one-way hop time
+    nbytes: Annotated[int, UInt(4)]  # HOP_SENT: payload size
     root: Annotated[bytes, Blob(MAX_ROOT)]  # REPLICA_ANSWERED: Merkle root of the output
     quorum: Annotated[int, UInt(1)]
     reason: Annotated[str, Text(256)]  # SLASHED
@@ -111,21 +117,23 @@ class FeedEvent:
             if not (math.isfinite(value) and 0.0 <= value <= top):
                 raise ProtocolError(f"{name} must be in [0, {top:g}], got {value!r}")
         kind = self.kind
-        if kind is not FeedKind.RECEIPT_ISSUED and not self.session_id:
+        if kind not in FEED_KINDS:
+            raise ProtocolError(f"{kind.name} events are not carried by the feed")
+        if kind is not EventKind.RECEIPT_ISSUED and not self.session_id:
             raise ProtocolError(f"{kind.name} needs a session id")
-        if kind is FeedKind.STAGE_STARTED and self.layer_end <= self.layer_start:
+        if kind is EventKind.STAGE_STARTED and self.layer_end <= self.layer_start:
             raise ProtocolError(f"empty layer range {self.layer_start}..{self.layer_end}")
-        if kind is FeedKind.HOP_SENT and (len(self.peer) != NODE_BYTES or self.peer == self.node
+        if kind is EventKind.HOP_SENT and (len(self.peer) != NODE_BYTES or self.peer == self.node
                                           or self.duration_s <= 0):
             raise ProtocolError("a hop needs another node as its source and a duration > 0")
-        if kind is FeedKind.REPLICA_ANSWERED and not self.root:
+        if kind is EventKind.REPLICA_ANSWERED and not self.root:
             raise ProtocolError("a replica answer needs its Merkle root")
-        if kind is FeedKind.RECEIPT_ISSUED:
+        if kind is EventKind.RECEIPT_ISSUED:
             try:
                 WorkReceipt.parse(self.receipt)
             except ReceiptError as exc:
                 raise ProtocolError(f"a receipt event needs valid receipt bytes: {exc}") from exc
-        if kind is FeedKind.SLASHED:
+        if kind is EventKind.SLASHED:
             _check_chunk(self.chunk, self.chunks, self.evidence)
 
 
@@ -178,11 +186,12 @@ def evidence_chunks(body: bytes) -> list[bytes]:
     return [body[i:i + EVIDENCE_CHUNK] for i in range(0, len(body), EVIDENCE_CHUNK)]
 
 
-def feed_event(kind: FeedKind, node: bytes, *, session_id: bytes = b"", peer: bytes = b"",
+def feed_event(kind: EventKind, node: bytes, *, session_id: bytes = b"", peer: bytes = b"",
                layer_start: int = 0, layer_end: int = 0, part: Part = Part.FULL, step: int = 0,
-               duration_s: float = 0.0, root: bytes = b"", quorum: int = 1, reason: str = "",
-               receipt: bytes = b"", chunk: int = 0, chunks: int = 0,
+               duration_s: float = 0.0, nbytes: int = 0, root: bytes = b"", quorum: int = 1,
+               reason: str = "", receipt: bytes = b"", chunk: int = 0, chunks: int = 0,
                evidence: bytes = b"") -> FeedEvent:
     """A FeedEvent with the unused fields zeroed (`seq` and `age_s` are set when it is sent)."""
     return FeedEvent(0, kind, 0.0, session_id, node, peer, layer_start, layer_end, part, step,
-                     duration_s, root, quorum, reason[:256], receipt, chunk, chunks, evidence)
+                     duration_s, nbytes, root, quorum, reason[:256], receipt, chunk, chunks,
+                     evidence)

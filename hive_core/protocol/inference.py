@@ -15,6 +15,7 @@ from hive_core.base.errors import ProtocolError
 from hive_core.base.fields import Blob, Bool, EnumOf, Fixed, Float, Maybe, Text, UInt
 from hive_core.base.stage import Part
 from hive_core.economy.receipt import MAX_SIZE as MAX_RECEIPT_BYTES
+from hive_core.protocol.messages import ErrorCode
 from hive_core.protocol.trust import SESSION_BYTES, Attestation
 
 MAX_PAYLOAD = MAX_FRAME_BYTES - 4096  # room for the other fields of a RunStage / StageResult
@@ -82,12 +83,16 @@ class StageResult:
     """The sealed output of a RunStage (or why it failed), with the worker's attestation."""
 
     rpc_id: Annotated[int, UInt(8)]
-    ok: Annotated[bool, Bool()]
-    error: Annotated[str, Text(256)]  # empty when ok
+    code: Annotated[ErrorCode, EnumOf(ErrorCode, 2)]  # OK, or why it failed
+    error: Annotated[str, Text(256)]  # for people; empty when ok
     cache_len: Annotated[int, UInt(4)]  # positions the server's cache holds now
     compute_s: Annotated[float, Float()]  # seconds the worker spent computing
     attestation: Annotated[Attestation | None, Maybe(Nested(Attestation))]
     payload: Annotated[bytes, Blob(MAX_PAYLOAD)]  # sealed float32 [tokens, hidden]
+
+    @property
+    def ok(self) -> bool:
+        return self.code is ErrorCode.OK
 
 
 @message(ExecMsgType.END_SESSION)
