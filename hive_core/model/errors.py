@@ -6,7 +6,7 @@ from hive_core.base.stage import StageError
 
 __all__ = [
     "GGUFFormatError", "ModelError", "ModelNotFoundError", "PromptError", "StageError",
-    "UnsupportedModelError",
+    "TokenizerError", "UnsupportedModelError",
 ]
 
 
@@ -24,6 +24,11 @@ class GGUFFormatError(ModelError):
 
 class UnsupportedModelError(ModelError):
     """A well-formed GGUF of an architecture, tokenizer or tensor type we do not run."""
+
+
+class TokenizerError(UnsupportedModelError):
+    """A GGUF vocabulary no tokenizer can be built from: an unknown kind or pre-tokenizer,
+    missing merges or scores, arrays that disagree with the token list."""
 
 
 class PromptError(ModelError):

@@ -20,9 +20,11 @@ from hive_core.model.errors import GGUFFormatError, ModelNotFoundError, Unsuppor
 from hive_core.model.gguf_parse import MAGIC, TensorInfo, decode_array, parse_header
 from hive_core.model.packed import release_pages
 
+_BIASES = (".attn_q.bias", ".attn_k.bias", ".attn_v.bias")
+
 
 class GGUFModelFile:
-    """One llama-architecture GGUF file: metadata, `config`, and `tensor(name)`.
+    """One llama-family GGUF file: metadata, `config`, and `tensor(name)`.
 
     Scalar metadata is decoded on open; the tokenizer's big arrays stay in the file until
     `array()` decodes one (and keeps no copy); tensors are read-only views of one memory map.
@@ -49,8 +51,31 @@ class GGUFModelFile:
         embd = self._tensors.get("token_embd.weight")
         if vocab is None and embd is not None:
             vocab = int(embd.dims[-1])
-        self.config = LlamaConfig.from_metadata(self.metadata, vocab_size=vocab)
+        self.config = LlamaConfig.from_metadata(self.metadata, vocab_size=vocab,
+                                                rope_freqs=self._rope_freqs())
+        for name in self._tensors:
+            if name.endswith(".bias") and not name.endswith(_BIASES):
+                raise UnsupportedModelError(
+                    f"{self.path}: tensor {name} is a bias we do not apply (only q/k/v biases are)")
         self.loaded: list[str] = []
+
+    def _rope_freqs(self) -> list[float] | None:
+        """Llama-3.1's RoPE divisors, which llama.cpp stores as a tensor, not as metadata."""
+        t = self._tensors.get("rope_freqs.weight")
+        if t is None:
+            return None
+        if len(t.dims) != 1 or t.ggml_type.name not in ("F32", "F16"):
+            raise GGUFFormatError(f"{self.path}: rope_freqs is {t.ggml_type.name} {t.dims}, "
+                                  "not one vector of floats")
+        return [float(x) for x in self._view(t)]
+
+    def qk_heads(self, name: str) -> int:
+        """Heads whose rotary halves llama.cpp interleaved in the rows of tensor `name` (query
+        or key weights and biases of a "llama" file), to be un-permuted; 0 for any other."""
+        cfg = self.config
+        if not cfg.qk_permuted:
+            return 0
+        return cfg.n_heads if ".attn_q." in name else cfg.n_kv_heads if ".attn_k." in name else 0
 
     def array_len(self, key: str) -> int | None:
         """Length of a metadata array without decoding it; None when the key is absent."""
@@ -105,9 +130,9 @@ class GGUFModelFile:
     def tensor(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """Dequantise one tensor to `dtype`, checking it has the `shape` the config implies.
 
-        Query and key rows are un-permuted: llama.cpp's converter interleaves each head's
-        rotary halves; we undo it exactly as transformers' GGUF loader does, so weights are
-        in the Hugging Face layout and RoPE is the rotate-half form.
+        Query and key rows of a "llama" file are un-permuted: llama.cpp's converter interleaves
+        each head's rotary halves; we undo it exactly as transformers' GGUF loader does, so
+        weights are in the Hugging Face layout and RoPE is the rotate-half form.
         """
         t = self._info(name)
         try:
@@ -118,11 +143,9 @@ class GGUFModelFile:
             ) from exc
         if tuple(array.shape) != shape:
             raise GGUFFormatError(f"tensor {name} has shape {tuple(array.shape)}, expected {shape}")
-        cfg = self.config
-        if ".attn_q." in name:
-            array = _unpermute(array, cfg.n_heads)
-        elif ".attn_k." in name:
-            array = _unpermute(array, cfg.n_kv_heads)
+        heads = self.qk_heads(name)
+        if heads:
+            array = _unpermute(array, heads)
         # Copy out of the read-only memory map before torch owns it.
         out = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
         self.loaded.append(name)

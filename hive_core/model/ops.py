@@ -1,4 +1,4 @@
-"""The llama layers as pure functions of (weights, input, positions, KV cache).
+"""The llama-family layers as pure functions of (weights, input, positions, KV cache).
 
 Hidden states are ``[seq, hidden]`` for one sequence (the cache holds one session). Each
 residual add lives inside its part (`attention` returns ``h + attn(norm(h))``, `mlp` returns
@@ -55,6 +55,8 @@ class RopeTable:
     def __init__(self, cfg: LlamaConfig, dtype: torch.dtype = torch.float32) -> None:
         dim = cfg.head_dim
         inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        if cfg.rope_factors is not None:  # Llama-3.1 / linear scaling: some frequencies slowed
+            inv_freq = inv_freq / torch.tensor(cfg.rope_factors, dtype=torch.float32)
         pos = torch.arange(cfg.context_length, dtype=torch.float32)
         freqs = torch.outer(pos, inv_freq)  # float32, like transformers' rotary embedding
         emb = torch.cat((freqs, freqs), dim=-1)
@@ -97,6 +99,12 @@ def attention(
     hd = cfg.head_dim
     x = rms_norm(h, w.norm, cfg.rms_eps)
     q, k, v = project(x, (w.q, w.k, w.v))
+    if w.q_bias is not None:
+        q = q + w.q_bias
+    if w.k_bias is not None:
+        k = k + w.k_bias
+    if w.v_bias is not None:
+        v = v + w.v_bias
     q = q.unflatten(-1, (cfg.n_heads, hd)).transpose(0, 1)
     k = k.unflatten(-1, (cfg.n_kv_heads, hd)).transpose(0, 1)
     v = v.unflatten(-1, (cfg.n_kv_heads, hd)).transpose(0, 1)
@@ -107,7 +115,13 @@ def attention(
     total = k_all.shape[1]
     mask = None
     causal = False
-    if seq > 1:
+    window = cfg.sliding_window
+    if window is not None and total > window:
+        # Mistral's sliding window: a query sees the `window` latest positions, itself included.
+        qpos = torch.arange(total - seq, total).unsqueeze(1)
+        kpos = torch.arange(total).unsqueeze(0)
+        mask = (kpos <= qpos) & (kpos > qpos - window)
+    elif seq > 1:
         if total == seq:
             causal = True
         else:

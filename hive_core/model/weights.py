@@ -42,6 +42,13 @@ class AttentionWeights:
     k: Matrix  # [n_kv_heads * head_dim, hidden]
     v: Matrix  # [n_kv_heads * head_dim, hidden]
     o: Matrix  # [hidden, n_heads * head_dim]
+    # Biases added after the q/k/v projections (Qwen2 has them; llama and mistral do not).
+    q_bias: torch.Tensor | None = None  # [n_heads * head_dim]
+    k_bias: torch.Tensor | None = None  # [n_kv_heads * head_dim]
+    v_bias: torch.Tensor | None = None  # [n_kv_heads * head_dim]
+
+    def biases(self) -> list[torch.Tensor]:
+        return [b for b in (self.q_bias, self.k_bias, self.v_bias) if b is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,7 @@ class ShardWeights:
         total = 0
         held: list[torch.Tensor | Matrix | Table] = []
         for a in self.attention.values():
-            held += [a.norm, a.q, a.k, a.v, a.o]
+            held += [a.norm, a.q, a.k, a.v, a.o, *a.biases()]
         for m in self.mlp.values():
             held += [m.norm, m.gate, m.up, m.down]
         if self.embedding is not None:
@@ -103,6 +110,8 @@ def needed_tensors(file: GGUFModelFile, stages: Iterable[Stage], *, embed: bool,
             if stage.part.has_attention:
                 names += [f"blk.{i}.{n}.weight" for n in
                           ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")]
+                names += [b for n in ("attn_q", "attn_k", "attn_v")
+                          if file.has_tensor(b := f"blk.{i}.{n}.bias")]
             if stage.part.has_mlp:
                 names += [f"blk.{i}.{n}.weight" for n in ("ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
     tied = not file.has_tensor("output.weight")
@@ -146,6 +155,8 @@ def load_shard_weights(
     table: Table | None = None
     for n, name in enumerate(names):
         shape = shapes[name.split(".")[-2]]
+        if name.endswith(".bias"):
+            shape = shape[:1]  # a projection's bias: one value per output row
         if name in got:  # fused with an earlier matrix
             pass
         elif mode == "packed" and name.endswith(_FUSED_FIRST):
@@ -166,10 +177,12 @@ def load_shard_weights(
         for i in stage.layers:
             p = f"blk.{i}."
             if stage.part.has_attention and i not in out.attention:
+                bias = {n: _vec(got[p + f"attn_{n}.bias"]) if p + f"attn_{n}.bias" in got else None
+                        for n in "qkv"}
                 out.attention[i] = AttentionWeights(
                     _vec(got[p + "attn_norm.weight"]), got[p + "attn_q.weight"],
                     got[p + "attn_k.weight"], got[p + "attn_v.weight"],
-                    got[p + "attn_output.weight"])
+                    got[p + "attn_output.weight"], bias["q"], bias["k"], bias["v"])
             if stage.part.has_mlp and i not in out.mlp:
                 out.mlp[i] = MlpWeights(
                     _vec(got[p + "ffn_norm.weight"]), got[p + "ffn_gate.weight"],
@@ -193,8 +206,7 @@ def _vec(t: torch.Tensor | Matrix) -> torch.Tensor:
 
 def _row_order(file: GGUFModelFile, name: str, rows: int) -> np.ndarray | None:
     """The q/k un-permutation (see `GGUFModelFile.tensor`) as an order of output rows."""
-    cfg = file.config
-    heads = cfg.n_heads if ".attn_q." in name else cfg.n_kv_heads if ".attn_k." in name else 0
+    heads = file.qk_heads(name)
     if heads == 0:
         return None
     dim = rows // heads // 2
