@@ -12,9 +12,9 @@ HELP = "simulate N DHT nodes with churn on RIPE Atlas latencies; report hops, la
 DESCRIPTION = (
     "Run N real DHT nodes (signed records, wire codec, in-memory channels) in one process on "
     "simulated time: nodes are placed in countries and their RTTs drawn from the RIPE Atlas "
-    "country data in ../shared/data/internet-rtt. Records are published, then --churn x N nodes "
-    "fail silently and as many join while --lookups lookups run. Latencies reported are "
-    "simulated network time, not CPU time."
+    "country data shipped with cadencia (set $CADENCIA_RTT_DATA to use another file of the same "
+    "columns). Records are published, then --churn x N nodes fail silently and as many join "
+    "while --lookups lookups run. Latencies reported are simulated network time, not CPU time."
 )
 
 

@@ -20,7 +20,8 @@ from hive_core.base.identity import Identity
 from hive_core.mesh.dht import ChannelRpc, DhtConfig, DhtNode, RpcEndpoint
 from hive_core.mesh.memchannel import LinkProfile, MemoryChannel, memory_pair
 from hive_core.protocol import Contact
-from hive_core.sim.latency import LatencyModel, SimError
+from hive_core.sim.errors import SimError
+from hive_core.sim.latency import LatencyModel
 
 EPOCH_S = 1_750_000_000.0  # 2025-06-15: the simulated hive's wall clock starts here
 

@@ -26,7 +26,8 @@ from hive_core.base.health import HealthVector
 from hive_core.mesh.dht import DhtConfig, RpcError, node_key, owner_of
 from hive_core.mesh.dht.records import RecordKind
 from hive_core.sim.clock import run_virtual
-from hive_core.sim.latency import LatencyModel, SimError, constant_latency, internet_latency
+from hive_core.sim.errors import SimError
+from hive_core.sim.latency import LatencyModel, constant_latency, internet_latency
 from hive_core.sim.network import SimNetwork, SimNode
 
 Progress = Callable[[str, int, int], None]

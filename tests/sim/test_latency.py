@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from hive_core.sim.latency import SimError, constant_latency, internet_latency
-from world.layout.rtt_data import default_data_dir, load_country_rtt
-
-pytestmark = pytest.mark.skipif(not default_data_dir().exists(),
-                                reason="../shared/data/internet-rtt is not present")
+from hive_core.sim.errors import RttDataError, SimError
+from hive_core.sim.latency import access_rtt, constant_latency, internet_latency
+from hive_core.sim.rtt_data import load_country_rtt
 
 
 def test_internet_model_is_complete_symmetric_and_from_the_data() -> None:
@@ -52,5 +53,30 @@ def test_constant_model_and_errors() -> None:
         constant_latency(0, 20.0)
     with pytest.raises(SimError):
         constant_latency(3, float("nan"))
-    with pytest.raises(SimError, match="not found"):
+    with pytest.raises(RttDataError, match="not found"):
         internet_latency(5, data_dir="/nonexistent/dir")
+    with pytest.raises(SimError, match="at least one node"):
+        internet_latency(0)
+
+
+def test_access_model_adds_two_last_miles_and_keeps_unknown_pairs_unknown() -> None:
+    core = np.array([[0.0, 50.0, np.nan], [50.0, 0.0, 80.0], [np.nan, 80.0, 0.0]])
+    where = np.array([0, 1, 2, 1])
+    rtt = access_rtt(core, where, np.random.default_rng(5))
+    assert np.array_equal(rtt, rtt.T, equal_nan=True) and (np.diag(rtt) == 0).all()
+    assert np.isnan(rtt[0, 2]) and not np.isnan(rtt[0, 1])
+    # two nodes in one country: only their access links (median 4 ms each) and noise
+    assert 0.0 < rtt[1, 3] < 100.0
+    assert rtt[0, 1] > 50.0 * 0.8
+    again = access_rtt(core, where, np.random.default_rng(5))
+    assert np.array_equal(rtt, again, equal_nan=True)  # one seed, one hive
+
+
+def test_the_simulator_imports_neither_the_game_nor_the_cli() -> None:
+    """hive_core sits below world and cadencia: the latency model and its data are its own."""
+    code = ("import sys, hive_core.sim, hive_core.sim.rtt_data; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('world', 'cadencia')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -23,7 +23,6 @@ from hive_core.events import (
 )
 from world.game import GameState, TrialStatus
 from world.layout import HiveMap, load_country_rtt, synthetic_hive
-from world.layout.rtt_data import DATA_FILE, default_data_dir
 
 CLIENT = Identity.from_seed(b"\x09" * 32)
 NODES = [Identity.from_seed(bytes([n]) * 32).node_id for n in range(10, 14)]
@@ -85,10 +84,6 @@ def test_shuffled_and_duplicated_delivery_gives_the_same_picture(
 def test_an_inference_session_on_a_real_latency_map() -> None:
     """Five nodes in five real countries: the map from their RTTs, a 3-stage pipeline with
     a replicated stage, one liar slashed, receipts paid, one device on a hot battery."""
-    if not (default_data_dir() / DATA_FILE).exists():
-        import pytest
-
-        pytest.skip("RIPE Atlas data set not found beside the repository")
     data = load_country_rtt()
     hive = synthetic_hive(data, 5, seed=11)
     ids = [Identity.from_seed(bytes([n]) * 32).node_id for n in range(20, 25)]

@@ -18,7 +18,6 @@ from world.layout import (
     prepare,
     procrustes_fit,
     rtt_matrix,
-    triangle_fill,
 )
 from world.layout.mds import choose_landmarks
 
@@ -42,7 +41,7 @@ def drop_pairs(rtt: np.ndarray, share: float, seed: int = 0) -> tuple[np.ndarray
     return np.where(hide, np.nan, rtt), hide
 
 
-# --- prepare / triangle_fill -------------------------------------------------------------
+# --- prepare -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -67,34 +66,6 @@ def test_prepare_symmetrises_and_zeroes_the_diagonal() -> None:
     assert out[0, 1] == out[1, 0] == 15.0  # both directions: their mean
     assert out[0, 2] == out[2, 0] == 30.0  # one direction: that one
     assert np.isnan(out[1, 2]) and np.isnan(out[2, 1])
-
-
-def test_triangle_fill_stays_within_the_triangle_bounds() -> None:
-    x = points(40, 2, seed=1)
-    full = dists(x)
-    seen, hide = drop_pairs(full, 0.4, seed=2)
-    filled = triangle_fill(seen)
-    assert not np.isnan(filled).any()
-    assert np.array_equal(filled, filled.T)
-    assert np.array_equal(filled[~hide], full[~hide])  # measured pairs untouched
-    i, j = np.nonzero(np.triu(hide, 1))
-    for a, b in zip(i, j):
-        both = ~np.isnan(seen[a]) & ~np.isnan(seen[b])
-        upper = (seen[a, both] + seen[b, both]).min()
-        lower = np.abs(seen[a, both] - seen[b, both]).max()
-        assert lower - 1e-9 <= filled[a, b] <= upper + 1e-9
-    # On a Euclidean plane the midpoint of the bounds is a good guess.
-    rel = np.abs(filled[hide] - full[hide]) / full[hide]
-    assert np.median(rel) < 0.15
-
-
-def test_triangle_fill_puts_unrelated_nodes_far_apart() -> None:
-    rtt = np.array(
-        [[0.0, 10.0, np.nan, np.nan], [10.0, 0.0, np.nan, np.nan],
-         [np.nan, np.nan, 0.0, 80.0], [np.nan, np.nan, 80.0, 0.0]]
-    )
-    filled = triangle_fill(rtt)
-    assert filled[0, 2] == filled[1, 3] == 80.0  # no common neighbour: the largest RTT
 
 
 # --- MDS --------------------------------------------------------------------------------

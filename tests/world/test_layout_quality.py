@@ -1,9 +1,6 @@
-"""Map quality on the real RIPE Atlas RTTs: held-out pairs, the data loader, synthetic hives."""
+"""Map quality on the real RIPE Atlas RTTs: held-out pairs, synthetic hives, height vectors."""
 
 from __future__ import annotations
-
-import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,73 +21,11 @@ from world.layout import (
     triangle_fill,
 )
 from world.layout.quality import holdout_mask
-from world.layout.rtt_data import DATA_FILE, default_data_dir
-
-HEADER = "cty1,cty2,rtt_cnt,rtt_avg,rtt_std,rtt_min,rtt_max\n"
 
 
 @pytest.fixture(scope="module")
 def ripe() -> CountryRtt:
-    if not (default_data_dir() / DATA_FILE).exists():
-        pytest.skip("RIPE Atlas data set not found beside the repository")
-    return load_country_rtt()
-
-
-def test_loader_reads_the_real_data_set(ripe: CountryRtt) -> None:
-    n = len(ripe.countries)
-    assert 150 <= n <= 173 and "None" not in ripe.countries
-    assert np.array_equal(ripe.rtt, ripe.rtt.T, equal_nan=True)
-    assert np.array_equal(np.diag(ripe.rtt), np.zeros(n))
-    share = ripe.measured.sum() / (n * (n - 1))
-    assert 0.4 < share < 0.6  # "about half the pairs measured"
-    de, fr = ripe.countries.index("DE"), ripe.countries.index("FR")
-    assert 5.0 < ripe.rtt[de, fr] < 60.0  # neighbours in Europe: tens of ms at most
-    # The triangle inequality is violated, as on the real internet.
-    d = ripe.rtt
-    assert (d[:, :, None] + d[None, :, :] < d[:, None, :] - 1e-9).any()  # d_ik + d_kj < d_ij
-
-
-def write_gz(path: Path, text: str) -> Path:
-    with gzip.open(path, "wt") as fh:
-        fh.write(text)
-    return path
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ("a,b,c\n1,2,3\n", "unexpected columns"),
-        (HEADER + "FR,DE,3,abc,1,1,1\n", r":2: rtt_avg is not a number"),
-        (HEADER + "FR,DE,3,-4,1,1,1\n", "bad RTT"),
-        (HEADER + "FR,DE,3,nan,1,1,1\n", "bad RTT"),
-        (HEADER + "FR,DE,3\n", "expected 7 fields"),
-        (HEADER + "FR,DE,3,4,1,1,1,9\n", "expected 7 fields"),
-    ],
-)
-def test_loader_refuses_malformed_files(tmp_path: Path, body: str, message: str) -> None:
-    path = write_gz(tmp_path / DATA_FILE, body)
-    with pytest.raises(LayoutError, match=message):
-        load_country_rtt(tmp_path)
-    with pytest.raises(LayoutError, match=message):
-        load_country_rtt(path)
-
-
-def test_loader_refuses_unreadable_and_missing_files(tmp_path: Path) -> None:
-    (tmp_path / DATA_FILE).write_bytes(b"not gzip at all")
-    with pytest.raises(LayoutError, match="unreadable RTT data set"):
-        load_country_rtt(tmp_path)
-    with pytest.raises(FileNotFoundError, match="RIPE Atlas"):
-        load_country_rtt(tmp_path / "nowhere")
-    with pytest.raises(LayoutError, match="stat must be one of"):
-        load_country_rtt(tmp_path, stat="rtt_cnt")
-
-
-def test_loader_keeps_intra_country_apart_and_skips_unknown(tmp_path: Path) -> None:
-    body = HEADER + "DE,FR,5,12.5,1,10,20\nFR,FR,5,3,1,1,9\nNone,FR,5,99,1,1,1\nXX,XX,1,2,0,2,2\n"
-    data = load_country_rtt(write_gz(tmp_path / DATA_FILE, body))
-    assert data.countries == ("DE", "FR")  # XX has no pair abroad: dropped
-    assert data.rtt[0, 1] == data.rtt[1, 0] == 12.5
-    assert np.isnan(data.intra[0]) and data.intra[1] == 3.0
+    return load_country_rtt()  # the copy shipped in hive_core.sim
 
 
 def test_pair_error_and_holdout_mask() -> None:

@@ -1,13 +1,15 @@
 """The hive's map: node positions by MDS of measured RTTs, steady between updates."""
 
+from hive_core.sim.fill import triangle_fill
+from hive_core.sim.rtt_data import CountryRtt, load_country_rtt
+
 from .align import align_to, procrustes_fit
-from .complete import measured_mask, prepare, triangle_fill
+from .complete import measured_mask, prepare
 from .errors import LayoutError
 from .heights import embed_with_heights, fit_heights
 from .hive_map import HiveMap, MapSnapshot, rtt_matrix
 from .mds import classical_mds, embed
 from .quality import VIVALDI_MEDIAN_REL_ERR, LayoutQuality, PairError, evaluate, pair_error
-from .rtt_data import CountryRtt, default_data_dir, load_country_rtt
 from .synth import SyntheticHive, synthetic_hive
 
 __all__ = [
@@ -21,7 +23,6 @@ __all__ = [
     "SyntheticHive",
     "align_to",
     "classical_mds",
-    "default_data_dir",
     "embed",
     "embed_with_heights",
     "evaluate",

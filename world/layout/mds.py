@@ -21,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.manifold import MDS
 
-from .complete import measured_mask, triangle_fill
+from hive_core.sim.fill import triangle_fill
+
+from .complete import measured_mask
 from .errors import LayoutError
 
 LANDMARK_THRESHOLD = 400

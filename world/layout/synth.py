@@ -20,12 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import LayoutError
-from .rtt_data import CountryRtt
+from hive_core.sim.latency import access_rtt
+from hive_core.sim.rtt_data import CountryRtt
 
-ACCESS_MEDIAN_MS = 4.0
-ACCESS_SIGMA = 0.7
-PAIR_NOISE_SIGMA = 0.05
+from .errors import LayoutError
 
 
 @dataclass(frozen=True)
@@ -51,13 +49,5 @@ def synthetic_hive(data: CountryRtt, n: int, seed: int = 0) -> SyntheticHive:
     fastest_abroad = np.nanmin(np.where(np.eye(k, dtype=bool), np.nan, data.rtt), axis=1)
     np.fill_diagonal(core, np.fmin(data.intra, fastest_abroad))
     core[np.diag_indices(k)] = np.where(np.isnan(data.intra), np.nan, core.diagonal())
-    access = ACCESS_MEDIAN_MS * np.exp(rng.normal(0.0, ACCESS_SIGMA, size=n))
-    noise = np.exp(rng.normal(0.0, PAIR_NOISE_SIGMA, size=(n, n)))
-    noise = np.triu(noise, 1)
-    noise = noise + noise.T
-    rtt = (core[np.ix_(where, where)] + access[:, None] + access[None, :]) * noise
-    # a_i + a_j and a_j + a_i can differ in the last bit: mirror the upper triangle.
-    upper = np.triu(rtt, 1)
-    rtt = np.where(np.triu(np.ones((n, n), dtype=bool), 1), upper, upper.T)
-    np.fill_diagonal(rtt, 0.0)
+    rtt = access_rtt(core, where, rng)  # the simulator's access-latency model
     return SyntheticHive(tuple(data.countries[i] for i in where), rtt)
