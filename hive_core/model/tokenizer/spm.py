@@ -61,8 +61,9 @@ def build_spm(vocab: Vocabulary) -> tuple[Tokenizer, bool]:
         raise TokenizerError("the SentencePiece vocabulary lists a token twice")
     unk = vocab.special_id("unknown_token_id", 0)
     unk_token = tokens[unk] if unk is not None else None
+    merges = spm_merges(vocab)
     try:
-        tok = Tokenizer(models.BPE(vocab=ids, merges=spm_merges(vocab), unk_token=unk_token,
+        tok = Tokenizer(models.BPE(vocab=ids, merges=merges, unk_token=unk_token,
                                    fuse_unk=True, byte_fallback=True))
     except Exception as exc:  # noqa: BLE001  (tokenizers raises a bare Exception)
         raise TokenizerError(f"the GGUF's SentencePiece vocabulary is inconsistent: {exc}") from None
