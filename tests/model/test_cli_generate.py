@@ -59,7 +59,7 @@ def test_non_llama_architecture(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     code, line = error_line(capsys, ["hi", "--model", str(path)])
     assert code == 2
     assert line == ("cadencia generate: error: unsupported architecture 'gpt2': only "
-                    "llama-architecture GGUF files are supported")
+                    "llama, mistral, qwen2 GGUF files are supported")
 
 
 @pytest.mark.parametrize("prompt", ["", "   \n\t"])
