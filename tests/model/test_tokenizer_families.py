@@ -4,6 +4,7 @@ template's text and ids, BOS once, stop tokens, and `ignore_merges`."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -166,3 +167,16 @@ def test_ignore_merges_takes_a_whole_vocabulary_word(tmp_path_factory: pytest.Te
     assert [llama3.tokens[i] for i in llama3.encode("hello hello")] == ["hello", "Ġ", "hell", "o"]
     assert [gpt2.tokens[i] for i in gpt2.encode("hello")] == ["hell", "o"]
     assert llama3.decode(llama3.encode("hello hello")) == "hello hello"
+
+
+def test_sentencepiece_without_dummy_prefix(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`tokenizer.ggml.add_space_prefix = false`: no ▁ is put before the text, and decoding
+    keeps a leading space that the text had (llama.cpp honours the key; transformers' GGUF
+    loader ignores it, so it is checked here by hand)."""
+    fam = dataclasses.replace(families()["llama2"], name="llama2-noprefix",
+                              extra={"tokenizer.ggml.add_space_prefix": False})
+    tok = GGUFTokenizer(GGUFModelFile(family_gguf(tmp_path_factory, fam)))
+    with_prefix = GGUFTokenizer(GGUFModelFile(family_gguf(tmp_path_factory, "llama2")))
+    assert [tok.tokens[i] for i in tok.encode("the", add_bos=False)] == ["the"]
+    assert [with_prefix.tokens[i] for i in with_prefix.encode("the", add_bos=False)] == ["▁the"]
+    assert tok.decode(tok.encode(" the end")) == " the end"
