@@ -111,10 +111,10 @@ async def _ask(args: argparse.Namespace) -> int:
 
             n = int(args.hive[6:])
             say(f"starting {n} in-process shard servers ...")
-            hive = await build_hive(path, n, replicas=min(args.replicas, n), model=model,
-                                    client_config=config, weights=args.weights)
-            closers.append(hive.close)
-            client = hive.client
+            local = await build_hive(path, n, replicas=min(args.replicas, n), model=model,
+                                     client_config=config, weights=args.weights)
+            closers.append(local.close)
+            client = local.client
         else:
             from hive_core.exec.join import AskerPart, connect, join_hive
 
@@ -122,10 +122,10 @@ async def _ask(args: argparse.Namespace) -> int:
             closers.append(hive.close)
             asker = AskerPart.load(model, local_layers=args.local_layers, weights=args.weights,
                                    nice=config.compute_nice)
-            closers.append(lambda: asyncio.sleep(0, asker.close()))
+            closers.append(lambda: asyncio.to_thread(asker.close))
             client = await connect(hive, model, asker, replicas=args.replicas, config=config,
                                    timeout_s=args.timeout, say=say)
-            closers.append(lambda: asyncio.sleep(0, client.close()))
+            closers.append(lambda: asyncio.to_thread(client.close))
         session = client.new_session()
         on_token = StreamedText(tokenizer, quiet=args.json)
         stats = SpecStats()

@@ -278,7 +278,7 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from hive_core.mesh.runner import node_config
-    from hive_core.paths import data_dir
+    from hive_core.base.paths import data_dir
 
     if not 0 <= args.nodes <= 64:
         raise ValueError(f"--nodes must be between 0 and 64, got {args.nodes}")

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hive_core.base.identity import Identity
-    from hive_core.paths import data_dir
+    from hive_core.base.paths import data_dir
     from world.model import City
 
     directory = data_dir(args.data_dir)

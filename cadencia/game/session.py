@@ -95,7 +95,7 @@ class HiveSession:
 
 def open_city(data_dir: str | None):  # -> world.model.City
     """The player's city replica (SQLite store in the data dir), with a plot of their own."""
-    from hive_core.paths import data_dir as resolve
+    from hive_core.base.paths import data_dir as resolve
     from world.model import City
 
     city = City.open(Path(resolve(data_dir)))

@@ -9,8 +9,8 @@ from typing import Annotated
 from hive_core.base.codec import decode_struct, encode_struct, wire_struct
 from hive_core.base.errors import ProtocolError
 from hive_core.base.fields import Bool, EnumOf, Fixed, Int, Maybe, UInt
-from hive_core.base.identity import ID_BYTES, Identity, IdentityError, node_id_of, verify
-from hive_core.base.ids import SESSION_BYTES
+from hive_core.base.identity import Identity, IdentityError, node_id_of, verify
+from hive_core.base.ids import ID_BYTES, SESSION_BYTES
 from hive_core.base.stage import Part
 
 from .efficiency import reward_mc

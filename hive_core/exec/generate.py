@@ -125,7 +125,7 @@ class LocalSessionAdapter:
         return int(self.inner.position)  # type: ignore[attr-defined]
 
     async def forward(self, ids: Sequence[int], *, all_logits: bool = False) -> torch.Tensor:
-        return self.inner.forward(ids, all_logits=all_logits)  # type: ignore[attr-defined, no-any-return]
+        return self.inner.forward(ids, all_logits=all_logits)  # type: ignore[attr-defined]
 
     def rollback(self, position: int) -> None:
         for caches in self.inner.caches:  # type: ignore[attr-defined]

@@ -57,7 +57,7 @@ class _TapChannel:
     async def recv(self) -> bytes:
         data = await self.inner.recv()
         self.tap(self.owner, bytes(data))
-        return data  # type: ignore[no-any-return]
+        return data
 
     def __aiter__(self) -> Any:
         return self.inner.__aiter__()
@@ -108,7 +108,7 @@ async def _link(a: Node, b: Node, transport: str, tap: Tap | None, peers: list[A
     else:
         raise ValueError(f"unknown transport {transport!r}: memory or rtc")
     if tap is not None:
-        cb = _TapChannel(cb, b.node_id, tap)  # type: ignore[assignment]
+        cb = _TapChannel(cb, b.node_id, tap)
     await asyncio.gather(a.attach(ca, kind=transport, expect=b.node_id, rtc=rtc_a),
                          b.attach(cb, kind=transport, expect=a.node_id, rtc=rtc_b))
 

@@ -376,7 +376,7 @@ class Node:
             self.spawn(self.signal_handler(link, msg), name="signal")
         elif self.request_handler is not None and rpc_id is not None:
             self.spawn(self._serve_request(link, msg), name=type(msg).__name__)
-        elif isinstance(msg, REQUESTS):
+        elif isinstance(msg, REQUESTS) and rpc_id is not None:
             # A request this node does not serve (a shard query to a sentinel): say so at once,
             # so the asker moves on instead of waiting out its timeout.
             logger.debug("%s: %s from %s is not served here", self, type(msg).__name__, link)

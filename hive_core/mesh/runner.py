@@ -138,7 +138,7 @@ def setup_logging(verbose: bool) -> None:
 
 
 def load_identity(data_dir: str | None, sub: str = "") -> tuple[Identity, Path]:
-    from hive_core.paths import data_dir as resolve
+    from hive_core.base.paths import data_dir as resolve
 
     base = resolve(data_dir)
     where = base / sub if sub else base

@@ -54,6 +54,7 @@ from hive_core.base.fields import (
     Text,
     UInt,
 )
+from hive_core.base.ids import ID_BYTES
 from hive_core.protocol import feed, inference, trust  # noqa: F401 - every node knows every message
 from hive_core.protocol.handshake import (
     HandshakeError,
@@ -73,7 +74,6 @@ from hive_core.protocol.meshmsgs import (
     StatusRequest,
 )
 from hive_core.protocol.messages import (
-    ID_BYTES,
     MAX_CONTACTS,
     MAX_RECORD_VALUE_BYTES,
     MAX_RECORDS,

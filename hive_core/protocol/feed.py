@@ -21,11 +21,12 @@ from typing import Annotated
 from hive_core.base.codec import message
 from hive_core.base.errors import ProtocolError
 from hive_core.base.fields import Blob, Bool, EnumOf, Fixed, Float, ListOf, Text, UInt
+from hive_core.base.ids import SESSION_BYTES
 from hive_core.base.stage import Part
 from hive_core.economy.errors import ReceiptError
 from hive_core.economy.receipt import MAX_SIZE as MAX_RECEIPT_BYTES
 from hive_core.economy.receipt import WorkReceipt
-from hive_core.protocol.trust import MAX_WITNESSES, SESSION_BYTES
+from hive_core.protocol.trust import MAX_WITNESSES
 
 NODE_BYTES = 20
 MAX_ROOT = 64

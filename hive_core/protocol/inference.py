@@ -13,10 +13,11 @@ from typing import Annotated
 from hive_core.base.codec import MAX_FRAME_BYTES, Nested, message
 from hive_core.base.errors import ProtocolError
 from hive_core.base.fields import Blob, Bool, EnumOf, Fixed, Float, Maybe, Text, UInt
+from hive_core.base.ids import SESSION_BYTES
 from hive_core.base.stage import Part
 from hive_core.economy.receipt import MAX_SIZE as MAX_RECEIPT_BYTES
 from hive_core.protocol.messages import ErrorCode
-from hive_core.protocol.trust import SESSION_BYTES, Attestation
+from hive_core.protocol.trust import Attestation
 
 MAX_PAYLOAD = MAX_FRAME_BYTES - 4096  # room for the other fields of a RunStage / StageResult
 MAX_MODEL_NAME = 128

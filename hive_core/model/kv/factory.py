@@ -25,7 +25,7 @@ def kv_factory(kind: str) -> KVFactory:
                 "--kv int4 needs hive_core.model.kv.int4.Int4KV, which is not available "
                 f"in this build ({exc})"
             ) from exc
-        return cls  # type: ignore[no-any-return]
+        return cls
     raise ModelError(f"unknown KV cache kind {kind!r}: choose one of {', '.join(KV_KINDS)}")
 
 
