@@ -3,8 +3,9 @@
 A shard server publishes what it does (stage started, hop served, answer attested, receipt
 kept) to the spectators that subscribed, and the verdicts its asker sends it (`FeedVerdict`:
 a trial verified, a replica slashed). A `FeedEvent` is the wire form of a hive event
-(`hive_core.events`, whose `feed` module is the one mapping both ways). Events carry only node ids, opaque session ids, layer spans,
-durations, Merkle roots, verdicts and signed receipts: never token ids or text. The one
+(`hive_core.events`, whose `feed` module is the one mapping both ways). Events carry only
+node ids, opaque session ids, layer spans, durations, Merkle roots, verdicts and signed
+receipts: never token ids or text. The one
 exception is a slashing's evidence (`hive_core.trust`: the signed outputs of the liar and
 of its witnesses for that one stage step), since without those hidden states nobody could
 re-check the verdict; it travels in chunks of `EVIDENCE_CHUNK` bytes.
