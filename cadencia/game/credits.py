@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hive_core.economy import EconomyError
+from hive_core.events import ReceiptIssued
 from world.view.game_source import GameSource
 
 from .session import UPGRADE_MC, build_with_credits
@@ -41,9 +43,6 @@ class CreditKeeper:
         server.receipt_hooks.append(self.on_receipt)
 
     def on_receipt(self, receipt: Any) -> None:
-        from hive_core.economy import EconomyError
-        from hive_core.events import ReceiptIssued
-
         try:
             receipt.verify()
         except EconomyError as exc:

@@ -17,8 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hive_core.base.identity import Identity
 from hive_core.events import EvidenceAssembler, from_feed
-from hive_core.protocol.feed import EventKind
+from hive_core.exec.remote import link_nodes
+from hive_core.mesh.hivenode import HiveNode
+from hive_core.mesh.node import NodeConfig
+from hive_core.mesh.rtc import RTCOptions
+from hive_core.protocol.feed import EventKind, FeedAnswer, FeedEvent, FeedSubscribe
 from world.view.game_source import GameSource
 
 logger = logging.getLogger(__name__)
@@ -51,12 +56,6 @@ class FeedWatcher:
         return None if self.hive is None else self.hive.node_id
 
     async def start(self) -> None:
-        from hive_core.base.identity import Identity
-        from hive_core.mesh.hivenode import HiveNode
-        from hive_core.mesh.node import NodeConfig
-        from hive_core.mesh.rtc import RTCOptions
-        from hive_core.protocol.feed import FeedAnswer, FeedEvent
-
         config = NodeConfig(join=(self.url,), roles=("verifier",), tflops=0.0,
                             rtc=RTCOptions.loopback(connect_timeout_s=self.timeout_s),
                             request_timeout_s=self.timeout_s)
@@ -89,9 +88,6 @@ class FeedWatcher:
 
     async def subscribe_once(self) -> int:
         """Link to the nodes `targets()` names and (re)subscribe to their feeds; returns how many."""
-        from hive_core.exec.remote import link_nodes
-        from hive_core.protocol.feed import FeedAnswer, FeedSubscribe
-
         node = self.hive.node
         linked_now = [link.node_id for link in node.peers.all()]  # mesh neighbours may serve too
         targets = [t for t in dict.fromkeys([*self.targets(), *linked_now]) if t != node.node_id]

@@ -18,14 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hive_core.exec import ClientConfig, Fault, generate_hive
 from hive_core.exec.frame_gate import FrameGate
+from hive_core.exec.hive import build_hive
+from hive_core.mesh.memchannel import LinkProfile
+from hive_core.model.chat import prompt_ids
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.locate import resolve_model_path
+from hive_core.model.modes import DEFAULT_WEIGHTS
+from hive_core.model.tokenizer import GGUFTokenizer
+from hive_core.protocol.inference import KvKind
+from world.layout import HiveMap
 from world.view.frame import RoadView
 from world.view.game_source import GameSource
 
 if TYPE_CHECKING:
     from hive_core.exec.hive import InProcessHive
-    from hive_core.model.gguf_file import GGUFModelFile
-    from hive_core.model.tokenizer import GGUFTokenizer
 
 N_SERVERS, REPLICAS, SPARES = 4, 2, 1
 LINK_MS = 8.0  # emulated one-way latency of every asker link, ms
@@ -90,14 +98,6 @@ class EmbeddedHive:
         or "rtc" (real aiortc data channels on loopback; `link_ms` does not apply).
         `weights`: how the servers and the asker hold the matrices (packed, fp32, bf16;
         default `hive_core.model.modes.DEFAULT_WEIGHTS`)."""
-        from hive_core.exec import ClientConfig, Fault
-        from hive_core.exec.hive import build_hive
-        from hive_core.mesh.memchannel import LinkProfile
-        from hive_core.model.gguf_file import GGUFModelFile
-        from hive_core.model.locate import resolve_model_path
-        from hive_core.model.modes import DEFAULT_WEIGHTS
-        from hive_core.model.tokenizer import GGUFTokenizer
-        from hive_core.protocol.inference import KvKind
 
         weights = weights or DEFAULT_WEIGHTS
         t0 = time.perf_counter()
@@ -125,8 +125,6 @@ class EmbeddedHive:
 
     async def _map(self, pings: int = 3) -> None:
         """Districts placed by MDS of the RTTs the asker measures (servers see only the asker)."""
-        from world.layout import HiveMap
-
         hive = self._hive()
         ids = [n.hex() for n in self.node_ids]
         rtt = np.full((len(ids), len(ids)), np.nan)
@@ -158,8 +156,6 @@ class EmbeddedHive:
             kv_cache=f"{kv} on the shard servers")
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        from hive_core.model.chat import prompt_ids
-
         return prompt_ids(self.file, self.tokenizer, prompt)
 
     async def ask(self, prompt: str, max_new_tokens: int = 32) -> AskResult:
@@ -178,8 +174,6 @@ async def ask_through(client: Any, file: GGUFModelFile, tokenizer: GGUFTokenizer
                       prompt: str, max_new_tokens: int) -> AskResult:
     """One greedy answer from `client` (a `hive_core.exec.HiveClient`), streamed into the HUD;
     the session's receipts are signed and sent at the end."""
-    from hive_core.exec import generate_hive
-    from hive_core.model.chat import prompt_ids
 
     ids = prompt_ids(file, tokenizer, prompt)
     hud, stream = source.hud, tokenizer.stream()

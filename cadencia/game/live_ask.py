@@ -13,6 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hive_core.exec.join import AskerPart, connect
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.locate import resolve_model_path
+from hive_core.model.modes import DEFAULT_WEIGHTS
+from hive_core.model.tokenizer import GGUFTokenizer
 from world.view.game_source import GameSource
 
 from .hive_link import COMPUTE_NICE, AskResult, ask_through
@@ -25,10 +30,6 @@ class LiveAsker:
                  timeout_s: float = 10.0, say: Callable[[str], None] = lambda _m: None,
                  weights: str | None = None, gate: Any = None) -> None:
         """`gate`: the game's `FrameGate`; the embedding and head compute between frames."""
-        from hive_core.model.gguf_file import GGUFModelFile
-        from hive_core.model.locate import resolve_model_path
-        from hive_core.model.modes import DEFAULT_WEIGHTS
-        from hive_core.model.tokenizer import GGUFTokenizer
 
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
@@ -44,8 +45,6 @@ class LiveAsker:
         self.results: list[AskResult] = []
 
     async def _client(self) -> Any:
-        from hive_core.exec.join import AskerPart, connect
-
         if self._asker is None:  # loaded on the thread that computes with it, for every ask
             self._asker = await asyncio.to_thread(
                 AskerPart.load, self.file, weights=self.weights, nice=COMPUTE_NICE, gate=self.gate)

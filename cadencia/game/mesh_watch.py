@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from hive_core.events import HealthUpdated
+from hive_core.mesh.status import fetch_status
+from world.layout import HiveMap
 from world.view.frame import RoadView, ViewError
 from world.view.game_source import GameSource
 
@@ -26,7 +29,6 @@ class MeshWatcher:
 
     def __init__(self, source: GameSource, url: str, *, timeout_s: float = 10.0,
                  say: Callable[[str], None] = lambda _m: None) -> None:
-        from world.layout import HiveMap
 
         self.source, self.url, self.timeout_s, self.say = source, url, timeout_s, say
         self.map = HiveMap(dim=2)
@@ -37,8 +39,6 @@ class MeshWatcher:
         self.hide: set[str] = set()  # hex ids not drawn (a spectator's own mesh node)
 
     async def poll_once(self) -> dict[str, Any]:
-        from hive_core.mesh.status import fetch_status
-
         view = await fetch_status(self.url, timeout_s=self.timeout_s)
         self.apply(view, time.monotonic())
         self.polls += 1
@@ -58,8 +58,6 @@ class MeshWatcher:
 
     def apply(self, view: dict[str, Any], now: float) -> None:
         """Fold one status view (`hive_core.mesh.status.status_view`'s shape) into the game."""
-        from hive_core.events import HealthUpdated
-
         try:
             nodes = [n for n in view["nodes"] if n["role"] != "sentinel" and n["id"] not in self.hide] \
                 or [n for n in view["nodes"] if n["id"] not in self.hide]

@@ -6,7 +6,12 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from hive_core.base.identity import Identity
+from hive_core.base.paths import data_dir as resolve
 from hive_core.exec.frame_gate import FrameGate
+from world.game import GameState
+from world.model import City
+from world.model.schema import MAX_LEVEL
 from world.view.city_view import CityView
 from world.view.game_source import GameSource, HudBoard, PulseReplay
 
@@ -18,8 +23,6 @@ SLOW_MOTION = 25.0  # the embedded hive's hops take milliseconds: played 25x slo
 
 def game_source(player: str = "", slow_motion: float = SLOW_MOTION, min_leg_s: float = 0.0) -> GameSource:
     """An empty game (state, pulse replay, HUD board) for the view to read."""
-    from world.game import GameState
-
     return GameSource(GameState(), HudBoard(player), PulseReplay(slow_motion, min_leg_s=min_leg_s))
 
 
@@ -95,8 +98,6 @@ class HiveSession:
 
 def open_city(data_dir: str | None):  # -> world.model.City
     """The player's city replica (SQLite store in the data dir), with a plot of their own."""
-    from hive_core.base.paths import data_dir as resolve
-    from world.model import City
 
     city = City.open(Path(resolve(data_dir)))
     ensure_plot(city)
@@ -117,8 +118,6 @@ def ensure_plot(city, x: float = -4.0, y: float = -14.0) -> str:  # city: world.
 def neighbour_city(city, x: float = 6.0, y: float = -14.0):  # -> world.model.City
     """A second player's replica, synced both ways with `city` through signed edits,
     owning a plot beside the player's: somewhere the editor must refuse to build."""
-    from hive_core.base.identity import Identity
-    from world.model import City
 
     other = City(Identity.generate())
     other.on_local_edit(city.receive)
@@ -140,7 +139,6 @@ UPGRADE_MC = 100  # milli-credits to raise a building one level
 def build_with_credits(city, receipts, cost_mc: int = UPGRADE_MC) -> int:  # city: world.model.City
     """Record the receipts that pay this player, then spend the balance raising their buildings
     (lowest first; a first tower on their plot if they have none). Returns levels raised."""
-    from world.model.schema import MAX_LEVEL
 
     me = bytes.fromhex(city.player_id)
     for receipt in receipts:

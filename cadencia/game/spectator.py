@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from world.view.game_source import GameSource
+from world.view.scene import pulse_position
 
 from .feed_watch import FeedWatcher
 from .mesh_watch import MeshWatcher
@@ -67,7 +68,6 @@ class LiveSpectator:
 def pulses_on_screen(app: Any, margin: float = 0.1) -> list[dict[str, Any]]:
     """Pulses of the last frame well inside their flight (not near either end), with the pixel
     (column, row) where the scene drew each: ``[{"src", "dst", "t", "xy"}]``."""
-    from world.view.scene import pulse_position
 
     now = app._last  # the clock of the last step: what the shader drew with
     scene, out = app.scene, []

@@ -14,7 +14,10 @@ from hive_core.base.health import HealthVector
 from hive_core.base.stage import Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.wire import WEIGHTS_FROM_WIRE
+from hive_core.mesh.dht import RecordKind, layer_key, node_key
+from hive_core.mesh.dht.records import ReachRecord, decode_value, owner_of
 from hive_core.mesh.node import Node, PeerUnavailable
+from hive_core.mesh.wschannel import ws_connect
 from hive_core.model.config import LlamaConfig
 from hive_core.protocol.inference import ShardInfo, ShardQuery
 from hive_core.sched.planner import Candidate, CostModel, Plan, fixed_plan, plan
@@ -93,9 +96,6 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
 
 async def find_span_owners(hive: object, model: str, n_layers: int) -> list[bytes]:
     """Node ids whose signed DHT layer-span records say they serve layers of `model`."""
-    from hive_core.mesh.dht import layer_key
-    from hive_core.mesh.dht.records import owner_of
-
     dht = hive.dht  # type: ignore[attr-defined]
     found = await asyncio.gather(*(dht.get(layer_key(model, i)) for i in range(n_layers)),
                                  return_exceptions=True)
@@ -125,10 +125,6 @@ async def link_nodes(hive: object, targets: list[bytes], timeout: float) -> None
 
 
 async def _ws_link(hive: object, target: bytes, timeout: float) -> None:
-    from hive_core.mesh.dht import RecordKind, node_key
-    from hive_core.mesh.dht.records import ReachRecord, decode_value, owner_of
-    from hive_core.mesh.wschannel import ws_connect
-
     node: Node = hive.node  # type: ignore[attr-defined]
     records = await hive.dht.get(node_key(target, RecordKind.REACH))  # type: ignore[attr-defined]
     for record in records:

@@ -29,7 +29,12 @@ from typing import BinaryIO
 
 from hive_core.base.stage import Part, Stage
 from hive_core.exec.errors import ExecError
-from hive_core.exec.stage_host import SessionKey, StepRefused
+from hive_core.exec.faults import Fault
+from hive_core.exec.frame_gate import FrameGate
+from hive_core.exec.stage_host import HostConfig, SessionKey, StageHost, StepRefused
+from hive_core.model.errors import ModelError
+from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.packed_run import prepare_compute
 from hive_core.protocol.inference import KvKind
 
 logger = logging.getLogger(__name__)
@@ -255,9 +260,6 @@ class StageWorker:
 
 def serve(host: object, inp: BinaryIO, out: BinaryIO) -> None:
     """Answer frames from `inp` on `out` until `inp` closes (host: a `StageHost`)."""
-    from hive_core.exec.stage_host import StageHost
-    from hive_core.model.errors import ModelError
-
     assert isinstance(host, StageHost)
     while True:
         try:
@@ -313,11 +315,6 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(2, 1)
     if args.nice:
         os.nice(args.nice)  # before torch starts threads: they inherit it
-    from hive_core.exec.faults import Fault
-    from hive_core.exec.frame_gate import FrameGate
-    from hive_core.exec.stage_host import HostConfig, StageHost
-    from hive_core.model.gguf_file import GGUFModelFile
-    from hive_core.model.packed_run import prepare_compute
 
     prepare_compute(max(1, args.threads))
     host = StageHost(GGUFModelFile(args.model), HostConfig(
