@@ -90,15 +90,18 @@ def chat_template(file: GGUFModelFile, tokenizer: GGUFTokenizer) -> ChatTemplate
     if not isinstance(source, str):
         raise ChatTemplateError("the model has no chat template; pass --raw to feed the prompt as is")
 
-    def text(key: str, token_id: int | None = None) -> str | None:
-        if token_id is None:
-            value = file.metadata.get(f"tokenizer.ggml.{key}")
-            token_id = value if isinstance(value, int) and 0 <= value < tokenizer.vocab_size else None
+    def text(token_id: int | None) -> str | None:
         return None if token_id is None else tokenizer.tokens[token_id]
 
-    return ChatTemplate(source, bos_token=text("bos", tokenizer.bos_id) or "",
-                        eos_token=text("eos", tokenizer.eos_id) or "",
-                        unk_token=text("unknown_token_id"), pad_token=text("padding_token_id"))
+    def file_id(key: str) -> int | None:
+        value = file.metadata.get(f"tokenizer.ggml.{key}")
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < tokenizer.vocab_size
+        return value if ok else None
+
+    return ChatTemplate(source, bos_token=text(tokenizer.bos_id) or "",
+                        eos_token=text(tokenizer.eos_id) or "",
+                        unk_token=text(file_id("unknown_token_id")),
+                        pad_token=text(file_id("padding_token_id")))
 
 
 def chat_text(file: GGUFModelFile, tokenizer: GGUFTokenizer, messages: Sequence[Mapping[str, Any]],
