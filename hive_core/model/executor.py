@@ -46,12 +46,14 @@ class ShardExecutor:
         dtype: torch.dtype = torch.float32,
         progress: Progress | None = None,
         weights: str = "fp32",
+        allow_dequant: bool = False,
     ) -> ShardExecutor:
         """Load only what `stages` (plus embedding/head if asked) need from `file`, with the
-        matrices held as `weights` says ("packed", "fp32" or "bf16": see `weights.py`)."""
+        matrices held as `weights` says ("packed", "fp32" or "bf16": see `weights.py`;
+        `allow_dequant`: a packed load may dequantise matrices no kernel takes)."""
         stages = tuple(stages)
         held = load_shard_weights(file, stages, embed=embed, head=head, dtype=dtype,
-                                  progress=progress, mode=weights)
+                                  progress=progress, mode=weights, allow_dequant=allow_dequant)
         return cls(file.config, held, stages, dtype)
 
     @property

@@ -48,11 +48,12 @@ class LocalPipeline:
         dtype: torch.dtype = torch.float32,
         progress: Progress | None = None,
         weights: str = "fp32",
+        allow_dequant: bool = False,
     ) -> LocalPipeline:
         """The whole model in one executor (embed, all layers, head): `cadencia generate`."""
         stage = Stage(0, file.config.n_layers)
         ex = ShardExecutor.load(file, [stage], embed=True, head=True, dtype=dtype, progress=progress,
-                                weights=weights)
+                                weights=weights, allow_dequant=allow_dequant)
         return cls(ex, [(ex, stage)])
 
     def new_session(self, kv: KVFactory) -> PipelineSession:

@@ -15,12 +15,13 @@ from hive_core.model.errors import ModelError
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.modes import WEIGHT_MODES
 from hive_core.model.packed import (
-    PACKABLE,
     DenseLinear,
     Matrix,
     RowTable,
     Table,
+    check_dequant,
     fuse_rows,
+    int4_shape,
     packable,
     packed_matrix,
     release_pages,
@@ -133,11 +134,14 @@ def load_shard_weights(
     dtype: torch.dtype = torch.float32,
     progress: Progress | None = None,
     mode: WeightsMode | str = "fp32",
+    allow_dequant: bool = False,
 ) -> ShardWeights:
     """Load only the tensors `stages` (and the embedding/head when asked) need.
 
     `dtype` is the compute dtype (norms and activations); `mode` says how matrices are held
-    (see `WEIGHT_MODES`): a shard keeps only its own layers, in that form.
+    (see `WEIGHT_MODES`): a shard keeps only its own layers, in that form. In "packed" mode a
+    matrix no packed kernel takes is refused (`UnsupportedModelError`, saying what float32
+    would cost) unless `allow_dequant` lets it be dequantised whole.
     """
     if mode not in WEIGHT_MODES:
         raise ModelError(f"weights mode must be one of {', '.join(WEIGHT_MODES)}, got {mode!r}")
@@ -160,16 +164,16 @@ def load_shard_weights(
         if name in got:  # fused with an earlier matrix
             pass
         elif mode == "packed" and name.endswith(_FUSED_FIRST):
-            got.update(_load_fused(file, name, shapes, dtype))
+            got.update(_load_fused(file, name, shapes, dtype, allow_dequant))
         elif name == "token_embd.weight":
             table, tied_head = _load_embedding(file, shape, dtype, mode, embed=embed,
-                                               head=head and tied)
+                                               head=head and tied, allow_dequant=allow_dequant)
             if tied_head is not None:
                 got[name] = tied_head
         elif len(shape) == 1 or mode == "fp32":
             got[name] = file.tensor(name, shape, dtype)
         else:
-            got[name] = _load_matrix(file, name, (shape[0], shape[1]), dtype, mode)
+            got[name] = _load_matrix(file, name, (shape[0], shape[1]), dtype, mode, allow_dequant)
         if progress is not None:
             progress(n + 1, len(names))
     out = ShardWeights(attention={}, mlp={})
@@ -219,7 +223,8 @@ _FUSED_FIRST = tuple(_FUSED)
 
 
 def _load_fused(
-    file: GGUFModelFile, first: str, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype
+    file: GGUFModelFile, first: str, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype,
+    allow_dequant: bool,
 ) -> dict[str, Matrix]:
     """q, k and v (or gate and up) of one layer as row slices of one packed matrix, when all
     are packable blocks of one type; otherwise each loaded on its own."""
@@ -240,28 +245,35 @@ def _load_fused(
         for blocks, _ in raw:
             release_pages(blocks)
         return dict(zip(names, fused, strict=True))
-    return {n: _load_matrix(file, n, (shapes[p][0], shapes[p][1]), dtype, "packed")
+    return {n: _load_matrix(file, n, (shapes[p][0], shapes[p][1]), dtype, "packed", allow_dequant)
             for n, p in zip(names, parts, strict=True)}
 
 
 def _load_matrix(
-    file: GGUFModelFile, name: str, shape: tuple[int, int], dtype: torch.dtype, mode: str
+    file: GGUFModelFile, name: str, shape: tuple[int, int], dtype: torch.dtype, mode: str,
+    allow_dequant: bool = False,
 ) -> Matrix:
+    """One matrix held as `mode` says. Packed: in its blocks on the kernel here (an untied
+    head requantised to int4 where its shape allows); float32 tensors as they are; another
+    type dequantised only when `allow_dequant` (see `check_dequant`)."""
     if mode == "bf16":
         return DenseLinear(file.tensor(name, shape, torch.bfloat16))
     blocks, qtype = file.raw(name)
-    if not packable(qtype, shape):  # other GGML types or shapes: computed dequantised
-        return file.tensor(name, shape, dtype)
-    if name == "output.weight":
+    if name == "output.weight" and qtype != "F32" and int4_shape(shape):
         return requantise_head(blocks, qtype, shape, dtype)
-    return packed_matrix(blocks, qtype, shape, _row_order(file, name, shape[0]))
+    if packable(qtype, shape):
+        return packed_matrix(blocks, qtype, shape, _row_order(file, name, shape[0]))
+    check_dequant(name, qtype, shape, blocks.nbytes, allow=allow_dequant)
+    return file.tensor(name, shape, dtype)
 
 
 def _load_embedding(
     file: GGUFModelFile, shape: tuple[int, ...], dtype: torch.dtype, mode: str, *, embed: bool,
-    head: bool,
+    head: bool, allow_dequant: bool = False,
 ) -> tuple[Table | None, Matrix | None]:
-    """The embedding table (when `embed`) and the tied LM head (when `head`) from one tensor."""
+    """The embedding table (when `embed`) and the tied LM head (when `head`) from one tensor:
+    packed, rows read from the file as looked up and the head requantised to int4, for any
+    type but float32 (held as it is)."""
     name = "token_embd.weight"
     rows, cols = shape
     if mode == "fp32":
@@ -271,13 +283,16 @@ def _load_embedding(
         t = file.tensor(name, shape, torch.bfloat16)
         return (RowTable(t, "dense", dtype) if embed else None), (DenseLinear(t) if head else None)
     blocks, qtype = file.raw(name)
-    if qtype not in PACKABLE:
+    if qtype == "F32":
         t = file.tensor(name, shape, dtype)
         return (t if embed else None), (t if head else None)
     table = row_table(blocks, qtype, (rows, cols), dtype, (str(file.path), file.file_offset(blocks)))
     out: Matrix | None = None
-    if head and packable(qtype, (rows, cols)):
+    if head and int4_shape((rows, cols)):
         out = requantise_head(blocks, qtype, (rows, cols), dtype, table)
+    elif head and packable(qtype, (rows, cols)):  # a vocabulary not in multiples of 16
+        out = packed_matrix(blocks, qtype, (rows, cols))
     elif head:
+        check_dequant(name, qtype, (rows, cols), blocks.nbytes, allow=allow_dequant)
         out = file.tensor(name, shape, dtype)
     return (table if embed else None), out

@@ -1,11 +1,13 @@
-"""Our CPU kernels (`kernels.cpp`): GGUF block matrices multiplied in float32, built for
-this machine's CPU and loaded into torch as ``torch.ops.cadencia``.
+"""Our CPU kernels (`kernels.cpp`, `formats.h`, `simd.h`): GGUF block matrices multiplied in
+float32, built for this machine's CPU and loaded into torch as ``torch.ops.cadencia``.
 
 `./setup.sh` builds them (``python -m hive_core.native build``); a process that finds them
 missing builds them once on first use (a few seconds of g++), under a file lock so that
 processes starting together build once. The library lives in the user cache directory, named
-by a hash of the source, torch's version, the compiler flags and this CPU's features, so a
-change to any of them builds a new one. Without a compiler, or with ``CADENCIA_NATIVE=0``,
+by a hash of the sources, torch's version, the compiler flags and this CPU's features, so a
+change to any of them builds a new one. The build takes the widest path this CPU has
+(AVX-512, AVX2, or portable C++); `variant_ops` builds the narrower ones beside it, each
+under its own op namespace, for the tests and the bench to hold side by side. Without a compiler, or with ``CADENCIA_NATIVE=0``,
 `ops` returns None and packed weights run on torch's int4 kernel instead (slower; see
 `hive_core.model.packed`).
 """
@@ -30,9 +32,13 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
+SOURCES = (SOURCE, SOURCE.with_name("formats.h"), SOURCE.with_name("simd.h"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20")
 DISABLE_ENV = "CADENCIA_NATIVE"  # "0" turns the kernels off
 CACHE_ENV = "CADENCIA_NATIVE_DIR"  # where built libraries go (default: the user cache dir)
+# Narrower builds of the same source: the flags that turn this CPU's wider paths off.
+VARIANTS = {"avx2": ("-mno-avx512f",), "portable": ("-mno-avx512f", "-mno-avx2", "-mno-fma")}
+PATHS = {512: "AVX-512", 256: "AVX2", 0: "portable"}  # simd() -> the path block_linear takes
 
 
 class NativeBuildError(RuntimeError):
@@ -69,13 +75,14 @@ def _torch_build_args() -> tuple[list[str], list[str]]:
     return [abi, *includes], links
 
 
-def library_path() -> Path:
+def library_path(extra_flags: tuple[str, ...] = ()) -> Path:
     """Where this source, torch, flag set and CPU's library is (or will be) built."""
     import torch
 
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__.encode(), " ".join(FLAGS).encode(),
-                 _cpu_features().encode(), sys.version.encode()):
+    for part in (*(p.read_bytes() for p in SOURCES), torch.__version__.encode(),
+                 " ".join((*FLAGS, *extra_flags)).encode(), _cpu_features().encode(),
+                 sys.version.encode()):
         h.update(part)
         h.update(b"\0")
     root = Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("cadencia", appauthor=False))
@@ -83,12 +90,13 @@ def library_path() -> Path:
 
 
 def build(path: Path | None = None, *, force: bool = False, extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile `kernels.cpp` to `path` (default `library_path()`) unless it is already there.
+    """Compile `kernels.cpp` to `path` (default `library_path(extra_flags)`) unless it is already
+    there.
 
     Builds into a temporary file and renames it into place, holding a lock next to it, so a
     half-written library is never loaded. Raises `NativeBuildError` on failure.
     """
-    path = path or library_path()
+    path = path or library_path(extra_flags)
     cxx = compiler()
     if cxx is None:
         raise NativeBuildError("no C++ compiler found (install g++, or set CXX)")
@@ -164,3 +172,24 @@ def _load() -> tuple[Any | None, str | None]:
         why = f"CPU kernels unavailable: {e}"
         log.warning("%s; packed weights use torch's int4 kernel (slower)", why)
         return None, why
+
+
+def variant_ops(name: str) -> Any:
+    """``torch.ops.cadencia_<name>``: this source built as the narrower variant `name` (see
+    `VARIANTS`; once, into the cache) and loaded beside the main library. On a CPU without
+    the variant's instructions its ``simd()`` says which path it did get. Raises
+    `NativeBuildError` when it cannot be built."""
+    import torch
+
+    if name not in VARIANTS:
+        raise ValueError(f"no kernel variant {name!r}; variants: {', '.join(VARIANTS)}")
+    flags = (*VARIANTS[name], f"-DCADENCIA_OPS=cadencia_{name}")
+    with _lock:
+        key = f"variant:{name}"
+        if key not in _state:
+            path = library_path(flags)
+            if not path.exists():
+                build(path, extra_flags=flags)
+            torch.ops.load_library(str(path))
+            _state[key] = getattr(torch.ops, f"cadencia_{name}")
+        return _state[key]

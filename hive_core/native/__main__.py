@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"native kernels not loaded: {native.unavailable_reason()}", file=sys.stderr)
         return 1
     simd = int(ops.simd())
-    print(f"native kernels: {native.library_path()} ({'AVX-512' if simd else 'portable'} path)")
+    print(f"native kernels: {native.library_path()} ({native.PATHS.get(simd, simd)} path)")
     return 0
 
 

@@ -1,18 +1,19 @@
-"""Our CPU block kernel (`hive_core.native`, `BlockLinear`): exact float32 products from GGUF
-blocks in both of its paths, thread-count independence, clear refusals, the build, and the
-fallback to torch's int4 kernel when it is turned off."""
+"""Our CPU block kernel (`hive_core.native`, `BlockLinear`) on GGUF blocks `gguf` quantises:
+exact float32 products for large batches, clear refusals, the build and its narrower
+variants, and the fallback to torch's int4 kernel when it is turned off. Every format on
+every path: `test_block_formats.py`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from hive_core import native
 from hive_core.base.stage import Stage
+from hive_core.model.errors import UnsupportedModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv.factory import kv_factory
@@ -63,23 +64,12 @@ def test_block_matrix_multiplies_in_float32(
     close_to_exact(ops.block_linear_generic(x, lin.tiles, rows, NATIVE_QTYPE[qtype]), x, dense)
 
 
-@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
-def test_tiles_hold_the_gguf_values_exactly(quantised: Any, ops, qtype: str) -> None:
-    blocks, dense = quantised(70, 128, qtype)
-    order = np.random.default_rng(1).permutation(70)
-    lin = block_matrix(blocks, qtype, (70, 128), native_kernel(), order)
-    assert torch.equal(ops.block_dequantize(lin.tiles, 70, NATIVE_QTYPE[qtype]), dense[order])
-    # Q4_1 tiles are the GGUF's own 20 bytes a block; Q8_0 gains a zero m (36 of 34).
-    per_block = {"Q4_1": 20, "Q8_0": 36}[qtype]
-    assert lin.tiles.numel() == 72 * 4 * per_block  # 70 rows padded to 18 tiles of 4
-
-
-@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q8_0"])
 def test_a_product_depends_neither_on_threads_nor_on_the_rest_of_the_batch(
     quantised: Any, qtype: str,
 ) -> None:
     """Replicas on other thread counts, and a verified batch against the same rows decoded
-    one at a time, must agree to the bit."""
+    one at a time, must agree to the bit, on a real layer's shape."""
     blocks, _ = quantised(1536, 576, qtype)
     lin = block_matrix(blocks, qtype, (1536, 576), native_kernel())
     x = torch.randn(7, 576)
@@ -108,42 +98,36 @@ def test_other_dtypes_are_computed_in_float32_and_cast_back(quantised: Any) -> N
 def test_bad_arguments_get_clear_errors(quantised: Any, ops) -> None:
     blocks, _ = quantised(64, 128, "Q4_1")
     lin = block_matrix(blocks, "Q4_1", (64, 128), native_kernel())
+    q4_1 = NATIVE_QTYPE["Q4_1"]
     with pytest.raises(RuntimeError, match="x must be CPU float32"):
-        ops.block_linear(torch.randn(1, 96), lin.tiles, 64, 0)
+        ops.block_linear(torch.randn(1, 96), lin.tiles, 64, q4_1)
     with pytest.raises(RuntimeError, match="x must be CPU float32"):
-        ops.block_linear(torch.randn(1, 128).double(), lin.tiles, 64, 0)
+        ops.block_linear(torch.randn(1, 128).double(), lin.tiles, 64, q4_1)
     with pytest.raises(RuntimeError, match="cannot hold"):
-        ops.block_linear(torch.randn(1, 128), lin.tiles, 65, 0)
-    with pytest.raises(RuntimeError, match="unknown qtype"):
-        ops.block_linear(torch.randn(1, 128), lin.tiles, 64, 7)
+        ops.block_linear(torch.randn(1, 128), lin.tiles, 65, q4_1)
+    for unknown in (0, 1, 9, 15, 99):  # F32, F16, Q8_1, Q8_K: no kernel format
+        with pytest.raises(RuntimeError, match="unknown qtype"):
+            ops.block_linear(torch.randn(1, 128), lin.tiles, 64, unknown)
+        with pytest.raises(RuntimeError, match="unknown qtype"):
+            ops.block_format(unknown)
     with pytest.raises(RuntimeError, match="not whole block columns"):
-        ops.block_linear(torch.randn(1, 128), lin.tiles[:, :-1].contiguous(), 64, 0)
+        ops.block_linear(torch.randn(1, 128), lin.tiles[:, :-1].contiguous(), 64, q4_1)
+    with pytest.raises(RuntimeError, match="not whole block columns"):  # Q4_K columns: 576 bytes
+        ops.block_linear(torch.randn(1, 128), lin.tiles, 64, NATIVE_QTYPE["Q4_K"])
     with pytest.raises(RuntimeError, match="contiguous CPU uint8"):
-        ops.block_linear(torch.randn(1, 128), lin.tiles.float(), 64, 0)
+        ops.block_linear(torch.randn(1, 128), lin.tiles.float(), 64, q4_1)
 
 
-def test_the_portable_build_has_no_simd_and_the_same_products(tmp_path: Path) -> None:
-    """The build without AVX-512, as on a CPU without it, loaded into a child process."""
-    import subprocess
-    import sys
-
-    path = native.build(tmp_path / "portable.so", extra_flags=("-mno-avx512f",))
-    code = (
-        "import torch, sys\n"
-        f"torch.ops.load_library({str(path)!r})\n"
-        "from hive_core.model.packed import block_matrix\n"
-        "import gguf, numpy as np\n"
-        "w = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)\n"
-        "b = gguf.quantize(w, gguf.GGMLQuantizationType.Q4_1)\n"
-        "d = torch.from_numpy(gguf.dequantize(b, gguf.GGMLQuantizationType.Q4_1))\n"
-        "lin = block_matrix(b, 'Q4_1', (64, 128), torch.ops.cadencia.block_linear)\n"
-        "x = torch.randn(1, 128)\n"
-        "err = (lin(x).double() - x.double() @ d.double().T).abs().max().item()\n"
-        "print(int(torch.ops.cadencia.simd()), err)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True).stdout.split()
-    assert out[0] == "0" and float(out[1]) < 1e-5
+def test_the_variants_load_beside_the_main_library_and_report_their_path(ops) -> None:
+    """The narrower builds (the paths of CPUs without AVX-512, or without AVX2) load into the
+    same process under their own op namespaces, and say which path they took."""
+    portable = native.variant_ops("portable")
+    assert int(portable.simd()) == 0 and native.PATHS[0] == "portable"
+    assert native.variant_ops("portable") is portable  # built and loaded once
+    assert int(ops.simd()) in native.PATHS
+    assert native.library_path(native.VARIANTS["portable"]) != native.library_path()
+    with pytest.raises(ValueError, match="no kernel variant 'sse'"):
+        native.variant_ops("sse")
 
 
 def test_a_failed_build_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,10 +156,22 @@ def test_turned_off_packed_weights_run_on_torch_int4_and_agree(
     slow = ShardExecutor.load(GGUFModelFile(tiny_gguf), [Stage(0, 2)], weights="packed")
     assert isinstance(unfused(fast.weights.attention[0].q), BlockLinear)
     assert isinstance(unfused(slow.weights.attention[0].q), PackedLinear)
-    pipes = [LocalPipeline.load_single(GGUFModelFile(tiny_gguf), weights="packed")]
+    # The tiny model's tied head (267 rows, Q8_0) fits neither torch's int4 kernel (rows in
+    # sixteens) nor, turned off, ours: it would be dequantised, which the caller must allow.
+    with pytest.raises(UnsupportedModelError, match=r"token_embd.weight is Q8_0 \[267 x 64\] "
+                       r"and our CPU kernel.*unavailable here \(CADENCIA_NATIVE=0\).*"
+                       r"allow_dequant=True"):
+        LocalPipeline.load_single(GGUFModelFile(tiny_gguf), weights="packed")
+    pipes = [LocalPipeline.load_single(GGUFModelFile(tiny_gguf), weights="packed",
+                                       allow_dequant=True)]
+    heads = [pipes[0].client.weights.head]
+    assert heads[0] is not None and isinstance(heads[0].output, torch.Tensor)
     monkeypatch.delenv(native.DISABLE_ENV)
     pipes.append(LocalPipeline.load_single(GGUFModelFile(tiny_gguf), weights="packed"))
+    heads.append(pipes[1].client.weights.head)
+    assert heads[1] is not None and isinstance(heads[1].output, BlockLinear)
     prompt = [1, 5, 9, 2, 7]
     a, b = (p.new_session(kv_factory("fp32")).forward(prompt, all_logits=True) for p in pipes)
-    # Float32 precision in both bodies; the int4 head's far logits move with its input.
+    # Float32 precision in both: the bodies' products and the two heads differ only in the
+    # order of their additions.
     assert torch.equal(a.argmax(-1), b.argmax(-1)) and torch.allclose(a, b, rtol=1e-3, atol=1e-3)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hive_core.base.stage import Stage, even_stages, split_parts
-from hive_core.model.errors import GGUFFormatError, ModelError
+from hive_core.model.errors import GGUFFormatError, ModelError, UnsupportedModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv.factory import kv_factory
@@ -23,6 +23,7 @@ from hive_core.model.packed import (
     PACKED,
     DenseLinear,
     RowFile,
+    block_matrix,
     fuse_rows,
     pack_blocks,
     packed_matrix,
@@ -48,7 +49,7 @@ def assert_bit_identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
         assert torch.equal(x, y), f"step {step}: logits differ by up to {(x - y).abs().max()}"
 
 
-@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
 @pytest.mark.parametrize("rows,cols", [(64, 64), (192, 576), (576, 1536)])
 @pytest.mark.parametrize("batch", [1, 5, 17])
 def test_packed_matmul_matches_dequantised_matrix(
@@ -129,12 +130,20 @@ def test_packing_follows_row_order(quantised: Any) -> None:
                           atol=1e-2)
 
 
-@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
-def test_row_table_reads_rows_exactly(quantised: Any, qtype: str) -> None:
-    blocks, dense = quantised(100, 64, qtype)
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0", "Q4_0", "Q5_1", "Q2_K", "Q4_K", "Q6_K"])
+def test_row_table_reads_rows_exactly(random_blocks: Any, qtype: str) -> None:
+    blocks, dense = random_blocks(100, 256, qtype)
     ids = torch.tensor([0, 99, 7, 7, 42])
-    got = row_table(blocks, qtype, (100, 64), torch.float32).lookup(ids)
+    got = row_table(blocks, qtype, (100, 256), torch.float32).lookup(ids)
     assert torch.equal(got, F.embedding(ids, dense))
+
+
+def test_row_table_of_float16_rows_reads_their_bytes() -> None:
+    """A float16 table arrives from the file as float16 values: its rows are read as bytes."""
+    dense = torch.randn(50, 64).half()
+    table = row_table(dense.numpy(), "F16", (50, 64), torch.float32)
+    assert table.rows.dtype == np.uint8 and table.rows.shape == (50, 128)
+    assert torch.equal(table.lookup(torch.tensor([3, 49])), dense[[3, 49]].float())
 
 
 def mapped_rss_kib(address: int) -> int:
@@ -200,16 +209,35 @@ def test_rescored_head_logits_near_the_top_are_float32_exact(quantised: Any, qty
         requantise_head(blocks[:250], qtype, (250, 64), torch.float32)
 
 
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q6_K"])
+def test_a_head_of_k_quants_is_requantised_and_rescored(random_blocks: Any, qtype: str) -> None:
+    blocks, dense = random_blocks(256, 256, qtype)
+    head = requantise_head(blocks, qtype, (256, 256), torch.float32)
+    x = torch.randn(5, 256)
+    ref, got = F.linear(x, dense), head(x)
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+    near = ref >= ref.amax(-1, keepdim=True) - head.margin
+    assert torch.allclose(got[near], ref[near], rtol=1e-5, atol=1e-5)
+
+
 def test_bad_blocks_are_refused(quantised: Any) -> None:
     blocks, _ = quantised(64, 64, "Q4_1")
     with pytest.raises(GGUFFormatError, match="expected"):
         pack_blocks(blocks, "Q4_1", (64, 96))
     with pytest.raises(GGUFFormatError, match="expected"):
         pack_blocks(blocks[:, :-1], "Q4_1", (64, 64))
-    with pytest.raises(GGUFFormatError, match="cannot be kept packed"):
+    with pytest.raises(GGUFFormatError, match="Q4_K cannot be repacked for torch's int4"):
         pack_blocks(blocks, "Q4_K", (64, 64))
+    with pytest.raises(GGUFFormatError, match="IQ4_NL cannot be kept packed"):
+        block_matrix(blocks, "IQ4_NL", (64, 64), None)
+    with pytest.raises(GGUFFormatError, match="needs rows of whole blocks of 256, got 64"):
+        block_matrix(blocks, "Q4_K", (64, 64), None)
     with pytest.raises(GGUFFormatError, match="whole blocks"):
         row_table(blocks, "Q8_0", (64, 48), torch.float32)
+    with pytest.raises(UnsupportedModelError, match="unknown GGML type Q9_9"):
+        row_table(blocks, "Q9_9", (64, 64), torch.float32)
+    with pytest.raises(UnsupportedModelError, match="Q8_K cannot be dequantised"):
+        row_table(np.zeros((1, 292), dtype=np.uint8), "Q8_K", (1, 256), torch.float32)
 
 
 def test_dense_linear_casts_to_its_storage_and_back() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hive_core.model.packed.formats import GROUP, PACK_ROWS, dequantize_rows
+from hive_core.model.packed.formats import GROUP, PACK_ROWS, as_bytes, dequantize_rows
 from hive_core.model.packed.int4 import INNER_K_TILES, PackedLinear, check_int4_matrix
 from hive_core.model.packed.memory import release_pages, trim_heap
 from hive_core.model.packed.rows import RowTable, row_table
@@ -118,8 +118,10 @@ def requantise_head(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtyp
                     table: RowTable | None = None) -> RescoredHead:
     """The LM head as int4 groups of 32 (min to max of each group, bfloat16 scale and zero),
     with each row's requantisation error measured against the GGUF values, and `table` (or
-    a new row table over `blocks`) for exact rescoring. Packs in chunks of rows."""
-    check_int4_matrix(blocks, qtype, shape)
+    a new row table over `blocks`) for exact rescoring. Packs in chunks of rows. `blocks` may
+    be of any GGML type that `gguf` dequantises."""
+    blocks = as_bytes(blocks)
+    check_int4_matrix(blocks, qtype, shape, requantised=True)
     rows, cols = shape
     groups = cols // GROUP
     packed = torch.empty((rows, cols // 2), dtype=torch.uint8)

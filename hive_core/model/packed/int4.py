@@ -1,8 +1,9 @@
-"""torch's int4 kernel as the fallback for our own (`PackedLinear`): Q4_1 and Q8_0 blocks
+"""torch's int4 kernel as the fallback for our own (`PackedLinear`): Q4_0, Q4_1 and Q8_0 blocks
 repacked as int4 groups of 32, multiplied to float32 precision in three bfloat16 calls.
 
 The kernel computes with ``w = (q - 8) * scale + zero`` per group of 32, so a Q4_1
-block (``w = d * q + m``, 4-bit ``q``, fp16 ``d`` and ``m``) is ``scale = d, zero = m + 8 d``.
+block (``w = d * q + m``, 4-bit ``q``, fp16 ``d`` and ``m``) is ``scale = d, zero = m + 8 d``
+and a Q4_0 block (``w = d * (q - 8)``) is ``scale = d, zero = 0``.
 A Q8_0 block (``w = d * q``, int8 ``q``) is split into its high and low nibbles
 ``q + 128 = 16 h + l``, stored as two int4 groups (``scale = 16 d, zero = 0`` and
 ``scale = d, zero = 8 d``) and multiplied by the input fed twice.
@@ -34,11 +35,12 @@ import numpy as np
 import torch
 
 from hive_core.model.errors import GGUFFormatError
-from hive_core.model.packed.formats import BLOCK_BYTES, GROUP, PACK_ROWS, PACKABLE, check_blocks
+from hive_core.model.packed.formats import FORMATS, GROUP, PACK_ROWS, check_blocks, check_rows
 from hive_core.model.packed.memory import release_pages, trim_heap
 
 INNER_K_TILES = 2  # the kernel's K tiling; packing is independent per row, so rows chunk
 _ROW_MULTIPLE = 16  # the kernel's output-row tile
+INT4_FORMATS = ("Q4_0", "Q4_1", "Q8_0")  # GGML types `pack_blocks` repacks exactly
 SPARE_GROUPS = 2  # output-correction groups per exact matrix: 4 rows corrected per call
 
 
@@ -184,14 +186,28 @@ class _DecodeRows:
         self.spare_scale = lin.scales_zeros[-lin.spare, :, 0]  # [out], stride 2
 
 
-def packable(qtype: str, shape: tuple[int, int]) -> bool:
-    """Whether a matrix can run on the int4 kernel (it needs rows in multiples of 16)."""
-    return qtype in PACKABLE and shape[0] % _ROW_MULTIPLE == 0 and shape[1] % GROUP == 0
+def int4_packable(qtype: str, shape: tuple[int, int]) -> bool:
+    """Whether `pack_blocks` takes a matrix (a type it repacks exactly, rows in multiples of 16)."""
+    return qtype in INT4_FORMATS and int4_shape(shape)
 
 
-def check_int4_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int]) -> None:
-    """`blocks` hold a ``shape`` matrix the int4 kernel can multiply (rows in its tile)."""
-    check_blocks(blocks, qtype, shape)
+def int4_shape(shape: tuple[int, int]) -> bool:
+    """Whether the int4 kernel can hold a ``shape`` matrix (rows in multiples of 16)."""
+    return shape[0] % _ROW_MULTIPLE == 0 and shape[1] % GROUP == 0
+
+
+def check_int4_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int], *,
+                      requantised: bool = False) -> None:
+    """`blocks` hold a ``shape`` matrix the int4 kernel can multiply (rows in its tile): of a
+    type `pack_blocks` repacks, or with `requantised` (the head) of any GGML type."""
+    if requantised:
+        check_rows(blocks, qtype, shape)
+    elif qtype not in INT4_FORMATS:
+        raise GGUFFormatError(f"GGML type {qtype} cannot be repacked for torch's int4 kernel")
+    else:
+        check_blocks(blocks, qtype, shape)
+    if shape[1] % GROUP != 0:
+        raise GGUFFormatError(f"the int4 kernel needs rows of whole groups of {GROUP}, got {shape[1]}")
     if shape[0] % _ROW_MULTIPLE != 0:
         raise GGUFFormatError(f"the int4 kernel needs rows in multiples of {_ROW_MULTIPLE}, got {shape[0]}")
 
@@ -199,14 +215,15 @@ def check_int4_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int]) ->
 def _codes_and_scales(chunk: np.ndarray, qtype: str) -> tuple[torch.Tensor, torch.Tensor]:
     """int32 codes ``[rows, repeat * cols]`` in 0..15 and float32 ``[rows, groups, 2]``."""
     n = chunk.shape[0]
-    b = torch.from_numpy(np.array(chunk, copy=True)).view(n, -1, BLOCK_BYTES[qtype])
+    b = torch.from_numpy(np.array(chunk, copy=True)).view(n, -1, FORMATS[qtype].nbytes)
     d = b[..., 0:2].contiguous().view(torch.float16).float().squeeze(-1)
-    if qtype == "Q4_1":
-        m = b[..., 2:4].contiguous().view(torch.float16).float().squeeze(-1)
-        qs = b[..., 4:]
+    if qtype in ("Q4_0", "Q4_1"):
+        zero = torch.zeros_like(d)
+        if qtype == "Q4_1":
+            zero = b[..., 2:4].contiguous().view(torch.float16).float().squeeze(-1) + 8 * d
+        qs = b[..., -16:]
         codes = torch.cat([qs & 0x0F, qs >> 4], dim=-1).reshape(n, -1).to(torch.int32)
-        sz = torch.stack([d, m + 8 * d], dim=-1)
-        return codes, sz
+        return codes, torch.stack([d, zero], dim=-1)
     q = b[..., 2:].contiguous().view(torch.int8).to(torch.int32) + 128  # 0..255 = 16 h + l
     codes = torch.cat([(q >> 4).reshape(n, -1), (q & 0x0F).reshape(n, -1)], dim=1)
     hi = torch.stack([16 * d, torch.zeros_like(d)], dim=-1)  # (h - 8) * 16 d

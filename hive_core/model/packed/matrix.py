@@ -10,8 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hive_core import native
+from hive_core.model.errors import GGUFFormatError
+from hive_core.model.packed.formats import FORMATS
 from hive_core.model.packed.head import RescoredHead
-from hive_core.model.packed.int4 import PackedLinear, pack_blocks
+from hive_core.model.packed.int4 import PackedLinear, int4_packable, pack_blocks
 from hive_core.model.packed.rows import RowTable
 from hive_core.model.packed.tiles import BlockLinear, block_matrix, native_kernel
 
@@ -37,13 +40,26 @@ class RowSlice:
         return self.whole.tensors()
 
 
+def packable(qtype: str, shape: tuple[int, int]) -> bool:
+    """Whether `packed_matrix` keeps a ``shape`` matrix of GGML type `qtype` packed here: any
+    format of `FORMATS` on our kernel; without it, those torch's int4 kernel takes."""
+    fmt = FORMATS.get(qtype)
+    if native_kernel() is not None:
+        return fmt is not None and shape[1] % fmt.values == 0
+    return int4_packable(qtype, shape)
+
+
 def packed_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int],
                   row_order: np.ndarray | None = None) -> PackedLinear | BlockLinear:
     """GGUF blocks kept packed for the fastest exact kernel here: our float32 block kernel
-    (`block_matrix`), else torch's int4 kernel in three calls (`pack_blocks`)."""
+    (`block_matrix`), else torch's int4 kernel in three calls (`pack_blocks`). Raises
+    `GGUFFormatError` for a matrix neither takes (see `packable`)."""
     kernel = native_kernel()
     if kernel is not None:
         return block_matrix(blocks, qtype, shape, kernel, row_order)
+    if qtype in FORMATS and not int4_packable(qtype, shape):
+        raise GGUFFormatError(f"a {qtype} matrix of shape {shape} needs our CPU kernel, which "
+                              f"is unavailable here ({native.unavailable_reason()})")
     return pack_blocks(blocks, qtype, shape, row_order)
 
 

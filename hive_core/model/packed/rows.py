@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hive_core.model.errors import GGUFFormatError
-from hive_core.model.packed.formats import check_blocks, dequantize_rows
+from hive_core.model.packed.formats import as_bytes, check_rows, dequantize_rows
 
 
 class RowFile:
@@ -43,7 +43,7 @@ class RowTable:
     """An embedding table read row by row: from packed GGUF blocks, or from a dense matrix."""
 
     rows: np.ndarray | torch.Tensor  # GGUF blocks uint8 [vocab, bytes] (memory map) or dense
-    qtype: str  # "Q4_1", "Q8_0", or "dense"
+    qtype: str  # the GGML type name of `rows`' blocks, or "dense"
     dtype: torch.dtype  # what `lookup` returns
     file: RowFile | None = None  # where `rows` lie in their file, to read them from there
 
@@ -66,8 +66,11 @@ def row_table(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtype: tor
               source: tuple[str, int] | None = None) -> RowTable:
     """An embedding over GGUF blocks left in their file: a lookup reads only its rows, with
     ``pread`` from `source` (the file's path and the blocks' byte offset in it; see
-    `RowFile`) where given and supported, else from `blocks` in memory."""
-    check_blocks(blocks, qtype, shape)
+    `RowFile`) where given and supported, else from `blocks` in memory. Any GGML type that
+    `gguf` dequantises will do (`UnsupportedModelError` for another)."""
+    blocks = as_bytes(blocks)
+    check_rows(blocks, qtype, shape)
+    dequantize_rows(blocks[:1], qtype)  # refuse a type no lookup could read, now
     file = None
     if source is not None and hasattr(os, "preadv"):
         file = RowFile(source[0], source[1], shape[0], blocks.shape[1])

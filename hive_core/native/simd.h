@@ -1,0 +1,241 @@
+// The SIMD paths of kernels.cpp: vector traits for AVX-512 (16 floats) and AVX2 with FMA and
+// F16C (8 floats), and one tile kernel written over them for every format of formats.h.
+//
+// A pass over a tile takes each block column in turn: the four rows' (a, o) scales of the
+// column (exact), then, W weights at a time, the inputs' W floats and, per row, its W weights
+// expanded in registers. Each weight meets every input row of the pass (AVX-512: up to four,
+// AVX2: two) in the same order, so a row's sum does not depend on the rows beside it.
+//
+// AVX-512 looks codes of up to five bits up in a table of their weights (a i + o, i = 0..15,
+// or two such tables for five bits: one permute per 16 weights); wider codes, and AVX2, which
+// has no 16-float permute, convert the codes and multiply: fma(q, a, o).
+
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "formats.h"
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#include <immintrin.h>
+#define CADENCIA_SIMD 1
+#endif
+
+namespace {
+
+#if defined(CADENCIA_SIMD)
+
+constexpr int64_t kChunk = 32;           // block columns whose float16 scales convert at once
+constexpr int64_t kPrefetchBytes = 512;  // how far ahead of the codes a pass prefetches
+
+#if defined(__AVX512F__)
+constexpr int64_t kSimd = 512;
+
+struct Vec {
+  using F = __m512;
+  using I = __m512i;
+  static constexpr int W = 16;
+  static constexpr int kRows = 4;  // input rows one pass over a tile serves
+  static constexpr bool kLookup = true;
+
+  static I load_u8(const uint8_t* p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static I load_i8(const uint8_t* p) {
+    return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static I and_(I a, int m) { return _mm512_and_si512(a, _mm512_set1_epi32(m)); }
+  static I nibble(I a) { return a; }  // the table lookup reads the low four bits alone
+  template <int N> static I srl(I a) { return _mm512_srli_epi32(a, N); }
+  template <int N> static I sll(I a) { return _mm512_slli_epi32(a, N); }
+  static I or_(I a, I b) { return _mm512_or_si512(a, b); }
+  // Lane j of q, plus V where bit j of word is set.
+  template <int V>
+  static I or_bits(I q, uint32_t word) {
+    return _mm512_mask_or_epi32(q, static_cast<__mmask16>(word), q, _mm512_set1_epi32(V));
+  }
+  static F scaled(I q, float d) { return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(d)); }
+  static F weights(I q, float a, float o) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(a), _mm512_set1_ps(o));
+  }
+  // a q + o for codes of Bits <= 5 bits, read from a table of a i + o (i = 0 .. 2^Bits - 1):
+  // the permutes read the low four (one table) or five (two tables) bits of each lane.
+  template <int Bits>
+  static F lookup(I q, float a, float o) {
+    const __m512 i = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 va = _mm512_set1_ps(a), vo = _mm512_set1_ps(o);
+    const __m512 low = _mm512_fmadd_ps(i, va, vo);
+    if constexpr (Bits <= 4) {
+      return _mm512_permutexvar_ps(q, low);
+    } else {
+      const __m512 high = _mm512_fmadd_ps(_mm512_add_ps(i, _mm512_set1_ps(16)), va, vo);
+      return _mm512_permutex2var_ps(low, q, high);
+    }
+  }
+  static F load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
+  static F zero() { return _mm512_setzero_ps(); }
+  static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static float reduce(F a) { return _mm512_reduce_add_ps(a); }
+  // n float16 values (n a multiple of 4) as float32.
+  static void halves(const uint16_t* h, int64_t n, float* out) {
+    int64_t e = 0;
+    for (; e + 16 <= n; e += 16)
+      _mm512_storeu_ps(out + e, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + e))));
+    for (; e + 4 <= n; e += 4)
+      _mm_storeu_ps(out + e, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + e))));
+  }
+};
+#else
+constexpr int64_t kSimd = 256;
+
+struct Vec {
+  using F = __m256;
+  using I = __m256i;
+  static constexpr int W = 8;
+  static constexpr int kRows = 2;  // 4 x 2 accumulators and the inputs fit 16 registers
+  static constexpr bool kLookup = false;
+
+  static I load_u8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+  static I load_i8(const uint8_t* p) {
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+  static I and_(I a, int m) { return _mm256_and_si256(a, _mm256_set1_epi32(m)); }
+  static I nibble(I a) { return and_(a, 15); }
+  template <int N> static I srl(I a) { return _mm256_srli_epi32(a, N); }
+  template <int N> static I sll(I a) { return _mm256_slli_epi32(a, N); }
+  static I or_(I a, I b) { return _mm256_or_si256(a, b); }
+  template <int V>
+  static I or_bits(I q, uint32_t word) {
+    const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i bit = and_(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), 1);
+    return _mm256_or_si256(q, _mm256_and_si256(_mm256_sub_epi32(_mm256_setzero_si256(), bit),
+                                                _mm256_set1_epi32(V)));
+  }
+  static F scaled(I q, float d) { return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d)); }
+  static F weights(I q, float a, float o) {
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(a), _mm256_set1_ps(o));
+  }
+  template <int Bits>
+  static F lookup(I q, float a, float o) { return weights(q, a, o); }  // no table path
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static F zero() { return _mm256_setzero_ps(); }
+  static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static float reduce(F a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
+  static void halves(const uint16_t* h, int64_t n, float* out) {
+    int64_t e = 0;
+    for (; e + 8 <= n; e += 8)
+      _mm256_storeu_ps(out + e, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + e))));
+    for (; e + 4 <= n; e += 4)
+      _mm_storeu_ps(out + e, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + e))));
+  }
+};
+#endif
+
+#define CADENCIA_INLINE inline __attribute__((always_inline))
+
+// Weights v0 .. v0 + W - 1 of one block column (codes at c) against M input rows, added to
+// acc. A function rather than a lambda: the accumulators must stay in registers, and GCC keeps
+// an array a lambda captures in memory.
+template <class Fm, int M, int v0>
+CADENCIA_INLINE void group(const uint8_t* c, const float* xb, int64_t k,
+                           const float (&a)[kTile][Fm::kValues / Fm::kSpan],
+                           const float (&o)[kTile][Fm::kValues / Fm::kSpan],
+                           typename Vec::F (&acc)[kTile][M]) {
+  constexpr int s = v0 / Fm::kSpan;
+  typename Vec::F xv[M];
+  for (int j = 0; j < M; ++j) xv[j] = Vec::load(xb + j * k + v0);
+  for (int i = 0; i < kTile; ++i) {
+    const auto q = Fm::template codes<Vec, v0>(c + i * Fm::kCodeBytes);
+    typename Vec::F w;
+    if constexpr (Vec::kLookup && Fm::kBits <= 5)
+      w = Vec::template lookup<Fm::kBits>(q, a[i][s], o[i][s]);
+    else
+      w = Vec::weights(q, a[i][s], o[i][s]);
+    for (int j = 0; j < M; ++j) acc[i][j] = Vec::fma(w, xv[j], acc[i][j]);
+  }
+}
+
+template <class Fm, int M, int... G>
+CADENCIA_INLINE void column(std::integer_sequence<int, G...>, const uint8_t* c, const float* xb,
+                            int64_t k, const float (&a)[kTile][Fm::kValues / Fm::kSpan],
+                            const float (&o)[kTile][Fm::kValues / Fm::kSpan],
+                            typename Vec::F (&acc)[kTile][M]) {
+  (group<Fm, M, G * Vec::W>(c, xb, k, a, o, acc), ...);
+}
+
+// One tile's four rows against M input rows (at x, row stride k), into y[j * ldy + i].
+template <class Fm, int M>
+inline void tile_simd(const float* x, int64_t k, const uint8_t* p, int64_t nb, float* y,
+                      int64_t ldy) {
+  constexpr int64_t cb = Fm::kCodeBytes, nh = Fm::kHalves, column_bytes = kTile * cb;
+  constexpr int spans = Fm::kValues / Fm::kSpan;
+  constexpr int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / column_bytes) * column_bytes;
+  const uint16_t* halves = reinterpret_cast<const uint16_t*>(p + nb * column_bytes);
+  alignas(64) float hf[kChunk * kTile * nh];
+  typename Vec::F acc[kTile][M];
+  for (int i = 0; i < kTile; ++i)
+    for (int j = 0; j < M; ++j) acc[i][j] = Vec::zero();
+  for (int64_t b0 = 0; b0 < nb; b0 += kChunk) {
+    const int64_t n = std::min(kChunk, nb - b0);
+    Vec::halves(halves + b0 * kTile * nh, n * kTile * nh, hf);
+    for (int64_t b = b0; b < b0 + n; ++b) {
+      const uint8_t* c = p + b * column_bytes;
+      for (int64_t line = 0; line < column_bytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(c + ahead + line), _MM_HINT_T0);
+      alignas(64) float a[kTile][spans], o[kTile][spans];
+      for (int i = 0; i < kTile; ++i) {
+        Fm::template scales<Vec>(c + i * cb, hf + ((b - b0) * kTile + i) * nh, a[i], o[i]);
+        // a (q + offset) + o = a q + (o + a offset): a times a power of two is exact, and o is
+        // zero wherever the offset is not, so the weights round once as before.
+        if constexpr (Fm::kOffset != 0)
+          for (int s = 0; s < spans; ++s) o[i][s] += a[i][s] * static_cast<float>(Fm::kOffset);
+      }
+      column<Fm, M>(std::make_integer_sequence<int, Fm::kValues / Vec::W>{}, c,
+                    x + b * Fm::kValues, k, a, o, acc);
+    }
+  }
+  for (int i = 0; i < kTile; ++i)
+    for (int j = 0; j < M; ++j) y[j * ldy + i] = Vec::reduce(acc[i][j]);
+}
+
+// Tiles [t0, t1) against the m input rows at x: y [m, ldy] gets columns 4 t0 .. 4 t1. A tile
+// stays in cache while the batch passes over it, Vec::kRows rows a pass.
+template <class Fm>
+void tiles_simd(const float* x, int64_t m, int64_t k, const uint8_t* tiles, int64_t nb,
+                int64_t t0, int64_t t1, float* y, int64_t ldy) {
+  constexpr int R = Vec::kRows;
+  const int64_t tb = nb * kTile * (Fm::kCodeBytes + 2 * Fm::kHalves);
+  for (int64_t t = t0; t < t1; ++t) {
+    const uint8_t* p = tiles + t * tb;
+    float* yt = y + t * kTile;
+    int64_t j = 0;
+    for (; j + R <= m; j += R) tile_simd<Fm, R>(x + j * k, k, p, nb, yt + j * ldy, ldy);
+    if constexpr (R == 4) {
+      switch (m - j) {
+        case 3: tile_simd<Fm, 3>(x + j * k, k, p, nb, yt + j * ldy, ldy); break;
+        case 2: tile_simd<Fm, 2>(x + j * k, k, p, nb, yt + j * ldy, ldy); break;
+        case 1: tile_simd<Fm, 1>(x + j * k, k, p, nb, yt + j * ldy, ldy); break;
+        default: break;
+      }
+    } else {
+      if (j < m) tile_simd<Fm, 1>(x + j * k, k, p, nb, yt + j * ldy, ldy);
+    }
+  }
+}
+
+#else
+constexpr int64_t kSimd = 0;
+#endif
+
+}  // namespace
