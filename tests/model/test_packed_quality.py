@@ -15,7 +15,7 @@ from hive_core.model.generation import generate
 from hive_core.model.kv.factory import kv_factory
 from hive_core.model.packed import PACKED, RescoredHead, RowTable, unfused
 from hive_core.model.pipeline import LocalPipeline
-from hive_core.model.weights import ShardWeights
+from hive_core.model.weights import HeadWeights, ShardWeights
 
 pytestmark = pytest.mark.real_model
 
@@ -72,7 +72,7 @@ def test_packed_holds_int4_weights_in_a_fraction_of_the_memory(
 ) -> None:
     w = packed.client.weights
     assert isinstance(unfused(w.attention[0].q), PACKED) and isinstance(w.mlp[29].down, PACKED)
-    assert isinstance(w.head, object) and w.head is not None
+    assert isinstance(w.head, HeadWeights)
     assert isinstance(w.head.output, RescoredHead) and isinstance(w.embedding, RowTable)
     assert w.nbytes() < smollm.pipeline.client.weights.nbytes() / 3
 
