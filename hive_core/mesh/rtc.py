@@ -192,11 +192,30 @@ class RTCPeer:
         self._channels: list[RTCChannel] = []
         self._main: RTCChannel | None = None
         self._done = asyncio.Event()
-        self.on_channel: Callable[[RTCChannel], None] | None = None  # unclaimed incoming channels
+        self._on_channel: Callable[[RTCChannel], None] | None = None
+        self._accepting: dict[str, int] = {}  # labels an accept_channel() call waits for
         self.on_state: Callable[[RTCPeer.State], None] | None = None
 
     def __repr__(self) -> str:
         return f"RTCPeer({self.name or id(self):}, {self.state.value})"
+
+    @property
+    def on_channel(self) -> Callable[[RTCChannel], None] | None:
+        """Called with each incoming channel that no `accept_channel` call is waiting for."""
+        return self._on_channel
+
+    @on_channel.setter
+    def on_channel(self, handler: Callable[[RTCChannel], None] | None) -> None:
+        self._on_channel = handler
+        if handler is None:
+            return
+        # The peer may open a channel before this side has set its handler (it learns the
+        # link is up first): hand over what arrived meanwhile instead of leaving it queued.
+        for label, queue in list(self._incoming.items()):
+            if label == MAIN_LABEL or self._accepting.get(label):
+                continue
+            while not queue.empty():
+                handler(queue.get_nowait())
 
     # -- state -----------------------------------------------------------------------
 
@@ -324,10 +343,10 @@ class RTCPeer:
         waiting = self._incoming.get(ch.label)
         if ch.label == MAIN_LABEL and self._main is None and waiting is None:
             self._main = ch
-        elif waiting is not None or self.on_channel is None:
+        elif self._accepting.get(ch.label) or self._on_channel is None:
             self._incoming.setdefault(ch.label, asyncio.Queue()).put_nowait(ch)
         else:
-            self.on_channel(ch)
+            self._on_channel(ch)
 
     async def open_channel(self, label: str, *, ordered: bool = True) -> RTCChannel:
         """Open another named channel (e.g. ``"crdt"``) on this connection and wait for it."""
@@ -346,11 +365,13 @@ class RTCPeer:
         queue = self._incoming.setdefault(label, asyncio.Queue())
         getter = asyncio.ensure_future(queue.get())
         closed = asyncio.ensure_future(self._done.wait())
+        self._accepting[label] = self._accepting.get(label, 0) + 1
         try:
             done, _ = await asyncio.wait(
                 {getter, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
+            self._accepting[label] -= 1
             closed.cancel()
             if not getter.done():
                 getter.cancel()

@@ -12,6 +12,7 @@ from hive_core.mesh.rtc import (
     BadDescription,
     ConnectFailed,
     MessageTooLarge,
+    RTCChannel,
     RTCOptions,
     RTCPeer,
     connect_pair,
@@ -100,3 +101,28 @@ async def test_malformed_descriptions_are_refused() -> None:
                 await peer.accept_offer(bad)
     finally:
         await peer.close()
+
+
+async def test_a_channel_opened_before_the_other_side_has_a_handler_is_handed_over() -> None:
+    """The opener learns the link is up first and may open a named channel at once (world sync
+    does): the channel waits for the other side's handler instead of being lost."""
+    a, b, _, _ = await connect_pair()
+    try:
+        opened = await a.open_channel("crdt")
+        for _ in range(50):  # until b has seen the channel arrive
+            if b._incoming.get("crdt") is not None:
+                break
+            await asyncio.sleep(0.02)
+        got: list[RTCChannel] = []
+        b.on_channel = got.append
+        assert [ch.label for ch in got] == ["crdt"]
+        await opened.send(b"edit")
+        assert await asyncio.wait_for(got[0].recv(), 5) == b"edit"
+        await a.open_channel("later")  # with a handler set, channels go straight to it
+        for _ in range(50):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert [ch.label for ch in got] == ["crdt", "later"]
+    finally:
+        await asyncio.gather(a.close(), b.close())
