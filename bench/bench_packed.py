@@ -1,5 +1,6 @@
 """Packed vs float32 vs transformers (vs llama.cpp when installed): decode and prefill tok/s,
-peak RSS, the packed path's agreement with float32, and one call of each kernel.
+peak RSS, the packed path's agreement with float32, one call of each kernel, and one call of
+our kernel per block format.
 
 Each variant runs in a subprocess of its own so its peak RSS is its own. Usage:
 ``python -m bench.bench_packed [--quick] [--threads 2] [--json]``.
@@ -187,7 +188,7 @@ def _quality(tokens: int) -> dict[str, Any]:
     # whose easy predictions would hide near-ties.
     src = Path(__file__).resolve().parents[1] / "hive_core" / "model"
     text = "".join((src / n).read_text(encoding="utf-8")
-                   for n in ("ops.py", "tokenizer.py", "kv/int4.py"))
+                   for n in ("ops.py", "tokenizer/core.py", "kv/int4.py"))
     ids = tok.encode(text)[:tokens]
     prompts = [tok.encode(p) for p in fixed_prompts(file, tok)]
     forced, greedy = {}, {}
@@ -250,12 +251,7 @@ def _kernel(reps: int) -> dict[str, Any]:
     ours = block_matrix(blocks, "Q4_1", (n, k), kernel) if kernel is not None else None
 
     def timed(fn: Any) -> float:
-        for _ in range(reps // 10):
-            fn()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        return (time.perf_counter() - t0) / reps * 1e6
+        return _timed(fn, reps)
 
     out: dict[str, Any] = {"shape": [n, k], "rows": {}}
     for m in (1, 2, 3, 8):
@@ -264,6 +260,44 @@ def _kernel(reps: int) -> dict[str, Any]:
             "ours_us": timed(lambda xf=xf: ours(xf)) if ours is not None else None,
             "int4_us": timed(lambda xb=xb: torch._weight_int4pack_mm_for_cpu(xb, packed, 32, scales)),
             "fp32_us": timed(lambda xf=xf: F.linear(xf, dense))}
+    out["formats"] = _formats(kernel, reps) if kernel is not None else {}
+    return out
+
+
+def _timed(fn: Any, reps: int) -> float:
+    """Microseconds per call of `fn`, after a tenth as many calls to warm up."""
+    for _ in range(reps // 10):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps * 1e6
+
+
+def _formats(kernel: Any, reps: int) -> dict[str, Any]:
+    """Microseconds per call of our kernel on a 1536 x 1536 matrix (a width every format takes)
+    of each block format, valid random blocks, for 1 and 4 input rows; float32 `F.linear` on
+    the same shape last. From cache, like `_kernel`."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from hive_core import native
+    from hive_core.model.packed import FORMATS, block_matrix
+
+    n = k = 1536
+    rng = np.random.default_rng(0)
+    xs = {m: torch.randn(m, k) for m in (1, 4)}
+    ops = native.ops()
+    out: dict[str, Any] = {"shape": [n, k], "path": native.PATHS.get(int(ops.simd())) if ops else "?"}
+    for name, f in FORMATS.items():
+        blocks = rng.integers(0, 256, (n, k // f.values, f.nbytes), dtype=np.uint8)
+        scales = (rng.standard_normal((n, k // f.values, f.halves)) * 0.01).astype(np.float16)
+        blocks[..., f.halves_at : f.halves_at + 2 * f.halves] = scales.view(np.uint8)
+        lin = block_matrix(blocks.reshape(n, -1), name, (n, k), kernel)
+        out[name] = {str(m): _timed(lambda x=x, lin=lin: lin(x), reps) for m, x in xs.items()}
+    dense = torch.randn(n, k)
+    out["fp32"] = {str(m): _timed(lambda x=x: F.linear(x, dense), reps) for m, x in xs.items()}
     return out
 
 
@@ -382,9 +416,24 @@ def main(argv: list[str] | None = None) -> int:
         for m, t in kernel["rows"].items():
             ours = "not built" if t["ours_us"] is None else f"{t['ours_us']:.1f}"
             print(f"| {m} | {ours} | {t['int4_us']:.1f} | {t['fp32_us']:.1f} |")
+        _print_formats(kernel.get("formats") or {}, args.threads)
     else:
         print(f"\nkernel timings: {kernel}")
     return 0
+
+
+def _print_formats(formats: dict[str, Any], threads: int) -> None:
+    if not formats:
+        return
+    n, k = formats["shape"]
+    print(f"\nour kernel ({formats['path']} path) on a {n}x{k} matrix of each block format, "
+          f"from cache ({threads} threads), microseconds:\n")
+    print("| format | 1 input row | 4 input rows |")
+    print("| --- | ---: | ---: |")
+    for name, t in formats.items():
+        if name not in ("shape", "path"):
+            label = "fp32 F.linear" if name == "fp32" else name
+            print(f"| {label} | {t['1']:.1f} | {t['4']:.1f} |")
 
 
 if __name__ == "__main__":

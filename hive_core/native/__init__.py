@@ -2,14 +2,16 @@
 float32, built for this machine's CPU and loaded into torch as ``torch.ops.cadencia``.
 
 `./setup.sh` builds them (``python -m hive_core.native build``); a process that finds them
-missing builds them once on first use (a few seconds of g++), under a file lock so that
+missing builds them once on first use (tens of seconds of g++), under a file lock so that
 processes starting together build once. The library lives in the user cache directory, named
 by a hash of the sources, torch's version, the compiler flags and this CPU's features, so a
 change to any of them builds a new one. The build takes the widest path this CPU has
 (AVX-512, AVX2, or portable C++); `variant_ops` builds the narrower ones beside it, each
-under its own op namespace, for the tests and the bench to hold side by side. Without a compiler, or with ``CADENCIA_NATIVE=0``,
-`ops` returns None and packed weights run on torch's int4 kernel instead (slower; see
-`hive_core.model.packed`).
+under its own op namespace, for the tests and the bench to hold side by side.
+
+Without a compiler, or with ``CADENCIA_NATIVE=0``, `ops` returns None: packed Q4_0, Q4_1 and
+Q8_0 weights then run on torch's int4 kernel (slower), and other block formats can only be
+dequantised, which a load must be allowed to do (see `hive_core.model.packed`).
 """
 
 from __future__ import annotations
