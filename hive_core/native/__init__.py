@@ -38,8 +38,11 @@ SOURCES = (SOURCE, SOURCE.with_name("formats.h"), SOURCE.with_name("simd.h"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20")
 DISABLE_ENV = "CADENCIA_NATIVE"  # "0" turns the kernels off
 CACHE_ENV = "CADENCIA_NATIVE_DIR"  # where built libraries go (default: the user cache dir)
-# Narrower builds of the same source: the flags that turn this CPU's wider paths off.
-VARIANTS = {"avx2": ("-mno-avx512f",), "portable": ("-mno-avx512f", "-mno-avx2", "-mno-fma")}
+# Narrower builds of the same source: the flags that turn this CPU's wider paths off (only
+# x86 has SIMD paths here, so elsewhere the main build is already the portable one).
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+VARIANTS = ({"avx2": ("-mno-avx512f",), "portable": ("-mno-avx512f", "-mno-avx2", "-mno-fma")}
+            if _X86 else {"portable": ()})
 PATHS = {512: "AVX-512", 256: "AVX2", 0: "portable"}  # simd() -> the path block_linear takes
 
 

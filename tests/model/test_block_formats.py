@@ -7,6 +7,7 @@ once)."""
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 import gguf
@@ -43,6 +44,8 @@ def path(request: pytest.FixtureRequest) -> Any:
         if ops is None:
             pytest.fail(f"the CPU kernels must build here: {native.unavailable_reason()}")
         return ops
+    if name not in native.VARIANTS:
+        pytest.skip(f"no {name} build on {platform.machine()}")
     if name == "avx2" and not all(_cpu_has(f) for f in ("avx2", "fma", "f16c")):
         pytest.skip("this CPU has no AVX2 with FMA and F16C")
     ops = native.variant_ops(name)

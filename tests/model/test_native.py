@@ -125,7 +125,6 @@ def test_the_variants_load_beside_the_main_library_and_report_their_path(ops) ->
     assert int(portable.simd()) == 0 and native.PATHS[0] == "portable"
     assert native.variant_ops("portable") is portable  # built and loaded once
     assert int(ops.simd()) in native.PATHS
-    assert native.library_path(native.VARIANTS["portable"]) != native.library_path()
     with pytest.raises(ValueError, match="no kernel variant 'sse'"):
         native.variant_ops("sse")
 
