@@ -53,11 +53,13 @@ class ModelShape:
     n_layers: int  # blocks of the whole model (a prefix file still counts all of them)
     n_heads: int
     n_kv_heads: int
+    architecture: str = "llama"
 
     @property
     def is_70b(self) -> bool:
-        """llama.cpp's LLM_TYPE_70B test: 80 layers with grouped-query attention."""
-        return self.n_layers == 80 and self.n_heads != self.n_kv_heads
+        """llama.cpp's LLM_TYPE_70B: a llama of 80 layers with grouped-query attention."""
+        return (self.architecture == "llama" and self.n_layers == 80
+                and self.n_heads != self.n_kv_heads)
 
 
 def file_type(name: str) -> FileType:

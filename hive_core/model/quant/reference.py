@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 F = np.float32
 _EPS = F(1e-15)
+Num = float | np.floating[Any]
 
 
-def nearest_int(v: float) -> int:
+def nearest_int(v: Num) -> int:
     bits = struct.unpack("<i", struct.pack("<f", F(v) + F(12582912.0)))[0]
     return (bits & 0x007FFFFF) - 0x00400000
 
 
-def _fp16(v: float) -> tuple[bytes, np.float32]:
+def _fp16(v: Num) -> tuple[bytes, np.float32]:
     """The fp16 bytes of `v` and the float32 they read back as."""
     with np.errstate(over="ignore"):
         half = np.float16(F(v))
