@@ -18,6 +18,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from hive_core.model.quant.formats import FORMATS, QuantizeError
 from hive_core.model.quant.layout import file_type
 from hive_core.model.quant.random_blocks import random_blocks
+from hive_core.model.quant.stream import GGUFStream, TensorPlan, text, u32
 from hive_core.model.quant.synth import SHAPES, Llama3RopeScaling, plan, write_synthetic
 from hive_core.model.quant.vocab import byte_alphabet, synthetic_vocab
 
@@ -115,6 +116,33 @@ def test_llama3_8b_q4_k_m_bytes() -> None:
     assert sum(t.nbytes for t in tensors) == total == 4_912_898_304
 
 
+def test_stream_honours_a_declared_alignment(tmp_path: Path) -> None:
+    out = tmp_path / "aligned.gguf"
+    a = np.arange(5, dtype=np.float32)
+    b = np.arange(3 * 7, dtype=np.float32).reshape(3, 7)
+    plans = [TensorPlan("a", (5,), GGMLQuantizationType.F32),
+             TensorPlan("b", (3, 7), GGMLQuantizationType.F32)]
+    with GGUFStream(out, [text("general.architecture", "llama"), u32("general.alignment", 64)],
+                    plans) as stream:
+        stream.write(plans[0], [a[:2], a[2:]])  # chunks follow one another
+        stream.write(plans[1], [b])
+    reader = gguf.GGUFReader(out)
+    assert all(t.data_offset % 64 == 0 for t in reader.tensors)
+    assert np.array_equal(reader.tensors[0].data, a)
+    assert np.array_equal(reader.tensors[1].data, b)
+
+
+def test_stream_leaves_no_file_when_a_tensor_is_short(tmp_path: Path) -> None:
+    out = tmp_path / "short.gguf"
+    plans = [TensorPlan("a", (8,), GGMLQuantizationType.F32)]
+    with (pytest.raises(QuantizeError, match="tensor a: wrote 16 bytes, expected 32"),
+          GGUFStream(out, [text("general.architecture", "llama")], plans) as stream):
+        stream.write(plans[0], [np.zeros(4, np.float32)])
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(QuantizeError, match="general.alignment must be a UINT32 power of two"):
+        GGUFStream(out, [u32("general.alignment", 48)], plans)
+
+
 @pytest.mark.parametrize("kind", sorted(FORMATS))
 def test_random_blocks_are_centred_with_the_asked_spread(kind: str) -> None:
     rng = np.random.Generator(np.random.SFC64(1))
@@ -199,6 +227,35 @@ def test_llama3_8b_is_written_in_seconds_with_small_memory(tmp_path: Path) -> No
             32, 4096, 14336, 32, 8)
         assert (cfg.vocab_size, cfg.context_length, cfg.rope_base) == (128256, 8192, 500000.0)
         del reader
+    finally:
+        if out.exists():
+            os.unlink(out)
+
+
+@pytest.mark.real_model
+def test_llama3_70b_prefix_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two of Llama-3-70B's 80 layers: the file loads as a 2-layer model with the real widths,
+    its layers typed as in the whole model, and `model info` splits it."""
+    from cadencia.cli import main
+    from hive_core.model.gguf_file import GGUFModelFile
+
+    out = tmp_path / "llama3-70b-2.gguf"
+    try:
+        assert main(["model", "synth", "--shape", "llama3-70b", "--layers", "2", str(out)]) == 0
+        cfg = GGUFModelFile(out).config
+        assert (cfg.n_layers, cfg.hidden, cfg.ffn, cfg.n_heads, cfg.n_kv_heads) == (
+            2, 8192, 28672, 64, 8)
+        tensors = {t.name: t for t in gguf.GGUFReader(out).tensors}
+        assert tensors["blk.1.attn_v.weight"].tensor_type.name == "Q6_K"  # layer 1 < 80/8
+        assert tensors["blk.1.ffn_gate.weight"].n_bytes == expected_bytes((28672, 8192), "Q4_K")
+        capsys.readouterr()
+        assert main(["model", "info", str(out), "--nodes", "2", "--json"]) == 0
+        import json
+
+        info = json.loads(capsys.readouterr().out)
+        assert info["embedding_bytes"] == expected_bytes((128256, 8192), "Q4_K")
+        assert info["head_bytes"] == expected_bytes((128256, 8192), "Q6_K") + 4 * 8192
+        assert [n["kv_bytes"] for n in info["nodes"]] == [8192 * 2 * 1024 * 4] * 2
     finally:
         if out.exists():
             os.unlink(out)

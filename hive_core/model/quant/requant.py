@@ -52,7 +52,11 @@ def _chunks(tensor: Any, target: TensorPlan) -> Iterator[np.ndarray]:
     import gguf
 
     for start in range(0, len(rows), step):
-        values = gguf.dequantize(np.asarray(rows[start:start + step]), source)
+        try:
+            values = gguf.dequantize(np.asarray(rows[start:start + step]), source)
+        except NotImplementedError:
+            raise QuantizeError(f"tensor {tensor.name} is {source.name}, which gguf cannot "
+                                "dequantise") from None
         yield quantize(values.reshape(-1, target.shape[-1]), target.ggml_type.name)
 
 

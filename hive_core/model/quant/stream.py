@@ -27,6 +27,7 @@ from hive_core.model.quant.formats import QuantizeError
 
 VERSION = 3
 ALIGNMENT = 32  # GGUF's default; tensor offsets and the data section are multiples of it
+ALIGNMENT_KEY = "general.alignment"  # a file may choose another power of two
 MAX_PENDING = 3  # chunks queued for the writer thread: bounds the memory held
 
 _SCALAR = {
@@ -81,8 +82,20 @@ def _value(value: Any, vtype: GGUFValueType, item_type: GGUFValueType | None) ->
     return struct.pack("<" + _SCALAR[vtype], value)
 
 
+def alignment(entries: Sequence[Entry]) -> int:
+    """The data alignment the entries declare (``general.alignment``), else GGUF's default."""
+    for e in entries:
+        if e.key == ALIGNMENT_KEY:
+            value = e.value
+            if e.vtype is not GGUFValueType.UINT32 or value <= 0 or value & (value - 1):
+                raise QuantizeError(f"{ALIGNMENT_KEY} must be a UINT32 power of two, got {value!r}")
+            return int(value)
+    return ALIGNMENT
+
+
 def encode_header(entries: Sequence[Entry], tensors: Sequence[TensorPlan]) -> bytes:
     """Magic, version, counts, metadata and tensor infos, padded to where the data starts."""
+    align = alignment(entries)
     parts = [b"GGUF", struct.pack("<IQQ", VERSION, len(tensors), len(entries))]
     for e in entries:
         parts += [_string(e.key), struct.pack("<I", e.vtype), _value(e.value, e.vtype, e.item_type)]
@@ -91,13 +104,13 @@ def encode_header(entries: Sequence[Entry], tensors: Sequence[TensorPlan]) -> by
         dims = tuple(reversed(t.shape))  # GGUF lists the fastest-varying dimension first
         parts += [_string(t.name), struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims,
                                                t.ggml_type, offset)]
-        offset += _padded(t.nbytes)
+        offset += _padded(t.nbytes, align)
     head = b"".join(parts)
-    return head + bytes(_padded(len(head)) - len(head))
+    return head + bytes(_padded(len(head), align) - len(head))
 
 
-def _padded(n: int) -> int:
-    return -(-n // ALIGNMENT) * ALIGNMENT
+def _padded(n: int, align: int) -> int:
+    return -(-n // align) * align
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +143,7 @@ class GGUFStream:
         self._partial = self.path.with_name(self.path.name + ".partial")
         self._tensors = list(tensors)
         self._header = encode_header(entries, self._tensors)
+        self._align = alignment(entries)
         self._next = 0
         self._fout: Any = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gguf-write")
@@ -165,7 +179,7 @@ class GGUFStream:
             written += data.nbytes
         if written != plan.nbytes:
             raise QuantizeError(f"tensor {plan.name}: wrote {written} bytes, expected {plan.nbytes}")
-        self._pending.append(self._io.submit(self._fout.write, bytes(_padded(written) - written)))
+        self._pending.append(self._io.submit(self._fout.write, bytes(_padded(written, self._align) - written)))
         self._next += 1
 
     def _drain(self, keep: int) -> None:
