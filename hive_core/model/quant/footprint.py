@@ -128,7 +128,8 @@ def read_footprint(path: str | os.PathLike[str]) -> Footprint:
         use[0] += 1
         use[1] += n
         if name.startswith("blk."):
-            layer = int(name.split(".")[1])
+            number = name.split(".")[1]
+            layer = int(number) if number.isdigit() else -1
             if not 0 <= layer < cfg.n_layers:
                 raise ModelError(f"{file.path}: tensor {name} is outside the "
                                  f"{cfg.n_layers} layers")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hive_core.model.quant.formats import QuantizeError
+
 CONTROL, NORMAL = 3, 1  # llama.cpp token types
 
 # Llama-3's named special tokens at their offsets from the first special id; the rest of
@@ -57,10 +59,10 @@ def synthetic_vocab(size: int, n_special: int = 256, seed: int = 0) -> Vocabular
     """`size` tokens: 256 bytes, ``size - 256 - n_special`` merged tokens, `n_special`
     Llama-3 special tokens at the end (at least the ten up to ``<|eot_id|>``)."""
     if n_special < EOT_OFFSET + 1:
-        raise ValueError(f"need at least {EOT_OFFSET + 1} special tokens, got {n_special}")
+        raise QuantizeError(f"need at least {EOT_OFFSET + 1} special tokens, got {n_special}")
     n_regular = size - n_special
     if n_regular < 256:
-        raise ValueError(f"a vocabulary of {size} with {n_special} specials has no room for "
+        raise QuantizeError(f"a vocabulary of {size} with {n_special} specials has no room for "
                          "the 256 byte tokens")
     alphabet = byte_alphabet()
     tokens = list(alphabet)
