@@ -45,20 +45,24 @@ class Admission:
             self.release()
 
     async def acquire(self) -> None:
-        if self._free.locked() and self.waiting >= self.queue:
+        if not self._free.locked():  # a free slot and nobody waiting: taken at once
+            await self._free.acquire()
+        elif self.waiting >= self.queue:
             self.stats.refused += 1
             raise Busy(f"the server is busy: {self.active} answers in progress and "
                        f"{self.waiting} waiting (the line holds {self.queue}); retry shortly",
                        code="queue_full")
-        self.waiting += 1
-        try:
-            await asyncio.wait_for(self._free.acquire(), self.wait_s)
-        except TimeoutError:
-            self.stats.timed_out += 1
-            raise Unavailable(f"no free slot within {self.wait_s:g} s ({self.active} answers "
-                              "in progress); retry shortly", code="queue_timeout") from None
-        finally:
-            self.waiting -= 1
+        else:
+            self.waiting += 1
+            try:
+                await asyncio.wait_for(self._free.acquire(), self.wait_s)
+            except TimeoutError:
+                self.stats.timed_out += 1
+                raise Unavailable(f"no free slot within {self.wait_s:g} s ({self.active} "
+                                  "answers in progress); retry shortly",
+                                  code="queue_timeout") from None
+            finally:
+                self.waiting -= 1
         self.active += 1
         self.stats.admitted += 1
 

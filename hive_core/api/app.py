@@ -46,6 +46,7 @@ from hive_core.model.errors import ModelError
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+DISCARD_FACTOR = 16  # a refused body is read (and dropped) up to this many times the limit
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,14 @@ class Api:
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
+            await _discard(request, DISCARD_FACTOR * limit)
             raise TooLarge(f"the request body is {declared} bytes; this server takes at most "
                            f"{limit}", code="request_too_large")
         parts, size = [], 0
         async for part in request.stream():
             size += len(part)
             if size > limit:
+                await _discard(request, DISCARD_FACTOR * limit - size)
                 raise TooLarge(f"the request body is over {limit} bytes", code="request_too_large")
             parts.append(part)
         return b"".join(parts)
@@ -168,6 +171,15 @@ class Api:
         finally:
             if not task.done():  # the client hung up: stop generating, free the sessions
                 task.cancel()
+
+
+async def _discard(request: Request, budget: int) -> None:
+    """Read and drop a refused body (up to `budget` bytes), so the client, still sending,
+    reads our answer instead of a reset connection."""
+    async for part in request.stream():
+        budget -= len(part)
+        if budget < 0:
+            return
 
 
 def _sse(doc: dict[str, Any]) -> str:
