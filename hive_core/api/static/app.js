@@ -153,9 +153,12 @@ function draw(now) {
     ctx.strokeStyle = "rgba(240,180,41,.35)";
     ctx.beginPath(); ctx.moveTo(p[0], p[1]); ctx.lineTo(q[0], q[1]); ctx.stroke();
     ctx.fillStyle = "#ffd866";
+    ctx.shadowColor = "#ffd866";
+    ctx.shadowBlur = 12 * dpr;
     ctx.beginPath();
-    ctx.arc(p[0] + (q[0] - p[0]) * f, p[1] + (q[1] - p[1]) * f, 5 * dpr, 0, 2 * Math.PI);
+    ctx.arc(p[0] + (q[0] - p[0]) * f, p[1] + (q[1] - p[1]) * f, 6 * dpr, 0, 2 * Math.PI);
     ctx.fill();
+    ctx.shadowBlur = 0;
     view.pulsesDrawn += 1;
   }
   view.flashes = view.flashes.filter((f) => now - f.start < FLASH_MS);
@@ -210,7 +213,7 @@ async function ask(prompt) {
   const r = await fetch("/v1/chat/completions", {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ model: await modelId(), messages: history, stream: true,
-                           temperature: 0, max_tokens: 256 }),
+                           temperature: 0 }),
   });
   if (!r.ok) {
     const doc = await r.json().catch(() => ({ error: { message: r.statusText } }));
