@@ -52,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="the sentinel takes a share of the layers too, like a node")
     add_mesh_arguments(up, spans=False)
     from cadencia.commands.node import add_world_arguments
+    from cadencia.commands.serve import add_http_argument
 
     add_world_arguments(up)
+    add_http_argument(up)
     status = sub.add_parser("status", help="show the nodes of a running hive",
                             description="Ask the node at --hive for the hive's signed records.")
     status.add_argument("--hive", required=True, metavar="URL",
@@ -196,10 +198,10 @@ async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 10
                 await proc.wait()
 
 
-async def _watch(procs: list[asyncio.subprocess.Process], stop: asyncio.Event) -> int:
+async def _watch(procs: list[asyncio.subprocess.Process], stop: asyncio.Event,
+                 names: list[str]) -> int:
     """Until Ctrl-C: a process that exits is reported, the others keep the hive going
     (it works without its sentinel); 1 once none is left."""
-    names = ["sentinel", *(f"node {i}" for i in range(len(procs) - 1))]
     waiters = {asyncio.ensure_future(p.wait()): name for p, name in zip(procs, names, strict=True)}
     stopper = asyncio.ensure_future(stop.wait())
     try:
@@ -216,6 +218,18 @@ async def _watch(procs: list[asyncio.subprocess.Process], stop: asyncio.Event) -
         stopper.cancel()
         for w in waiters:
             w.cancel()
+
+
+async def _start_http(args: argparse.Namespace, procs: list[asyncio.subprocess.Process],
+                      url: str, model: str, serving: list[list[str]]) -> str:
+    """`cadencia serve` joined to the new hive, as a process of its own: its asker computes
+    on its own cores' share, like each node."""
+    threads = next((f[f.index("--threads") + 1] for f in serving if "--threads" in f), "1")
+    print(f"starting the API and web page on {args.http} ...", file=sys.stderr, flush=True)
+    procs.append(await _spawn(["serve", "--hive", url, "--http", args.http, "--json",
+                               "--model", model, "--weights", args.weights, "--threads", threads]))
+    ready = await _ready_line(procs[-1], "the API server")
+    return str(ready["http"])
 
 
 def _span_of(flags: list[str]) -> str | None:
@@ -250,9 +264,16 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
             print(f"node {i + 1}/{args.nodes} ready: {nodes[-1]['id'][:12]} "
                   f"({nodes[-1]['peers']} peers)", file=sys.stderr, flush=True)
         spans = [_span_of(flags) for flags in serving]
+        names = ["sentinel", *(f"node {i}" for i in range(args.nodes))]
+        http = None
+        if args.http is not None and model:
+            http = await _start_http(args, procs, url, model, serving)
+            names.append("serve")
+        elif args.http is not None:
+            print("hive up: no model served: --http is ignored", file=sys.stderr, flush=True)
         summary = {"sentinel": url, "sentinel_id": sentinel["id"], "model": model,
                    "weights": args.weights if model else None,
-                   "sentinel_serves": spans[0],
+                   "sentinel_serves": spans[0], "http": http,
                    "nodes": [{"id": n["id"], "listen": n["listen"], "serves": span}
                              for n, span in zip(nodes, spans[1:], strict=True)]}
         if args.json:
@@ -261,13 +282,16 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
         if args.weights != DEFAULT_WEIGHTS:  # the asker's embedding and head in the same mode
             flag += f" --weights {args.weights}"
         ask = f"  ask it:     cadencia ask \"Hello\" --hive {url}{flag}\n" if model else ""
+        if http:
+            ask += (f"  web page:   {http}/  (OpenAI API at {http}/v1; try: curl "
+                    f"{http}/v1/models)\n")
         print(f"hive up: sentinel {url} and {len(nodes)} nodes"
               + (f", serving {os.path.basename(model)} ({args.weights} weights)" if model else "")
               + "\n"
               f"  join it:    cadencia node --join {url}\n"
               f"  inspect it: cadencia hive status --hive {url}\n{ask}"
               f"Ctrl-C stops them all.", file=sys.stderr, flush=True)
-        return await _watch(procs, stop)
+        return await _watch(procs, stop, names)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -277,13 +301,17 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from hive_core.mesh.runner import node_config
     from hive_core.base.paths import data_dir
+    from hive_core.mesh.runner import node_config
 
     if not 0 <= args.nodes <= 64:
         raise ValueError(f"--nodes must be between 0 and 64, got {args.nodes}")
     if args.stages is not None and args.stages < 1:
         raise ValueError(f"--stages must be at least 1, got {args.stages}")
     node_config(args, listen=args.listen, join=[])
+    if args.http is not None:
+        from hive_core.mesh.wschannel import parse_listen
+
+        parse_listen(args.http)
     base = str(data_dir(args.data_dir) / "hive-up")
     return asyncio.run(_up_async(args, base))

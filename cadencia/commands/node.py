@@ -78,6 +78,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hive_core.exec.serve import add_serving_arguments  # --model, --weights, --fault
 
     add_serving_arguments(parser)
+    from cadencia.commands.serve import add_http_argument
+
+    add_http_argument(parser)
+
+
+def http_hooks(args: argparse.Namespace, attach: Any, detach: Any) -> tuple[Any, Any]:
+    """`attach`/`detach` extended to serve the API at --http through this node's own mesh
+    node (it routes on the first request, once the node has joined)."""
+    if args.http is None:
+        return attach, detach
+    from cadencia.commands.serve import announce, open_server
+
+    held: list[Any] = []
+
+    async def attach_http(hive: Any) -> None:
+        if attach is not None:
+            await attach(hive)
+        server = await open_server(args, listen=args.http, hive=hive, url=args.join[0],
+                                   warm=False)
+        held.append(server)
+        announce(server, as_json=False)
+
+    async def detach_http(hive: Any) -> None:
+        for server in held:
+            await server.close()
+        if detach is not None:
+            await detach(hive)
+
+    return attach_http, detach_http
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,8 +123,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     config = node_config(args, listen=args.listen, join=args.join)  # fail before touching disk
+    if args.http is not None:
+        from hive_core.mesh.wschannel import parse_listen
+
+        parse_listen(args.http)
     identity, where = load_identity(args.data_dir)
-    attach, detach = world_hooks(args, where, args.role)
+    attach, detach = http_hooks(args, *world_hooks(args, where, args.role))
     # Peers' entry points saved by the last run come after --join: a fallback when it is gone.
     config = replace(config, join=tuple(dict.fromkeys([*args.join, *load_entries(where)])))
     setup_logging(args.verbose)

@@ -20,6 +20,7 @@ DESCRIPTION = (
     "wait; beyond that a request is refused with 429."
 )
 DEFAULT_HTTP = "127.0.0.1:8000"
+_warming: set[Any] = set()  # first routes in progress (a task needs a reference to live)
 
 
 def add_http_argument(parser: argparse.ArgumentParser) -> None:
@@ -103,9 +104,10 @@ def say(message: str) -> None:
 
 
 async def open_server(args: argparse.Namespace, *, listen: str, hive: Any = None,
-                      url: str | None = None) -> Any:
+                      url: str | None = None, warm: bool = True) -> Any:
     """An `ApiServer` answering as `args` say: with `hive` (a node's own mesh node, joined
-    through `url`), else at --hive, else --local. Started; the caller closes it."""
+    through `url`), else at --hive, else --local. Started (and routed now with `warm`, else
+    on the first request); the caller closes it."""
     import asyncio
 
     from hive_core.api import (
@@ -156,8 +158,10 @@ async def open_server(args: argparse.Namespace, *, listen: str, hive: Any = None
                          config=api_config, status=status,
                          layout=mds_layout() if status is not None else None)
     await server.start()
-    if isinstance(engine, HiveEngine):
-        asyncio.ensure_future(_warm(engine))
+    if warm and isinstance(engine, HiveEngine):
+        task = asyncio.ensure_future(_warm(engine))
+        _warming.add(task)
+        task.add_done_callback(_warming.discard)
     return server
 
 
