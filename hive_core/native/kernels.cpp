@@ -7,9 +7,10 @@
 // scales, row by row within a column: the GGUF's own bytes, so a decode step reads no more
 // than the file holds, as one forward stream per thread. Nothing expands the matrix.
 //
-// Each output is one dot product, its blocks expanded to float32 in registers (simd.h: AVX-512
-// or AVX2, chosen when the library is built for this CPU; else the portable path below, which
-// is also the scalar reference the tests hold the SIMD paths to). A tile's expanded weights
+// Each output is one dot product, its blocks expanded to float32 in registers (simd.h: AVX-512,
+// AVX2, or portable C++ vectors, chosen when the library is built for this CPU; the scalar
+// reference below, block_linear_generic, is what the tests hold every path to). A tile's
+// expanded weights
 // serve several input rows at once (prefill, speculative verification), and every output is
 // summed by one thread in one fixed order: the result depends neither on the thread count nor
 // on the other rows of the batch.
@@ -18,7 +19,7 @@
 // GGML type number:
 //   block_linear(Tensor x, Tensor tiles, int rows, int qtype) -> Tensor
 //     x float32 [M, K]; returns float32 [M, rows] = x @ W.T.
-//   block_linear_generic(...)   block_linear on the portable path, in any build
+//   block_linear_generic(...)   block_linear by the scalar reference of each format (slow)
 //   block_dequantize(Tensor tiles, int rows, int qtype) -> Tensor   float32 W [rows, K]
 //   block_format(int qtype) -> int[]   [weights, code bytes, float16 scales] of a block
 //   simd() -> int   512 (AVX-512), 256 (AVX2) or 0 (portable): the path block_linear takes
@@ -61,10 +62,10 @@ inline void expand_block(const uint8_t* p, int64_t nb, int64_t b, int i, float* 
   Fm::reference(codes, h, w);
 }
 
-// Portable dot products for tiles [t0, t1): expand a block, multiply, add into 32 partial
-// sums, then add those in order.
+// Reference dot products for tiles [t0, t1): expand a block by the format's scalar
+// reference, multiply, add into 32 partial sums, then add those in order.
 template <class Fm>
-void tiles_portable(const float* x, const uint8_t* tiles, int64_t nb, int64_t t0, int64_t t1,
+void tiles_reference(const float* x, const uint8_t* tiles, int64_t nb, int64_t t0, int64_t t1,
                     float* y) {
   constexpr int64_t qk = Fm::kValues;
   float w[qk];
@@ -80,17 +81,6 @@ void tiles_portable(const float* x, const uint8_t* tiles, int64_t nb, int64_t t0
       for (int j = 0; j < 32; ++j) s += acc[j];
       y[t * kTile + i] = s;
     }
-}
-
-// The fast path here: the SIMD kernel, or the portable one row at a time.
-template <class Fm>
-void tiles_fast(const float* x, int64_t m, int64_t k, const uint8_t* tiles, int64_t nb,
-                int64_t t0, int64_t t1, float* y, int64_t ldy) {
-#if defined(CADENCIA_SIMD)
-  tiles_simd<Fm>(x, m, k, tiles, nb, t0, t1, y, ldy);
-#else
-  for (int64_t j = 0; j < m; ++j) tiles_portable<Fm>(x + j * k, tiles, nb, t0, t1, y + j * ldy);
-#endif
 }
 
 struct Shape {
@@ -159,7 +149,7 @@ at::Tensor block_linear(const at::Tensor& x, const at::Tensor& tiles, int64_t ro
   with_format(qtype, [&](auto f) {
     using Fm = decltype(f);
     at::parallel_for(0, n, std::max<int64_t>(1, kGrainTiles / m), [&](int64_t t0, int64_t t1) {
-      tiles_fast<Fm>(xp, m, k, tp, nb, t0, t1, yp, n * kTile);
+      tiles_simd<Fm>(xp, m, k, tp, nb, t0, t1, yp, n * kTile);
     });
   });
   return n * kTile == rows ? out : out.narrow(1, 0, rows).contiguous();
@@ -173,7 +163,7 @@ at::Tensor block_linear_generic(const at::Tensor& x, const at::Tensor& tiles, in
   with_format(qtype, [&](auto f) {
     using Fm = decltype(f);
     for (int64_t i = 0; i < xc.size(0); ++i)
-      tiles_portable<Fm>(xc.data_ptr<float>() + i * xc.size(1), tiles.data_ptr<uint8_t>(), nb,
+      tiles_reference<Fm>(xc.data_ptr<float>() + i * xc.size(1), tiles.data_ptr<uint8_t>(), nb,
                          0, n, out.data_ptr<float>() + i * n * kTile);
   });
   return out.narrow(1, 0, rows).contiguous();

@@ -1,5 +1,7 @@
-// The SIMD paths of kernels.cpp: vector traits for AVX-512 (16 floats) and AVX2 with FMA and
-// F16C (8 floats), and one tile kernel written over them for every format of formats.h.
+// The fast paths of kernels.cpp: vector traits for AVX-512 (16 floats), AVX2 with FMA and F16C
+// (8 floats), or else plain C++ arrays of 8 lanes that the compiler vectorises for the CPU it
+// builds for (the portable path), and one tile kernel written over them for every format of
+// formats.h.
 //
 // A pass over a tile takes each block column in turn: the four rows' (a, o) scales of the
 // column (exact), then, W weights at a time, the inputs' W floats and, per row, its W weights
@@ -7,25 +9,24 @@
 // AVX2: two) in the same order, so a row's sum does not depend on the rows beside it.
 //
 // AVX-512 looks codes of up to five bits up in a table of their weights (a i + o, i = 0..15,
-// or two such tables for five bits: one permute per 16 weights); wider codes, and AVX2, which
-// has no 16-float permute, convert the codes and multiply: fma(q, a, o).
+// or two such tables for five bits: one permute per 16 weights); wider codes, and the other
+// paths, convert the codes and multiply: fma(q, a, o).
 
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 
 #include "formats.h"
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 #include <immintrin.h>
-#define CADENCIA_SIMD 1
+#define CADENCIA_X86_SIMD 1
 #endif
 
 namespace {
-
-#if defined(CADENCIA_SIMD)
 
 constexpr int64_t kChunk = 32;           // block columns whose float16 scales convert at once
 constexpr int64_t kPrefetchBytes = 512;  // how far ahead of the codes a pass prefetches
@@ -34,6 +35,7 @@ constexpr int64_t kPrefetchBytes = 512;  // how far ahead of the codes a pass pr
 constexpr int64_t kSimd = 512;
 
 struct Vec {
+  static constexpr bool kFma = true;  // fma(q, a, o) rounds once: offsets fold into o
   using F = __m512;
   using I = __m512i;
   static constexpr int W = 16;
@@ -51,6 +53,7 @@ struct Vec {
   template <int N> static I srl(I a) { return _mm512_srli_epi32(a, N); }
   template <int N> static I sll(I a) { return _mm512_slli_epi32(a, N); }
   static I or_(I a, I b) { return _mm512_or_si512(a, b); }
+  static I add(I a, int n) { return _mm512_add_epi32(a, _mm512_set1_epi32(n)); }
   // Lane j of q, plus V where bit j of word is set.
   template <int V>
   static I or_bits(I q, uint32_t word) {
@@ -88,10 +91,11 @@ struct Vec {
       _mm_storeu_ps(out + e, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + e))));
   }
 };
-#else
+#elif defined(CADENCIA_X86_SIMD)
 constexpr int64_t kSimd = 256;
 
 struct Vec {
+  static constexpr bool kFma = true;
   using F = __m256;
   using I = __m256i;
   static constexpr int W = 8;
@@ -109,6 +113,7 @@ struct Vec {
   template <int N> static I srl(I a) { return _mm256_srli_epi32(a, N); }
   template <int N> static I sll(I a) { return _mm256_slli_epi32(a, N); }
   static I or_(I a, I b) { return _mm256_or_si256(a, b); }
+  static I add(I a, int n) { return _mm256_add_epi32(a, _mm256_set1_epi32(n)); }
   template <int V>
   static I or_bits(I q, uint32_t word) {
     const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -140,6 +145,76 @@ struct Vec {
       _mm_storeu_ps(out + e, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + e))));
   }
 };
+#else
+constexpr int64_t kSimd = 0;
+
+// Lanes as plain arrays: loops the compiler turns into the vector instructions of the CPU it
+// builds for (NEON, SSE, ...). Without a fused multiply-add, a q + o rounds after the add only
+// because a q is exact; so the offset stays in the integer code (a (q + offset) is exact too).
+struct Vec {
+  static constexpr bool kFma = false;
+  static constexpr int W = 8;
+  static constexpr int kRows = 4;
+  static constexpr bool kLookup = false;
+  struct I {
+    int32_t v[W];
+  };
+  struct F {
+    float v[W];
+  };
+
+  template <class Fn>
+  static I map(Fn fn) {
+    I r;
+    for (int j = 0; j < W; ++j) r.v[j] = fn(j);
+    return r;
+  }
+  static I load_u8(const uint8_t* p) { return map([&](int j) { return int32_t{p[j]}; }); }
+  static I load_i8(const uint8_t* p) {
+    return map([&](int j) { return int32_t{static_cast<int8_t>(p[j])}; });
+  }
+  static I and_(I a, int m) { return map([&](int j) { return a.v[j] & m; }); }
+  static I nibble(I a) { return and_(a, 15); }
+  template <int N> static I srl(I a) { return map([&](int j) { return a.v[j] >> N; }); }
+  template <int N> static I sll(I a) { return map([&](int j) { return a.v[j] << N; }); }
+  static I or_(I a, I b) { return map([&](int j) { return a.v[j] | b.v[j]; }); }
+  template <int V>
+  static I or_bits(I q, uint32_t word) {
+    return map([&](int j) { return q.v[j] | (((word >> j) & 1) ? V : 0); });
+  }
+  static I add(I a, int n) { return map([&](int j) { return a.v[j] + n; }); }
+  static F scaled(I q, float d) {
+    F r;
+    for (int j = 0; j < W; ++j) r.v[j] = static_cast<float>(q.v[j]) * d;
+    return r;
+  }
+  static F weights(I q, float a, float o) {
+    F r;
+    for (int j = 0; j < W; ++j) r.v[j] = static_cast<float>(q.v[j]) * a + o;
+    return r;
+  }
+  template <int Bits>
+  static F lookup(I q, float a, float o) { return weights(q, a, o); }  // no table path
+  static F load(const float* p) {
+    F r;
+    std::memcpy(r.v, p, sizeof r.v);
+    return r;
+  }
+  static void store(float* p, F v) { std::memcpy(p, v.v, sizeof v.v); }
+  static F zero() { return F{}; }
+  static F fma(F a, F b, F c) {
+    for (int j = 0; j < W; ++j) c.v[j] += a.v[j] * b.v[j];
+    return c;
+  }
+  static float reduce(F a) {
+    float s = 0;
+    for (int j = 0; j < W; ++j) s += a.v[j];
+    return s;
+  }
+  static void halves(const uint16_t* h, int64_t n, float* out) {
+    for (int64_t e = 0; e < n; ++e) out[e] = c10::Half(h[e], c10::Half::from_bits());
+  }
+};
 #endif
 
 #define CADENCIA_INLINE inline __attribute__((always_inline))
@@ -160,6 +235,8 @@ CADENCIA_INLINE void group(const uint8_t* c, const float* xb, int64_t k,
     typename Vec::F w;
     if constexpr (Vec::kLookup && Fm::kBits <= 5)
       w = Vec::template lookup<Fm::kBits>(q, a[i][s], o[i][s]);
+    else if constexpr (!Vec::kFma && Fm::kOffset != 0)
+      w = Vec::weights(Vec::add(q, Fm::kOffset), a[i][s], o[i][s]);
     else
       w = Vec::weights(q, a[i][s], o[i][s]);
     for (int j = 0; j < M; ++j) acc[i][j] = Vec::fma(w, xv[j], acc[i][j]);
@@ -192,13 +269,13 @@ inline void tile_simd(const float* x, int64_t k, const uint8_t* p, int64_t nb, f
     for (int64_t b = b0; b < b0 + n; ++b) {
       const uint8_t* c = p + b * column_bytes;
       for (int64_t line = 0; line < column_bytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(c + ahead + line), _MM_HINT_T0);
+        __builtin_prefetch(c + ahead + line);
       alignas(64) float a[kTile][spans], o[kTile][spans];
       for (int i = 0; i < kTile; ++i) {
         Fm::template scales<Vec>(c + i * cb, hf + ((b - b0) * kTile + i) * nh, a[i], o[i]);
         // a (q + offset) + o = a q + (o + a offset): a times a power of two is exact, and o is
         // zero wherever the offset is not, so the weights round once as before.
-        if constexpr (Fm::kOffset != 0)
+        if constexpr (Vec::kFma && Fm::kOffset != 0)
           for (int s = 0; s < spans; ++s) o[i][s] += a[i][s] * static_cast<float>(Fm::kOffset);
       }
       column<Fm, M>(std::make_integer_sequence<int, Fm::kValues / Vec::W>{}, c,
@@ -233,9 +310,5 @@ void tiles_simd(const float* x, int64_t m, int64_t k, const uint8_t* tiles, int6
     }
   }
 }
-
-#else
-constexpr int64_t kSimd = 0;
-#endif
 
 }  // namespace
