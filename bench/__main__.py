@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("model", "packed", "mesh", "world", "layout", "infer", "view", "feed")
+BENCHES = ("model", "packed", "mesh", "world", "layout", "infer", "view", "feed", "api")
 HERE = Path(__file__).resolve().parent
 
 
