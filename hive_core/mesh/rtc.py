@@ -31,6 +31,23 @@ class BadDescription(ValueError):
 
 
 @dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server ICE asks for candidates: ``stun:HOST:PORT`` or ``turn:HOST:PORT``."""
+
+    url: str
+    username: str = ""  # TURN only
+    credential: str = ""  # TURN only
+
+    def __post_init__(self) -> None:
+        scheme, _, rest = self.url.partition(":")
+        host, _, port = rest.rpartition(":")
+        if scheme not in ("stun", "turn") or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad ICE server {self.url[:100]!r}: expected stun:HOST:PORT or turn:HOST:PORT")
+        if scheme == "turn" and not (self.username and self.credential):
+            raise ValueError(f"TURN server {self.url} needs a username and a credential")
+
+
+@dataclass(frozen=True)
 class RTCOptions:
     """How peer connections are built."""
 
@@ -42,6 +59,10 @@ class RTCOptions:
     high_water_bytes: int = 1 << 20  # send() waits while more than this is queued in SCTP
     low_water_bytes: int = 256 << 10  # ...until the queue drains below this
     sctp: SctpTuning | None = field(default_factory=SctpTuning)  # None: aiortc's defaults
+    # STUN (server-reflexive candidates) and TURN (relay candidates): a sentinel hands these
+    # to the nodes it admits. Empty: host candidates only (a LAN or one machine).
+    ice_servers: tuple[IceServer, ...] = ()
+    gather_timeout_s: float = 2.0  # longest wait for a STUN or TURN server while gathering
 
     @classmethod
     def loopback(cls, **overrides: Any) -> RTCOptions:
@@ -179,13 +200,15 @@ class RTCPeer:
         CLOSED = "closed"
 
     def __init__(self, options: RTCOptions | None = None, *, name: str = "") -> None:
-        from aiortc import RTCConfiguration, RTCPeerConnection
+        from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
         self.options = options or RTCOptions()
         self.name = name
         self.state = RTCPeer.State.NEW
-        # iceServers=[]: aiortc's default contacts a public STUN server.
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # Never aiortc's default (a public STUN server): only the servers the hive hands us.
+        servers = [RTCIceServer(urls=s.url, username=s.username or None,
+                                credential=s.credential or None) for s in self.options.ice_servers]
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self._pc.on("connectionstatechange", self._on_pc_state)
         self._pc.on("datachannel", self._on_datachannel)
         self._incoming: dict[str, asyncio.Queue[RTCChannel]] = {}
@@ -262,15 +285,18 @@ class RTCPeer:
         return ch
 
     async def _prepare_transport(self) -> None:
-        """Tune SCTP and gather candidates ourselves where aioice would skip loopback."""
+        """Tune SCTP and gather candidates ourselves: aioice would skip loopback, and would wait
+        5 s for a STUN or TURN server that does not answer."""
         sctp = self._pc.sctp
         if sctp is None:
             raise BadDescription("the description has no data channel (m=application) section")
         if self.options.sctp is not None:
             apply_tuning(sctp, self.options.sctp)
         addresses = self.options.addresses()
-        if addresses is None:
-            return
+        if addresses is None:  # gathered here anyway, to bound the wait for STUN and TURN
+            from aioice.ice import get_host_addresses
+
+            addresses = get_host_addresses(use_ipv4=True, use_ipv6=True)
         conn = sctp.transport.transport.iceGatherer._connection
         if conn._local_candidates_start:
             return
@@ -278,7 +304,8 @@ class RTCPeer:
         conn._local_candidates_start = True
         for component in sorted(conn._components):
             conn._local_candidates += await conn.get_component_candidates(
-                component=component, addresses=addresses
+                component=component, addresses=addresses,
+                timeout=max(1, round(self.options.gather_timeout_s)),
             )
         conn._local_candidates_end = True
         if not conn._local_candidates:
