@@ -29,7 +29,7 @@ from hive_core.mesh.dht import (
     RpcError,
     node_key,
 )
-from hive_core.mesh.dht.records import RecordError, decode_value, owner_of
+from hive_core.mesh.dht.records import RecordError, ServingRecord, decode_value, owner_of
 from hive_core.mesh.events import RecordsPublished
 from hive_core.mesh.node import Node, NodeConfig, PeerUnavailable
 from hive_core.mesh.peers import Link
@@ -58,7 +58,7 @@ from hive_core.sched.health import local_health
 
 logger = logging.getLogger(__name__)
 
-STATUS_KINDS = (RecordKind.HEALTH, RecordKind.ROLES, RecordKind.LINKS)
+STATUS_KINDS = (RecordKind.HEALTH, RecordKind.ROLES, RecordKind.LINKS, RecordKind.SERVING)
 MAX_UPKEEP_ROUNDS = 3  # republish rounds in flight at once
 ROLE_NAMES = {r.name.lower(): r for r in Role}
 
@@ -153,12 +153,14 @@ class HiveNode:
                 channel = await ws_connect(url, timeout=self.config.handshake_timeout_s)
                 self.entry = await self.node.attach(channel, kind="ws", mode="second")
             except (ConnectionError, HandshakeError) as exc:
-                errors.append(f"{url}: {exc}")
+                errors.append(str(exc) if url in str(exc) else f"{url}: {exc}")
                 logger.info("%s: join through %s failed: %s", self, url, exc)
                 continue
             break
         if self.entry is None:
-            raise JoinFailed("could not join the hive: " + "; ".join(errors or ["no join URL"]))
+            raise JoinFailed("could not join the hive: " + "; ".join(errors or ["no join URL"])
+                             + " (is a sentinel or a node with --listen running there? "
+                             "'cadencia hive up' starts a hive on this machine)")
         entry = self.entry
         logger.info("%s joined through %s", self, entry.listen or entry.node_id.hex()[:12])
         reply = await self.node.request(entry.node_id, FindNode(self.node.next_rpc_id(),
@@ -295,6 +297,8 @@ class HiveNode:
                                          tflops=self.config.tflops)
         values: list[Any] = [self.health, RolesRecord(self.roles), self.reach(), self.links(),
                              *self.config.spans]
+        if self.config.spans:  # what `hive status` shows of this node's layers
+            values.append(ServingRecord(tuple(self.config.spans)[:8]))
         published = await asyncio.gather(*(self.dht.publish(v) for v in values))
         stored = sum(len(p) for p in published)
         self.node.emit(RecordsPublished(

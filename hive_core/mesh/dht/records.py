@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 _DOMAIN = b"cadencia/dht-record/v1\x00"
 MAX_TTL_S = 24 * 3600.0  # a record may not claim to live longer than this
 CLOCK_SKEW_S = 60.0  # tolerated difference between the owner's clock and ours
+SPAN_WEIGHTS = ("", "packed", "fp32", "bf16")  # hive_core.model.modes, or not said
 
 
 class RecordError(ValueError):
@@ -46,6 +47,7 @@ class RecordKind(IntEnum):
     REACH = 3
     LAYER_SPAN = 4
     LINKS = 5
+    SERVING = 6
 
 
 class Role(IntEnum):
@@ -87,10 +89,21 @@ class LayerSpanRecord:
     start: Annotated[int, UInt(2)]
     end: Annotated[int, UInt(2)]
     n_layers: Annotated[int, UInt(2)]
+    weights: Annotated[str, Text(8)] = ""  # how the owner holds the matrices; "": not said
 
     def __post_init__(self) -> None:
         if not self.start < self.end <= self.n_layers:
             raise ValueError(f"bad layer span [{self.start}, {self.end}) of {self.n_layers}")
+        if self.weights not in SPAN_WEIGHTS:
+            raise ValueError(f"unknown weights mode {self.weights!r}")
+
+
+@wire_struct
+@dataclass(frozen=True)
+class ServingRecord:
+    """Every span the owner serves, under its own node key: what `hive status` shows."""
+
+    spans: Annotated[tuple[LayerSpanRecord, ...], ListOf(Nested(LayerSpanRecord), 8)]
 
 
 @wire_struct
@@ -116,6 +129,7 @@ VALUE_TYPES: dict[RecordKind, type[Any]] = {
     RecordKind.REACH: ReachRecord,
     RecordKind.LAYER_SPAN: LayerSpanRecord,
     RecordKind.LINKS: LinksRecord,
+    RecordKind.SERVING: ServingRecord,
 }
 KIND_OF: dict[type[Any], RecordKind] = {v: k for k, v in VALUE_TYPES.items()}
 
