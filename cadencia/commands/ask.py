@@ -120,6 +120,9 @@ async def _ask(args: argparse.Namespace) -> int:
 
             hive = await join_hive(args.hive, timeout_s=args.timeout, say=say)
             closers.append(hive.close)
+            here = "embedding, head" + (f" and layers 0-{args.local_layers}"
+                                        if args.local_layers else "")
+            say(f"loading this device's part ({here}, {args.weights} weights) ...")
             asker = AskerPart.load(model, local_layers=args.local_layers, weights=args.weights,
                                    nice=config.compute_nice)
             closers.append(lambda: asyncio.to_thread(asker.close))

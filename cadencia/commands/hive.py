@@ -86,13 +86,19 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(view))
         return 0
     print(f"hive {args.hive}: {len(view['nodes'])} nodes")
-    print(f"{'id':14} {'role':9} {'tflops':>8} {'rtt ms':>8} {'attn':>6} {'mlp':>6} {'verif':>6}")
+    print(f"{'id':14} {'role':9} {'layers':10} {'weights':8} {'tflops':>8} {'rtt ms':>8} "
+          f"{'attn':>6} {'mlp':>6} {'verif':>6}")
     for n in view["nodes"]:
         h, f = n["health"] or {}, n["fitness"] or {}
         rtt = h.get("rtt_median_ms")
-        print(f"{n['id'][:12]:14} {n['role']:9} {h.get('tflops', 0):8.3f} "
-              f"{'-' if rtt is None else f'{rtt:.1f}':>8} {f.get('attention', 0):6.3f} "
-              f"{f.get('mlp', 0):6.3f} {f.get('verification', 0):6.3f}")
+        layers = " ".join(f"{a}-{b}" for a, b in n.get("layers") or []) or "-"
+        print(f"{n['id'][:12]:14} {n['role']:9} {layers:10} {n.get('weights') or '-':8} "
+              f"{h.get('tflops', 0):8.3f} {'-' if rtt is None else f'{rtt:.1f}':>8} "
+              f"{f.get('attention', 0):6.3f} {f.get('mlp', 0):6.3f} "
+              f"{f.get('verification', 0):6.3f}")
+    models = sorted({n["model"] for n in view["nodes"] if n.get("model")})
+    if models:
+        print(f"serving {', '.join(models)}")
     if view["rejected"]:
         print(f"{view['rejected']} records failed verification and were left out")
     return 0

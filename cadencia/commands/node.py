@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     identity, where = load_identity(args.data_dir)
     attach, detach = http_hooks(args, *world_hooks(args, where, args.role))
     # Peers' entry points saved by the last run come after --join: a fallback when it is gone.
-    config = replace(config, join=tuple(dict.fromkeys([*args.join, *load_entries(where)])))
+    config = replace(config, join=tuple(dict.fromkeys([*args.join, *load_entries(where)])),
+                     spans=tuple(replace(s, weights=args.weights) for s in config.spans))
     setup_logging(args.verbose)
     hive = HiveNode(identity, config)
     from hive_core.exec.serve import attach_shard_server  # answers stage requests

@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    from dataclasses import replace
 
     from cadencia.commands.node import world_hooks
     from hive_core.mesh.hivenode import HiveNode
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     config = node_config(args, listen=args.listen, join=args.join, sentinel=True)
+    config = replace(config, spans=tuple(replace(s, weights=args.weights) for s in config.spans))
     identity, where = load_identity(args.data_dir)
     attach, detach = world_hooks(args, where, "sentinel")
     setup_logging(args.verbose)

@@ -56,6 +56,7 @@ async def join_hive(url: str, *, timeout_s: float, identity: Identity | None = N
     except BaseException:
         await hive.close()
         raise
+    say(f"joined: {len(hive.node.peers)} peers linked")
     return hive
 
 
@@ -85,15 +86,22 @@ class AskerPart:
 
 
 async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, first_layer: int,
-                     prefer: str | None, timeout_s: float) -> tuple[Plan, dict[bytes, ShardInfo]]:
+                     prefer: str | None, timeout_s: float,
+                     say: Say = lambda _m: None) -> tuple[Plan, dict[bytes, ShardInfo]]:
     """Link to the model's servers, ask each what it holds, and route the layers from
     `first_layer` over them; ExecError when no server of the model answers."""
     name, cfg = model_name(file.path), file.config
+    say(f"looking up the servers of {name} ...")
     owners = await find_span_owners(hive, name, cfg.n_layers)
+    say(f"{len(owners)} nodes publish layers of {name}; linking to them ...")
     await link_nodes(hive, owners, timeout_s)
     infos = await discover(hive.node, timeout=timeout_s)
+    say(f"{len(infos)} shard servers answered")
     rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
     plan = route(infos, cfg, name, replicas, rtts, first_layer=first_layer, prefer=prefer)
+    say("route: " + ", ".join(
+        f"layers {ps.stage.start}-{ps.stage.end} on {' '.join(n.hex()[:8] for n in ps.nodes)}"
+        for ps in plan.stages))
     return plan, infos
 
 
@@ -107,8 +115,7 @@ async def connect(hive: HiveNode, file: GGUFModelFile, asker: AskerPart, *, repl
         raise ExecError(f"the client runs {config.local_layers} local layers but the asker "
                         f"holds {asker.local_layers}")
     plan, infos = await find_route(hive, file, replicas=replicas, first_layer=asker.local_layers,
-                                   prefer=asker.weights, timeout_s=timeout_s)
-    say(f"{len(infos)} shard servers, {len(plan.stages)} stages")
+                                   prefer=asker.weights, timeout_s=timeout_s, say=say)
     spares = [n for n in sorted(infos) if n not in plan.nodes]
     return HiveClient(hive.node, asker.executor, plan, config, spares=spares,
                       on_event=on_event, weights=weights_of(infos), pool=asker.pool,

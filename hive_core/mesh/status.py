@@ -12,6 +12,7 @@ from hive_core.mesh.dht.records import (
     LinksRecord,
     RecordError,
     RolesRecord,
+    ServingRecord,
     owner_of,
     verify_record,
 )
@@ -35,8 +36,10 @@ def main_role(roles: list[str]) -> str:
 
 
 def status_view(records: Iterable[SignedRecord], now_s: float | None = None) -> dict[str, Any]:
-    """``{"nodes": [{"id", "role", "roles", "health", "fitness"}], "rtt_ms": {id: {id: ms}},
-    "rejected": n}`` from records whose signatures and expiry are checked here."""
+    """``{"nodes": [{"id", "role", "roles", "health", "fitness", "layers", "weights",
+    "model"}], "rtt_ms": {id: {id: ms}}, "rejected": n}`` from records whose signatures and
+    expiry are checked here. `layers` are the [start, end) spans a node serves, `weights`
+    the mode it holds them in (None: it serves none, or did not say)."""
     now = time.time() if now_s is None else now_s
     per_node: dict[str, dict[str, Any]] = {}
     rtt: dict[str, dict[str, float]] = {}
@@ -49,13 +52,19 @@ def status_view(records: Iterable[SignedRecord], now_s: float | None = None) -> 
             continue
         owner = owner_of(record).hex()
         entry = per_node.setdefault(owner, {"id": owner, "role": "unknown", "roles": [],
-                                            "health": None, "fitness": None})
+                                            "health": None, "fitness": None, "layers": [],
+                                            "weights": None, "model": None})
         if isinstance(value, HealthRecord):
             entry["health"] = _health_dict(value)
             entry["fitness"] = fitness_scores(value)
         elif isinstance(value, RolesRecord):
             entry["roles"] = [r.name.lower() for r in value.roles]
             entry["role"] = main_role(entry["roles"])
+        elif isinstance(value, ServingRecord):
+            entry["layers"] = [[span.start, span.end] for span in value.spans]
+            entry["model"] = value.spans[0].model if value.spans else None
+            modes = sorted({span.weights for span in value.spans if span.weights})
+            entry["weights"] = ",".join(modes) or None
         elif isinstance(value, LinksRecord):
             rtt[owner] = {p.node_id.hex(): round(p.rtt_ms, 3) for p in value.peers}
     nodes = sorted(per_node.values(), key=lambda n: (n["role"] != "sentinel", n["id"]))
@@ -82,7 +91,9 @@ async def fetch_status(url: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
         link = await node.attach(channel, kind="ws", mode="second")
         reply = await node.request(link.node_id, StatusRequest(node.next_rpc_id()))
     except (ConnectionError, HandshakeError) as exc:
-        raise StatusFailed(f"{url}: {exc}") from None
+        said = str(exc) if url in str(exc) else f"{url}: {exc}"  # the URL once
+        raise StatusFailed(f"{said} (is a sentinel or a node with --listen running there? "
+                           "'cadencia hive up' starts a hive on this machine)") from None
     finally:
         await node.close()
     if not isinstance(reply, StatusReply):
