@@ -3,17 +3,29 @@
 
 from .errors import GameError, GameEventError
 from .rules import MC_PER_FLOOR
-from .snapshot import DistrictSnapshot, GameSnapshot, PulseSnapshot, TowerSnapshot, TrialStatus
+from .snapshot import (
+    DistrictSnapshot,
+    FlowSnapshot,
+    GameSnapshot,
+    PulseSnapshot,
+    SessionSnapshot,
+    TowerSnapshot,
+    TrialStatus,
+    WorkSnapshot,
+)
 from .state import GameState
 
 __all__ = [
     "MC_PER_FLOOR",
     "DistrictSnapshot",
+    "FlowSnapshot",
     "GameError",
     "GameEventError",
     "GameSnapshot",
     "GameState",
     "PulseSnapshot",
+    "SessionSnapshot",
     "TowerSnapshot",
     "TrialStatus",
+    "WorkSnapshot",
 ]

@@ -47,6 +47,8 @@ class District:
     rising: dict[str, tuple[float, int]] = field(default_factory=dict)
     fallen_at: float | None = None
     slash_reason: str = ""
+    slash_step: int | None = None  # the decode step of the slashing that felled it
+    slash_proven: bool = False  # that slashing carried signed evidence
 
     def height(self, now: float) -> float:
         """Floors drawn at `now`: each receipt's credits rise over RISE_S from its time.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from hive_core.base.stage import Part
+
 Position = tuple[float, ...]
 
 
@@ -38,6 +40,9 @@ class DistrictSnapshot:
     fallen: bool  # slashed: the district falls and stays down
     fall_progress: float  # 0..1 over the fall animation; 0 when standing
     slash_reason: str  # why it fell ("" when standing)
+    temperature_c: float | None = None  # from its latest health report; None if unreported
+    slash_step: int | None = None  # the decode step it lied at (None when standing)
+    slash_proven: bool = False  # the slashing carried signed evidence (checked here)
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,41 @@ class TowerSnapshot:
 
 
 @dataclass(frozen=True)
+class WorkSnapshot:
+    """What one node serves and how fast (see `world.game.traffic`)."""
+
+    node_id: bytes
+    spans: tuple[tuple[int, int, Part], ...]  # layer spans [start, end) and part it served
+    step_ms: float | None  # median time to answer one request; None before the first
+    answered: int  # requests answered
+    queued: int  # requests taken and not answered yet (reported by live feeds)
+    tokens: int  # tokens pushed through its stages, from verified receipts
+    verified: int  # trials in which its answer was accepted
+
+
+@dataclass(frozen=True)
+class FlowSnapshot:
+    """Tensor traffic on one directed link: the asker (or previous stage) to a worker."""
+
+    src: bytes
+    dst: bytes
+    rate_hz: float  # hops per second over the last few seconds (each goes out and back)
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """One answer being generated somewhere in the hive."""
+
+    session_id: bytes
+    asker: bytes | None  # the node its hops come from
+    steps: int  # decode steps seen after the prompt's (one per generated token)
+    tokens_per_s: float  # decode steps per second
+    verified: int  # its stage steps whose replicas agreed
+    started_at: float
+    last_at: float
+
+
+@dataclass(frozen=True)
 class GameSnapshot:
     """Everything the view draws at clock time `now`."""
 
@@ -83,6 +123,10 @@ class GameSnapshot:
     total_credits_mc: int
     verified_trials: int  # since the game started
     slashings: int
+    work: tuple[WorkSnapshot, ...] = ()  # by node id
+    flows: tuple[FlowSnapshot, ...] = ()  # by link
+    sessions: tuple[SessionSnapshot, ...] = ()  # oldest first
+    n_layers: int = 0  # the model's depth, as far as stages reported it
 
     def district(self, node_id: bytes) -> DistrictSnapshot:
         """The district of `node_id` (KeyError if the game never heard of it)."""

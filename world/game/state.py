@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 from hive_core.economy import EconomyError, efficiency_factor
 from hive_core.events import (
-    NODE_ID_BYTES,
     HealthUpdated,
     HiveEvent,
     HopSent,
@@ -34,9 +33,10 @@ from hive_core.events import (
     Slashed,
     StageStarted,
     Verified,
+    trial_fields,
 )
-from hive_core.trust import EvidenceError, check_evidence
 
+from .checks import check_slashing, event_time, health_order, node_key, pulse_order
 from .errors import GameError, GameEventError
 from .rules import (
     ACTIVE_WINDOW_S,
@@ -53,6 +53,7 @@ from .rules import (
     tower_gone,
 )
 from .snapshot import DistrictSnapshot, GameSnapshot, Position, PulseSnapshot, TowerSnapshot
+from .traffic import Traffic
 
 if TYPE_CHECKING:  # world.layout pulls in scikit-learn: the inference path never needs it
     from world.layout import MapSnapshot
@@ -76,6 +77,7 @@ class GameState:
         self._slashings: set[tuple[TrialKey, bytes]] = set()
         self._rising: set[bytes] = set()  # districts with a building still rising
         self._pruned_at = float("-inf")
+        self._traffic = Traffic()  # spans, step times, hop rates, sessions
         # Drawing caches, not game state: district ids in order, and each district's last
         # view with the values it was built from (a frame reuses views that did not change).
         self._order: list[bytes] | None = None
@@ -91,7 +93,7 @@ class GameState:
         pairs = layout.items() if isinstance(layout, Mapping) else layout.as_dict().items()
         placed: dict[bytes, Position] = {}
         for key, pos in pairs:
-            node = _node_key(key)
+            node = node_key(key)
             if len(pos) not in (2, 3):
                 raise GameError(f"position of {node.hex()} must have 2 or 3 coordinates")
             placed[node] = tuple(float(v) for v in pos)
@@ -105,7 +107,7 @@ class GameState:
         """Fold one event in. Raises `GameEventError` (state unchanged) for a forged receipt,
         a slashing its evidence does not prove, an event dated too far in the future, or an
         object that is not a game event."""
-        when = _event_time(event)
+        when = event_time(event)
         if when > now + MAX_CLOCK_SKEW_S:
             raise GameEventError(f"{type(event).__name__} is dated {when - now:.1f} s ahead")
         if isinstance(event, ReceiptIssued):
@@ -114,12 +116,14 @@ class GameState:
             except EconomyError as exc:
                 raise GameEventError(f"refused receipt: {exc}") from None
         if isinstance(event, Slashed):
-            _check_slashing(event, self.require_evidence)
+            check_slashing(event, self.require_evidence)
         with self._lock:
             self._prune(now)
             self._apply(event)
 
     def _apply(self, event: HiveEvent) -> None:
+        if not isinstance(event, ReceiptIssued):  # a receipt counts once: see below
+            self._traffic.apply(event)
         if isinstance(event, StageStarted):
             self._touch(event.node_id, event.at)
         elif isinstance(event, HopSent):
@@ -151,13 +155,14 @@ class GameState:
                     d.rising[rid] = (event.at, d.rising[rid][1])
                 return
             self._receipts.add(rid)
+            self._traffic.apply(event)
             mc = event.receipt.reward_mc()
             d.credits_mc += mc
             d.rising[rid] = (event.at, mc)
             self._rising.add(event.receipt.worker_id)
         elif isinstance(event, HealthUpdated):
             d = self._district(event.node_id)
-            if d.health is None or _health_order(event) > _health_order(d.health):
+            if d.health is None or health_order(event) > health_order(d.health):
                 d.health = event
                 d.efficiency = efficiency_factor(
                     event.temperature_c, event.battery_pct, event.on_ac
@@ -187,6 +192,8 @@ class GameState:
         if d.fallen_at is None or (event.at, event.reason) < (d.fallen_at, d.slash_reason):
             d.fallen_at = event.at
             d.slash_reason = event.reason
+            d.slash_step = trial_fields(event.step)[0]
+            d.slash_proven = event.evidence is not None
         key = (event.session_id, event.step)
         trial = self._trial(key, event.at)
         trial.slashed[event.node_id] = min(event.at, trial.slashed.get(event.node_id, event.at))
@@ -245,7 +252,7 @@ class GameState:
             )
             pulses = tuple(
                 self._pulse_view(p, now)
-                for p in sorted(self._pulses, key=_pulse_order)
+                for p in sorted(self._pulses, key=pulse_order)
                 if p.sent_at <= now <= p.sent_at + p.hop_time_s + PULSE_LINGER_S
             )
             towers = tuple(
@@ -253,6 +260,7 @@ class GameState:
                 for k, t in sorted(self._trials.items(), key=lambda kt: (kt[1].opened_at, kt[0]))
                 if t.opened_at <= now and not tower_gone(t, now)
             )
+            work, flows, sessions = self._traffic.read(now)
             return GameSnapshot(
                 now=now,
                 districts=districts,
@@ -261,6 +269,10 @@ class GameState:
                 total_credits_mc=sum(d.credits_mc for d in self._districts.values()),
                 verified_trials=self._verified,
                 slashings=len(self._slashings),
+                work=work,
+                flows=flows,
+                sessions=sessions,
+                n_layers=self._traffic.n_layers,
             )
 
     def credits_mc(self, node: bytes) -> int:
@@ -274,8 +286,9 @@ class GameState:
         fall = min(1.0, (now - d.fallen_at) / FALL_S) if fallen and d.fallen_at is not None else 0.0
         active = d.online and not fallen and 0.0 <= now - d.last_active <= ACTIVE_WINDOW_S
         height = d.height(now) if d.rising else d.settled_mc / MC_PER_FLOOR
+        temperature = d.health.temperature_c if d.health is not None else None
         key = (d.position, d.online, active, d.efficiency, d.battery, d.on_ac, d.credits_mc,
-               height, fallen, fall, d.slash_reason)
+               height, fallen, fall, d.slash_reason, temperature)
         cached = self._views.get(node)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -293,6 +306,9 @@ class GameState:
             fallen=fallen,
             fall_progress=fall,
             slash_reason=d.slash_reason if fallen else "",
+            temperature_c=temperature,
+            slash_step=d.slash_step if fallen else None,
+            slash_proven=d.slash_proven and fallen,
         )
         self._views[node] = (key, view)
         return view
@@ -338,58 +354,3 @@ class GameState:
     def _position(self, node: bytes) -> Position | None:
         d = self._districts.get(node)
         return d.position if d else None
-
-
-def _check_slashing(event: Slashed, required: bool) -> None:
-    who = event.node_id.hex()[:12]
-    ev = event.evidence
-    if ev is None:
-        if required:
-            raise GameEventError(f"refused slashing of {who}: it carries no evidence")
-        return
-    try:
-        offender = check_evidence(ev)
-    except EvidenceError as exc:
-        raise GameEventError(f"refused slashing of {who}: {exc}") from None
-    if offender != event.node_id:
-        raise GameEventError(f"refused slashing of {who}: the evidence is against "
-                             f"{offender.hex()[:12]}")
-    if ev.offender.session_id != event.session_id:
-        raise GameEventError(f"refused slashing of {who}: the evidence is from another session")
-
-
-def _health_order(h: HealthUpdated) -> tuple[float, float, float, bool, float]:
-    return (
-        h.at,
-        -1.0 if h.temperature_c is None else h.temperature_c,
-        -1.0 if h.battery_pct is None else h.battery_pct,
-        h.on_ac,
-        h.stability,
-    )
-
-
-def _pulse_order(p: HopSent) -> tuple[float, bytes, bytes, bytes, float, int]:
-    return (p.sent_at, p.from_node, p.to_node, p.session_id, p.hop_time_s, p.nbytes)
-
-
-def _event_time(event: object) -> float:
-    if isinstance(event, HopSent):
-        return event.sent_at
-    at = getattr(event, "at", None)
-    if not isinstance(at, (int, float)):
-        raise GameEventError(f"not a game event: {type(event).__name__}")
-    return float(at)
-
-
-def _node_key(key: object) -> bytes:
-    """A node id from a map key: the 20 raw bytes, or their hex form."""
-    if isinstance(key, bytes) and len(key) == NODE_ID_BYTES:
-        return key
-    if isinstance(key, str):
-        try:
-            raw = bytes.fromhex(key)
-        except ValueError:
-            raw = b""
-        if len(raw) == NODE_ID_BYTES:
-            return raw
-    raise GameError(f"map key {key!r} is not a node id (20 bytes or their hex)")
