@@ -5,8 +5,8 @@
 //
 // A pass over a tile takes each block column in turn: the four rows' (a, o) scales of the
 // column (exact), then, W weights at a time, the inputs' W floats and, per row, its W weights
-// expanded in registers. Each weight meets every input row of the pass (AVX-512: up to four,
-// AVX2: two) in the same order, so a row's sum does not depend on the rows beside it.
+// expanded in registers. Each weight meets every input row of the pass (up to four; AVX2, with
+// 16 registers, two) in the same order, so a row's sum does not depend on the rows beside it.
 //
 // AVX-512 looks codes of up to five bits up in a table of their weights (a i + o, i = 0..15,
 // or two such tables for five bits: one permute per 16 weights); wider codes, and the other
