@@ -157,6 +157,7 @@ class _HiveSeat:
     def __init__(self, engine: HiveEngine, client: HiveClient) -> None:
         self.engine, self.client = engine, client
         self.session: HiveSession = client.new_session()
+        engine.on_session(self.session.session_id)
 
     def failed(self, why: str) -> None:
         self.engine.broken(self.client, why)
@@ -195,6 +196,7 @@ class HiveEngine:
         self.retry_s = retry_s  # after a failed connect, refuse at once for this long
         self.client: HiveClient | None = None
         self.on_route: Callable[[], None] = lambda: None  # called after each new route
+        self.on_session: Callable[[bytes], None] = lambda _s: None  # each new session's id
         self._lock = asyncio.Lock()
         self._failed_at = -1e9
         self._failure = ""

@@ -21,6 +21,7 @@ import uvicorn
 from hive_core.api.answer import drain_closing
 from hive_core.api.app import Api, ApiConfig, build_app
 from hive_core.api.engine import Engine, HiveEngine
+from hive_core.api.feeds import HiveFeeds
 from hive_core.api.live import Layout, LiveHub, Status
 from hive_core.mesh.wschannel import parse_listen
 
@@ -36,8 +37,9 @@ class _Uvicorn(uvicorn.Server):
 class ApiServer:
     """The HTTP server of one `Api`; `start()` binds and serves, `close()` stops everything."""
 
-    def __init__(self, api: Api, listen: str) -> None:
+    def __init__(self, api: Api, listen: str, feeds: HiveFeeds | None = None) -> None:
         self.api = api
+        self.feeds = feeds
         self.host, self.port = parse_listen(listen)
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
@@ -81,6 +83,8 @@ class ApiServer:
             except TimeoutError:
                 self._task.cancel()
         await self.api.hub.close()
+        if self.feeds is not None:
+            await self.feeds.close()
         await drain_closing()
         await self.api.engine.close()
         if self._socket is not None:
@@ -90,10 +94,18 @@ class ApiServer:
 def make_server(engine: Engine, tokenizer: Any, *, listen: str, model: str,
                 config: ApiConfig | None = None, status: Status | None = None,
                 layout: Layout | None = None, poll_s: float = 5.0) -> ApiServer:
-    """An API server over `engine`, its live view fed by the engine's asker events and by
-    `status` (the hive's status view, polled), with districts placed by `layout`."""
+    """An API server over `engine`, its live view fed by the engine's asker events, the
+    nodes' live feeds (other askers' work) and `status` (the hive's status view, polled),
+    with districts placed by `layout`."""
     hub = LiveHub(engine, model=model, status=status, layout=layout, poll_s=poll_s)
+    feeds = None
     if isinstance(engine, HiveEngine):
+        hive_feeds = feeds = HiveFeeds(engine, hub.on_event)  # what other askers make it do
         engine.on_event = hub.on_event
-        engine.on_route = hub.route_changed
-    return ApiServer(Api(engine, tokenizer, hub, config), listen)
+
+        def routed() -> None:
+            hub.route_changed()
+            hive_feeds.route_changed()
+
+        engine.on_route = routed
+    return ApiServer(Api(engine, tokenizer, hub, config), listen, feeds)
