@@ -31,17 +31,16 @@ from hive_core.mesh.dht import (
 )
 from hive_core.mesh.dht.records import RecordError, ServingRecord, decode_value, owner_of
 from hive_core.mesh.events import RecordsPublished
+from hive_core.mesh.listener import Listener
 from hive_core.mesh.node import Node, NodeConfig, PeerUnavailable
-from hive_core.mesh.peers import Link
+from hive_core.mesh.peers import Link, Unreachable
 from hive_core.mesh.rtc import ConnectFailed
 from hive_core.mesh.signaling import Signaler
-from hive_core.mesh.wschannel import WsChannel, WsServer, ws_connect
+from hive_core.mesh.wschannel import ws_connect
 from hive_core.protocol import (
     MAX_STATUS_NODES,
     MAX_STATUS_RECORDS,
     Contact,
-    Error,
-    ErrorCode,
     FindNode,
     FindValue,
     HandshakeError,
@@ -52,7 +51,6 @@ from hive_core.protocol import (
     StatusRequest,
     Store,
     Value,
-    encode,
 )
 from hive_core.sched.health import local_health
 
@@ -60,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 STATUS_KINDS = (RecordKind.HEALTH, RecordKind.ROLES, RecordKind.LINKS, RecordKind.SERVING)
 MAX_UPKEEP_ROUNDS = 3  # republish rounds in flight at once
+MAX_KNOWN = 4096  # ids remembered as known (had a data channel with us): the reserved lane
+ENTRY_STAGGER_S = 0.5  # join URLs are tried this far apart, the first to answer wins
 ROLE_NAMES = {r.name.lower(): r for r in Role}
 
 
@@ -85,7 +85,7 @@ class HiveNode:
             k=self.config.dht_k, rpc_timeout_s=self.config.request_timeout_s,
             record_ttl_s=self.config.record_ttl_s, republish_s=self.config.republish_s,
         ))
-        self.server: WsServer | None = None
+        self.listener: Listener | None = None
         self.entry: Link | None = None
         self.health: Any = None  # the last HealthRecord published
         self.node.request_handler = self._serve
@@ -93,8 +93,9 @@ class HiveNode:
         self.node.on_link_up.append(self._link_up)
         self.node.on_link_lost.append(self._link_lost)
         self.state = HiveNode.State.NEW
-        self._ws_open = 0  # WebSocket connections handshaking or linked
         self._entries: dict[str, None] = {}  # listen URLs of peers seen, oldest first
+        self._known: dict[bytes, None] = {}  # ids that had a data channel with us, oldest first
+        self.unreachable = Unreachable()  # peers that did not link when asked, backing off
 
     def __repr__(self) -> str:
         return f"HiveNode({self.node.node_id_hex[:8]}, {len(self.node.peers)} peers)"
@@ -123,8 +124,8 @@ class HiveNode:
         self._set_state(HiveNode.State.STARTING)
         self.roles  # noqa: B018 - validate role names before any network work
         if self.config.listen is not None:
-            self.server = WsServer(self._accept)
-            self.node.listen_url = await self.server.start(self.config.listen)
+            self.listener = Listener(self.node, self.config.admission, self.is_known)
+            self.node.listen_url = await self.listener.start(self.config.listen)
             self.dht.contact = Contact(self.node_id, self.node.identity.public_key,
                                        self.node.listen_url)
             logger.info("%s listening on %s", self, self.node.listen_url)
@@ -145,35 +146,15 @@ class HiveNode:
         self.state = state
 
     async def _join(self) -> None:
-        errors = []
-        for url in self.config.join:
-            if url == self.listen_url:
-                continue
-            try:
-                channel = await ws_connect(url, timeout=self.config.handshake_timeout_s)
-                self.entry = await self.node.attach(channel, kind="ws", mode="second")
-            except (ConnectionError, HandshakeError) as exc:
-                errors.append(str(exc) if url in str(exc) else f"{url}: {exc}")
-                logger.info("%s: join through %s failed: %s", self, url, exc)
-                continue
-            break
-        if self.entry is None:
-            raise JoinFailed("could not join the hive: " + "; ".join(errors or ["no join URL"])
-                             + " (is a sentinel or a node with --listen running there? "
-                             "'cadencia hive up' starts a hive on this machine)")
-        entry = self.entry
+        """Reach an entry, link to the peers it names, join the DHT: never waiting on a peer
+        that cannot answer (each gets `join_peer_s`, then links in the background, if ever)."""
+        entry, contacts = await self._reach_entry(
+            [u for u in self.config.join if u != self.listen_url])
+        self.entry = entry
         logger.info("%s joined through %s", self, entry.listen or entry.node_id.hex()[:12])
-        reply = await self.node.request(entry.node_id, FindNode(self.node.next_rpc_id(),
-                                                                self.node_id))
-        others = [c for c in reply.contacts if c.node_id != self.node_id] if isinstance(
-            reply, Nodes) else []
-        targets = [entry.node_id, *(c.node_id for c in others)][: self.config.max_peers]
-        results = await asyncio.gather(
-            *(self.signaler.connect(t, via=entry) for t in targets), return_exceptions=True
-        )
-        for target, result in zip(targets, results, strict=True):
-            if isinstance(result, BaseException):
-                logger.info("%s: no data channel to %s: %s", self, target.hex()[:12], result)
+        others = [c.node_id for c in contacts if c.node_id != self.node_id]
+        targets = [entry.node_id, *others][: self.config.max_peers]
+        await self._link_all(targets, via=entry)
         try:
             await self.dht.bootstrap([self._contact(entry)])
         except RpcError as exc:
@@ -182,41 +163,97 @@ class HiveNode:
             # The data channel replaces the WebSocket: free the sentinel's socket.
             await self.node.close_link(entry, "joined: data channel up")
 
+    async def _reach_entry(self, urls: list[str]) -> tuple[Link, list[Contact]]:
+        """The first join URL that links and answers a FindNode for our id (URLs are tried
+        ENTRY_STAGGER_S apart, so a dead first entry costs no full timeout)."""
+        tasks: dict[asyncio.Task[tuple[Link, list[Contact]]], str] = {}
+        errors: list[str] = []
+        queue = list(urls)
+        won: tuple[Link, list[Contact]] | None = None
+        try:
+            while won is None and (queue or tasks):
+                if queue:
+                    url = queue.pop(0)
+                    tasks[asyncio.ensure_future(self._try_entry(url))] = url
+                done, _ = await asyncio.wait(tasks, timeout=ENTRY_STAGGER_S if queue else None,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    url = tasks.pop(task)
+                    try:
+                        result = task.result()
+                    except (ConnectionError, HandshakeError) as exc:
+                        errors.append(str(exc) if url in str(exc) else f"{url}: {exc}")
+                        logger.info("%s: join through %s failed: %s", self, url, exc)
+                        continue
+                    if won is None:
+                        won = result
+                    else:
+                        await self.node.close_link(result[0], "joined through another entry")
+        finally:
+            for task in tasks:
+                task.cancel()
+            for late in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(late, tuple):
+                    await self.node.close_link(late[0], "joined through another entry")
+        if won is None:
+            raise JoinFailed("could not join the hive: " + "; ".join(errors or ["no join URL"])
+                             + " (is a sentinel or a node with --listen running there? "
+                             "'cadencia hive up' starts a hive on this machine)")
+        return won
+
+    async def _try_entry(self, url: str) -> tuple[Link, list[Contact]]:
+        channel = await ws_connect(url, timeout=self.config.handshake_timeout_s)
+        link = await self.node.attach(channel, kind="ws", mode="second")
+        try:
+            reply = await self.node.request(link.node_id, FindNode(self.node.next_rpc_id(),
+                                                                   self.node_id))
+        except PeerUnavailable:
+            await self.node.close_link(link, "no answer to FindNode")
+            raise
+        return link, list(reply.contacts) if isinstance(reply, Nodes) else []
+
+    async def _link_all(self, targets: list[bytes], via: Link) -> None:
+        """Open data channels to `targets` at once; wait `join_peer_s` at most. The slow ones
+        go on in the background and are skipped by DHT requests until they link."""
+        attempts = {self.node.spawn(self.signaler.connect(t, via=via), name="join link",
+                                    expected=(ConnectionError, HandshakeError)): t
+                    for t in targets}
+        done, slow = await asyncio.wait(attempts, timeout=self.config.join_peer_s)
+        for task in done:
+            if task.exception() is not None:
+                self.unreachable.failed(attempts[task])
+                logger.info("%s: no data channel to %s: %s", self, attempts[task].hex()[:12],
+                            task.exception())
+        for task in slow:
+            self.unreachable.failed(attempts[task])
+            logger.info("%s: %s has not linked within %g s; going on without it", self,
+                        attempts[task].hex()[:12], self.config.join_peer_s)
+
     async def close(self) -> None:
         """Leave: stop listening, say bye on every link, stop background work."""
         self._set_state(HiveNode.State.CLOSED)
         await self.dht.stop()
-        if self.server is not None:
-            await self.server.stop()
-            self.server = None
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
         await self.node.close()
-
-    async def _accept(self, channel: WsChannel) -> None:
-        """A WebSocket joiner (or a status client): authenticate it, then serve until it leaves."""
-        if self._ws_open >= self.config.max_ws_links:
-            logger.warning("%s: refused a WebSocket from %s: %d already open", self,
-                           channel.peer, self._ws_open)
-            try:
-                await channel.send(encode(Error(0, ErrorCode.OVERLOADED, "too many joiners")))
-            finally:
-                await channel.close()
-            return
-        self._ws_open += 1
-        try:
-            link = await self.node.attach(channel, kind="ws", mode="first")
-            if link.reader is not None:
-                await asyncio.gather(link.reader, return_exceptions=True)
-        except HandshakeError:
-            return
-        finally:
-            self._ws_open -= 1
 
     # -- links and the DHT ---------------------------------------------------------------
 
     def _contact(self, link: Link) -> Contact:
         return Contact(link.node_id, link.public_key, link.listen or "mesh")
 
+    def is_known(self, node_id: bytes) -> bool:
+        """Whether `node_id` had a data channel with this node (the listener's reserved lane)."""
+        return node_id in self._known or self.node.peers.rtc(node_id) is not None
+
     def _link_up(self, link: Link) -> None:
+        if link.kind == "rtc":
+            self._known.pop(link.node_id, None)
+            self._known[link.node_id] = None
+            while len(self._known) > MAX_KNOWN:
+                del self._known[next(iter(self._known))]
+            self.unreachable.linked(link.node_id)
         if link.listen:
             self._entries.pop(link.listen, None)
             self._entries[link.listen] = None
@@ -230,13 +267,24 @@ class HiveNode:
             self.dht.remove_contact(link.node_id)
 
     async def _dht_rpc(self, contact: Contact, request: Any) -> Any:
-        """The DHT's transport: the existing link, else a data channel signaled via the mesh."""
-        if self.node.peers.best(contact.node_id) is None:
+        """The DHT's transport: the existing link, else a data channel signaled via the mesh
+        (waited for `join_peer_s` at most; a peer that failed to link lately is skipped)."""
+        peer = contact.node_id
+        if self.node.peers.best(peer) is None:
+            if self.unreachable.blocked(peer):
+                raise RpcError(f"{peer.hex()[:12]} did not link lately; skipped")
             if len(self.node.peers) >= 2 * self.config.max_peers:
-                raise RpcError(f"no link to {contact.node_id.hex()[:12]} and no room for one")
+                raise RpcError(f"no link to {peer.hex()[:12]} and no room for one")
+            attempt = self.node.spawn(self.signaler.connect(peer), name="dht link",
+                                      expected=(ConnectionError, HandshakeError))
             try:
-                await self.signaler.connect(contact.node_id)
-            except (ConnectFailed, PeerUnavailable) as exc:
+                await asyncio.wait_for(asyncio.shield(attempt), self.config.join_peer_s)
+            except TimeoutError:
+                self.unreachable.failed(peer)
+                raise RpcError(f"no link to {peer.hex()[:12]} within "
+                               f"{self.config.join_peer_s:g} s") from None
+            except (ConnectFailed, PeerUnavailable, HandshakeError) as exc:
+                self.unreachable.failed(peer)
                 raise RpcError(str(exc)) from exc
         try:
             return await self.node.request(contact.node_id, request)

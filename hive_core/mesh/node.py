@@ -6,11 +6,13 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hive_core.base.identity import Identity
+from hive_core.mesh.admission import AdmissionConfig
 from hive_core.mesh.channel import Channel, ChannelClosed
 from hive_core.mesh.dht.records import LayerSpanRecord
 from hive_core.mesh.events import FrameRejected, NodeEvent, PeerConnected, PeerLost
@@ -54,6 +56,30 @@ class PeerUnavailable(ConnectionError):
     """No link to that node, or it closed before the request was answered."""
 
 
+class LinkRefused(PeerUnavailable):
+    """The peer ended the link with an Error saying why (OVERLOADED: its budget is full)."""
+
+
+class Refused(HandshakeError):
+    """A handshake ended by a refusal: the listener answered an Error (e.g. OVERLOADED)
+    instead of its Hello, or this node refuses a peer for a reason other than its Hello."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def refusal_text(code: ErrorCode, message: str) -> str:
+    """One line naming why a peer refused us (its text cut short and made printable)."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in message[:200])
+    return f"refused: {code.name}" + (f": {text}" if text else "")
+
+
+MAX_REFUSALS = 256  # peers whose last refusal of a link is remembered, to say why
+# An Error a peer sends outside any request ends the link for these reasons.
+LINK_REFUSALS = (ErrorCode.OVERLOADED, ErrorCode.UNAUTHENTICATED, ErrorCode.REPLAYED)
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """How one node behaves on the mesh."""
@@ -63,10 +89,11 @@ class NodeConfig:
     roles: tuple[str, ...] = ()  # "alpha", "beta", "sentinel", "verifier"
     rtc: RTCOptions = field(default_factory=RTCOptions)  # data channel options (timeouts, ICE)
     max_peers: int = 16  # data-channel links this node opens itself (it still accepts more)
-    max_ws_links: int = 256  # WebSocket joiners served at once by a listening node
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # WebSocket budgets
     ping_interval_s: float = 2.0  # RTT probe period per link
     dead_after_s: float = 8.0  # a link silent this long is declared dead and closed
     handshake_timeout_s: float = 10.0  # waiting for the peer's Hello
+    join_peer_s: float = 4.0  # a join or DHT request waits this long for a new link, no more
     request_timeout_s: float = 5.0  # waiting for a reply to a request
     record_ttl_s: float = 120.0  # lifetime of this node's DHT records
     republish_s: float = 30.0  # re-sign and re-store them this often (< record_ttl_s)
@@ -96,6 +123,7 @@ class Node:
         self._tensor_handlers: list[TensorHandler] = []
         self._channel_handlers: dict[str, ChannelHandler] = {}
         self._pending: dict[tuple[bytes, int], asyncio.Future[Any]] = {}
+        self._refused_by: OrderedDict[bytes, str] = OrderedDict()  # peers that refused us, why
         self._subscribers: list[asyncio.Queue[NodeEvent]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reassembler = Reassembler()
@@ -122,15 +150,19 @@ class Node:
         self._rpc_counter = (self._rpc_counter + 1) & ((1 << 64) - 1)
         return self._rpc_counter
 
-    def spawn(self, coro: Awaitable[Any], *, name: str = "") -> asyncio.Task[Any]:
-        """Run ``coro`` in the background, tied to this node's lifetime; failures are logged."""
+    def spawn(self, coro: Awaitable[Any], *, name: str = "",
+              expected: tuple[type[BaseException], ...] = ()) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, tied to this node's lifetime; failures are logged
+        (those of the `expected` types at debug level only)."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None and not self._stopping:
-                logger.warning("%s: background task %s failed: %r", self, name, t.exception())
+            if t.cancelled() or self._stopping or (exc := t.exception()) is None:
+                return
+            level = logging.DEBUG if isinstance(exc, expected) else logging.WARNING
+            logger.log(level, "%s: background task %s failed: %r", self, name, exc)
 
         task.add_done_callback(done)
         return task
@@ -177,6 +209,9 @@ class Node:
     def link(self, node_id: bytes) -> Link:
         link = self.peers.best(node_id)
         if link is None:
+            why = self._refused_by.get(node_id)
+            if why is not None:
+                raise LinkRefused(f"{node_id.hex()[:12]} {why}")
             raise PeerUnavailable(f"no link to {node_id.hex()[:12]}")
         return link
 
@@ -232,12 +267,16 @@ class Node:
     async def attach(
         self, channel: Channel, *, kind: str, expect: bytes | None = None,
         rtc: RTCPeer | None = None, mode: str = "both",
+        admit: Callable[[bytes], None] | None = None,
     ) -> Link:
         """Authenticate a fresh channel with Hello frames and start serving it.
 
         ``mode``: "both" (each side sends a Hello naming the other: data channels),
         "first" (we speak first: a listening node), "second" (we answer the listener's
-        Hello with one addressed to it: a joiner). HandshakeError refuses the peer.
+        Hello with one addressed to it: a joiner). HandshakeError refuses the peer; Refused
+        (a HandshakeError) when the other side answered with an Error, e.g. OVERLOADED.
+        ``admit(peer_id)``, called once the Hello is verified, may raise Refused to turn the
+        peer away (a full budget).
         """
         try:
             if mode in ("both", "first"):
@@ -245,6 +284,12 @@ class Node:
                                                      listen=self.listen_url)))
             data = await asyncio.wait_for(channel.recv(), self.config.handshake_timeout_s)
             hello = decode(data)
+            if isinstance(hello, Error):
+                # Refused before any Hello (a full listener): say why, in one line.
+                await channel.close()
+                if rtc is not None:
+                    await rtc.close()
+                raise Refused(hello.code, refusal_text(hello.code, hello.message))
             if not isinstance(hello, Hello):
                 raise HandshakeError(f"expected a Hello, got {type(hello).__name__}")
             if mode == "first" and hello.audience != self.node_id:
@@ -254,9 +299,23 @@ class Node:
                 raise HandshakeError("peer is not the node that was signaled")
             if peer_id == self.node_id:
                 raise HandshakeError("connected to itself")
+            if admit is not None:
+                admit(peer_id)
             if mode == "second":
                 await channel.send(encode(make_hello(self.identity, audience=peer_id,
                                                      listen=self.listen_url)))
+        except Refused as exc:
+            if channel.closed:  # the other side refused us: nothing more to say
+                raise
+            logger.info("%s: refused %s: %s", self, getattr(channel, "peer", "a peer"), exc)
+            try:
+                await channel.send(encode(Error(0, exc.code, str(exc)[:200])))
+            except ChannelClosed:
+                pass
+            await channel.close()
+            if rtc is not None:
+                await rtc.close()
+            raise
         except (ProtocolError, TimeoutError, ChannelClosed) as exc:
             reason = f"handshake: {exc or type(exc).__name__}"
             self._reject(b"", reason)
@@ -331,9 +390,22 @@ class Node:
                     self._reject(link.node_id, str(exc))
                     await self._answer(link, Error(0, ErrorCode.MALFORMED, str(exc)[:200]))
                     continue
+                except Exception as exc:  # a decoder bug: drop the frame, keep the link
+                    logger.exception("%s: decoding a frame from %s failed", self, link)
+                    link.frames_rejected += 1
+                    self._reject(link.node_id, f"undecodable frame: {type(exc).__name__}: {exc}")
+                    continue
                 link.heard()
                 link.frames_in += 1
-                await self._dispatch(link, msg)
+                if not isinstance(msg, (Ping, Pong)):
+                    link.active()
+                try:
+                    await self._dispatch(link, msg)
+                except ChannelClosed:
+                    break
+                except Exception as exc:  # whatever one frame does, the link serves on
+                    logger.exception("%s: %s from %s failed", self, type(msg).__name__, link)
+                    self.reject(link, f"{type(msg).__name__} failed: {type(exc).__name__}: {exc}")
         finally:
             await self._drop(link, reason)
 
@@ -351,6 +423,8 @@ class Node:
                 fut.set_result(msg)
             elif isinstance(msg, Error) and rpc_id == 0:
                 logger.info("%s: %s reports %s: %s", self, link, msg.code.name, msg.message)
+                if msg.code in LINK_REFUSALS:  # the peer ends the link: tell waiting requests why
+                    link.refusal = refusal_text(msg.code, msg.message)
             return
         if isinstance(msg, Ping):
             await self._answer(link, Pong(msg.rpc_id, msg.sent_at))
@@ -398,14 +472,32 @@ class Node:
     async def _drop(self, link: Link, reason: str) -> None:
         if not self.peers.remove(link):
             return
+        if link.refusal:
+            self._refused_by[link.node_id] = link.refusal
+            while len(self._refused_by) > MAX_REFUSALS:
+                self._refused_by.popitem(last=False)
         for key, fut in list(self._pending.items()):
             if key[0] == link.node_id and not fut.done() and self.peers.best(link.node_id) is None:
-                fut.set_exception(PeerUnavailable(f"link to {link.node_id.hex()[:12]} closed"))
+                fut.set_exception(
+                    LinkRefused(f"{link.node_id.hex()[:12]} {link.refusal}") if link.refusal
+                    else PeerUnavailable(f"link to {link.node_id.hex()[:12]} closed"))
         logger.info("%s: %s link to %s down: %s", self, link.kind, link.node_id.hex()[:12], reason)
         for callback in self.on_link_lost:
             callback(link)
         self.emit(PeerLost(link.node_id, link.kind, reason))
         await link.close()
+
+    async def refuse_link(self, link: Link, code: ErrorCode, reason: str) -> None:
+        """End one link with an Error saying why (OVERLOADED: evicted to make room), then cut
+        it at once where the channel can (no closing handshake to wait out)."""
+        try:
+            await asyncio.wait_for(link.channel.send(encode(Error(0, code, reason[:200]))), 1.0)
+        except (ChannelClosed, TimeoutError):
+            pass
+        abort = getattr(link.channel, "abort", None)
+        if abort is not None:
+            abort()
+        await self._drop(link, reason)
 
     async def close_link(self, link: Link, reason: str) -> None:
         """Say bye on one link and close it (other links to that peer stay up)."""
@@ -442,14 +534,17 @@ class Node:
                 silent = now - link.last_heard
                 if silent > self.config.dead_after_s:
                     await self._drop(link, f"dead: silent for {silent:.1f} s")
-                else:
+                elif not link.pinging:  # one probe in flight per link: a mute peer costs one
                     self.spawn(self._quiet_ping(link))
 
     async def _quiet_ping(self, link: Link) -> None:
+        link.pinging = True
         try:
             await self.ping(link)
         except (PeerUnavailable, ConnectFailed):
             pass
+        finally:
+            link.pinging = False
 
     async def close(self) -> None:
         """Say bye on every link, close them, stop background tasks."""

@@ -50,11 +50,14 @@ class Link:
         self.rtc = rtc  # hive_core.mesh.rtc.RTCPeer for kind "rtc"
         self.rtt_ms: float | None = None
         self.connected_at = time.monotonic()
-        self.last_heard = self.connected_at
+        self.last_heard = self.connected_at  # any frame, pongs included (liveness)
+        self.last_active: float | None = None  # any frame but pings and pongs; None: none yet
+        self.refusal = ""  # why the peer said it ends this link, if it did
         self.frames_in = 0
         self.frames_rejected = 0
         self.pings = 0
         self.pongs = 0
+        self.pinging = False  # a heartbeat probe is in flight
         self.reader: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -62,6 +65,9 @@ class Link:
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()
+
+    def active(self) -> None:
+        self.last_active = self.last_heard
 
     def observe_rtt(self, rtt_ms: float) -> None:
         if rtt_ms < 0:
@@ -138,3 +144,38 @@ class PeerTable:
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._rtc
+
+
+class Unreachable:
+    """Peers that failed to link recently, skipped until their backoff ends.
+
+    The backoff starts at `first_s` and doubles with each failure up to `max_s` (Petals bans
+    a failed peer the same way); a peer that links is forgotten. Bounded: the oldest entries
+    go first beyond `max_peers`.
+    """
+
+    def __init__(self, first_s: float = 1.0, max_s: float = 60.0, max_peers: int = 4096) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.max_peers = max_peers
+        self._until: dict[bytes, tuple[float, float]] = {}  # id -> (blocked until, last backoff)
+
+    def failed(self, node_id: bytes, now: float | None = None) -> float:
+        """Note a failed attempt; returns the seconds `node_id` is now skipped for."""
+        now = time.monotonic() if now is None else now
+        _, last = self._until.pop(node_id, (0.0, 0.0))
+        backoff = min(self.max_s, last * 2 if last else self.first_s)
+        self._until[node_id] = (now + backoff, backoff)
+        while len(self._until) > self.max_peers:
+            del self._until[next(iter(self._until))]
+        return backoff
+
+    def blocked(self, node_id: bytes, now: float | None = None) -> bool:
+        entry = self._until.get(node_id)
+        return entry is not None and entry[0] > (time.monotonic() if now is None else now)
+
+    def linked(self, node_id: bytes) -> None:
+        self._until.pop(node_id, None)
+
+    def __len__(self) -> int:
+        return len(self._until)

@@ -8,12 +8,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from hive_core.mesh.admission import AdmissionConfig, HandshakePool
 from hive_core.mesh.channel import ChannelClosed
 from hive_core.mesh.rtc import MAX_MESSAGE_BYTES, MessageTooLarge
+from hive_core.protocol import Error, ErrorCode, encode
 
 logger = logging.getLogger(__name__)
 
 WS_LABEL = "ws"
+RETRY_FIRST_S = 0.25  # first pause before asking a throttling listener again
+CLOSE_TIMEOUT_S = 2.0  # a peer that does not answer our close frame is cut off after this
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+             b"Connection: close\r\n\r\n")
 
 
 class BadAddress(ValueError):
@@ -45,9 +51,10 @@ def parse_listen(address: str) -> tuple[str, int]:
 class WsChannel:
     """One WebSocket connection; satisfies ``hive_core.mesh.channel.Channel``."""
 
-    def __init__(self, conn: Any, *, peer: str = "") -> None:
+    def __init__(self, conn: Any, *, peer: str = "", source: str = "") -> None:
         self._conn = conn
-        self.peer = peer
+        self.peer = peer  # "HOST:PORT" of the other end, or its URL
+        self.source = source  # the other end's IP address (accepted connections)
         self._closed = False
 
     @property
@@ -102,36 +109,74 @@ class WsChannel:
             self._closed = True
             await self._conn.close()
 
+    def abort(self) -> None:
+        """Cut the connection now, without the closing handshake (a peer being evicted)."""
+        self._closed = True
+        self._conn.transport.abort()
+
     async def wait_closed(self) -> None:
         await self._conn.wait_closed()
         self._closed = True
 
 
+class Busy(ConnectionError):
+    """The listener answered HTTP 503 (too many connections, from this address or in all)."""
+
+
 async def ws_connect(url: str, *, timeout: float = 10.0) -> WsChannel:
-    """Open a WebSocket to ``ws://HOST:PORT``; ConnectionError if unreachable in time."""
+    """Open a WebSocket to ``ws://HOST:PORT``; ConnectionError if unreachable in time.
+
+    A busy listener (HTTP 503) is asked again after a pause that doubles from
+    RETRY_FIRST_S, as long as `timeout` allows; then Busy.
+    """
     from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidHandshake, InvalidURI
+    from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
     parse_ws_url(url)
-    try:
-        conn = await asyncio.wait_for(
-            connect(url, max_size=MAX_MESSAGE_BYTES, compression=None, open_timeout=timeout,
-                    ping_interval=None, proxy=None),
-            timeout,
-        )
-    except TimeoutError:
-        raise ConnectionError(f"{url}: no answer within {timeout:g} s") from None
-    except (OSError, InvalidHandshake, InvalidURI) as exc:
-        raise ConnectionError(f"{url}: {exc}") from None
-    return WsChannel(conn, peer=url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pause = RETRY_FIRST_S
+    while True:
+        left = deadline - loop.time()
+        try:
+            conn = await asyncio.wait_for(
+                connect(url, max_size=MAX_MESSAGE_BYTES, compression=None, open_timeout=left,
+                        ping_interval=None, proxy=None, close_timeout=CLOSE_TIMEOUT_S),
+                left,
+            )
+        except TimeoutError:
+            raise ConnectionError(f"{url}: no answer within {timeout:g} s") from None
+        except InvalidStatus as exc:
+            if exc.response.status_code != 503:
+                raise ConnectionError(f"{url}: {exc}") from None
+            if deadline - loop.time() < pause:
+                raise Busy(f"{url}: refused: the node is busy (HTTP 503); "
+                           "try again later") from None
+            await asyncio.sleep(pause)
+            pause *= 2
+            continue
+        except (OSError, InvalidHandshake, InvalidURI) as exc:
+            raise ConnectionError(f"{url}: {exc}") from None
+        return WsChannel(conn, peer=url)
 
 
 class WsServer:
-    """A WebSocket listener that hands each accepted connection to ``on_channel``."""
+    """A WebSocket listener that hands each accepted connection to ``on_channel``.
 
-    def __init__(self, on_channel: Callable[[WsChannel], Awaitable[None]]) -> None:
+    Every connection is a *handshake* from TCP accept until ``on_channel`` calls
+    `authenticated` (the peer proved its key): handshakes are bounded in number, per source
+    address and in time by `AdmissionConfig` (see `hive_core.mesh.admission`), the oldest
+    dropped first, and may send only small frames until authenticated.
+    """
+
+    def __init__(self, on_channel: Callable[[WsChannel], Awaitable[None]],
+                 admission: AdmissionConfig | None = None) -> None:
         self._on_channel = on_channel
+        self.admission = admission or AdmissionConfig()
+        self.handshakes = HandshakePool(self.admission)
         self._server: Any = None
+        self._deadlines: dict[Any, asyncio.TimerHandle] = {}
+        self._refusals: set[asyncio.Task[None]] = set()
         self.host = ""
         self.port = 0
 
@@ -145,22 +190,107 @@ class WsServer:
 
         host, port = parse_listen(listen)
         self._server = await serve(
-            self._handle, host, port, max_size=MAX_MESSAGE_BYTES, compression=None,
-            ping_interval=None, logger=logger,
+            self._handle, host, port, max_size=self.admission.pre_auth_frame_bytes,
+            compression=None, ping_interval=None, logger=logger, max_queue=8,
+            close_timeout=CLOSE_TIMEOUT_S,
+            open_timeout=self.admission.handshake_s + 1.0,  # our own deadline comes first
+            create_connection=self._connection_class(),
         )
         sockname = next(iter(self._server.sockets)).getsockname()
         self.host, self.port = host, int(sockname[1])
         return self.url
 
+    def _connection_class(self) -> type:
+        from websockets.asyncio.server import ServerConnection
+
+        server = self
+
+        class AdmittedConnection(ServerConnection):
+            """Counted as a handshake from the moment TCP accepts it."""
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                server._opened(self, transport)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                server._forget(self)
+                super().connection_lost(exc)
+
+        return AdmittedConnection
+
+    def _opened(self, conn: Any, transport: asyncio.BaseTransport) -> None:
+        peername = transport.get_extra_info("peername")
+        source = str(peername[0]) if peername else "?"
+        loop = asyncio.get_running_loop()
+        if not self.handshakes.allow(source, loop.time()):
+            # Over its source's rate: a plain HTTP refusal, before any WebSocket work.
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(BUSY)
+            transport.close()
+            return
+        self._deadlines[conn] = loop.call_later(self.admission.handshake_s, self._expire, conn)
+        for victim in self.handshakes.add(conn, source, loop.time()):
+            self._drop(victim, "dropped: too many handshakes in progress")
+
+    def _expire(self, conn: Any) -> None:
+        if self.handshakes.remove(conn):
+            self._drop(conn, f"no valid Hello within {self.admission.handshake_s:g} s")
+
+    def _forget(self, conn: Any) -> None:
+        self.handshakes.remove(conn)
+        timer = self._deadlines.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _drop(self, conn: Any, reason: str) -> None:
+        """End a handshake: an OVERLOADED Error first if the WebSocket is open, then abort."""
+        from websockets.protocol import State
+
+        self._forget(conn)
+        logger.info("handshake from %s %s", conn.remote_address, reason)
+        if conn.protocol.state is State.OPEN:
+            task = asyncio.ensure_future(self._refuse(conn, reason))
+            self._refusals.add(task)
+            task.add_done_callback(self._refusals.discard)
+        elif conn.protocol.state is State.CONNECTING and not conn.transport.is_closing():
+            conn.transport.write(BUSY)  # still in its HTTP upgrade: a plain HTTP refusal
+            conn.transport.close()
+        else:
+            conn.transport.abort()
+
+    @staticmethod
+    async def _refuse(conn: Any, reason: str) -> None:
+        try:
+            await asyncio.wait_for(conn.send(encode(Error(0, ErrorCode.OVERLOADED, reason))), 1.0)
+        except Exception as exc:  # noqa: BLE001 - the peer is being dropped whatever went wrong
+            logger.debug("refusal not sent to %s: %r", conn.remote_address, exc)
+        finally:
+            conn.transport.abort()
+
+    def authenticated(self, channel: WsChannel) -> None:
+        """The peer on `channel` proved its key: it leaves the handshake budget and may send
+        frames up to the message limit."""
+        conn = channel._conn
+        self._forget(conn)
+        conn.protocol.max_message_size = MAX_MESSAGE_BYTES
+
     async def _handle(self, conn: Any) -> None:
+        if conn not in self.handshakes:
+            return  # dropped while its HTTP upgrade was finishing
         remote = conn.remote_address
-        channel = WsChannel(conn, peer=f"{remote[0]}:{remote[1]}" if remote else "?")
+        channel = WsChannel(conn, peer=f"{remote[0]}:{remote[1]}" if remote else "?",
+                            source=str(remote[0]) if remote else "?")
         try:
             await self._on_channel(channel)
         except ChannelClosed:
             pass
 
     async def stop(self) -> None:
+        for timer in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
+        for task in list(self._refusals):
+            task.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
