@@ -162,3 +162,22 @@ async def test_greedy_answer_equals_cadencia_ask(open_server, smollm_path) -> No
         await server.close()
     assert got.choices[0].message.content == asked["text"]
     assert got.usage is not None and got.usage.completion_tokens == len(asked["new_ids"])
+
+
+async def test_local_engine_answers_on_this_device(tiny_gguf) -> None:
+    """`cadencia serve --local`: the whole model here, same answer, no route."""
+    from hive_core.api import LocalEngine, make_server
+
+    file = GGUFModelFile(tiny_gguf)
+    engine = await LocalEngine.load(file, weights="fp32")
+    server = make_server(engine, GGUFTokenizer(file), listen="127.0.0.1:0", model=file.path.name)
+    await server.start()
+    try:
+        async with client(server) as c:
+            got = await c.chat.completions.create(model="tiny-llama", messages=MESSAGES,
+                                                  max_tokens=12, temperature=0)
+        assert got.choices[0].message.content == local_answer(tiny_gguf, MESSAGES, 12)[0]
+        assert got.model_extra["cadencia"]["mode"] == "local"
+        assert got.model_extra["cadencia"]["route"] == []
+    finally:
+        await server.close()
