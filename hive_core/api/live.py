@@ -155,18 +155,20 @@ class LiveHub:
                                      state=old.state if old else "ok")
             rtt_rows = view.get("rtt_ms") or {}
         route = self.engine.describe()
+        told = {nid for nid, node in seen.items() if node.layers}  # their own records say
         for stage in route.get("stages", []):
             for nid in stage["nodes"]:
                 old = self.nodes.get(nid)
                 node = seen.setdefault(nid, NodeView(
                     nid, "local" if route.get("mode") == "local" else "node",
                     tok_s=old.tok_s if old else None, state=old.state if old else "ok"))
-                if stage["layers"] not in node.layers:
+                if nid not in told and stage["layers"] not in node.layers:
                     node.layers.append(stage["layers"])
                 node.weights = node.weights or stage.get("weights")
         me = route.get("asker")
         if me:
-            seen.setdefault(me, NodeView(me, "asker")).me = True
+            asker = seen.setdefault(me, NodeView(me))
+            asker.role, asker.me = "asker", True
         ids = sorted(seen)
         self.links, rtt = self._links(ids, rtt_rows)
         positions = self._positions(ids, rtt)

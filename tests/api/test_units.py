@@ -74,3 +74,34 @@ async def test_the_line_admits_queues_refuses_and_times_out() -> None:
     with pytest.raises(Unavailable, match="no free slot within 0.2 s"):
         await line.acquire()
     assert (line.stats.admitted, line.stats.refused, line.stats.timed_out) == (2, 1, 1)
+
+
+class Route:
+    """An engine as the live view sees it: a mode and a route."""
+
+    mode = "hive"
+
+    def describe(self) -> dict:
+        return {"mode": "hive", "asker": "ee" * 20,
+                "stages": [{"layers": [1, 2], "nodes": ["aa" * 20], "weights": "fp32"},
+                           {"layers": [2, 4], "nodes": ["bb" * 20], "weights": "fp32"}]}
+
+
+def test_live_view_merges_status_and_route() -> None:
+    from hive_core.api.live import LiveHub
+
+    seen: list = []
+    hub = LiveHub(Route(), model="m", layout=lambda ids, rtt: seen.append(list(ids)) or
+                  {i: (float(k), 0.0) for k, i in enumerate(ids)})
+    view = {"nodes": [{"id": "aa" * 20, "role": "auto", "layers": [[0, 2]], "weights": "fp32"},
+                      {"id": "cc" * 20, "role": "sentinel", "layers": []}],
+            "rtt_ms": {"aa" * 20: {"cc" * 20: 2.0, "ee" * 20: 1.0}, "cc" * 20: {"aa" * 20: 4.0}}}
+    hub.refresh(view)
+    nodes = {n.id[:2]: n for n in hub.nodes.values()}
+    assert nodes["aa"].layers == [[0, 2]]  # its own record, not the route's [1, 2]
+    assert nodes["bb"].layers == [[2, 4]] and nodes["bb"].weights == "fp32"  # from the route
+    assert nodes["ee"].me and nodes["ee"].role == "asker"
+    assert sorted(hub.links) == [("aa" * 20, "cc" * 20, 3.0), ("aa" * 20, "ee" * 20, 1.0)]
+    assert seen == [sorted(hub.nodes)]  # measured RTTs: placed by the injected map
+    hub.refresh(None)  # no status: a ring, never the map on nothing measured
+    assert len(seen) == 1 and len(hub.nodes) == 3
