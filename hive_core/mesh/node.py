@@ -466,6 +466,11 @@ class Node:
         except Exception as exc:  # a service bug must not kill the link; tell the peer
             logger.exception("%s: serving %s failed", self, type(msg).__name__)
             reply = Error(msg.rpc_id, ErrorCode.INTERNAL, type(exc).__name__)
+        if reply is None and isinstance(msg, REQUESTS):
+            # Not served here (a shard query to a sentinel): say so at once, or the asker
+            # would wait out its whole timeout for an answer that never comes.
+            reply = Error(msg.rpc_id, ErrorCode.UNSUPPORTED,
+                          f"{type(msg).__name__} is not served by this node")
         if reply is not None:
             await self._answer(link, reply)
 
