@@ -12,6 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from hive_core.base.identity import Identity
+from hive_core.mesh.node import Node
+from hive_core.mesh.wschannel import ws_connect
+from hive_core.protocol import Error, ErrorCode
+from hive_core.protocol.feed import FeedSubscribe
+from hive_core.protocol.inference import ShardQuery
+
 CLI = [sys.executable, "-m", "cadencia"]
 
 
@@ -47,6 +54,19 @@ async def test_hive_up_status_ask_and_the_api(tiny_gguf: Path, tmp_path: Path) -
         assert served == {((0, 2),): "fp32", ((2, 4),): "fp32"}
         code, out, _ = await run("hive", "status", "--hive", url)
         assert "layers" in out.splitlines()[1] and "0-2" in out and "fp32" in out
+
+        # A spectator's feed subscription (0x48) and an asker's shard query (0x44) sent to the
+        # sentinel, which serves neither: it says so at once, and logs nothing above debug.
+        node = Node(Identity.generate())
+        node.register_reply(Error)
+        try:
+            link = await node.attach(await ws_connect(url, timeout=10), kind="ws", mode="second")
+            for ask in (FeedSubscribe(node.next_rpc_id(), True, 10.0),
+                        ShardQuery(node.next_rpc_id())):
+                reply = await node.request(link.node_id, ask, timeout=10)
+                assert isinstance(reply, Error) and reply.code is ErrorCode.UNSUPPORTED
+        finally:
+            await node.close()
 
         code, out, err = await run("ask", "the cat", "--hive", url, "--model", str(tiny_gguf),
                                    "--weights", "fp32", "--max-new-tokens", "4")
