@@ -253,6 +253,10 @@ def build_app(api: Api) -> Starlette:
             return _error(NotFound(f"no route {_request.url.path[:200]}"))
         return _error(BadRequest(str(exc.detail)))
 
+    async def internal(_request: Request, exc: Exception) -> Response:
+        logger.error("request failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return _error(ApiError(f"internal error: {type(exc).__name__}"))
+
     routes = [
         Route("/", page),
         Route("/v1/chat/completions", chat, methods=["POST"]),
@@ -263,4 +267,5 @@ def build_app(api: Api) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     return Starlette(routes=routes, exception_handlers={ApiError: api_error,
-                                                        HTTPException: http_error})
+                                                        HTTPException: http_error,
+                                                        Exception: internal})

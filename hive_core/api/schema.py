@@ -53,6 +53,17 @@ class CompletionRequest:
     sampling: Sampling
 
 
+def _unicode(text: str, param: str) -> str:
+    """`text` if it is valid Unicode: JSON's escapes can spell a lone surrogate, which no
+    tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"'{param}' holds an unpaired surrogate (\\u{ord(text[exc.start]):04x}) "
+                         f"at character {exc.start}: not valid Unicode", param=param) from None
+    return text
+
+
 def _no_constant(name: str) -> Any:
     raise BadRequest(f"malformed JSON: {name} is not a JSON number")
 
@@ -139,7 +150,7 @@ def _stop(value: Any) -> tuple[str, ...]:
             or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops)):
         raise BadRequest(f"'stop' must be a string or a list of up to {MAX_STOP} non-empty "
                          f"strings of at most {MAX_STOP_CHARS} characters", param="stop")
-    return tuple(stops)
+    return tuple(_unicode(s, "stop") for s in stops)
 
 
 def _content(message: dict[str, Any], k: int) -> str:
@@ -179,7 +190,7 @@ def chat_request(doc: dict[str, Any]) -> ChatRequest:
             raise BadRequest(f"messages[{k}].role must be one of {', '.join(ROLES)}",
                              param=f"messages[{k}].role")
         out.append({"role": "system" if role == "developer" else str(role),
-                    "content": _content(message, k)})
+                    "content": _unicode(_content(message, k), f"messages[{k}].content")})
     return ChatRequest(tuple(out), sampling)
 
 
@@ -193,4 +204,4 @@ def completion_request(doc: dict[str, Any]) -> CompletionRequest:
         raise BadRequest("'prompt' must be a string (one prompt per request)", param="prompt")
     if sampling.max_tokens is None:  # OpenAI's default for completions
         sampling = Sampling(**{**sampling.__dict__, "max_tokens": 16})
-    return CompletionRequest(prompt, sampling)
+    return CompletionRequest(_unicode(prompt, "prompt"), sampling)

@@ -49,6 +49,9 @@ async def test_bad_input_is_refused_with_openai_errors(api) -> None:
     long_prompt = [{"role": "user", "content": "the cat " * 100}]
     err = await refused(api, body(messages=long_prompt), 400)
     assert err["code"] == "context_length_exceeded" and err["param"] == "messages"
+    err = await refused(api, b'{"model": "tiny-llama", "messages": [{"role": "user", '
+                             b'"content": "\\ud800 hi"}]}', 400)
+    assert "unpaired surrogate" in err["message"] and err["param"] == "messages[0].content"
     err = await refused(api, body(messages=[{"role": "user", "content": "x" * 1_000_000}]), 413)
     assert err["code"] == "request_too_large"
     for bad in ({"temperature": -1}, {"top_p": 0}, {"max_tokens": 0}, {"n": 2}, {"stream": "yes"},
