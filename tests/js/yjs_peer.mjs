@@ -10,7 +10,7 @@ import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import { readFileSync } from 'node:fs'
 
-const ROOTS = ['districts', 'plots', 'buildings', 'roads', 'players', 'receipts', 'spends']
+const ROOTS = ['districts', 'plots', 'buildings', 'roads', 'players', 'receipts', 'spends', 'actions']
 const doc = new Y.Doc()
 const awareness = new awarenessProtocol.Awareness(doc)
 awareness.setLocalState(null)

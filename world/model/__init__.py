@@ -10,6 +10,7 @@ Commands (each one transaction + one signed, stored edit; NotOwnerError/SchemaEr
 bad input, nothing written):
     join, claim_district, add_plot, place_building, move, rotate, upgrade, remove,
     add_road, remove_road, record_receipt, undo, redo   (undo/redo: own commands only)
+    choose(kind, cost_mc=..., ...)          # a player's choice, shown to all (see actions)
 Sync: `SyncProvider(city, channel)` on a "crdt" data channel; `city.receive(edit)` for
 edits from elsewhere; `import_update` / `export_update` for plain Yjs.
 """
@@ -26,12 +27,26 @@ from .errors import (
     WorldError,
 )
 from .provider import SyncProvider
-from .schema import BUILDING_KINDS, DISTRICT_ROLES, Building, District, Player, Plot, Road
+from .schema import (
+    ACHIEVEMENTS,
+    ACTION_KINDS,
+    BUILDING_KINDS,
+    DISTRICT_ROLES,
+    Action,
+    Building,
+    District,
+    Player,
+    Plot,
+    Road,
+)
 from .store import Store
 
 __all__ = [
+    "ACHIEVEMENTS",
+    "ACTION_KINDS",
     "BUILDING_KINDS",
     "DISTRICT_ROLES",
+    "Action",
     "Building",
     "City",
     "District",

@@ -7,6 +7,8 @@ Rules (the author is the key that signed the edit):
 - players: each player writes only their own entry, with their own public key;
 - ledger (receipts, spends): append-only; an entry must verify, a spend must be the
   author's own, a receipt must be signed by the author or pay the author;
+- actions (players' choices): append-only, the author's own, paid by a spend in the same
+  doc where they cost credits (see `actions.check_action`);
 - no other root may be written.
 """
 
@@ -20,10 +22,12 @@ from pycrdt import Doc, Map, Subscription, get_state
 
 from hive_core.economy import EconomyError, Spend, WorkReceipt
 
+from .actions import check_action
 from .edit import SignedEdit, client_id_of
 from .errors import EditError, SchemaError
 from .lib0 import decode_state_vector
 from .schema import (
+    ACTIONS,
     BUILDINGS,
     DISTRICTS,
     LEDGER_ROOTS,
@@ -51,23 +55,30 @@ def spend_key(spend: Spend) -> str:
     return f"{spend.account_id.hex()}:{spend.spend_id_hex}"
 
 
-def check_entry(root: str, key: str, before: Any, after: Any, edit: SignedEdit) -> None:
-    """Raise EditError unless `edit`'s author may turn `before` into `after` at root/key."""
+def check_entry(root: str, key: str, before: Any, after: Any, edit: SignedEdit,
+                roots: dict[str, Any] | None = None) -> None:
+    """Raise EditError unless `edit`'s author may turn `before` into `after` at root/key.
+
+    `roots`: the doc's roots with the edit applied, for the rules that look across entries
+    (an action and the spend paying it); without them such entries are refused."""
     author = edit.author_id
+    if root == ACTIONS:
+        check_action(key, before, after, author, roots)
+        return
     if root == DISTRICTS and key != author:
         raise EditError(f"district {key[:12]} can only be written by that node")
     if root in OWNED_ROOTS:
         old_owner = before.get("owner") if isinstance(before, dict) else None
         if before is not None and old_owner != author:
-            raise EditError(f"{root} {key} belongs to {str(old_owner)[:12]}, "
+            raise EditError(f"{root} {clip(key)} belongs to {str(old_owner)[:12]}, "
                             f"not to the author {author[:12]}")
         if after is not None:
             try:
                 view = _VIEWS[root].from_entry(key, after)
             except SchemaError as exc:
-                raise EditError(f"invalid entry: {exc}") from None
+                raise EditError(f"invalid entry: {_short(exc)}") from None
             if view.owner != author:
-                raise EditError(f"{root} {key} would be owned by someone else than its author")
+                raise EditError(f"{root} {clip(key)} would be owned by someone else than its author")
         return
     if root == PLAYERS:
         if key != author:
@@ -77,7 +88,7 @@ def check_entry(root: str, key: str, before: Any, after: Any, edit: SignedEdit) 
         try:
             player = Player.from_entry(key, after)
         except SchemaError as exc:
-            raise EditError(f"invalid entry: {exc}") from None
+            raise EditError(f"invalid entry: {_short(exc)}") from None
         if player.public_key != edit.author.hex():
             raise EditError("player entry names another public key")
         if before is not None and not set(before.get("clients", [])) <= set(player.clients):
@@ -97,7 +108,7 @@ def check_entry(root: str, key: str, before: Any, after: Any, edit: SignedEdit) 
         except EconomyError as exc:
             raise EditError(f"ledger entry {key[:16]}: {exc}") from None
         return
-    raise EditError(f"unknown root {root!r}")
+    raise EditError(f"unknown root {clip(root)}")
 
 
 def _check_ledger(root: str, key: str, raw: bytes, edit: SignedEdit) -> None:
@@ -205,10 +216,16 @@ class Gate:
         `reset()`.
         """
         self._touched = set()
+        apply_foreign(self._shadow, edit.update, "undecodable update")
         try:
-            self._shadow.apply_update(edit.update)
-        except ValueError as exc:  # pycrdt: "Cannot decode update"
-            raise EditError(f"undecodable update: {exc}") from None
+            return self._check(edit, live_sv)
+        except EditError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an entry that trips a check is refused
+            raise EditError(f"edit could not be checked: {type(exc).__name__}: "
+                            f"{_short(exc)}") from None
+
+    def _check(self, edit: SignedEdit, live_sv: dict[int, int]) -> dict[int, int]:
         sv = decode_state_vector(self._shadow.get_state())
         client = edit.client_id
         if sv.get(client, 0) != edit.end:
@@ -217,20 +234,49 @@ class Gate:
         carried = advanced_clients(live_sv, sv, edit.update, own=client)
         extra = set(self._shadow.keys()) - set(ROOTS)
         if extra:
-            raise EditError(f"update writes unknown roots {sorted(extra)}")
+            raise EditError(f"update writes unknown roots {clip(sorted(extra))}")
         adopting = bool(carried)
         with self._live.transaction(), self._shadow.transaction():
             for root, key in sorted(self._touched):
                 before = _entry(self._live_roots[root], key)
                 after = _entry(self._shadow_roots[root], key)
                 if before != after:
-                    check_entry(root, key, before, after, edit)
+                    check_entry(root, key, before, after, edit, self._shadow_roots)
                     if root == PLAYERS and (before or {}).get("clients") != after.get("clients"):
                         adopting = True
             if adopting:  # reading every player is costly: only when adoption is at stake
                 players = self._shadow_roots[PLAYERS].to_py() or {}
                 check_adoption(players, edit.author_id, client, carried)
         return {c: sv[c] for c in (client, *carried)}
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def clip(value: object, limit: int = 60) -> str:
+    """`value` for an error message, cut short: a hostile name may be megabytes long."""
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def apply_foreign(doc: Doc, update: bytes, what: str = "update refused") -> None:
+    """Apply a Yjs update that came from a peer or a file; EditError on whatever pycrdt raises.
+
+    pycrdt raises ValueError on undecodable bytes, RuntimeError on an inconsistent update
+    ("block parent ... must be deleted or shared ref type"), and a panic of the Rust library
+    comes out as pyo3's PanicException, which is a BaseException. After any of them the doc
+    must be thrown away or rebuilt (`Gate.reset`).
+    """
+    try:
+        doc.apply_update(update)
+    except Exception as exc:  # noqa: BLE001 - whatever the library raises, the update is refused
+        raise EditError(f"{what}: {type(exc).__name__}: {_short(exc)}") from None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise  # cancellation, KeyboardInterrupt, SystemExit: not about the update
+        raise EditError(f"{what}: the CRDT library failed on it: {_short(exc)}") from None
 
 
 def _entry(root: Map, key: str) -> Any:

@@ -23,12 +23,14 @@ from hive_core.base.identity import Identity
 from hive_core.economy import Ledger, Spend, WorkReceipt
 
 from . import ingest
+from .actions import choose as choose_action
 from .authority import Gate, spend_key
 from .edit import SignedEdit, client_id_of, player_id_of
 from .errors import NotOwnerError, SchemaError, UnknownEntryError, WorldError
 from .lib0 import decode_state_vector
 from .log import EditLog
 from .schema import (
+    ACTIONS,
     BUILDING_KINDS,
     BUILDINGS,
     DISTRICTS,
@@ -38,6 +40,7 @@ from .schema import (
     ROADS,
     ROOTS,
     SPENDS,
+    Action,
     Building,
     District,
     Player,
@@ -51,7 +54,7 @@ REMOTE = "remote"  # origin of transactions that apply checked remote edits
 MAX_EARLY = 4096  # edits held while waiting for earlier ones of the same author
 COMPACT_EVERY = 256  # own edits stored between two compactions of the store
 
-V = TypeVar("V", Building, Plot, Road, District, Player)
+V = TypeVar("V", Building, Plot, Road, District, Player, Action)
 EditListener = Callable[[SignedEdit], None]
 
 
@@ -167,6 +170,10 @@ class City:
 
     def players(self) -> dict[str, Player]:
         return self._views(PLAYERS, Player)
+
+    def actions(self) -> dict[str, Action]:
+        """Every player's choices (hosting, stakes, paid asks, achievements)."""
+        return self._views(ACTIONS, Action)
 
     def building(self, building_id: str) -> Building:
         raw = self._roots[BUILDINGS].get(building_id)
@@ -358,6 +365,11 @@ class City:
         self._owned(ROADS, road_id)
         with self._txn():
             del self._roots[ROADS][road_id]
+
+    def choose(self, kind: str, *, cost_mc: int = 0, **fields: Any) -> Action:
+        """Record one of this player's choices as one signed edit, paid by a spend written with
+        it when `cost_mc` > 0 (see `actions`); a refused choice writes nothing."""
+        return choose_action(self, kind, cost_mc=cost_mc, **fields)
 
     def record_receipt(self, receipt: WorkReceipt) -> None:
         """Add a verified work receipt (this player must be its client or its worker)."""

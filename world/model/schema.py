@@ -21,9 +21,10 @@ ROADS = "roads"
 PLAYERS = "players"
 RECEIPTS = "receipts"  # ledger: work receipt id -> signed receipt, hex
 SPENDS = "spends"  # ledger: "<account id>:<spend id>" -> signed spend, hex
+ACTIONS = "actions"  # players' choices: action id -> signed by its owner, append-only
 OWNED_ROOTS = (DISTRICTS, PLOTS, BUILDINGS, ROADS)
 LEDGER_ROOTS = (RECEIPTS, SPENDS)
-ROOTS = (*OWNED_ROOTS, PLAYERS, *LEDGER_ROOTS)
+ROOTS = (*OWNED_ROOTS, PLAYERS, *LEDGER_ROOTS, ACTIONS)
 
 BUILDING_KINDS = frozenset(
     {"house", "tower", "workshop", "datacenter", "park", "plaza", "antenna", "market"}
@@ -61,6 +62,15 @@ def _int(fields: dict[str, Any], key: str, what: str, lo: int, hi: int) -> int:
     value = _num(fields, key, what)
     if value != int(value) or not lo <= value <= hi:
         raise SchemaError(f"{what}: field {key!r} must be an integer in [{lo}, {hi}]")
+    return int(value)
+
+
+def _count(fields: dict[str, Any], key: str, what: str, hi: int = 2**53) -> int:
+    """A whole number in [0, hi] (counts, amounts, times: not bounded like coordinates)."""
+    value = fields.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not 0 <= value <= hi:
+        raise SchemaError(f"{what}: field {key!r} must be a whole number in [0, {hi}], got {value!r}")
     return int(value)
 
 
@@ -234,3 +244,87 @@ class Player:
         ids = tuple(int(c) for c in clients)
         return cls(check_player_id(entry_id, what), name, key,
                    _int(f, "edits", what, 0, 2**53), ids)
+
+
+# What a player may choose (see world/model/actions.py for the rules each must follow).
+ACTION_KINDS = frozenset({"host", "stake", "ask", "achievement"})
+ACHIEVEMENTS = frozenset({"first-verified-token", "thousand-tokens", "liar-caught"})
+PARTS = frozenset({"full", "attention", "mlp"})
+MAX_LAYERS = 4096
+
+
+@dataclass(frozen=True)
+class Action:
+    """One choice a player made, as every player sees it (all fields present, unused ones 0 or "").
+
+    host: serve layers [start, end) of `model` as `part`, needing `mem_mb` of the `free_mb`
+    the machine reported free; stake: lock `amount_mc` to referee (paid by the spend `spend`);
+    ask: pay `amount_mc` for priority for the prompt asked (`spend`); achievement: `name`,
+    earned by the real event `proof` names (a receipt id, or a slashed node and session).
+    """
+
+    id: str
+    owner: str  # player id: who chose (and signed the edit)
+    kind: str  # one of ACTION_KINDS
+    at_ms: int  # when, ms since the Unix epoch
+    model: str = ""
+    start: int = 0
+    end: int = 0
+    n_layers: int = 0
+    part: str = ""
+    mem_mb: float = 0.0
+    free_mb: float = 0.0
+    amount_mc: int = 0
+    spend: str = ""  # hex id of the spend that paid for it
+    name: str = ""
+    proof: str = ""
+
+    @classmethod
+    def from_entry(cls, entry_id: str, raw: Any) -> Action:
+        what = f"action {entry_id}"
+        f = _fields(raw, what)
+        kind = _str(f, "kind", what)
+        if kind not in ACTION_KINDS:
+            raise SchemaError(f"{what}: unknown kind {kind!r}; one of {sorted(ACTION_KINDS)}")
+        a = cls(check_id(entry_id, what), check_player_id(_str(f, "owner", what), what), kind,
+                _count(f, "at_ms", what),
+                model=_str(f, "model", what, optional=True),
+                start=_count(f, "start", what, MAX_LAYERS),
+                end=_count(f, "end", what, MAX_LAYERS),
+                n_layers=_count(f, "n_layers", what, MAX_LAYERS),
+                part=_str(f, "part", what, optional=True),
+                mem_mb=_num(f, "mem_mb", what) if "mem_mb" in f else 0.0,
+                free_mb=_num(f, "free_mb", what) if "free_mb" in f else 0.0,
+                amount_mc=_count(f, "amount_mc", what),
+                spend=_str(f, "spend", what, optional=True),
+                name=_str(f, "name", what, optional=True),
+                proof=_str(f, "proof", what, optional=True))
+        a.check(what)
+        return a
+
+    def check(self, what: str) -> None:
+        """The rules of its kind (SchemaError): a host choice must fit the memory it reported,
+        a stake and a paid ask must name the spend that paid them."""
+        if self.kind == "host":
+            if not self.model or not 0 <= self.start < self.end <= self.n_layers:
+                raise SchemaError(f"{what}: host needs a model and layers 0 <= start < end <= n_layers")
+            if self.part not in PARTS:
+                raise SchemaError(f"{what}: part must be one of {sorted(PARTS)}")
+            if not 0 < self.mem_mb <= self.free_mb:
+                raise SchemaError(f"{what}: hosting needs {self.mem_mb:.0f} MB but the machine "
+                                  f"reported {self.free_mb:.0f} MB free")
+        elif self.kind in ("stake", "ask"):
+            if self.amount_mc <= 0 or not re.fullmatch(r"[0-9a-f]{32}", self.spend):
+                raise SchemaError(f"{what}: a {self.kind} needs an amount and the spend paying it")
+        elif self.kind == "achievement" and (self.name not in ACHIEVEMENTS or not self.proof):
+            raise SchemaError(f"{what}: unknown achievement {self.name!r} or no proof")
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"owner": self.owner, "kind": self.kind, "at_ms": self.at_ms}
+        for key in ("model", "start", "end", "n_layers", "part", "mem_mb", "free_mb", "amount_mc",
+                    "spend", "name", "proof"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        return out
+
