@@ -95,9 +95,18 @@ class SyncProvider:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, ChannelClosed):
+            try:
                 await task
+            except (asyncio.CancelledError, ChannelClosed):
+                pass
+            except Exception:  # a loop that died must not make stopping fail too
+                log.exception("sync loop with %s had failed", self.peer)
         self._tasks = []
+
+    @property
+    def peer(self) -> str:
+        """Who is at the other end, for logs (the channel's peer, else its label)."""
+        return str(getattr(self.channel, "peer", "") or self.channel.label)
 
     def set_presence(self, state: dict[str, Any] | None) -> None:
         """Publish this player's presence (cursor, selection...); None announces leaving."""
@@ -144,13 +153,17 @@ class SyncProvider:
                 self._queue(self._awareness())
 
     async def _recv_loop(self) -> None:
+        """Apply what the peer sends; whatever one message does, the next is read."""
         async for data in self.channel:
             self.stats.received_messages += 1
             try:
                 self._handle(decode(data))
             except ProtocolError as exc:
                 self.stats.protocol_errors += 1
-                log.warning("bad sync message from %s: %s", self.channel.label, exc)
+                log.warning("bad sync message from %s: %s", self.peer, exc)
+            except Exception:  # a bug or a library error on hostile input: drop it
+                self.stats.protocol_errors += 1
+                log.exception("sync message from %s dropped", self.peer)
 
     def _handle(self, msg: object) -> None:
         if isinstance(msg, Chunk):
@@ -160,8 +173,13 @@ class SyncProvider:
         elif isinstance(msg, SyncStep1):
             self._answer(decode_state_vector(msg.state_vector))
         elif isinstance(msg, Edits):
-            for raw in msg.edits:
-                self._count(self.city.receive(raw))
+            for raw in msg.edits:  # one bad edit must not cost the others of its batch
+                try:
+                    outcome = self.city.receive(raw)
+                except Exception:  # refused like any invalid edit, the link serves on
+                    log.exception("edit from %s refused", self.peer)
+                    outcome = Outcome.REJECTED
+                self._count(outcome)
         elif isinstance(msg, Awareness):
             for entry in msg.entries:
                 if entry.state is None:
