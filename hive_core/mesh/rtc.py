@@ -271,6 +271,21 @@ class RTCPeer:
     def alive(self) -> bool:
         return self.state not in (RTCPeer.State.FAILED, RTCPeer.State.CLOSED)
 
+    @property
+    def path(self) -> str | None:
+        """How the connection's packets travel, from the ICE pair in use: "direct" (host or
+        server-reflexive candidates on both ends: through the NATs, hole-punched) or "relay"
+        (a TURN server in between); None before ICE has chosen."""
+        try:
+            conn = self._pc.sctp.transport.transport.iceGatherer._connection
+            pair = conn._nominated.get(1)
+        except AttributeError:
+            return None
+        if pair is None:
+            return None
+        kinds = {pair.local_candidate.type, pair.remote_candidate.type}
+        return "relay" if "relay" in kinds else "direct"
+
     async def wait_closed(self) -> None:
         """Return once the connection failed or was closed."""
         await self._done.wait()

@@ -104,3 +104,11 @@ async def test_peers_connect_with_the_hives_ice_servers_and_a_dead_stun_costs_no
 def test_bad_ice_servers_are_refused(url: str, user: str, cred: str) -> None:
     with pytest.raises(ValueError, match="ICE server|TURN server"):
         IceServer(url, user, cred)
+
+
+async def test_a_loopback_connection_is_direct() -> None:
+    a, b, _, _ = await connect_pair()
+    try:
+        assert a.path == b.path == "direct"
+    finally:
+        await asyncio.gather(a.close(), b.close())
