@@ -84,6 +84,10 @@ class FeedWatcher:
             self.rejected += 1
             logger.warning("refused a %s event from %s: %s", msg.kind.name, peer.hex()[:12], exc)
             return
+        except Exception:  # folding it failed (a bug on odd input): drop it, keep watching
+            self.rejected += 1
+            logger.exception("dropped a %s event from %s", msg.kind.name, peer.hex()[:12])
+            return
         self.events += 1
 
     async def subscribe_once(self) -> int:
@@ -126,6 +130,9 @@ class FeedWatcher:
                 count = await self.subscribe_once()
             except (ConnectionError, OSError) as exc:
                 self.source.hud.set(routing=f"feed round failed: {exc}")
+            except Exception as exc:  # one bad round must not end the renewals
+                logger.exception("feed round failed")
+                self.source.hud.set(routing=f"feed round failed: {type(exc).__name__}")
             else:
                 self.source.hud.set(consensus=f"live feed: {count} node(s)")
             await asyncio.sleep(interval_s)

@@ -359,8 +359,10 @@ class Node:
     def _call(self, handler: Callable[..., Any], *args: Any) -> None:
         try:
             result = handler(*args)
-        except Exception:
-            logger.exception("%s: handler %r failed", self, handler)
+        except Exception:  # one frame's handler failing must not end the link
+            peer = args[0].hex()[:12] if args and isinstance(args[0], bytes) else "?"
+            logger.exception("%s: handler %s failed on a frame from %s", self,
+                             getattr(handler, "__qualname__", handler), peer)
             return
         if inspect.isawaitable(result):
             self.spawn(result, name=getattr(handler, "__name__", "handler"))
@@ -469,7 +471,7 @@ class Node:
         if reply is None and isinstance(msg, REQUESTS):
             # Not served here (a shard query to a sentinel): say so at once, or the asker
             # would wait out its whole timeout for an answer that never comes.
-            reply = Error(msg.rpc_id, ErrorCode.UNSUPPORTED,
+            reply = Error(getattr(msg, "rpc_id", 0), ErrorCode.UNSUPPORTED,
                           f"{type(msg).__name__} is not served by this node")
         if reply is not None:
             await self._answer(link, reply)

@@ -33,6 +33,15 @@ class LookupResult:
         return bool(self.records)
 
 
+def _authentic(node: DhtNode, record: SignedRecord) -> bool:
+    """`node.accept_found`, where anything a record trips counts as forged (and is logged)."""
+    try:
+        return node.accept_found(record)
+    except Exception:  # a record that breaks the check is dropped, the lookup goes on
+        log.exception("record from %s dropped", record.owner_key.hex()[:12])
+        return False
+
+
 async def iterative_lookup(
     node: DhtNode, target: bytes, *, want_value: bool, exhaustive: bool = False
 ) -> LookupResult:
@@ -93,6 +102,11 @@ async def iterative_lookup(
                     failed.add(c.node_id)
                     result.failed += 1
                     continue
+                except Exception:  # a transport bug: that contact failed, go on
+                    log.exception("lookup request to %s failed", c.node_id.hex()[:12])
+                    failed.add(c.node_id)
+                    result.failed += 1
+                    continue
                 if not isinstance(reply, (Nodes, Value)):  # an Error, or a peer answering nonsense
                     failed.add(c.node_id)
                     result.failed += 1
@@ -103,8 +117,7 @@ async def iterative_lookup(
                         known[nc.node_id] = nc
                         depth[nc.node_id] = d + 1
                 if isinstance(reply, Value) and reply.records:
-                    good = [r for r in reply.records
-                            if r.key == target and node.accept_found(r)]
+                    good = [r for r in reply.records if r.key == target and _authentic(node, r)]
                     if good:
                         result.holders.append(c)
                         best_answer_depth = best_answer_depth or d

@@ -122,11 +122,16 @@ class RpcEndpoint:
             pass
 
     async def serve(self, on_other: Callable[[Any], None] | None = None) -> None:
-        """Read the channel until it closes, dispatching every frame."""
+        """Read the channel until it closes, dispatching every frame; whatever one frame does,
+        the next is read."""
         async for frame in self.channel:
-            other = self.dispatch(frame)
-            if other is not None and on_other is not None:
-                on_other(other)
+            try:
+                other = self.dispatch(frame)
+                if other is not None and on_other is not None:
+                    on_other(other)
+            except Exception:  # a bug on hostile input: drop the frame, keep the link
+                self.malformed += 1
+                log.exception("frame from %s dropped", self.peer.node_id.hex()[:12])
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(ChannelClosed("link closed"))
