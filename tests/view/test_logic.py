@@ -75,6 +75,22 @@ def test_editor_commands_change_the_city_and_undo_restores(cities):
     assert len(view.buildings()) == 1
 
 
+def test_clicking_an_empty_cell_after_building_builds_a_second_one(cities):
+    """As the help says: a click on an empty cell builds there, even with a building selected
+    (it used to move the selection instead)."""
+    alice, _bob = cities
+    view = CityView(alice)
+    ed = Editor(view, view.player)
+    ed.click(1.5, 1.5)
+    first = ed.selected
+    ed.click(4.5, 3.5)
+    assert not ed.refused and ed.message == "placed a house at (4, 3)"
+    assert sorted((b.i, b.j) for b in view.buildings()) == [(1, 1), (4, 3)]
+    assert ed.selected != first  # the new one is selected: arrows move it, not the first
+    ed.key("arrow_up")
+    assert sorted((b.i, b.j) for b in view.buildings()) == [(1, 1), (4, 4)]
+
+
 def test_editor_refuses_visibly(cities):
     alice, bob = cities
     view = CityView(alice)

@@ -50,7 +50,7 @@ def test_districts_stand_at_their_projected_map_positions(make_app):
     for d in DISTRICTS:
         x, y, h = lay.top(d.node_id)
         rgb = at(px, app.project(x, y, h * 0.5))
-        assert bright(rgb) and rgb[2] > rgb[0], (d.node_id, rgb)
+        assert bright(rgb), (d.node_id, rgb)  # a lit facade
     # Between districts there is only dark ground.
     assert not bright(at(px, app.project(30.0, 0.0, 0.0)))
     # Move one district in the model: the picture follows, nothing is left behind.
@@ -232,7 +232,8 @@ def test_thousands_of_instances_render(make_app):
     app = make_app(SyntheticWorld(WorldFrame(districts, plots=plots, buildings=buildings)), mode="spectate")
     app.step()
     app.step()
-    assert app.scene.layers["districts"].count == 2000
+    # each district: its plaza, its main building and two to four houses
+    assert 4 * 2000 <= app.scene.layers["districts"].count <= 6 * 2000
     assert app.scene.layers["buildings"].count == 5000
     assert app.scene.layers["plots"].count == 5000
     lit = (app.pixels().max(axis=2) > 90).mean()

@@ -78,6 +78,14 @@ class Trial:
     verified_at: float | None = None
     agreeing: set[bytes] = field(default_factory=set)  # replicas the verdict accepted
     slashed: dict[bytes, float] = field(default_factory=dict)  # node -> time
+    version: int = 0  # bumped whenever an event touches it (its drawn tower may change)
+    view: object = None  # (version, its tower) once nothing about it depends on the clock
+
+    def settled(self, now: float) -> bool:
+        """Verified, with every answer and slashing in by `now`: its tower no longer changes
+        with the clock (until the next event about it)."""
+        last = max([at for _, at in self.answers.values()] + list(self.slashed.values()), default=0.0)
+        return self.verified_at is not None and self.verified_at <= now and last <= now
 
     @property
     def quorum(self) -> int:

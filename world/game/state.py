@@ -216,12 +216,14 @@ class GameState:
         return d
 
     def _trial(self, key: TrialKey, at: float) -> Trial:
+        """The trial `key` (opened if new), about to change: its drawn tower must be redone."""
         trial = self._trials.get(key)
         if trial is None:
             trial = self._trials[key] = Trial(opened_at=at)
             if len(self._trials) > MAX_TRIALS:
                 del self._trials[next(iter(self._trials))]  # the oldest opened
         trial.opened_at = min(trial.opened_at, at)
+        trial.version += 1
         return trial
 
     def _prune(self, now: float) -> None:
@@ -324,6 +326,16 @@ class GameState:
         )
 
     def _tower_view(self, key: TrialKey, t: Trial, now: float) -> TowerSnapshot:
+        # A settled trial's tower is the same at any later time: a frame loop reuses it.
+        cached = t.view
+        if isinstance(cached, tuple) and cached[0] == t.version and t.settled(now):
+            return cached[1]  # type: ignore[no-any-return]
+        view = self._new_tower_view(key, t, now)
+        if t.settled(now):
+            t.view = (t.version, view)
+        return view
+
+    def _new_tower_view(self, key: TrialKey, t: Trial, now: float) -> TowerSnapshot:
         # Only answers that had arrived by `now` count, so a replay shows the tower growing.
         answers = t.arrived(now)
         accepted = {answers[n] for n in t.agreeing if answers.get(n) is not None}

@@ -17,6 +17,7 @@ from .config import ViewConfig, apply_config
 from .editor import Editor
 from .frame import ComputeGate, EditableCity, WorldFrame, WorldSource
 from .modes import Modes
+from .overlay import minimap_key
 
 DETAIL_PIXELS = 6.0  # a building cell smaller than this on screen is drawn as its roof only
 ORBIT_KEYS = {"a": "left", "d": "right", "w": "up", "s": "down", "q": "zoom_in", "e": "zoom_out",
@@ -51,7 +52,9 @@ class WorldApp:
         if self.base.win is None:
             raise RuntimeError("could not open a window; try --offscreen")
         self.base.disableMouse()
-        self.base.setBackgroundColor(0.01, 0.015, 0.03, 1)
+        from .scene import FOG
+
+        self.base.setBackgroundColor(*FOG, 1)
         self.base.camLens.set_fov(40.0 * cfg.width / cfg.height, 40.0)
         self.base.camLens.set_near_far(0.5, 1e5)
         self.source = source
@@ -62,6 +65,17 @@ class WorldApp:
         self.scene = Scene(self.base.render)
         self.hud = Hud({"top_left": self.base.a2dTopLeft, "top_right": self.base.a2dTopRight,
                         "bottom_left": self.base.a2dBottomLeft}, on_prompt=on_prompt)
+        from .labels import Labels
+        from .overlay import Legend, Minimap
+
+        screen, scale = (cfg.width, cfg.height), cfg.height / 720.0  # overlays sized for 720 rows
+        self.labels = Labels(self.base.pixel2d, size_px=max(7.0, 13.0 * scale))
+        self.minimap = Minimap(self.base.pixel2d, screen, size=180.0 * scale, margin=12.0 * scale)
+        self.legend = Legend(self.base.pixel2d, screen, above=self.minimap.size + 14 * scale,
+                             size_px=12.0 * scale, margin=12.0 * scale)
+        if cfg.height < 400:
+            self.legend.np.hide()  # it would cover the city in a small window
+        self._mapped: tuple[object, object, object] | None = None
         self.camera = CameraState()
         self.follow = False
         self.pointer: tuple[float, float] | None = None  # synthetic mouse, NDC; else the real one
@@ -101,6 +115,7 @@ class WorldApp:
         self.frame = frame
         self.scene.sync(frame, now)
         self._update_camera(frame, dt)
+        self._update_overlay(frame)
         message, refused = "", False
         if self.editor is not None and self.modes.name == "edit":
             self._hover()
@@ -128,11 +143,34 @@ class WorldApp:
 
     # -- camera and picking -------------------------------------------------------------
 
+    def _update_overlay(self, frame: WorldFrame) -> None:
+        """Labels follow their districts; the minimap redraws when the hive changes."""
+        lay, unit = self.scene.layout, self.scene.layout.unit
+
+        def anchor(node_id: str) -> tuple[float, float] | None:
+            if node_id not in lay.index:
+                return None
+            x, y, h = lay.top(node_id)
+            return self.project(x, y, h + 0.35 * unit)
+
+        self.labels.update(frame.districts, anchor)
+        if self._mapped is None or self._mapped[0] is not frame.districts or self._mapped[1] is not frame.roads:
+            key = minimap_key(frame.districts, frame.roads)
+            if self._mapped is None or self._mapped[2] != key:  # only what the minimap shows
+                self.minimap.set_world(frame.districts, frame.roads)
+            self._mapped = (frame.districts, frame.roads, key)
+        self.minimap.set_camera(self.camera.x, self.camera.y, self.camera.heading)
+        self.legend.set_scale(self.scene.hops_per_chevron)
+
     def _update_camera(self, frame: WorldFrame, dt: float) -> None:
         lay = self.scene.layout
         if self._framed != len(frame.districts) and self.modes.name != "edit":
             self._framed = len(frame.districts)
-            self.camera = framing(list(lay.xy[:, 0]), list(lay.xy[:, 1]))
+            # the whole of every district in view (not only its centre), and room for labels
+            reach = np.concatenate([lay.footprint * 1.3, lay.footprint * 1.3])
+            xs = np.concatenate([lay.xy[:, 0] - reach[: len(lay.xy)], lay.xy[:, 0] + reach[len(lay.xy):]])
+            ys = np.concatenate([lay.xy[:, 1] - reach[: len(lay.xy)], lay.xy[:, 1] + reach[len(lay.xy):]])
+            self.camera = framing(list(xs), list(ys))
         if self.follow:
             target = follow_target(frame, self.clock())
             if target is not None and target in lay.index:
@@ -142,6 +180,7 @@ class WorldApp:
             self.camera = orbit(self.camera, self._intent, dt)
         self.base.camera.set_pos(*self.camera.eye())
         self.base.camera.look_at(self.camera.x, self.camera.y, 0.0)
+        self.scene.set_view(self.camera.eye(), self.camera.distance)
         cell = min((p.cell for p in frame.plots), default=1.0)
         self.scene.set_detail(cell * self.pixels_per_unit() >= DETAIL_PIXELS)
 

@@ -63,7 +63,8 @@ class Editor:
         return self.hover is not None and self.hover.plot.owner == self.player
 
     def click(self, x: float, y: float) -> None:
-        """Select the building under the point, else move the selection there, else build there."""
+        """Select the building under the point; on an empty cell of your plot, build there
+        (the new building is selected, so arrows, r and Delete act on it next)."""
         cell = self.hover_at(x, y)
         if cell is None:
             self._refuse("refused: that is not on any plot")
@@ -75,17 +76,10 @@ class Editor:
         elif cell.plot.owner != self.player:
             self._refuse(f"refused: plot {cell.plot.plot_id[:8]} belongs to player {cell.plot.owner[:8]}")
         else:
-            b = self._selected_building()
-            if b is None:
-                def place() -> None:
-                    self.selected = self.city.place(self.player, cell.plot.plot_id, cell.i, cell.j,
-                                                    self.rotation, self.kind)
-                self._do(place, f"placed a {self.kind} at ({cell.i}, {cell.j})")
-            elif b.plot_id != cell.plot.plot_id:
-                self._refuse("refused: a building stays on its own plot")
-            else:
-                self._do(lambda: self.city.move(self.player, b.building_id, cell.i, cell.j),
-                         f"moved {b.building_id[:8]} to ({cell.i}, {cell.j})")
+            def place() -> None:
+                self.selected = self.city.place(self.player, cell.plot.plot_id, cell.i, cell.j,
+                                                self.rotation, self.kind)
+            self._do(place, f"placed a {self.kind} at ({cell.i}, {cell.j})")
 
     def key(self, name: str) -> None:
         """Keyboard: arrows move, r rotates, delete removes, z/y undo/redo, escape deselects."""

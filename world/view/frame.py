@@ -12,6 +12,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+HOT_C = 80.0  # degrees C from which a district is marked hot
+LOW_BATTERY = 0.3  # on battery below this fraction, a district is marked
+
 
 class ViewError(ValueError):
     """A problem with what the view was asked to show or do."""
@@ -35,6 +38,32 @@ class DistrictView:
     active: bool = False  # runs the stage in flight right now
     online: bool = True  # False once the node left: the district goes dark
     floors: float = 0.0  # floors its verified work receipts paid for (animated as they rise)
+    name: str = ""  # a short name for its label ("" : drawn without one)
+    role: str = ""  # what it is to this player: "asker", "you", "referee" or ""
+    layers: tuple[tuple[int, int], ...] = ()  # layer spans [start, end) it serves: its floors
+    part: str = "full"  # "full" blocks stack as floors; "attention" / "mlp" halves are factories
+    n_layers: int = 0  # the model's depth (0: unknown)
+    step_ms: float = 0.0  # median time it takes to answer a request (0: none yet)
+    queued: int = 0  # requests waiting at it (reported by live feeds)
+    congestion: float = 0.0  # 0..1: how much slower than the hive's median; crates pile up
+    slowest: bool = False  # the slowest working node of the hive
+    temperature_c: float | None = None  # None: no sensor reported
+    on_ac: bool = True
+    evidence: str = ""  # a slashed node: what it was caught at (with signed evidence or not)
+    tokens: int = 0  # tokens it pushed through its stages (verified receipts)
+
+    @property
+    def hot(self) -> bool:
+        """Running hot enough to throttle (the economy's efficiency drops from here)."""
+        return self.temperature_c is not None and self.temperature_c >= HOT_C
+
+    @property
+    def low_battery(self) -> bool:
+        return not self.on_ac and self.battery < LOW_BATTERY
+
+    def layer_text(self) -> str:
+        """'L0-14' (inclusive), several spans joined by commas; '' when it serves none."""
+        return ",".join(f"L{a}-{b - 1}" for a, b in self.layers)
 
 
 @dataclass(frozen=True)
@@ -44,6 +73,8 @@ class RoadView:
     a: str
     b: str
     rtt_ms: float
+    rate_ab: float = 0.0  # tensor hops per second sent from a to b (each comes back: b to a)
+    rate_ba: float = 0.0  # and from b to a
 
 
 @dataclass(frozen=True)
@@ -105,6 +136,11 @@ class HudView:
     answer: str = ""  # the answer streaming in
     credits_mc: int = 0  # the player's balance, milli-credits (verified work receipts)
     player: str = ""
+    asker: str = ""  # the name of the district asking the answer in flight
+    verified_steps: int = 0  # stage steps whose replicas agreed, since the game started
+    slashed: int = 0  # nodes slashed on evidence
+    notices: tuple[str, ...] = ()  # recent outcomes of the player's choices and achievements
+    refused: str = ""  # the last refused choice, with its reason ("" : none)
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,18 @@ millisecond hops can be seen while their relative speeds stay the measured ones.
 
 from __future__ import annotations
 
+import math
+import statistics
 import threading
 from dataclasses import replace
 
+from hive_core.base.stage import Part
 from hive_core.events import HopSent
 from world.game import GameState
-from world.game.snapshot import GameSnapshot, TrialStatus
+from world.game.snapshot import GameSnapshot, SessionSnapshot, TrialStatus
 
 from .frame import DistrictView, HudView, PulseView, RoadView, TowerView, ViewError, WorldFrame
+from .names import unique_names
 
 
 class HudBoard:
@@ -78,6 +82,8 @@ class GameSource:
         self.state, self.hud, self.pulses, self.me = state, hud, pulses or PulseReplay(), me
         self.roads: tuple[RoadView, ...] = ()  # measured links, set by whoever measures them
         self.tflops: dict[str, float] = {}  # hex node id -> measured TFLOPS, when known
+        self.names: dict[str, str] = {}  # hex node id -> a name to show instead of the made-up one
+        self.roles: dict[str, str] = {}  # hex node id -> "asker", "you", "referee" (who knows)
         self._last = WorldFrame()
 
     def on_event(self, event: object, now: float) -> None:
@@ -89,16 +95,30 @@ class GameSource:
     def frame(self, now: float) -> WorldFrame:
         snap = self.state.snapshot(now)
         last = self._last
-        districts = _districts(snap, self.tflops)
+        live = _latest_session(snap)
+        roles = dict(self.roles)
+        if live is not None and live.asker is not None:
+            roles.setdefault(live.asker.hex(), "asker")
+        if self.me is not None:
+            roles.setdefault(self.me.hex(), "you")
+        districts = _districts(snap, self.tflops, self.names, roles)
         towers = _towers(snap)
         pulses = self.pulses.in_flight(now)
+        roads = _roads(self.roads, snap)
         hud = self.hud.view()
         if self.me is not None:
             hud = replace(hud, credits_mc=self.state.credits_mc(self.me))
-        hud = replace(hud, consensus=_consensus(snap, hud.consensus))
+        names = {d.node_id: d.name for d in districts}
+        hud = replace(hud, consensus=_consensus(snap, hud.consensus), verified_steps=snap.verified_trials,
+                      slashed=snap.slashings)
+        if live is not None:
+            if live.asker is not None:
+                hud = replace(hud, asker=names.get(live.asker.hex(), live.asker.hex()[:8]))
+            if hud.tokens_per_s == 0.0:  # nobody here measured it (a spectator): the feed's rate
+                hud = replace(hud, tokens_per_s=live.tokens_per_s)
         self._last = WorldFrame(
             districts=last.districts if districts == last.districts else districts,
-            roads=self.roads,
+            roads=last.roads if roads == last.roads else roads,
             pulses=last.pulses if pulses == last.pulses else pulses,
             towers=last.towers if towers == last.towers else towers,
             hud=last.hud if hud == last.hud else hud,
@@ -106,24 +126,73 @@ class GameSource:
         return self._last
 
 
-def _districts(snap: GameSnapshot, tflops: dict[str, float]) -> tuple[DistrictView, ...]:
+def _latest_session(snap: GameSnapshot) -> SessionSnapshot | None:
+    """The answer most recently active (the one a spectator is watching)."""
+    return max(snap.sessions, key=lambda s: (s.last_at, s.session_id), default=None)
+
+
+def _districts(snap: GameSnapshot, tflops: dict[str, float], names: dict[str, str],
+               roles: dict[str, str]) -> tuple[DistrictView, ...]:
+    placed = [d for d in snap.districts if d.position is not None]  # unplaced: not drawn yet
+    made = unique_names(d.node_id.hex() for d in placed)
+    work = {w.node_id: w for w in snap.work}
+    ids = {d.node_id for d in placed}
+    # whole milliseconds: a label shows no more, and the district is not redrawn for less
+    steps = {n: float(round(w.step_ms)) for n, w in work.items() if w.step_ms and n in ids}
+    median = statistics.median(steps.values()) if steps else 0.0
+    slowest = max(steps, key=lambda n: (steps[n], n)) if len(steps) >= 2 else None
     out = []
-    for d in snap.districts:
-        if d.position is None:
-            continue  # the map has not placed it yet
+    for d in placed:
         nid = d.node_id.hex()
+        w = work.get(d.node_id)
+        step = steps.get(d.node_id, 0.0)
+        congestion = round(min(1.0, max(0.0, step / median - 1.0)), 2) if median > 0 and step else 0.0
+        spans = w.spans if w is not None else ()
+        parts = {p for _, _, p in spans}
+        part = "full" if not parts or Part.FULL in parts else min(parts).label
+        evidence = ""
+        if d.fallen:
+            at = f" at step {d.slash_step}" if d.slash_step is not None else ""
+            evidence = f"lied{at}: {d.slash_reason}" + (" (signed evidence)" if d.slash_proven else "")
         out.append(DistrictView(
-            nid, float(d.position[0]), float(d.position[1]), tflops=tflops.get(nid, 1.0) or 1.0,
+            nid, float(d.position[0]), float(d.position[1]),  # type: ignore[index]
+            tflops=tflops.get(nid, 1.0) or 1.0,
             battery=1.0 if d.battery is None else d.battery, efficiency=d.efficiency,
             fall=d.fall_progress if d.fallen else 0.0, active=d.active, online=d.online,
-            floors=d.building_height))
+            floors=d.building_height, name=names.get(nid) or made[nid], role=roles.get(nid, ""),
+            layers=tuple(sorted({(a, b) for a, b, _ in spans})), part=part, n_layers=snap.n_layers,
+            step_ms=step, queued=w.queued if w is not None else 0, congestion=congestion,
+            slowest=d.node_id == slowest, temperature_c=d.temperature_c, on_ac=d.on_ac,
+            evidence=evidence, tokens=w.tokens if w is not None else 0))
+    return tuple(out)
+
+
+def _rate(hz: float) -> float:
+    """A hop rate on a ladder of 12 % steps: traffic is redrawn when it changes that much."""
+    return 0.0 if hz <= 0 else round(1.12 ** round(math.log(hz, 1.12)), 3)
+
+
+def _roads(measured: tuple[RoadView, ...], snap: GameSnapshot) -> tuple[RoadView, ...]:
+    """The measured roads with the tensor traffic on them; a link with traffic but no
+    measurement yet is a road too (its RTT unknown: drawn as 0)."""
+    rates = {(f.src.hex(), f.dst.hex()): _rate(f.rate_hz) for f in snap.flows}
+    out, seen = [], set()
+    for r in measured:
+        seen.add(frozenset((r.a, r.b)))
+        out.append(replace(r, rate_ab=rates.get((r.a, r.b), 0.0), rate_ba=rates.get((r.b, r.a), 0.0)))
+    for (a, b), rate in sorted(rates.items()):
+        if frozenset((a, b)) not in seen and rate > 0:
+            seen.add(frozenset((a, b)))
+            out.append(RoadView(a, b, 0.0, rate_ab=rate, rate_ba=rates.get((b, a), 0.0)))
     return tuple(out)
 
 
 def _towers(snap: GameSnapshot) -> tuple[TowerView, ...]:
+    """The latest trial's tower beside each district (older ones would stand in the same place)."""
+    latest = {t.nodes[0]: t for t in snap.towers if t.nodes}  # towers come oldest first
     return tuple(
-        TowerView(t.nodes[0].hex(), t.answers, t.quorum, t.status is TrialStatus.VERIFIED, t.agreeing)
-        for t in snap.towers if t.nodes
+        TowerView(n.hex(), t.answers, t.quorum, t.status is TrialStatus.VERIFIED, t.agreeing)
+        for n, t in sorted(latest.items())
     )
 
 

@@ -1,4 +1,4 @@
-"""Geometry made in code: instanced unit boxes, pulse quads, road lines, the ground plane.
+"""Geometry made in code: instanced unit boxes and chevrons, road ribbons, the ground, the sky dome.
 
 Instanced layers keep one small mesh and a per-instance array (position, turn, size,
 colour) that is rewritten in one copy from numpy, so 5,000 buildings are one draw call.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 from panda3d.core import (
     Geom,
-    GeomLines,
     GeomNode,
     GeomTriangles,
     GeomVertexArrayFormat,
@@ -29,6 +28,10 @@ _FACES = (  # normal, then 4 corners counter-clockwise seen from outside
     ((0, 1, 0), ((1, 1, 0), (-1, 1, 0), (-1, 1, 1), (1, 1, 1))),
     ((0, -1, 0), ((-1, -1, 0), (1, -1, 0), (1, -1, 1), (-1, -1, 1))),
 )
+
+
+# A flat arrowhead, tip at +x, counter-clockwise seen from above: two triangles of a "V".
+CHEVRON = ((0.5, 0.0), (-0.5, 0.5), (-0.15, 0.0), (0.5, 0.0), (-0.15, 0.0), (-0.5, -0.5))
 
 
 def _instance_format(columns: tuple[str, ...]) -> GeomVertexFormat:
@@ -53,14 +56,20 @@ class InstancedLayer:
     """
 
     def __init__(self, name: str, columns: tuple[str, ...], parent: NodePath, faces: str = "box") -> None:
-        """`faces`: "box" (the five faces seen from above; the bottom never shows) or "tile"
-        (the top face only: flat markers)."""
+        """`faces`: "box" (the five faces seen from above; the bottom never shows), "tile"
+        (the top face only: flat markers) or "chevron" (a flat arrowhead pointing along +x)."""
         self.columns = columns
         self.vdata = GeomVertexData(name, _instance_format(columns), Geom.UH_dynamic)
         vw = GeomVertexWriter(self.vdata, "vertex")
         corners: dict[tuple[int, int, int], int] = {}
         tris = GeomTriangles(Geom.UH_static)
-        chosen = [f for f in _FACES if f[0] != (0, 0, -1)] if faces == "box" else _FACES[:1]
+        if faces == "chevron":
+            for x, y in CHEVRON:
+                vw.add_data3(x, y, 0.0)
+            for k in range(0, len(CHEVRON), 3):
+                tris.add_vertices(k, k + 1, k + 2)
+        chosen = [] if faces == "chevron" else (
+            [f for f in _FACES if f[0] != (0, 0, -1)] if faces == "box" else _FACES[:1])
         for _normal, quad in chosen:
             ids = []
             for c in quad:
@@ -99,45 +108,79 @@ class InstancedLayer:
             self.np.hide()
 
 
-def road_lines(name: str, points: np.ndarray, colors: np.ndarray) -> GeomNode:
-    """Line segments: `points` ``[n, 2, 3]`` endpoints, `colors` ``[n, 4]`` per road."""
-    fmt = GeomVertexFormat.get_v3c4()
+def road_ribbons(name: str, points: np.ndarray, width: float, colors: np.ndarray) -> GeomNode:
+    """Flat roads: `points` ``[n, 2, 3]`` centre-line ends, `colors` ``[n, 4]`` (the kerb's).
+
+    Texture coordinate u runs along each road in road widths (for the dashes), v across it
+    from 0 to 1 (for the kerbs and lines).
+    """
+    fmt = GeomVertexFormat.get_v3c4t2()
     vdata = GeomVertexData(name, fmt, Geom.UH_static)
-    vdata.unclean_set_num_rows(2 * len(points))
+    vdata.unclean_set_num_rows(4 * len(points))
     vw = GeomVertexWriter(vdata, "vertex")
     cw = GeomVertexWriter(vdata, "color")
-    lines = GeomLines(Geom.UH_static)
+    tw = GeomVertexWriter(vdata, "texcoord")
+    tris = GeomTriangles(Geom.UH_static)
     for k, ((a, b), c) in enumerate(zip(points, colors)):
-        vw.set_data3(*a)
-        vw.set_data3(*b)
-        cw.set_data4(*c)
-        cw.set_data4(*c)
-        lines.add_vertices(2 * k, 2 * k + 1)
+        d = np.asarray(b[:2], np.float64) - np.asarray(a[:2], np.float64)
+        length = float(np.hypot(*d)) or 1e-6
+        side = np.array((-d[1], d[0])) / length * (width / 2)
+        along = length / max(width, 1e-6)
+        for (px, py, pz), sgn, u in ((a, -1, 0.0), (a, 1, 0.0), (b, 1, along), (b, -1, along)):
+            vw.set_data3(px + sgn * side[0], py + sgn * side[1], pz)
+            cw.set_data4(*c)
+            tw.set_data2(u, 0.0 if sgn < 0 else 1.0)
+        tris.add_vertices(4 * k, 4 * k + 3, 4 * k + 2)
+        tris.add_vertices(4 * k, 4 * k + 2, 4 * k + 1)
     geom = Geom(vdata)
     if len(points):
-        geom.add_primitive(lines)
+        geom.add_primitive(tris)
     node = GeomNode(name)
     node.add_geom(geom)
     return node
 
 
-def grid_lines(name: str, half: float, step: float) -> GeomNode:
-    """Lines every `step` units over a square `half` units from the origin each way (z = 0)."""
-    n = max(1, min(int(half // step), 200))
+def ground_square(name: str, half: float, cells: int = 16) -> GeomNode:
+    """A square `half` units from the origin each way at z = 0, as a `cells` x `cells` grid (so
+    fog computed per vertex stays smooth)."""
     fmt = GeomVertexFormat.get_v3()
     vdata = GeomVertexData(name, fmt, Geom.UH_static)
     vw = GeomVertexWriter(vdata, "vertex")
-    lines = GeomLines(Geom.UH_static)
-    k = 0
-    for i in range(-n, n + 1):
-        v = i * step
-        for a, b in (((v, -n * step), (v, n * step)), ((-n * step, v), (n * step, v))):
-            vw.add_data3(a[0], a[1], 0.0)
-            vw.add_data3(b[0], b[1], 0.0)
-            lines.add_vertices(k, k + 1)
-            k += 2
+    for j in range(cells + 1):
+        for i in range(cells + 1):
+            vw.add_data3(-half + 2 * half * i / cells, -half + 2 * half * j / cells, 0.0)
+    tris = GeomTriangles(Geom.UH_static)
+    for j in range(cells):
+        for i in range(cells):
+            a = j * (cells + 1) + i
+            tris.add_vertices(a, a + 1, a + cells + 2)
+            tris.add_vertices(a, a + cells + 2, a + cells + 1)
     geom = Geom(vdata)
-    geom.add_primitive(lines)
+    geom.add_primitive(tris)
+    node = GeomNode(name)
+    node.add_geom(geom)
+    return node
+
+
+def sky_dome(name: str, radius: float = 1.0, rings: int = 8, segments: int = 16) -> GeomNode:
+    """The upper half of a sphere (and a skirt below the horizon), faces turned inwards."""
+    fmt = GeomVertexFormat.get_v3()
+    vdata = GeomVertexData(name, fmt, Geom.UH_static)
+    vw = GeomVertexWriter(vdata, "vertex")
+    lats = [-0.3] + [k / rings * (np.pi / 2) for k in range(rings + 1)]
+    for lat in lats:
+        for s in range(segments + 1):
+            lon = 2 * np.pi * s / segments
+            vw.add_data3(radius * np.cos(lat) * np.cos(lon), radius * np.cos(lat) * np.sin(lon),
+                         radius * np.sin(lat))
+    tris = GeomTriangles(Geom.UH_static)
+    for r in range(len(lats) - 1):
+        for s in range(segments):
+            a, b = r * (segments + 1) + s, (r + 1) * (segments + 1) + s
+            tris.add_vertices(a, b, a + 1)
+            tris.add_vertices(a + 1, b, b + 1)
+    geom = Geom(vdata)
+    geom.add_primitive(tris)
     node = GeomNode(name)
     node.add_geom(geom)
     return node

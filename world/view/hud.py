@@ -40,6 +40,16 @@ def status_lines(hud: HudView) -> list[str]:
     ]
 
 
+def truth_lines(hud: HudView) -> list[str]:
+    """What the answer in flight is doing, under the rate: who asks, what was checked."""
+    lines = [f"{hud.verified_steps} steps verified" + (f", {hud.slashed} liar slashed" if hud.slashed == 1
+                                                       else f", {hud.slashed} liars slashed" if hud.slashed else "")]
+    if hud.asker:
+        lines.append(f"asked by {hud.asker}")
+    lines += list(hud.notices[-3:])
+    return lines
+
+
 class Hud:
     """2D overlay on `aspect2d`-style anchors of the window."""
 
@@ -53,6 +63,7 @@ class Hud:
         self.mode = self._text(top_right, (-0.05, -0.08), GOLD, 0.06, TextNode.A_right)
         self.rate = self._text(top_right, (-0.05, -0.16), CYAN, 0.05, TextNode.A_right)
         self.credits = self._text(top_right, (-0.05, -0.23), GOLD, 0.05, TextNode.A_right)
+        self.truth = self._text(top_right, (-0.05, -0.30), WHITE, 0.045, TextNode.A_right)
         self.answer = self._text(bottom_left, (0.05, 0.42), WHITE, 0.045, TextNode.A_left)
         self.message = self._text(bottom_left, (0.05, 0.30), WHITE, 0.05, TextNode.A_left)
         self.prompt = DirectEntry(parent=bottom_left, pos=(0.05, 0, 0.12), scale=0.05, width=40,
@@ -87,6 +98,7 @@ class Hud:
         _set(self.mode, mode.upper() + (f"  {hud.player}" if hud.player else ""))
         _set(self.rate, f"{hud.tokens_per_s:.1f} tokens/s")
         _set(self.credits, f"{hud.credits_mc / 1000:.3f} credits")
+        _set(self.truth, "\n".join(truth_lines(hud)))
         tail = hud.answer[-400:]
         _set(self.answer, "\n".join(textwrap.wrap(tail, 70)[-5:]))
         _set(self.message, message)
