@@ -28,17 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_prompt_arguments(parser)
     parser.add_argument("--hive", required=True, metavar="URL",
                         help="ws://HOST:PORT of a sentinel or listening node, or local:N")
-    parser.add_argument("--replicas", type=int, default=1, metavar="R",
-                        help="nodes computing each stage (default 1; 3 outvotes one liar)")
+    parser.add_argument("--replicas", type=int, default=2, metavar="R",
+                        help="nodes computing each stage, where the hive has that many (default "
+                             "2: compared row by row; a stage with one node is audited instead)")
     parser.add_argument("--speculate", type=int, default=0, metavar="K",
                         help="draft K tokens by prompt lookup, verified in one pass (greedy only)")
     parser.add_argument("--no-verify", action="store_true",
-                        help="skip signed Merkle roots and replica comparison")
-    parser.add_argument("--spot-check", action="store_true",
-                        help="after answering, recompute each stage's last step on a spare node")
+                        help="skip verification (signed Merkle roots, replica comparison, "
+                             "audits): answers from a lying node are then taken as they come")
     parser.add_argument("--local-layers", type=int, default=1, metavar="K",
                         help="run the first K layers here too, so no node sees raw embeddings "
                              "(which map back to tokens); default 1, 0 ships embeddings")
+    parser.add_argument("--local-tail-layers", type=int, default=1, metavar="K",
+                        help="run the last K layers here too, so no node returns a state the "
+                             "public head reads as the answer; default 1")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache the shard servers keep (default fp32)")
     add_weights_argument(parser, "this device (and the servers of --hive local:N)")
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 async def _ask(args: argparse.Namespace) -> int:
     import asyncio
 
+    from hive_core.base.paths import data_dir
     from hive_core.exec import ClientConfig, ExecError, SpecStats, generate_hive
     from hive_core.model.chat import prompt_ids as encode_prompt
     from hive_core.model.gguf_file import GGUFModelFile
@@ -100,9 +104,11 @@ async def _ask(args: argparse.Namespace) -> int:
     prompt_ids = encode_prompt(model, tokenizer, args.prompt, raw=args.raw)
     sampler = Sampler(args.temperature, args.top_p, args.seed)
     config = ClientConfig(kv=KvKind.INT4 if args.kv == "int4" else KvKind.FP32,
-                          attest=not args.no_verify, local_layers=args.local_layers)
-    if args.local_layers >= model.config.n_layers:
-        raise ExecError(f"--local-layers must be below the model's {model.config.n_layers} layers")
+                          verify=not args.no_verify, local_layers=args.local_layers,
+                          local_tail_layers=args.local_tail_layers)
+    if args.local_layers + args.local_tail_layers >= model.config.n_layers:
+        raise ExecError(f"--local-layers plus --local-tail-layers must leave some of the model's "
+                        f"{model.config.n_layers} layers to the hive")
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     closers: list[Any] = []
     try:
@@ -124,23 +130,25 @@ async def _ask(args: argparse.Namespace) -> int:
                                         if args.local_layers else "")
             say(f"loading this device's part ({here}, {args.weights} weights) ...")
             asker = AskerPart.load(model, local_layers=args.local_layers, weights=args.weights,
-                                   nice=config.compute_nice)
+                                   nice=config.compute_nice, tail_layers=args.local_tail_layers)
             closers.append(lambda: asyncio.to_thread(asker.close))
             client = await connect(hive, model, asker, replicas=args.replicas, config=config,
-                                   timeout_s=args.timeout, say=say)
+                                   timeout_s=args.timeout, say=say, data_dir=data_dir())
             closers.append(lambda: asyncio.to_thread(client.close))
-        session = client.new_session()
-        on_token = StreamedText(tokenizer, quiet=args.json)
-        stats = SpecStats()
-        result = await generate_hive(
-            session, prompt_ids, max_new_tokens=args.max_new_tokens,
-            context_length=model.config.context_length, sampler=sampler,
-            stop_ids=tokenizer.stop_ids, on_token=on_token, speculate=args.speculate, stats=stats)
-        text = on_token.finish()
-        if args.spot_check:
-            for i in range(len(session.stages)):
-                await session.verifier.spot_check(i)
-        receipts = await session.finish()
+        for attempt in range(2):  # again once if an audit found a lie after it was used
+            session = client.new_session()
+            on_token = StreamedText(tokenizer, quiet=args.json)
+            stats = SpecStats()
+            result = await generate_hive(
+                session, prompt_ids, max_new_tokens=args.max_new_tokens,
+                context_length=model.config.context_length, sampler=sampler,
+                stop_ids=tokenizer.stop_ids, on_token=on_token, speculate=args.speculate,
+                stats=stats)
+            text = on_token.finish()
+            receipts = await session.finish()
+            if not session.tainted or attempt:
+                break
+            say("an audit caught a node lying in this answer: asking again without it ...")
         out = {
             "text": text, "new_ids": result.new_ids, "ttft_s": round(result.ttft_s, 6),
             "tokens_per_s": round(result.tokens_per_s, 3), "route": session.route(),
@@ -148,6 +156,7 @@ async def _ask(args: argparse.Namespace) -> int:
             "slashed": [n.hex() for n in client.reputation.slashed],
             "evidence": len(client.reputation.evidence), "plan": client.plan.as_dict(),
             "receipts": len(receipts), "failovers": session.failovers,
+            "hedges": session.hedges, "audited": [st.audited for st in session.stages],
             "replays": session.replays, "kv": args.kv, "weights": args.weights,
             "speculation": {"passes": stats.passes, "drafted": stats.drafted,
                             "accepted": stats.accepted},

@@ -47,11 +47,17 @@ class Answer:
     out: np.ndarray  # float32 [tokens, hidden]
     out_bytes: bytes
     attestation: Attestation | None
-    compute_s: float
+    compute_s: float  # what the worker says it spent computing
+    wall_s: float = 0.0  # what the asker measured, request to answer
+
+    @property
+    def kernel(self) -> str:
+        """The kernel class the worker attested ("" without an attestation)."""
+        return self.attestation.kernel if self.attestation is not None else ""
 
 
 def check_answer(node: bytes, hop: Hop, result: StageResult, box: object, hidden: int,
-                 attest: bool) -> Answer:
+                 attest: bool, wall_s: float = 0.0) -> Answer:
     """Decrypt and verify `result` for `hop`; BadAnswer / NeedsRebuild when unusable."""
     if not result.ok:
         if result.code is ErrorCode.NEEDS_REBUILD:
@@ -79,4 +85,4 @@ def check_answer(node: bytes, hop: Hop, result: StageResult, box: object, hidden
             raise BadAnswer(f"{node.hex()[:12]} attested another task or identity")
         if att.input_digest != merkle_root(hop.input_bytes):
             raise BadAnswer(f"{node.hex()[:12]} attested another input")
-    return Answer(node, out, raw, att, max(result.compute_s, 0.0))
+    return Answer(node, out, raw, att, max(result.compute_s, 0.0), wall_s)

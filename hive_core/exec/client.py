@@ -1,35 +1,39 @@
 """The asker's side of distributed inference: a session driving stages across the hive.
 
-The asker keeps the tokenizer, the embedding, the LM head and sampling; only hidden
-states travel, sealed for the one node that must read them. Each stage goes to all of
-its replicas at once: with verification on and two or more replicas, the first two
-answers that agree within the tolerance are used at once, and every other answer is
-judged against them (outliers are slashed with signed evidence). A replica that dies is
-dropped; when none is left, a spare takes over and rebuilds the KV cache from the hop
-inputs the asker kept. After the session, the asker signs a work receipt per stage.
+The asker keeps the tokenizer, the embedding, its first and last layers, the LM head and
+sampling; only hidden states travel, sealed for the one node that must read them, and no
+node sees raw embeddings or the states the head reads. Each stage goes to all of its
+replicas at once (`verdicts.StageVerifier`): answers are compared per token row (bit for
+bit within a kernel class), a step that a replica leaves unanswered is hedged to a spare,
+and disagreement is settled by recomputing the disputed steps (`hive_core.exec.replay`), so
+a liar is slashed on evidence anyone can replay. Stages with a single replica are audited
+at the end (`audit`). After the session, the asker signs a work receipt per worker and
+stage (`pay`), with the asker's own measurements.
 
 Replicas are compared only with replicas holding their weights in the same mode (packed,
-fp32, bf16): honest nodes in different modes differ by more than the tolerance, so a plan
-that mixes them in one stage is refused, and spares and referees are drawn from the
-stage's own mode.
+fp32, bf16): a plan that mixes modes in one stage is refused, and spares and referees are
+drawn from the stage's own mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from hive_core.base.health import HealthRecord
 from hive_core.base.ids import new_session_id
 from hive_core.base.stage import Stage
 from hive_core.economy import WorkReceipt
-from hive_core.events import Consumer, EventSink, HopSent, ReceiptIssued, StageStarted
+from hive_core.events import Consumer, EventSink, HopSent, StageStarted
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable, check_answer
 from hive_core.exec.errors import ExecError, NoReplicaError
 from hive_core.exec.feed import tell_verdict
@@ -41,35 +45,45 @@ from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.kv.factory import kv_factory
 from hive_core.protocol.feed import FeedVerdict
-from hive_core.protocol.inference import (
-    MAX_PAYLOAD,
-    EndSession,
-    KvKind,
-    ReceiptMsg,
-    RunStage,
-    StageResult,
-)
+from hive_core.protocol.inference import MAX_PAYLOAD, KvKind, RunStage, StageResult
+from hive_core.protocol.trust import Attestation, SlashEvidence
 from hive_core.sched.planner import Plan
-from hive_core.trust import DEFAULT_RTOL, ReputationBook, box_between, seal
+from hive_core.trust import Ban, Replayer, ReputationBook, box_between, seal
 
 logger = logging.getLogger(__name__)
 REPLAY_STEP_BASE = 1 << 31  # step numbers of cache rebuilds never collide with real steps
+T = TypeVar("T")
+Publish = Callable[[SlashEvidence, bytes], None]  # (checked evidence, offender) -> gossip it
 
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """How the asker dispatches and checks stages."""
+    """How the asker dispatches and checks stages. Every client path (ask, demo, play, the
+    API) starts from these defaults: verified, first and last layers kept here."""
 
     kv: KvKind = KvKind.FP32  # cache kind the shard servers keep for this session
-    attest: bool = True  # ask for signed Merkle roots and compare replicas (verification)
-    rtol: float = DEFAULT_RTOL  # relative L2 tolerance between replicas
+    verify: bool = True  # signed roots, replica comparison and audits (False: --no-verify)
+    audit_rate: float = 1.0  # share of sessions whose single-replica stages are audited
     request_timeout_s: float = 120.0  # one stage request (covers a first-use weight load)
+    hedge_factor: float = 4.0  # a step unanswered this many times its expected time is hedged
+    hedge_floor_s: float = 1.0  # ...but never sooner than this
     max_hop_tokens: int = 0  # rows per request; 0: as many as fit in one frame
     late_wait_s: float = 30.0  # at the end, how long lagging replicas may still be judged
     # Layers 0..local_layers run here too (the `local` executor must hold them): the first
     # remote node then sees mixed hidden states, not embeddings it could look up as tokens.
-    local_layers: int = 0
+    local_layers: int = 1
+    # The last layers run here as well: no node returns a state the public head reads as
+    # the answer's next token.
+    local_tail_layers: int = 1
     compute_nice: int = 0  # OS priority of the local compute thread (the game uses 10)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.audit_rate <= 1.0:
+            raise ValueError(f"audit rate must be in [0, 1], got {self.audit_rate}")
+        if self.local_layers < 0 or self.local_tail_layers < 0:
+            raise ValueError("local layer counts must be >= 0")
+        if self.hedge_factor < 1.0 or self.hedge_floor_s <= 0:
+            raise ValueError("hedging needs a factor >= 1 and a positive floor")
 
 
 @dataclass
@@ -78,12 +92,17 @@ class StageState:
 
     stage: Stage
     nodes: list[bytes]  # replicas still in use, primary first
-    segments: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # accepted inputs
+    # Accepted steps: (step, position, input rows, output rows, node that answered).
+    segments: list[tuple[int, int, np.ndarray, np.ndarray, bytes]] = field(default_factory=list)
     steps: int = 0
     verified_steps: int = 0
+    audited: bool = False  # an audit recomputed every accepted step and found them right
     failed: set[bytes] = field(default_factory=set)  # nodes dropped from this stage
     weights: str | None = None  # the replicas' weights mode (None: not reported)
-    work: dict[bytes, list[float]] = field(default_factory=dict)  # node -> [rows, compute s]
+    # node -> [rows served, wall seconds the asker measured for them]
+    work: dict[bytes, list[float]] = field(default_factory=dict)
+    # node -> its signed steps with their inputs and outputs, in the order it served them
+    history: dict[bytes, list[tuple[Attestation, bytes, bytes]]] = field(default_factory=dict)
 
 
 def load_local(load: Callable[[], ShardExecutor], nice: int = 0,
@@ -102,11 +121,13 @@ def load_local(load: Callable[[], ShardExecutor], nice: int = 0,
 
 
 class HiveClient:
-    """Drives sessions over `node` along `plan`; `local` holds the embedding and the head.
+    """Drives sessions over `node` along `plan`; `local` holds the embedding, the head and
+    the local layers.
 
     `weights` maps node ids to the weights mode each server reported; every stage's
     replicas must share one mode (ExecError otherwise), and a spare of another mode never
-    stands in for them. Nodes missing from it are taken to be of any mode.
+    stands in for them. `health` holds the Health records the servers published (what their
+    receipts are paid by); `replayer` recomputes disputed steps; `publish` gossips verdicts.
     """
 
     def __init__(
@@ -114,6 +135,8 @@ class HiveClient:
         *, reputation: ReputationBook | None = None, spares: Sequence[bytes] = (),
         on_event: Consumer | None = None, weights: Mapping[bytes, str] | None = None,
         pool: ThreadPoolExecutor | None = None, own_pool: bool = True,
+        health: Mapping[bytes, HealthRecord] | None = None, replayer: Replayer | None = None,
+        publish: Publish | None = None, n_layers: int | None = None,
     ) -> None:
         """`pool`: the compute thread, when the caller loaded `local` on it (see `load_local`);
         `close` shuts it down unless `own_pool` is False (a pool kept across clients)."""
@@ -124,8 +147,15 @@ class HiveClient:
         self.weights = dict(weights or {})
         self.stage_weights = [self._mode_of(ps.stage, ps.nodes) for ps in plan.stages]
         self.config = config or ClientConfig()
+        self.n_layers = n_layers or local.config.n_layers
         self.reputation = reputation or ReputationBook()
+        if self.reputation.replayer is None:
+            self.reputation.replayer = replayer
         self.spares = list(spares)
+        self.health = dict(health or {})
+        self.publish = publish
+        self.publish_ban: Callable[[bytes, Ban], None] | None = None  # gossip a silent node's ban
+        self.flushers: list[Callable[[], Awaitable[None]]] = []  # publications to wait for
         self.emit = EventSink([on_event])
         self._pool = pool or compute_pool("asker", self.config.compute_nice)
         self._boxes: dict[bytes, object] = {}
@@ -159,13 +189,19 @@ class HiveClient:
             box = self._boxes[node_id] = box_between(self.node.identity, link.public_key)
         return box
 
-    async def local_call(self, fn: object, *args: object) -> torch.Tensor:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)  # type: ignore[arg-type]
+    async def local_call(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` on the asker's compute thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def announce(self, verdicts: Sequence[FeedVerdict], to: Sequence[bytes]) -> None:
         """Send a trial's verdict to nodes that served it, whose feeds show it to spectators."""
         if to and verdicts:
             self.node.spawn(tell_verdict(self.node, list(to), list(verdicts)), name="verdict")
+
+    async def flush(self) -> None:
+        """Wait for verdicts still being published (call before the node closes)."""
+        for flush in self.flushers:
+            await flush()
 
     def close(self) -> None:
         if self._own_pool:
@@ -180,19 +216,29 @@ class HiveSession:
         self.session_id = new_session_id()
         self.position = 0
         self.step = 0
-        self.replays = 0  # cache rebuilds (failover, referees)
+        self.replays = 0  # cache rebuilds (failover, referees, hedges)
         self.failovers = 0
+        self.hedges = 0  # steps sent to a spare because a replica stayed silent
+        self.tainted = False  # a lie was found after its output was used: the answer may be wrong
         self.stages = [StageState(s.stage, list(s.nodes), weights=mode)
                        for s, mode in zip(client.plan.stages, client.stage_weights, strict=True)]
-        k = client.config.local_layers
+        cfg, n = client.config, client.n_layers
+        k, tail = cfg.local_layers, cfg.local_tail_layers
         self.local_stage = Stage(0, k) if k > 0 else None
-        kv = kv_factory("int4" if client.config.kv is KvKind.INT4 else "fp32")
-        self.local_caches = client.local.new_caches(kv) if self.local_stage else {}
-        first = self.stages[0].stage.start if self.stages else 0
-        if first != k:
-            raise ExecError(f"the route starts at layer {first} but {k} layers run locally")
+        self.tail_stage = Stage(n - tail, n) if tail > 0 else None
+        kv = kv_factory("int4" if cfg.kv is KvKind.INT4 else "fp32")
+        self.local_caches = client.local.new_caches(kv) if (k or tail) else {}
+        first = self.stages[0].stage.start if self.stages else k
+        last = self.stages[-1].stage.end if self.stages else n - tail
+        if first != k or last != n - tail:
+            raise ExecError(f"the route covers layers {first}..{last} but this asker runs "
+                            f"0..{k} and {n - tail}..{n} itself")
+        # Spares in an order drawn for this session: no key is always asked first.
+        self.spares = sorted(dict.fromkeys([*client.spares, *client.plan.nodes]),
+                             key=lambda n: hashlib.blake2b(self.session_id + n).digest())
         self.verifier = StageVerifier(self)
         self._replay_step = REPLAY_STEP_BASE
+        self.local_layer_s: float | None = None  # measured seconds per row and layer here
 
     # -- the forward pass ------------------------------------------------------------
 
@@ -203,7 +249,11 @@ class HiveSession:
         n = self.client.max_hop_tokens
         for lo in range(0, len(ids), n):
             chunk = ids[lo:lo + n]
+            t0 = time.perf_counter()
             h = await self.client.local_call(self._embed, chunk)
+            if self.local_stage is not None:
+                per = (time.perf_counter() - t0) / (len(chunk) * self.local_stage.end)
+                self.local_layer_s = per if self.local_layer_s is None else min(per, self.local_layer_s)
             x = np.ascontiguousarray(h.numpy(), dtype="<f4")
             try:
                 for i in range(len(self.stages)):
@@ -213,12 +263,14 @@ class HiveSession:
                 raise
             last = lo + n >= len(ids)
             if all_logits or last:
-                rows = torch.from_numpy(x.copy()) if all_logits else torch.from_numpy(x[-1:].copy())
-                outs.append(await self.client.local_call(self._head, rows))
+                logits = await self.client.local_call(
+                    self._tail_head, torch.from_numpy(x.copy()), all_logits)
+                outs.append(logits)
+            elif self.tail_stage is not None:  # the tail's caches need every row
+                await self.client.local_call(self._tail, torch.from_numpy(x.copy()))
             self.position += len(chunk)
             self.step += 1
-        logits = torch.cat(outs) if all_logits else outs[-1][0]
-        return logits
+        return torch.cat(outs) if all_logits else outs[-1][0]
 
     def _embed(self, ids: list[int]) -> torch.Tensor:
         local = self.client.local
@@ -228,9 +280,16 @@ class HiveSession:
                 h = local.run_stage(self.local_stage, h, self.position, self.local_caches)
             return h
 
-    def _head(self, h: torch.Tensor) -> torch.Tensor:
+    def _tail(self, h: torch.Tensor) -> torch.Tensor:
+        if self.tail_stage is None:
+            return h
         with torch.inference_mode():
-            return self.client.local.head(h)
+            return self.client.local.run_stage(self.tail_stage, h, self.position, self.local_caches)
+
+    def _tail_head(self, h: torch.Tensor, every: bool) -> torch.Tensor:
+        h = self._tail(h)
+        with torch.inference_mode():
+            return self.client.local.head(h if every else h[-1:])
 
     def rollback(self, position: int) -> None:
         """Forget positions from `position` on (rejected speculative tokens)."""
@@ -241,11 +300,8 @@ class HiveSession:
             if len(cache) > position:
                 cache.truncate(position)
         for st in self.stages:
-            kept = []
-            for step, pos, rows in st.segments:
-                if pos < position:
-                    kept.append((step, pos, rows[: position - pos]))
-            st.segments = kept
+            st.segments = [(step, pos, xi[: position - pos], xo[: position - pos], node)
+                           for step, pos, xi, xo, node in st.segments if pos < position]
 
     # -- one stage -------------------------------------------------------------------
 
@@ -259,12 +315,13 @@ class HiveSession:
             answer = await self.verifier.run(i, hop, st.nodes)
             if answer is not None:
                 break
-        st.segments.append((hop.step, hop.position, x))
+        st.segments.append((hop.step, hop.position, x, answer.out, answer.node))
         st.steps += 1
         return answer.out
 
-    async def ask(self, node: bytes, hop: Hop) -> Answer:
-        """Send one stage step to one replica and check its answer."""
+    async def ask(self, node: bytes, hop: Hop, *, keep: bool = True) -> Answer:
+        """Send one stage step to one replica and check its answer (`keep`: record it in the
+        stage's history and work, as steps of this session are)."""
         cfg = self.client.config
         try:
             box = self.client.box(node)
@@ -272,7 +329,7 @@ class HiveSession:
                            seal_context(b"in", hop.session_id, hop.step, hop.stage, hop.position))
             msg = RunStage(self.client.node.next_rpc_id(), hop.session_id, hop.step,
                            hop.stage.start, hop.stage.end, hop.stage.part, hop.position,
-                           hop.tokens, cfg.kv, cfg.attest, payload)
+                           hop.tokens, cfg.kv, cfg.verify, payload)
             sent = time.monotonic()
             result = await self.client.node.request(node, msg, timeout=cfg.request_timeout_s)
         except (PeerUnavailable, ConnectionError) as exc:
@@ -280,13 +337,18 @@ class HiveSession:
         took = time.monotonic() - sent
         self.client.emit(HopSent(hop.session_id, self.client.node.node_id, node, sent,
                                  max(took / 2, 1e-6), len(payload)))
-        answer = check_answer(node, hop, result, box, self.client.local.config.hidden, cfg.attest)
-        work = self.stages_by_stage(hop.stage).work.setdefault(node, [0.0, 0.0])
+        answer = check_answer(node, hop, result, box, self.client.local.config.hidden, cfg.verify,
+                              took)
+        st = self.stages_by_stage(hop.stage)
+        if keep and answer.attestation is not None:
+            st.history.setdefault(node, []).append((answer.attestation, hop.input_bytes,
+                                                    answer.out_bytes))
+        work = st.work.setdefault(node, [0.0, 0.0])
         if work[0] == 0:
             self.client.emit(StageStarted(hop.session_id, node, hop.stage.start, hop.stage.end,
                                           hop.stage.part, time.monotonic()))
         work[0] += hop.tokens
-        work[1] += answer.compute_s
+        work[1] += took
         return answer
 
     def stages_by_stage(self, stage: Stage) -> StageState:
@@ -301,7 +363,7 @@ class HiveSession:
         """A connected, non-excluded node of the stage's weights mode not already serving
         stage `i`."""
         st = self.stages[i]
-        for cand in [*self.client.spares, *self.client.plan.nodes]:
+        for cand in self.spares:
             if (cand not in st.nodes and cand not in exclude and cand not in st.failed
                     and self.client.same_mode(cand, st.weights)
                     and not self.client.reputation.excluded(cand)
@@ -338,45 +400,36 @@ class HiveSession:
         n = self.client.max_hop_tokens
         for lo in range(0, everything.shape[0], n):
             part = np.ascontiguousarray(everything[lo:lo + n])
-            self._replay_step += 1
-            hop = Hop(self.session_id, self._replay_step, st.stage, lo, part.shape[0],
+            hop = Hop(self.session_id, self.next_replay_step(), st.stage, lo, part.shape[0],
                       part.tobytes())
             await self.ask(node, hop)
+
+    def next_replay_step(self) -> int:
+        """A step number for a rebuild or audit request (never one of the real steps')."""
+        self._replay_step += 1
+        return self._replay_step
 
     # -- the end of a session ----------------------------------------------------------
 
     async def finish(self) -> list[WorkReceipt]:
-        """Judge lagging replicas, free remote caches, sign and send one receipt per stage."""
+        """Judge lagging replicas, audit single-replica stages, free remote caches, then sign
+        and send one receipt per worker and stage."""
+        from hive_core.exec.audit import audit_session
+        from hive_core.exec.pay import pay_session
+
         await self.verifier.drain(self.client.config.late_wait_s)
-        receipts = []
-        ident = self.client.node.identity
-        for st in self.stages:
-            for node, (rows, compute_s) in st.work.items():
-                if rows <= 0 or node in self.client.reputation.slashed:
-                    continue
-                if self.client.node.peers.best(node) is None:
-                    continue
-                r = WorkReceipt.create(
-                    ident, session_id=self.session_id, worker_id=node,
-                    layer_start=st.stage.start, layer_end=st.stage.end,
-                    part=st.stage.part, tokens=int(rows),
-                    wall_time_s=max(compute_s, 1e-6), timestamp_ms=int(time.time() * 1000),
-                    stability=1.0, temperature_c=None, battery_pct=None, on_ac=True)
-                receipts.append(r)
-                self.client.emit(ReceiptIssued(r, time.monotonic()))
-                try:
-                    await self.client.node.send(node, ReceiptMsg(bytes(r)))
-                    await self.client.node.send(node, EndSession(self.session_id))
-                except (PeerUnavailable, ConnectionError):
-                    pass
+        if self.client.config.verify:
+            await audit_session(self)
+        receipts = await pay_session(self)
+        await self.client.flush()
         return receipts
 
     @property
     def verified(self) -> bool:
-        """True only if every stage was verified: each step confirmed by agreeing replicas
-        (or a referee), or, with one replica, its spot check passed."""
-        return all(st.steps > 0 and (st.verified_steps == st.steps or i in self.verifier.spot_checked)
-                   for i, st in enumerate(self.stages))
+        """True only if every stage was verified (each step confirmed by agreeing replicas or
+        a referee, or an audit recomputed all of them) and no lie slipped into the answer."""
+        return not self.tainted and all(
+            st.steps > 0 and (st.verified_steps == st.steps or st.audited) for st in self.stages)
 
     def route(self) -> list[dict[str, object]]:
         return [{"layers": [st.stage.start, st.stage.end], "part": st.stage.part.value,

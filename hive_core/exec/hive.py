@@ -1,10 +1,13 @@
 """A hive in one process: shard servers and an asker wired by in-memory or real aiortc
 channels (tests, benchmarks, `cadencia ask --hive local:N`).
 
-Every server loads only its own stage from the GGUF file; the asker loads only the
-embedding and the head; all of them hold their matrices in one weights mode (packed, fp32
-or bf16), unless a test gives some servers another. The links are authenticated `Node`
-links like the live mesh's.
+Every server loads only its own stage from the GGUF file; the asker loads the embedding, the
+head and its own first and last layers (`ClientConfig`); all of them hold their matrices in
+one weights mode (packed, fp32 or bf16), unless a test gives some servers another, and a test
+may put servers on other kernel paths (`server_kernels`) to mix kernel classes. The links are
+authenticated `Node` links like the live mesh's. The asker replays disputed steps on its own
+copy of the model, and pays receipts by the Health record of this device (where the servers
+run), or the ones a test gives.
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hive_core.base.health import HealthRecord
 from hive_core.base.identity import Identity
 from hive_core.base.stage import Stage, even_stages
 from hive_core.events import Consumer
 from hive_core.exec.client import ClientConfig, HiveClient, load_local
 from hive_core.exec.faults import Fault
 from hive_core.exec.frame_gate import FrameGate
+from hive_core.exec.replay import shared_replayer
 from hive_core.exec.server import ServerConfig, ShardServer
 from hive_core.mesh.memchannel import LinkProfile, memory_pair
 from hive_core.mesh.node import Node
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.sched.health import measure_health
 from hive_core.sched.planner import Plan, fixed_plan
 from hive_core.trust import ReputationBook
 
@@ -133,6 +139,9 @@ async def build_hive(
     compute_gate: FrameGate | None = None,
     weights: str = "fp32",
     server_weights: Mapping[int, str] | None = None,
+    server_kernels: Mapping[int, str] | None = None,
+    health: Mapping[int, HealthRecord] | None = None,
+    reputation: ReputationBook | None = None,
 ) -> InProcessHive:
     """`n_servers` servers; stage k runs on servers k*replicas .. k*replicas+replicas-1.
 
@@ -146,16 +155,22 @@ async def build_hive(
     pay the player); the others get fixed test keys.
     `weights` is how the servers and the asker hold their matrices (`hive_core.model.modes`);
     `server_weights` gives server k another mode (replicas of one stage must share a mode:
-    the client refuses a mix).
+    the client refuses a mix); `server_kernels` puts server k's packed matrices on another
+    kernel path ("avx2", "portable", "int4": another kernel class).
+    `health` gives server k's published Health record (receipts are paid by it); the others
+    report this device's. `reputation`: the asker's book (e.g. one with a store).
     """
     file = model or GGUFModelFile(model_path)
     n_layers = file.config.n_layers
     if replicas < 1 or n_servers < replicas:
         raise ValueError(f"{n_servers} servers cannot hold {replicas} replicas per stage")
-    n_local = client_config.local_layers if client_config is not None else 0
+    config = client_config or ClientConfig()
+    n_local, n_tail = config.local_layers, config.local_tail_layers
+    if n_local + n_tail >= n_layers:
+        raise ValueError(f"{n_local} + {n_tail} local layers leave none of {n_layers} to serve")
     if stages is None:
         stages = [Stage(s.start + n_local, s.end + n_local)
-                  for s in even_stages(n_layers - n_local, n_servers // replicas)]
+                  for s in even_stages(n_layers - n_local - n_tail, n_servers // replicas)]
     stages = list(stages)
     if len(stages) * replicas > n_servers:
         raise ValueError(f"{len(stages)} stages x {replicas} replicas need more than {n_servers} servers")
@@ -172,18 +187,29 @@ async def build_hive(
             groups[stage_index].append(node.node_id)
         cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k,
                            compute_nice=compute_nice, weights=modes[k],
-                           compute_process=compute_process, compute_gate=compute_gate)
+                           compute_process=compute_process, compute_gate=compute_gate,
+                           kernel_path=(server_kernels or {}).get(k, ""))
         servers.append(ShardServer(node, file, cfg))
     plan: Plan = fixed_plan(stages, groups)
+    own = [Stage(0, n_local)] if n_local else []
+    own += [Stage(n_layers - n_tail, n_layers)] if n_tail else []
     local, pool = load_local(lambda: ShardExecutor.load(
-        file, [Stage(0, n_local)] if n_local else [], embed=True, head=True, weights=weights),
-        (client_config or ClientConfig()).compute_nice, compute_gate)
+        file, own, embed=True, head=True, weights=weights), config.compute_nice, compute_gate)
     spare_ids = [s.node.node_id for s in servers[len(stages) * replicas:]]
-    client = HiveClient(asker, local, plan, client_config, reputation=ReputationBook(),
+    here = device_health()
+    published = {s.node.node_id: (health or {}).get(k, here) for k, s in enumerate(servers)}
+    client = HiveClient(asker, local, plan, config, reputation=reputation or ReputationBook(),
                         spares=spare_ids, on_event=on_event,
-                        weights={s.node.node_id: s.config.weights for s in servers}, pool=pool)
+                        weights={s.node.node_id: s.config.weights for s in servers}, pool=pool,
+                        health=published, replayer=shared_replayer(file))
     hive_peers: list[Any] = []
     await asyncio.gather(*(_link(asker, s.node, transport, tap, hive_peers, profile)
                            for s in servers))
     await asyncio.gather(*(s.start() for s in servers))
     return InProcessHive(asker, client, servers, hive_peers)
+
+
+def device_health() -> HealthRecord:
+    """This device's Health record (its real sensors; no TFLOPS benchmark): in-process
+    servers run here, so this is what they would publish."""
+    return measure_health((), uptime_s=0.0, tflops=0.0).to_health_record()

@@ -1,27 +1,36 @@
 """Asking a live hive: the one join path every client takes (`ask`, the game, the API).
 
 `join_hive` starts a mesh node of the asker's own joined at an entry URL. `AskerPart` is what
-stays on the asker's device (the embedding, the head and its local layers) on the thread that
-computes with it. `connect` finds the servers whose signed layer-span records serve the
-model, links to them, asks what each holds, routes the model's layers over them and returns
-a `HiveClient` ready for sessions.
+stays on the asker's device (the embedding, the head, its first and last layers) on the
+thread that computes with it. `connect` finds the servers whose signed layer-span records
+serve the model, links to them, asks what each holds, leaves out the ones convicted by
+evidence it recomputed (its own verdicts, kept in the data directory, and those other nodes
+published) or banned, routes the model's layers over the rest in an order drawn for the
+session, and returns a `HiveClient` ready for sessions: verified by default, paying by the
+Health records the servers published, publishing what it convicts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from hive_core.base.health import HealthRecord
 from hive_core.base.identity import Identity
 from hive_core.base.stage import Stage
 from hive_core.events import Consumer
+from hive_core.exec.board import VerdictBoard
 from hive_core.exec.client import ClientConfig, HiveClient, load_local
 from hive_core.exec.errors import ExecError
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
+from hive_core.exec.replay import shared_replayer
+from hive_core.mesh.dht import RecordKind, node_key
+from hive_core.mesh.dht.records import decode_value, owner_of
 from hive_core.mesh.hivenode import HiveNode
 from hive_core.mesh.node import NodeConfig
 from hive_core.mesh.rtc import RTCOptions
@@ -31,6 +40,7 @@ from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.protocol.inference import ShardInfo
 from hive_core.sched.planner import Plan
+from hive_core.trust import ReputationBook, VerdictStore
 
 Say = Callable[[str], None]
 MAX_MODEL_NAME = 128  # bytes of a model name in layer-span records and shard info
@@ -60,26 +70,33 @@ async def join_hive(url: str, *, timeout_s: float, identity: Identity | None = N
     return hive
 
 
+_DEFAULTS = ClientConfig()
+
+
 @dataclass
 class AskerPart:
-    """What stays on the asker: embedding, head and the first `local_layers` layers, loaded on
-    (and computed by) one thread of its own, reusable across clients."""
+    """What stays on the asker: embedding, head, the first `local_layers` layers and the last
+    `tail_layers`, loaded on (and computed by) one thread of its own, reusable across clients."""
 
     executor: ShardExecutor
     pool: ThreadPoolExecutor
     local_layers: int
     weights: str
+    tail_layers: int = _DEFAULTS.local_tail_layers
 
     @classmethod
-    def load(cls, file: GGUFModelFile, *, local_layers: int = 0, weights: str,
-             nice: int = 0, gate: FrameGate | None = None) -> AskerPart:
-        if not 0 <= local_layers < file.config.n_layers:
-            raise ExecError(f"local layers must be in 0..{file.config.n_layers - 1}, "
-                            f"got {local_layers}")
+    def load(cls, file: GGUFModelFile, *, local_layers: int = _DEFAULTS.local_layers,
+             weights: str, nice: int = 0, gate: FrameGate | None = None,
+             tail_layers: int = _DEFAULTS.local_tail_layers) -> AskerPart:
+        n = file.config.n_layers
+        if local_layers < 0 or tail_layers < 0 or local_layers + tail_layers >= n:
+            raise ExecError(f"local layers ({local_layers} first, {tail_layers} last) must "
+                            f"leave some of the model's {n} layers to the hive")
         stages = [Stage(0, local_layers)] if local_layers else []
+        stages += [Stage(n - tail_layers, n)] if tail_layers else []
         executor, pool = load_local(lambda: ShardExecutor.load(
             file, stages, embed=True, head=True, weights=weights), nice, gate)
-        return cls(executor, pool, local_layers, weights)
+        return cls(executor, pool, local_layers, weights, tail_layers)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)
@@ -87,9 +104,12 @@ class AskerPart:
 
 async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, first_layer: int,
                      prefer: str | None, timeout_s: float,
-                     say: Say = lambda _m: None) -> tuple[Plan, dict[bytes, ShardInfo]]:
-    """Link to the model's servers, ask each what it holds, and route the layers from
-    `first_layer` over them; ExecError when no server of the model answers."""
+                     say: Say = lambda _m: None, last_layer: int | None = None,
+                     reputation: ReputationBook | None = None,
+                     ) -> tuple[Plan, dict[bytes, ShardInfo]]:
+    """Link to the model's servers, ask each what it holds, and route layers `first_layer` ..
+    `last_layer` over them, leaving out what `reputation` excludes (after checking the
+    verdicts published against them); ExecError when no server of the model answers."""
     name, cfg = model_name(file.path), file.config
     say(f"looking up the servers of {name} ...")
     owners = await find_span_owners(hive, name, cfg.n_layers)
@@ -98,7 +118,14 @@ async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, firs
     infos = await discover(hive.node, timeout=timeout_s)
     say(f"{len(infos)} shard servers answered")
     rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
-    plan = route(infos, cfg, name, replicas, rtts, first_layer=first_layer, prefer=prefer)
+    exclude: set[bytes] = set()
+    if reputation is not None:
+        exclude = await VerdictBoard(hive, reputation).review(infos)
+        exclude |= {n for n in infos if reputation.excluded(n)}
+        if exclude:
+            say(f"leaving out {len(exclude)} slashed or banned servers")
+    plan = route(infos, cfg, name, replicas, rtts, first_layer=first_layer, prefer=prefer,
+                 last_layer=last_layer, salt=os.urandom(32), exclude=exclude)
     say("route: " + ", ".join(
         f"layers {ps.stage.start}-{ps.stage.end} on {' '.join(n.hex()[:8] for n in ps.nodes)}"
         for ps in plan.stages))
@@ -107,16 +134,45 @@ async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, firs
 
 async def connect(hive: HiveNode, file: GGUFModelFile, asker: AskerPart, *, replicas: int,
                   config: ClientConfig | None = None, on_event: Consumer | None = None,
-                  timeout_s: float, own_part: bool = False, say: Say = lambda _m: None) -> HiveClient:
+                  timeout_s: float, own_part: bool = False, say: Say = lambda _m: None,
+                  reputation: ReputationBook | None = None,
+                  data_dir: Path | None = None) -> HiveClient:
     """A client routing `file` over the hive `hive` has joined, computing its own part on
-    `asker`'s thread. With `own_part`, closing the client shuts that thread down."""
+    `asker`'s thread. With `own_part`, closing the client shuts that thread down.
+    `reputation` (else one kept in `data_dir`, else in memory) holds the verdicts and bans."""
     config = config or ClientConfig()
-    if config.local_layers != asker.local_layers:
-        raise ExecError(f"the client runs {config.local_layers} local layers but the asker "
-                        f"holds {asker.local_layers}")
+    if (config.local_layers, config.local_tail_layers) != (asker.local_layers, asker.tail_layers):
+        raise ExecError(f"the client runs {config.local_layers} first and "
+                        f"{config.local_tail_layers} last layers but the asker holds "
+                        f"{asker.local_layers} and {asker.tail_layers}")
+    n = file.config.n_layers
+    if reputation is None:
+        reputation = ReputationBook(store=VerdictStore.in_dir(data_dir) if data_dir else None)
+    if reputation.replayer is None:
+        reputation.replayer = shared_replayer(file)
     plan, infos = await find_route(hive, file, replicas=replicas, first_layer=asker.local_layers,
-                                   prefer=asker.weights, timeout_s=timeout_s, say=say)
-    spares = [n for n in sorted(infos) if n not in plan.nodes]
-    return HiveClient(hive.node, asker.executor, plan, config, spares=spares,
-                      on_event=on_event, weights=weights_of(infos), pool=asker.pool,
-                      own_pool=own_part)
+                                   prefer=asker.weights, timeout_s=timeout_s, say=say,
+                                   last_layer=n - asker.tail_layers, reputation=reputation)
+    spares = [n for n in infos if n not in plan.nodes and not reputation.excluded(n)]
+    health = await published_health(hive, list(infos))
+    client = HiveClient(hive.node, asker.executor, plan, config, spares=spares,
+                        on_event=on_event, weights=weights_of(infos), pool=asker.pool,
+                        own_pool=own_part, reputation=reputation, health=health)
+    VerdictBoard(hive, reputation).attach(client)
+    return client
+
+
+async def published_health(hive: HiveNode, nodes: list[bytes]) -> dict[bytes, HealthRecord]:
+    """Each node's Health record as it published it in the DHT (what its receipts pay by)."""
+    found = await asyncio.gather(*(hive.dht.get(node_key(n, RecordKind.HEALTH)) for n in nodes),
+                                 return_exceptions=True)
+    out: dict[bytes, HealthRecord] = {}
+    for node, records in zip(nodes, found, strict=True):
+        if isinstance(records, BaseException):
+            continue
+        for record in records:
+            value = decode_value(record)
+            if owner_of(record) == node and isinstance(value, HealthRecord):
+                out[node] = value
+                break
+    return out

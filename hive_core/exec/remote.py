@@ -2,12 +2,18 @@
 
 Servers report the weights mode they hold their matrices in; a route gives each stage
 replicas of one mode, since honest replicas of different modes differ beyond the tolerance.
+Among servers that fit a stage equally well, the route takes them in an order drawn for the
+session (a keyed hash of each id with a secret `salt`), never by id: a node id is a hash of
+a key, so a liar could grind keys until it always came first. Slashed and banned nodes
+(`exclude`) are left out.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import hashlib
+import math
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from hive_core.base.health import HealthVector
@@ -20,7 +26,9 @@ from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.mesh.wschannel import ws_connect
 from hive_core.model.config import LlamaConfig
 from hive_core.protocol.inference import ShardInfo, ShardQuery
-from hive_core.sched.planner import Candidate, CostModel, Plan, fixed_plan, plan
+from hive_core.sched.planner import Candidate, CostModel, Plan, PlannedStage, fixed_plan, plan
+
+MAX_CLAIMED_TFLOPS = 64.0  # a server's own TFLOPS claim counts up to this (a CPU's ceiling)
 
 
 async def discover(node: Node, timeout: float = 5.0) -> dict[bytes, ShardInfo]:
@@ -44,19 +52,35 @@ def weights_of(infos: Mapping[bytes, ShardInfo]) -> dict[bytes, str]:
     return {n: WEIGHTS_FROM_WIRE[i.weights] for n, i in infos.items()}
 
 
+def draw(salt: bytes, node_id: bytes) -> bytes:
+    """A node's place in this session's order: unpredictable without the secret `salt`."""
+    return hashlib.blake2b(node_id, key=salt[:64], digest_size=16).digest()
+
+
+def rtt_band(rtt_ms: float | None) -> int:
+    """Measured RTTs within a factor of two of each other count as equally good."""
+    return 99 if rtt_ms is None or rtt_ms <= 0 else max(0, int(math.log2(max(rtt_ms, 1.0))))
+
+
 def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int,
-              first_layer: int = 0, prefer: str | None = None) -> Plan | None:
-    """A route over the servers' preloaded spans, if they cover layers `first_layer`.. (else
-    None); a span that starts earlier serves just its part of the route. Replicas of a
-    stage share a span and a weights mode; between equal options, mode `prefer` wins."""
+              first_layer: int = 0, prefer: str | None = None, *, last_layer: int | None = None,
+              salt: bytes = b"", rtt_ms: Mapping[bytes, float] | None = None) -> Plan | None:
+    """A route over the servers' preloaded spans, if they cover layers `first_layer` ..
+    `last_layer` (else None); a span that starts earlier or ends later serves just its part.
+    Replicas of a stage share a span and a weights mode; between equal options, mode
+    `prefer` wins; within a span, servers go by RTT band, then by the session's draw."""
+    last = n_layers if last_layer is None else last_layer
+    rtts = rtt_ms or {}
     by_span: dict[tuple[int, int, str], list[bytes]] = {}
-    for nid, info in sorted(infos.items()):
+    for nid, info in infos.items():
         if info.layer_end > info.layer_start:
             key = (info.layer_start, info.layer_end, WEIGHTS_FROM_WIRE[info.weights])
             by_span.setdefault(key, []).append(nid)
+    for ids in by_span.values():
+        ids.sort(key=lambda n: (rtt_band(rtts.get(n)), draw(salt, n)))
     stages, nodes, at = [], [], first_layer
-    while at < n_layers:
-        options = [(end, mode, ids) for (start, end, mode), ids in by_span.items()
+    while at < last:
+        options = [(min(end, last), mode, ids) for (start, end, mode), ids in by_span.items()
                    if start <= at < end]
         if not options:
             return None
@@ -68,15 +92,21 @@ def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int,
 
 
 def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, replicas: int,
-          rtt_ms: Mapping[bytes, float], first_layer: int = 0, prefer: str | None = None) -> Plan:
-    """Servers of this model: their spans if they cover the model, else the planner's route
-    over the servers of one weights mode (the most common; `prefer` on a tie)."""
-    same = {n: i for n, i in infos.items()
-            if i.model == model_name and i.n_layers == cfg.n_layers and i.hidden == cfg.hidden}
+          rtt_ms: Mapping[bytes, float], first_layer: int = 0, prefer: str | None = None, *,
+          last_layer: int | None = None, salt: bytes = b"",
+          exclude: Collection[bytes] = ()) -> Plan:
+    """Servers of this model (less `exclude`): their spans if they cover layers `first_layer`
+    .. `last_layer`, else the planner's route over the servers of one weights mode (the most
+    common; `prefer` on a tie). Ties go by the session's draw (`salt`), never by id."""
+    last = cfg.n_layers if last_layer is None else last_layer
+    same = {n: i for n, i in infos.items() if n not in exclude
+            and i.model == model_name and i.n_layers == cfg.n_layers and i.hidden == cfg.hidden}
     if not same:
         raise ExecError(f"no shard server of {model_name} ({cfg.n_layers} layers) among "
-                        f"{len(infos)} servers found")
-    spans = span_plan(same, cfg.n_layers, replicas, first_layer, prefer)
+                        f"{len(infos)} servers found" + (f" ({len(exclude)} left out as slashed "
+                                                         "or banned)" if exclude else ""))
+    spans = span_plan(same, cfg.n_layers, replicas, first_layer, prefer, last_layer=last,
+                      salt=salt, rtt_ms=rtt_ms)
     if spans is not None:
         return spans
     by_mode: dict[str, dict[bytes, ShardInfo]] = {}
@@ -84,14 +114,18 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
         by_mode.setdefault(WEIGHTS_FROM_WIRE[i.weights], {})[n] = i
     same = max(by_mode.values(), key=lambda group: (
         len(group), WEIGHTS_FROM_WIRE[next(iter(group.values())).weights] == prefer))
-    cands = [Candidate(n, HealthVector(
-        tflops=max(i.tflops, 0.01), battery_pct=None, on_ac=True, peers=(), uptime_s=0.0,
-        success_rate=1.0, free_ram_mb=i.free_ram_mb or 1e5, temperature_c=None,
-        measured_at_ms=0), rtt_ms.get(n)) for n, i in sorted(same.items())]
-    p = plan(cands, cfg.n_layers - first_layer, CostModel.for_model(cfg), replicas=replicas)
-    shifted = tuple(replace(s, stage=Stage(s.stage.start + first_layer, s.stage.end + first_layer,
-                                           s.stage.part)) for s in p.stages)
-    return replace(p, stages=shifted)
+    # The planner breaks ties by node id: it sees each server under its drawn label instead.
+    label = {draw(salt, n)[:20]: n for n in same}
+    cands = [Candidate(lab, HealthVector(
+        tflops=min(max(i.tflops, 0.01), MAX_CLAIMED_TFLOPS), battery_pct=None, on_ac=True,
+        peers=(), uptime_s=0.0, success_rate=1.0, free_ram_mb=i.free_ram_mb or 1e5,
+        temperature_c=None, measured_at_ms=0), rtt_ms.get(n))
+        for lab, n in sorted(label.items()) for i in (same[n],)]
+    p = plan(cands, last - first_layer, CostModel.for_model(cfg), replicas=replicas)
+    shifted = tuple(PlannedStage(Stage(s.stage.start + first_layer, s.stage.end + first_layer,
+                                       s.stage.part), tuple(label[n] for n in s.nodes), s.est_s)
+                    for s in p.stages)
+    return replace(p, stages=shifted, left_out=tuple(label.get(n, n) for n in p.left_out))
 
 
 async def find_span_owners(hive: object, model: str, n_layers: int) -> list[bytes]:

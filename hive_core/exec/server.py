@@ -36,6 +36,7 @@ from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
 from hive_core.exec.frame_gate import FrameGate
+from hive_core.exec.kernel import kernel_class, load_stages, model_digest
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.stage_host import HostConfig, StageHost, StepRefused
 from hive_core.exec.stage_worker import StageWorker, WorkerConfig
@@ -80,6 +81,7 @@ class ServerConfig:
     weights: str = "fp32"  # how matrices are held: packed | fp32 | bf16 (`hive_core.model.modes`)
     compute_process: bool = False  # weights, caches and compute in a child process at compute_nice
     compute_gate: FrameGate | None = None  # a game's frame gate: compute waits while a frame renders
+    kernel_path: str = ""  # TEST TOOL: packed matrices on this kernel path (avx2, portable, int4)
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHTS_TO_WIRE:
@@ -121,6 +123,9 @@ class ShardServer:
             self.host = StageHost(model, HostConfig(cfg.weights, cfg.load_on_demand,
                                                     cfg.max_sessions, cfg.fault, cfg.fault_seed),
                                   pause=cfg.compute_gate.wait if cfg.compute_gate is not None else None)
+        # What its attestations name: the model file and the kernel class computing here.
+        self.model_digest = model_digest(model.path)
+        self.kernel = kernel_class(cfg.weights, cfg.kernel_path or None)
         self.receipts: list[WorkReceipt] = []
         self.receipt_hooks: list[Callable[[WorkReceipt], None]] = []  # called per kept receipt
         self.feed = EventFeed(node, self.config.feed)
@@ -144,6 +149,10 @@ class ShardServer:
         await loop.run_in_executor(self._pool, self.host.ready)  # a child process is up
         for stage in self.config.preload:
             await loop.run_in_executor(self._pool, self.host.load, stage)
+        if self.config.kernel_path and isinstance(self.host, StageHost):
+            self.host.executors = [await loop.run_in_executor(
+                self._pool, load_stages, self.model, ex.stages, self.config.weights,
+                self.config.kernel_path) for ex in self.host.executors]
         self._evictor = self.node.spawn(self._evict_loop(), name="evict sessions")
 
     def load(self, stage: Stage) -> None:
@@ -200,6 +209,8 @@ class ShardServer:
             self._set_state(ShardServer.State.CRASHED)
             return asyncio.ensure_future(self._crash())
         self.stats.requests += 1
+        if fault is not None and fault.silent:
+            return None  # takes the work and never answers
         if self._evictor is None:  # started lazily when the node was built outside a loop
             self._evictor = self.node.spawn(self._evict_loop(), name="evict sessions")
         link = self.node.peers.best(peer)
@@ -255,7 +266,8 @@ class ShardServer:
         start, end = (pre[0].start, pre[-1].end) if pre else (0, 0)
         info = ShardInfo(msg.rpc_id, self.model.path.name[:128], cfg.n_layers, cfg.hidden,
                          start, end, float(self.config.tflops), float(self.config.free_ram_mb),
-                         self.config.on_ac, WEIGHTS_TO_WIRE[self.config.weights])
+                         self.config.on_ac, WEIGHTS_TO_WIRE[self.config.weights], self.kernel,
+                         self.model_digest)
         return asyncio.ensure_future(self.node.send(peer, info))
 
     def _on_end(self, peer: bytes, msg: EndSession) -> asyncio.Future[None] | None:
@@ -327,7 +339,8 @@ class ShardServer:
             att = attest(self.node.identity, session_id=msg.session_id, step=msg.step,
                          layer_start=stage.start, layer_end=stage.end, part=msg.part,
                          position=msg.position, tokens=msg.tokens, input_bytes=raw,
-                         output_bytes=out_bytes)
+                         output_bytes=out_bytes, model=self.model_digest, kv=int(msg.kv),
+                         kernel=self.kernel)
         sealed = seal(box, out_bytes,  # type: ignore[arg-type]
                       seal_context(b"out", msg.session_id, msg.step, stage, msg.position))
         return StageResult(msg.rpc_id, ErrorCode.OK, "", msg.position + msg.tokens, compute_s, att,

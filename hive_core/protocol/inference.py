@@ -17,7 +17,7 @@ from hive_core.base.ids import SESSION_BYTES
 from hive_core.base.stage import Part
 from hive_core.economy.receipt import MAX_SIZE as MAX_RECEIPT_BYTES
 from hive_core.protocol.messages import ErrorCode
-from hive_core.protocol.trust import Attestation
+from hive_core.protocol.trust import DIGEST_BYTES, MAX_KERNEL_CLASS, Attestation
 
 MAX_PAYLOAD = MAX_FRAME_BYTES - 4096  # room for the other fields of a RunStage / StageResult
 MAX_MODEL_NAME = 128
@@ -135,3 +135,7 @@ class ShardInfo:
     free_ram_mb: Annotated[float, Float()]
     on_ac: Annotated[bool, Bool()]
     weights: Annotated[WeightsKind, EnumOf(WeightsKind)] = WeightsKind.FP32  # matrices' form
+    # What its attestations will name (`hive_core.trust.kernels`): replicas of one class must
+    # agree to the bit; the asker compares other classes within their calibrated bound.
+    kernel: Annotated[str, Text(MAX_KERNEL_CLASS)] = ""
+    model_digest: Annotated[bytes, Fixed(DIGEST_BYTES)] = bytes(DIGEST_BYTES)  # of its GGUF file

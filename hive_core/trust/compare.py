@@ -1,8 +1,9 @@
-"""Replica agreement with a tolerance: floats differ across hardware, lies differ more.
+"""Replica agreement per token row: equal bits within a kernel class, a calibrated bound across.
 
-Exact hashes would flag honest nodes whose CPUs round differently, so outputs are
-compared by relative L2 distance; a replica is an outlier when it is farther than `rtol`
-from the largest group of replicas that agree with each other.
+One norm over a whole [tokens, hidden] tensor lets a liar hide in its largest row (SmolLM2's
+first row is ~25,000 against ~150 for the others), so every row is compared on its own:
+``||a_r - b_r|| / max(||a_r||, ||b_r||)``. Replicas of one kernel class must agree to the
+bit; across classes each row must stay within `kernels.row_tolerance` of the other's.
 """
 
 from __future__ import annotations
@@ -12,25 +13,40 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_RTOL = 1e-3  # fp32 across CPUs differs ~1e-6; a corrupted stage by far more
+from hive_core.trust.kernels import row_tolerance
+
+# Rows are scaled by at least this share of the tensor's largest row norm, so a row an input
+# drove to near zero cannot turn rounding noise into a large relative error.
+ROW_FLOOR = 1e-3
 
 
-def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """||a - b|| / max(||a||, ||b||); infinity for a shape mismatch or non-finite values."""
-    if a.shape != b.shape:
-        return float("inf")
+def row_errors(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row relative L2 distance of two [tokens, hidden] arrays (infinite where a value is
+    not finite, or everywhere on a shape mismatch)."""
+    if a.shape != b.shape or a.ndim != 2:
+        return np.array([np.inf])
     a64, b64 = a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
-    if not (np.isfinite(a64).all() and np.isfinite(b64).all()):
-        return float("inf")
-    scale = max(float(np.linalg.norm(a64)), float(np.linalg.norm(b64)))
-    diff = float(np.linalg.norm(a64 - b64))
-    if scale == 0.0:
-        return 0.0 if diff == 0.0 else float("inf")
-    return diff / scale
+    na, nb = np.linalg.norm(a64, axis=1), np.linalg.norm(b64, axis=1)
+    scale = np.maximum(np.maximum(na, nb), ROW_FLOOR * max(float(na.max(initial=0.0)),
+                                                           float(nb.max(initial=0.0))))
+    diff = np.linalg.norm(a64 - b64, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.where(scale > 0, diff / np.where(scale > 0, scale, 1.0),
+                       np.where(diff == 0, 0.0, np.inf))
+    err[~(np.isfinite(a64).all(axis=1) & np.isfinite(b64).all(axis=1))] = np.inf
+    return np.asarray(err)
 
 
-def agree(a: np.ndarray, b: np.ndarray, rtol: float = DEFAULT_RTOL) -> bool:
-    return relative_error(a, b) <= rtol
+def agree(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
+    """Whether two outputs agree: bit for bit with tolerance 0, else row by row within it."""
+    if tolerance == 0.0:
+        return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    return bool((row_errors(a, b) <= tolerance).all())
+
+
+def agree_classes(a: np.ndarray, kernel_a: str, b: np.ndarray, kernel_b: str) -> bool:
+    """`agree` with the tolerance between two kernel classes (TrustError if incomparable)."""
+    return agree(a, b, row_tolerance(kernel_a, kernel_b))
 
 
 @dataclass(frozen=True)
@@ -38,17 +54,19 @@ class Verdict:
     """Who agrees with whom among the replicas of one stage step."""
 
     agreeing: tuple[bytes, ...]  # the largest agreeing group, in input order
-    outliers: tuple[bytes, ...]  # replicas outside the tolerance of that group
+    outliers: tuple[bytes, ...]  # replicas that disagree with that group
     quorum: bool  # the group holds a strict majority and at least two replicas
 
 
-def judge(outputs: Mapping[bytes, np.ndarray], rtol: float = DEFAULT_RTOL,
+def judge(outputs: Mapping[bytes, np.ndarray], kernels: Mapping[bytes, str],
           order: Sequence[bytes] | None = None) -> Verdict:
-    """Group replicas around each candidate; the biggest group (first on ties) wins."""
+    """Group replicas around each candidate; the biggest group (first on ties) wins. A member
+    must agree with the anchor under the tolerance of their two kernel classes."""
     names = list(order) if order is not None else list(outputs)
     best: list[bytes] = []
     for anchor in names:
-        group = [n for n in names if agree(outputs[anchor], outputs[n], rtol)]
+        group = [n for n in names
+                 if agree_classes(outputs[anchor], kernels[anchor], outputs[n], kernels[n])]
         if len(group) > len(best):
             best = group
     outliers = tuple(n for n in names if n not in best)

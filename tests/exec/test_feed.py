@@ -10,7 +10,7 @@ import pytest
 
 from hive_core.base.stage import Part
 from hive_core.events import StageStarted
-from hive_core.exec import generate_hive
+from hive_core.exec import ClientConfig, generate_hive
 from hive_core.exec.feed import EventFeed, FeedConfig
 from hive_core.exec.hive import build_hive, identity
 from hive_core.mesh.memchannel import memory_pair
@@ -61,7 +61,9 @@ async def _spectator(servers: list[Any]) -> tuple[Node, list[tuple[bytes, FeedEv
 
 async def test_servers_publish_an_ask_of_another_client_without_its_prompt(tiny_gguf, tiny_file) -> None:
     frames: list[bytes] = []
-    hive = await build_hive(tiny_gguf, 2, model=tiny_file)
+    # Every layer on the servers and no audit: the stages each server reports are its own.
+    config = ClientConfig(local_layers=0, local_tail_layers=0, audit_rate=0.0, hedge_floor_s=60)
+    hive = await build_hive(tiny_gguf, 2, model=tiny_file, client_config=config)
     spec, heard = await _spectator(hive.servers)
     orig = spec._dispatch  # every message the spectator receives, re-encoded into `frames`
 

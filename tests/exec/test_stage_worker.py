@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hive_core.base.stage import Part, Stage
-from hive_core.exec import Fault, generate_hive
+from hive_core.exec import ClientConfig, Fault, generate_hive
 from hive_core.exec.errors import ExecError
 from hive_core.exec.hive import build_hive
 from hive_core.exec.stage_host import StageHost, StepRefused
@@ -85,7 +85,9 @@ async def test_process_backed_hive_answers_as_the_threaded_one(tiny_gguf: Any, t
     async def run(process: bool) -> tuple[list[int], Any]:
         hive = await build_hive(tiny_gguf, 4, replicas=2, spares=1, model=tiny_file,
                                 stages=[Stage(0, 2), Stage(2, 4)], faults={1: Fault.parse("noise")},
-                                compute_process=process, compute_nice=5 if process else 0)
+                                compute_process=process, compute_nice=5 if process else 0,
+                                client_config=ClientConfig(local_layers=0, local_tail_layers=0,
+                                                           hedge_floor_s=60.0))
         try:
             assert all(isinstance(srv.host, StageWorker) == process for srv in hive.servers)
             s = hive.client.new_session()

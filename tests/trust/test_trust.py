@@ -1,4 +1,4 @@
-"""Trust: Merkle proofs, attestations, tolerance verdicts, evidence, sealing."""
+"""Trust: Merkle proofs, attestations, sealing (evidence and comparison: test_evidence.py)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,16 @@ import pytest
 
 from hive_core.base.identity import Identity
 from hive_core.base.stage import Part
-from hive_core.protocol import decode, encode
 from hive_core.trust import (
-    EvidenceError,
-    ReputationBook,
     SealError,
     TrustError,
     attest,
     box_between,
     check_attestation,
-    judge,
-    load_evidence,
-    make_evidence,
     merkle_root,
     open_anonymous,
     open_sealed,
     prove,
-    relative_error,
     seal,
     seal_anonymous,
     verify_chunk,
@@ -57,12 +50,16 @@ def test_proof_for_other_index_fails() -> None:
         verify_chunk(merkle_root(data), data[:4096], prove(data, 1))
 
 
+KERNEL = "packed/avx512/AVX512/t2/2.13.0"
+
+
 def _att(ident: Identity, out: np.ndarray, inp: bytes = b"input") -> object:
     return attest(ident, session_id=SESSION, step=3, layer_start=0, layer_end=4, part=Part.FULL,
-                  position=7, tokens=out.shape[0], input_bytes=inp, output_bytes=out.tobytes())
+                  position=7, tokens=out.shape[0], input_bytes=inp, output_bytes=out.tobytes(),
+                  model=bytes(32), kv=1, kernel=KERNEL)
 
 
-def test_attestation_signature_and_root() -> None:
+def test_attestation_signature_root_and_kernel_class() -> None:
     out = np.ones((2, 8), dtype="<f4")
     att = _att(IDS[0], out)
     check_attestation(att, out.tobytes())
@@ -70,58 +67,16 @@ def test_attestation_signature_and_root() -> None:
         check_attestation(att, (out * 2).tobytes())
     with pytest.raises(TrustError, match="signature"):
         check_attestation(replace(att, step=4))
-
-
-def test_judge_tolerates_rounding_but_not_noise() -> None:
-    rng = np.random.default_rng(0)
-    base = rng.standard_normal((3, 64)).astype("<f4")
-    rounding = base * (1 + 1e-6)
-    noisy = base + rng.standard_normal(base.shape).astype("<f4") * 0.1
-    assert relative_error(base, rounding) < 1e-5
-    v = judge({b"a": base, b"b": noisy, b"c": rounding})
-    assert v.agreeing == (b"a", b"c") and v.outliers == (b"b",) and v.quorum
-    v2 = judge({b"a": base, b"b": noisy})
-    assert not v2.quorum
-    assert relative_error(base, base[:2]) == float("inf")
-    nan = base.copy()
-    nan[0, 0] = np.nan
-    assert judge({b"a": base, b"b": nan, b"c": base}).outliers == (b"b",)
-
-
-def test_evidence_slashes_and_survives_the_wire() -> None:
-    rng = np.random.default_rng(1)
-    good = rng.standard_normal((2, 16)).astype("<f4")
-    bad = good + 1.0
-    witnesses = [(_att(IDS[1], good), good.tobytes()), (_att(IDS[2], good), good.tobytes())]
-    ev = make_evidence(_att(IDS[0], bad), bad.tobytes(), witnesses)
-    book = ReputationBook()
-    assert book.slash(ev) == IDS[0].node_id
-    assert book.excluded(IDS[0].node_id) and not book.excluded(IDS[1].node_id)
-    again = load_evidence(encode(ev))
-    assert again == ev
-    assert IDS[0].node_id.hex() in book.to_json()
-
-
-def test_evidence_against_an_honest_node_is_refused() -> None:
-    good = np.ones((1, 8), dtype="<f4")
-    wit = [(_att(IDS[1], good), good.tobytes()), (_att(IDS[2], good), good.tobytes())]
-    with pytest.raises(EvidenceError, match="within tolerance"):
-        make_evidence(_att(IDS[0], good * (1 + 1e-7)), (good * (1 + 1e-7)).tobytes(), wit)
-    # Statements about another input prove nothing.
-    other = [(_att(IDS[1], good, b"other"), good.tobytes()), wit[1]]
-    with pytest.raises(EvidenceError, match="same input"):
-        make_evidence(_att(IDS[0], good + 5), (good + 5).tobytes(), other)
-    # A forged witness output does not match its signed root.
-    forged = [(wit[0][0], (good + 5).tobytes()), wit[1]]
-    with pytest.raises(EvidenceError, match="does not verify"):
-        make_evidence(_att(IDS[0], good + 5), (good + 5).tobytes(), forged)
-    with pytest.raises(EvidenceError, match="two witnesses"):
-        make_evidence(_att(IDS[0], good + 5), (good + 5).tobytes(), wit[:1])
-
-
-def test_garbage_evidence_frame_is_a_clear_error() -> None:
-    with pytest.raises(ValueError):
-        load_evidence(b"\x01\x80garbage")
+    # The kernel class and the model are signed too: a relabelled statement is forged.
+    with pytest.raises(TrustError, match="signature"):
+        check_attestation(replace(att, kernel="packed/int4/AVX512/t2/2.13.0"))
+    with pytest.raises(TrustError, match="signature"):
+        check_attestation(replace(att, model=b"m" * 32))
+    forged = attest(IDS[0], session_id=SESSION, step=3, layer_start=0, layer_end=4,
+                    part=Part.FULL, position=7, tokens=2, input_bytes=b"i",
+                    output_bytes=out.tobytes(), model=bytes(32), kv=1, kernel="gpu/magic")
+    with pytest.raises(TrustError, match="kernel class"):
+        check_attestation(forged)
 
 
 def test_seal_roundtrip_and_binding() -> None:
@@ -145,13 +100,3 @@ def test_seal_roundtrip_and_binding() -> None:
         open_anonymous(other, anon)
     with pytest.raises(SealError):
         box_between(client, b"short")
-
-
-def test_evidence_message_decodes_strictly() -> None:
-    good = np.ones((1, 8), dtype="<f4")
-    wit = [(_att(IDS[1], good), good.tobytes()), (_att(IDS[2], good), good.tobytes())]
-    ev = make_evidence(_att(IDS[0], good + 1), (good + 1).tobytes(), wit)
-    frame = encode(ev)
-    assert decode(frame) == ev
-    with pytest.raises(ValueError):
-        decode(frame[:-3])

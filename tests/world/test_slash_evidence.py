@@ -2,7 +2,8 @@
 
 The asker sends each trial's verdict to the nodes that served it; their feeds carry it to
 the spectator, whose game state shows the tower verified and the liar's district falling
-only after re-checking the slashing's signed evidence. Forged slashings are refused.
+only after re-checking the slashing's signed evidence by recomputing it on its own copy of
+the model. Forged slashings are refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from hive_core import events as ev
 from hive_core.base.stage import Part, Stage
 from hive_core.events import EvidenceAssembler
-from hive_core.exec import Fault, generate_hive
+from hive_core.exec import ClientConfig, Fault, generate_hive
 from hive_core.exec.feed import slashed_verdicts
 from hive_core.exec.hive import build_hive, identity
 from hive_core.mesh.memchannel import memory_pair
@@ -50,26 +51,37 @@ def tiny_file(tiny_gguf: Any) -> Any:
     return GGUFModelFile(tiny_gguf)
 
 
-def _evidence(rows: int = 2, width: int = 16) -> tuple[SlashEvidence, bytes]:
-    """Evidence that node "liar" answered far from two agreeing witnesses; and the liar's id."""
+def _evidence(file: Any, steps: int = 1) -> tuple[SlashEvidence, bytes]:
+    """Evidence that node "liar" signed MLP outputs of the tiny model's layers 0-2 of which the
+    last is off by one (MLP steps: each stands alone, so many of them make large evidence);
+    the process's replayer holds the model, so whoever checks it recomputes it."""
+    import torch
+
+    from hive_core.exec.kernel import kernel_class, model_digest
+    from hive_core.exec.replay import shared_replayer
+    from hive_core.model.executor import ShardExecutor
+
+    shared_replayer(file)
+    stage = Stage(0, 2, Part.MLP)
+    ex = ShardExecutor.load(file, [stage])
     rng = np.random.default_rng(1)
-    inp = rng.standard_normal((rows, width)).astype("<f4").tobytes()
-    good = rng.standard_normal((rows, width)).astype("<f4")
-    bad = good + 1.0
+    signed = []
+    for k in range(steps):
+        x = rng.standard_normal((64, file.config.hidden)).astype("<f4")
+        with torch.inference_mode():
+            out = ex.run_stage(stage, torch.from_numpy(x), 0, {}).numpy().astype("<f4")
+        if k == steps - 1:
+            out = out + np.float32(1.0)
+        att = attest(identity("liar"), session_id=SESSION, step=3 + k, layer_start=0,
+                     layer_end=2, part=Part.MLP, position=0, tokens=64, input_bytes=x.tobytes(),
+                     output_bytes=out.tobytes(), model=model_digest(file.path), kv=1,
+                     kernel=kernel_class("fp32"))
+        signed.append((att, x.tobytes()))
+    return make_evidence(signed, out.tobytes(), "lied"), identity("liar").node_id
 
-    def statement(name: str, out: np.ndarray) -> tuple[Any, bytes]:
-        data = out.tobytes()
-        return attest(identity(name), session_id=SESSION, step=3, layer_start=0, layer_end=2,
-                      part=Part.FULL, position=0, tokens=rows, input_bytes=inp,
-                      output_bytes=data), data
 
-    liar, liar_out = statement("liar", bad)
-    ev_ = make_evidence(liar, liar_out, [statement("w1", good), statement("w2", good)])
-    return ev_, identity("liar").node_id
-
-
-def test_state_checks_a_slashings_evidence_before_the_district_falls() -> None:
-    evidence, liar = _evidence()
+def test_state_checks_a_slashings_evidence_before_the_district_falls(tiny_file: Any) -> None:
+    evidence, liar = _evidence(tiny_file)
     honest = identity("w1").node_id
     state = GameState(require_evidence=True)
     with pytest.raises(GameEventError, match="carries no evidence"):
@@ -78,8 +90,7 @@ def test_state_checks_a_slashings_evidence_before_the_district_falls() -> None:
         state.apply(ev.Slashed(SESSION, 1, honest, "lied", 1.0, evidence), 1.0)
     with pytest.raises(GameEventError, match="another session"):
         state.apply(ev.Slashed(b"t" * 16, 1, liar, "lied", 1.0, evidence), 1.0)
-    tampered = replace(evidence, witness_outputs=(evidence.offender_output,
-                                                  evidence.witness_outputs[1]))
+    tampered = replace(evidence, output=bytes(len(evidence.output)))
     with pytest.raises(GameEventError, match="does not verify"):
         state.apply(ev.Slashed(SESSION, 1, liar, "lied", 1.0, tampered), 1.0)
     assert state.snapshot(10.0).districts == () and state.snapshot(10.0).slashings == 0
@@ -92,13 +103,15 @@ def test_state_checks_a_slashings_evidence_before_the_district_falls() -> None:
     assert local.snapshot(2.0).slashings == 1
 
 
-def test_evidence_is_cut_into_chunks_and_joined_whatever_their_order() -> None:
-    evidence, liar = _evidence(rows=4000)  # 3 outputs of 256 KB: more than one frame
+def test_evidence_is_cut_into_chunks_and_joined_whatever_their_order(tiny_file: Any) -> None:
+    evidence, liar = _evidence(tiny_file, steps=40)  # 40 inputs of 16 KB: more than one frame
     body = encode_struct(evidence)
     parts = evidence_chunks(body)
     assert len(parts) == math.ceil(len(body) / EVIDENCE_CHUNK) > 1
-    events = [feed_event(EventKind.SLASHED, liar, session_id=SESSION, step=3, layer_start=0,
-                         layer_end=2, reason="lied", chunk=k, chunks=len(parts), evidence=p)
+    events = [feed_event(EventKind.SLASHED, liar, session_id=SESSION,
+                         step=evidence.offender.step, layer_start=0,
+                         layer_end=2, part=Part.MLP, reason="lied", chunk=k, chunks=len(parts),
+                         evidence=p)
               for k, p in enumerate(parts)]
     for e in events:  # every chunk travels in one frame (aiortc's 256 KiB message)
         assert decode(encode(e)) == e and len(encode(e)) <= MAX_FRAME_BYTES
@@ -120,7 +133,9 @@ async def test_a_spectator_sees_the_tower_verified_and_the_liar_fall(
         tiny_gguf: Any, tiny_file: Any, caplog: pytest.LogCaptureFixture, spectate: Any) -> None:
     # Two replicas per stage and a referee: server 1 lies on stage 0 and is outvoted.
     hive = await build_hive(tiny_gguf, 4, replicas=2, spares=1, model=tiny_file,
-                            stages=[Stage(0, 2), Stage(2, 4)], faults={1: Fault.parse("noise")})
+                            stages=[Stage(0, 2), Stage(2, 4)], faults={1: Fault.parse("noise")},
+                            client_config=ClientConfig(local_layers=0, local_tail_layers=0,
+                                                       hedge_floor_s=60.0))
     source = GameSource(GameState(), HudBoard())
     spec, watcher = await spectate(hive, source)
     liar = hive.servers[1].node.node_id

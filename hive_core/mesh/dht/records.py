@@ -1,4 +1,4 @@
-"""DHT records: typed values (health, roles, layer spans, reachability) signed by their owner."""
+"""DHT records: typed values (health, roles, layer spans, reachability, verdicts) signed by their owner."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hive_core.base.identity import Identity, IdentityError, node_id_of, verify
 from hive_core.mesh.dht.distance import key_of
 from hive_core.protocol import (
     MAX_RECORD_VALUE_BYTES,
+    Blob,
     EnumOf,
     Fixed,
     Float,
@@ -48,6 +49,8 @@ class RecordKind(IntEnum):
     LAYER_SPAN = 4
     LINKS = 5
     SERVING = 6
+    VERDICT = 7  # a node's checked conviction or ban of another, under `verdict_key(offender)`
+    EVIDENCE = 8  # a chunk of the evidence behind a verdict, under `evidence_key(digest, i)`
 
 
 class Role(IntEnum):
@@ -123,6 +126,53 @@ class LinksRecord:
     peers: Annotated[tuple[LinkRtt, ...], ListOf(Nested(LinkRtt), 64)]
 
 
+class VerdictKind(IntEnum):
+    """What a verdict record says of its offender."""
+
+    SLASHED = 1  # signed a wrong output: the evidence (in EVIDENCE chunks) proves it
+    SILENT = 2  # took work and never answered: banned until `until_ms` (no evidence)
+
+
+EVIDENCE_CHUNK_BYTES = 7 * 1024  # evidence bytes per record: a value stays under 8 KiB
+MAX_EVIDENCE_CHUNKS = 600  # 4.1 MiB: the largest evidence (`protocol.trust`) fits
+
+
+@wire_struct
+@dataclass(frozen=True)
+class VerdictRecord:
+    """The owner checked `offender` guilty (or found it silent). Nodes that recompute the
+    evidence themselves leave the offender out of their plans; the record alone proves
+    nothing."""
+
+    offender: Annotated[bytes, Fixed(20)]
+    session: Annotated[bytes, Fixed(16)]  # the disputed session: its credits are forfeit
+    kind: Annotated[VerdictKind, EnumOf(VerdictKind)]
+    digest: Annotated[bytes, Fixed(32)]  # evidence_digest (zeros for SILENT)
+    chunks: Annotated[int, UInt(2)]  # EVIDENCE records holding it (0 for SILENT)
+    until_ms: Annotated[int, UInt(8)]  # SILENT: the ban's end, unix ms (0 for SLASHED)
+    reason: Annotated[str, Text(128)]
+
+    def __post_init__(self) -> None:
+        if self.kind is VerdictKind.SLASHED and not 0 < self.chunks <= MAX_EVIDENCE_CHUNKS:
+            raise ValueError(f"a slashing names 1..{MAX_EVIDENCE_CHUNKS} evidence chunks, "
+                             f"got {self.chunks}")
+
+
+@wire_struct
+@dataclass(frozen=True)
+class EvidenceChunkRecord:
+    """Chunk `index` of `count` of the evidence whose digest is `digest`."""
+
+    digest: Annotated[bytes, Fixed(32)]
+    index: Annotated[int, UInt(2)]
+    count: Annotated[int, UInt(2)]
+    data: Annotated[bytes, Blob(EVIDENCE_CHUNK_BYTES)]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count <= MAX_EVIDENCE_CHUNKS or not self.data:
+            raise ValueError(f"evidence chunk {self.index} of {self.count} is out of range")
+
+
 VALUE_TYPES: dict[RecordKind, type[Any]] = {
     RecordKind.HEALTH: HealthRecord,
     RecordKind.ROLES: RolesRecord,
@@ -130,6 +180,8 @@ VALUE_TYPES: dict[RecordKind, type[Any]] = {
     RecordKind.LAYER_SPAN: LayerSpanRecord,
     RecordKind.LINKS: LinksRecord,
     RecordKind.SERVING: ServingRecord,
+    RecordKind.VERDICT: VerdictRecord,
+    RecordKind.EVIDENCE: EvidenceChunkRecord,
 }
 KIND_OF: dict[type[Any], RecordKind] = {v: k for k, v in VALUE_TYPES.items()}
 
@@ -144,10 +196,24 @@ def layer_key(model: str, layer: int) -> bytes:
     return key_of(f"cadencia/layer/{model}/{layer}")
 
 
+def verdict_key(offender: bytes) -> bytes:
+    """Key under which every node publishes its verdicts against `offender`."""
+    return key_of(f"cadencia/verdict/{offender.hex()}")
+
+
+def evidence_key(digest: bytes, index: int) -> bytes:
+    """Key of chunk `index` of the evidence named `digest`."""
+    return key_of(f"cadencia/evidence/{digest.hex()}/{index}")
+
+
 def keys_for(value: Any, owner_id: bytes) -> list[bytes]:
     """Every key a value of this type belongs under."""
     if isinstance(value, LayerSpanRecord):
         return [layer_key(value.model, i) for i in range(value.start, value.end)]
+    if isinstance(value, VerdictRecord):
+        return [verdict_key(value.offender)]
+    if isinstance(value, EvidenceChunkRecord):
+        return [evidence_key(value.digest, value.index)]
     return [node_key(owner_id, KIND_OF[type(value)])]
 
 

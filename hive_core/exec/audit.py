@@ -1,0 +1,184 @@
+"""Audits: a stage no replica checked is recomputed, as one prefill, before the receipts.
+
+A stage served by a single replica (the hive had no other, or it failed) is not compared
+step by step; at the end of the session an auditor recomputes every step it accepted in one
+prefill over the inputs the asker kept (VeriLLM-style re-execution: one batched pass, a
+fraction of the decode's cost): a spare of the stage's weights mode (under the session's id,
+with step numbers of their own, so spectators see the audit as part of the ask), or, with no
+spare, the asker itself on its own copy of the model. Rows outside the
+calibrated prefill-versus-step bound convict their worker by replaying its own signed steps
+(`StageVerifier.convict`); if the replay clears the worker, the auditor lied and is
+convicted on its own signed audit steps. A lie found here was already used: the session is
+marked tainted, so its answer does not count as verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hive_core.events import Verified, trial_id
+from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
+from hive_core.exec.errors import ExecError
+from hive_core.protocol.trust import Attestation
+from hive_core.trust import (
+    EvidenceError,
+    ReplayJob,
+    check_evidence,
+    make_evidence,
+    outside_audit,
+)
+
+if TYPE_CHECKING:
+    from hive_core.exec.client import HiveSession, StageState
+
+logger = logging.getLogger(__name__)
+
+
+def _drawn(session_id: bytes, i: int, rate: float) -> bool:
+    """Whether stage `i` of this session is audited: a draw no worker can predict."""
+    if rate >= 1.0:
+        return True
+    h = hashlib.blake2b(session_id + bytes([i % 256]), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64 < rate
+
+
+async def audit_session(s: HiveSession) -> None:
+    """Audit every stage of `s` whose steps replicas did not all confirm (drawn at the
+    configured rate)."""
+    for i, st in enumerate(s.stages):
+        if st.steps == 0 or st.verified_steps == st.steps or st.audited or not st.segments:
+            continue
+        if not _drawn(s.session_id, i, s.client.config.audit_rate):
+            continue
+        try:
+            await audit_stage(s, i)
+        except (ExecError, EvidenceError) as exc:
+            logger.warning("stage %s was not audited: %s", st.stage, exc)
+
+
+def _kept(st: StageState) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
+    """The accepted inputs as one array from position 0, and each step's rows in it."""
+    rows, spans, at = [], [], 0
+    for step, pos, x_in, _, node in sorted(st.segments, key=lambda seg: seg[1]):
+        if pos != at:
+            raise ExecError(f"kept inputs of {st.stage} have a gap at position {at}")
+        rows.append(x_in)
+        spans.append((step, pos, pos + x_in.shape[0], node))
+        at += x_in.shape[0]
+    return np.ascontiguousarray(np.concatenate(rows), dtype="<f4"), spans
+
+
+async def audit_stage(s: HiveSession, i: int) -> bool:
+    """Recompute stage `i`'s accepted steps as one prefill; True if all held."""
+    st = s.stages[i]
+    inputs, spans = _kept(st)
+    outputs = np.concatenate([seg[3] for seg in sorted(st.segments, key=lambda seg: seg[1])])
+    workers = {node for *_, node in spans}
+    auditor = s.spare_for(i, list(workers))
+    if auditor is not None:
+        audit, kernel, statements = await _remote(s, i, auditor, inputs)
+    else:
+        audit, kernel = await _local(s, st, inputs)
+        statements = []
+    for step, lo, hi, node in spans:
+        worker_kernel = _kernel_of(st, node)
+        bad = outside_audit(outputs[lo:hi], worker_kernel, audit[lo:hi], kernel)
+        if not len(bad):
+            continue
+        logger.warning("audit of %s: %d rows of step %d from %s are off", st.stage, len(bad),
+                       step, node.hex()[:12])
+        if await _convict_worker(s, i, step, node):
+            s.tainted = True
+        elif auditor is not None:
+            await _convict_auditor(s, i, auditor, statements, lo)
+        return False
+    st.audited = True
+    last = spans[-1]
+    nodes = tuple(dict.fromkeys([*(n for *_, n in spans), *([auditor] if auditor else [])]))
+    s.client.emit(Verified(s.session_id, trial_id(last[0], st.stage.start, st.stage.part),
+                           nodes, time.monotonic()))
+    return True
+
+
+def _kernel_of(st: StageState, node: bytes) -> str:
+    hist = st.history.get(node)
+    if not hist:
+        raise ExecError(f"no signed steps of {node.hex()[:12]} to audit")
+    return hist[-1][0].kernel
+
+
+Statement = tuple[Attestation, bytes, bytes]
+
+
+async def _remote(s: HiveSession, i: int, auditor: bytes,
+                  inputs: np.ndarray) -> tuple[np.ndarray, str, list[Statement]]:
+    """The auditor's recomputation (its cache for this stage starts empty: it never served it)."""
+    st = s.stages[i]
+    n = s.client.max_hop_tokens
+    outs: list[np.ndarray] = []
+    statements: list[Statement] = []
+    kernel = ""
+    try:
+        for lo in range(0, inputs.shape[0], n):
+            part = np.ascontiguousarray(inputs[lo:lo + n])
+            hop = Hop(s.session_id, s.next_replay_step(), st.stage, lo, part.shape[0],
+                      part.tobytes())
+            a = await s.ask(auditor, hop, keep=False)
+            outs.append(a.out)
+            if a.attestation is not None:
+                kernel = a.attestation.kernel
+                statements.append((a.attestation, hop.input_bytes, a.out_bytes))
+    except (Unavailable, BadAnswer, NeedsRebuild) as exc:
+        raise ExecError(f"auditor {auditor.hex()[:12]} failed: {exc}") from None
+    if not kernel:
+        raise ExecError(f"auditor {auditor.hex()[:12]} sent no attestation")
+    return np.concatenate(outs), kernel, statements
+
+
+async def _local(s: HiveSession, st: StageState, inputs: np.ndarray) -> tuple[np.ndarray, str]:
+    """The asker's own recomputation (no spare to ask)."""
+    replayer = s.client.reputation.replayer
+    if replayer is None:
+        raise ExecError("no spare and no model here to audit with")
+    some = next(iter(st.history.values()))[-1][0]
+    job = ReplayJob(some.model, st.stage.start, st.stage.end, st.stage.part, some.kv,
+                    some.kernel, ((0, inputs.shape[0], inputs.tobytes()),))
+    again = await s.client.local_call(replayer.replay, job)
+    rows = np.frombuffer(again.output, dtype="<f4").reshape(inputs.shape[0], -1)
+    return rows, again.kernel
+
+
+async def _convict_worker(s: HiveSession, i: int, step: int, node: bytes) -> bool:
+    st = s.stages[i]
+    for att, data, out in st.history.get(node, []):
+        if att.step == step:
+            hop = Hop(s.session_id, step, st.stage, att.position, att.tokens, data)
+            arr = np.frombuffer(out, dtype="<f4").reshape(att.tokens, -1)
+            answer = Answer(node, arr, out, att, 0.0)
+            return await s.verifier.convict(i, hop, answer, "an audit recomputed it otherwise")
+    logger.warning("no signed step %d of %s to convict it on", step, node.hex()[:12])
+    return False
+
+
+async def _convict_auditor(s: HiveSession, i: int, auditor: bytes,
+                           statements: list[Statement], row: int) -> None:
+    """The worker replayed right, so the audit was wrong: convict the auditor on its steps."""
+    rep = s.client.reputation
+    upto = [st for st in statements if st[0].position <= row]
+    if not upto or rep.replayer is None:
+        rep.distrust(auditor)
+        return
+    ev = make_evidence([(a, d) for a, d, _ in upto], upto[-1][2], "audit contradicted a replay")
+    try:
+        offender = await s.client.local_call(check_evidence, ev, rep.replayer)
+    except EvidenceError as exc:
+        logger.warning("audit disagreement on %s unresolved: %s", s.stages[i].stage, exc)
+        return
+    rep.record(ev, offender)
+    if s.client.publish is not None:
+        s.client.publish(ev, offender)
