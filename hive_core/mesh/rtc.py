@@ -276,11 +276,10 @@ class RTCPeer:
         """How the connection's packets travel, from the ICE pair in use: "direct" (host or
         server-reflexive candidates on both ends: through the NATs, hole-punched) or "relay"
         (a TURN server in between); None before ICE has chosen."""
-        try:
-            conn = self._pc.sctp.transport.transport.iceGatherer._connection
-            pair = conn._nominated.get(1)
-        except AttributeError:
+        sctp = self._pc.sctp
+        if sctp is None:
             return None
+        pair = sctp.transport.transport.iceGatherer._connection._nominated.get(1)
         if pair is None:
             return None
         kinds = {pair.local_candidate.type, pair.remote_candidate.type}
