@@ -28,11 +28,23 @@ def _command_modules() -> list[ModuleType]:
     return sorted(mods, key=lambda m: m.NAME)
 
 
+# Errors are printed on one line, this long at most: an argument may be megabytes of text.
+MAX_ERROR_CHARS = 400
+# Failures to open a path the user named: their input, not the machine's (exit 2).
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`message` on one line (newlines and runs of blanks folded), cut at `limit` chars."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else f"{flat[:limit]}... ({len(flat)} chars)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line (subcommand parsers inherit this class)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         # Domain errors subclass ValueError; show one line, the traceback only on request.
         if os.environ.get("CADENCIA_DEBUG"):
             traceback.print_exc()
-        msg = str(exc) or type(exc).__name__
+        msg = one_line(str(exc) or type(exc).__name__)
         print(f"cadencia {args.command}: error: {msg}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+        return 2 if isinstance(exc, (ValueError, *PATH_ERRORS)) else 1
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line; the traceback on request
+        if os.environ.get("CADENCIA_DEBUG"):
+            traceback.print_exc()
+        print(f"cadencia {args.command}: internal error: {type(exc).__name__}: "
+              f"{one_line(str(exc))} (CADENCIA_DEBUG=1 shows where)", file=sys.stderr)
+        return 1

@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any
 
-from cadencia.commands._prompt_flags import StreamedText, add_prompt_arguments
+from cadencia.commands._prompt_flags import StreamedText, add_prompt_arguments, check_room
+from hive_core.mesh.runner import number
 from hive_core.model.modes import add_weights_argument
 
 NAME = "ask"
@@ -31,12 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicas", type=int, default=2, metavar="R",
                         help="nodes computing each stage, where the hive has that many (default "
                              "2: compared row by row; a stage with one node is audited instead)")
-    parser.add_argument("--speculate", type=int, default=0, metavar="K",
+    parser.add_argument("--speculate", type=number(int, 0, 64), default=0, metavar="K",
                         help="draft K tokens by prompt lookup, verified in one pass (greedy only)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip verification (signed Merkle roots, replica comparison, "
                              "audits): answers from a lying node are then taken as they come")
-    parser.add_argument("--local-layers", type=int, default=1, metavar="K",
+    parser.add_argument("--local-layers", type=number(int, 0, 65535), default=1, metavar="K",
                         help="run the first K layers here too, so no node sees raw embeddings "
                              "(which map back to tokens); default 1, 0 ships embeddings")
     parser.add_argument("--local-tail-layers", type=int, default=1, metavar="K",
@@ -45,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache the shard servers keep (default fp32)")
     add_weights_argument(parser, "this device (and the servers of --hive local:N)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
                         help="torch threads (default: physical cores)")
-    parser.add_argument("--timeout", type=float, default=15.0, metavar="S",
+    parser.add_argument("--timeout", type=number(float, 0.1, 3600, "s"), default=15.0,
+                        metavar="S",
                         help="seconds to join the hive and find its servers (default 15)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object at the end instead of streaming text")
@@ -102,6 +104,7 @@ async def _ask(args: argparse.Namespace) -> int:
     model = GGUFModelFile(path)
     tokenizer = GGUFTokenizer(model)
     prompt_ids = encode_prompt(model, tokenizer, args.prompt, raw=args.raw)
+    check_room(args.max_new_tokens, len(prompt_ids), model.config.context_length)
     sampler = Sampler(args.temperature, args.top_p, args.seed)
     config = ClientConfig(kv=KvKind.INT4 if args.kv == "int4" else KvKind.FP32,
                           verify=not args.no_verify, local_layers=args.local_layers,

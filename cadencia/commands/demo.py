@@ -21,10 +21,14 @@ DEFAULT_PNG = "cadencia-demo.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cadencia.commands._prompt_flags import MAX_NEW_TOKENS
     from cadencia.game.runner import add_view_arguments
+    from hive_core.mesh.runner import number, text
 
-    parser.add_argument("prompt", nargs="?", default="What is the capital of France?", help="what to ask")
-    parser.add_argument("--max-new-tokens", type=int, default=24, metavar="N", help="answer length cap")
+    parser.add_argument("prompt", nargs="?", default="What is the capital of France?",
+                        type=text("the prompt", empty=True), help="what to ask")
+    parser.add_argument("--max-new-tokens", type=number(int, 1, MAX_NEW_TOKENS), default=24,
+                        metavar="N", help="answer length cap")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
     from hive_core.model.modes import add_weights_argument

@@ -19,12 +19,15 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cadencia.game.runner import add_view_arguments
+    from hive_core.mesh.runner import text
 
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the city replica is stored")
-    parser.add_argument("--kind", default="house", help="what to build (house, tower, workshop, ...)")
+    parser.add_argument("--kind", default="house", type=text("--kind", max_chars=64),
+                        help="what to build (house, tower, workshop, ...)")
     parser.add_argument("--neighbour", action="store_true",
                         help="add a second local player with a plot beside yours (to see refusals)")
     parser.add_argument("--script", default="", metavar="STEPS",
+                        type=text("the script", max_chars=100_000, empty=True),
                         help="';'-separated input: 'click [mine|theirs] I J' or 'key NAME'")
     add_view_arguments(parser)
 
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = view_config(args)
     if args.kind not in BUILDING_KINDS:
-        raise ViewError(f"--kind must be one of {', '.join(sorted(BUILDING_KINDS))}, got {args.kind!r}")
+        raise ViewError(f"--kind must be one of {', '.join(sorted(BUILDING_KINDS))}, "
+                        f"got {args.kind[:64]!r}")
     steps = parse_script(args.script)
     return asyncio.run(_edit(args, cfg, steps, say))
 

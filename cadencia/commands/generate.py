@@ -7,7 +7,8 @@ import json
 import sys
 import time
 
-from cadencia.commands._prompt_flags import StreamedText, add_prompt_arguments
+from cadencia.commands._prompt_flags import StreamedText, add_prompt_arguments, check_room
+from hive_core.mesh.runner import number
 from hive_core.model.modes import DEFAULT_WEIGHTS, WEIGHT_MODES
 
 NAME = "generate"
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_WEIGHTS})")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache: full precision or INT4 (default fp32)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
                         help="torch threads (default: physical cores)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object at the end instead of streaming text")
@@ -56,15 +57,16 @@ def run(args: argparse.Namespace) -> int:
     from hive_core.model.sampling import Sampler
     from hive_core.model.tokenizer import GGUFTokenizer
 
+    path = resolve_model_path(args.model)
+    t0 = time.perf_counter()
+    model = GGUFModelFile(path)  # the header only: refuse a prompt that cannot fit first
+    tokenizer = GGUFTokenizer(model)
+    prompt_ids = encode_prompt(model, tokenizer, args.prompt, raw=args.raw)
+    check_room(args.max_new_tokens, len(prompt_ids), model.config.context_length)
     prepare_compute(args.threads)
     kv = kv_factory(args.kv)  # fail before loading when INT4 is unavailable
     sampler = Sampler(args.temperature, args.top_p, args.seed)
-    path = resolve_model_path(args.model)
-    t0 = time.perf_counter()
     print(f"loading {path.name} ...", file=sys.stderr, flush=True)
-    model = GGUFModelFile(path)
-    tokenizer = GGUFTokenizer(model)
-    prompt_ids = encode_prompt(model, tokenizer, args.prompt, raw=args.raw)
 
     verb = "packing" if args.weights == "packed" else "dequantising"
 

@@ -27,13 +27,13 @@ class HiveUpError(RuntimeError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hive_core.mesh.runner import add_mesh_arguments
+    from hive_core.mesh.runner import add_mesh_arguments, number
 
     sub = parser.add_subparsers(dest="hive_command", metavar="ACTION", required=True)
     up = sub.add_parser("up", help="start a sentinel and N nodes on this machine",
                         description="Start a sentinel and N node processes on loopback; "
                                     "Ctrl-C stops them all.")
-    up.add_argument("--nodes", type=int, default=3, metavar="N",
+    up.add_argument("--nodes", type=number(int, 0, 64), default=3, metavar="N",
                     help="node processes besides the sentinel (default 3)")
     up.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
                     help="the sentinel's WebSocket address (default 127.0.0.1, any free port)")
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights_argument(up, "the serving nodes")
     up.add_argument("--no-serve", action="store_true",
                     help="start a mesh only: no node loads or serves model layers")
-    up.add_argument("--stages", type=int, default=None, metavar="S",
+    up.add_argument("--stages", type=number(int, 1, 64), default=None, metavar="S",
                     help="split the layers into S contiguous spans; node i serves span i mod S "
                          "(default: one per node up to 3, else N/2 so every span has replicas)")
     up.add_argument("--sentinel-serves", action="store_true",
@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             description="Ask the node at --hive for the hive's signed records.")
     status.add_argument("--hive", required=True, metavar="URL",
                         help="ws://HOST:PORT of a sentinel or listening node")
-    status.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    status.add_argument("--timeout", type=number(float, 0.1, 3600, "s"), default=10.0,
+                        metavar="S",
                         help="give up after S seconds (default 10)")
     status.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -20,7 +20,10 @@ DESCRIPTION = (
 def add_world_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-world", action="store_true",
                         help="do not open or sync the city stored in the data dir")
-    parser.add_argument("--world-interval", type=float, default=1.0, metavar="S",
+    from hive_core.mesh.runner import number
+
+    parser.add_argument("--world-interval", type=number(float, 0.05, 3600, "s"), default=1.0,
+                        metavar="S",
                         help="state-vector round period of the city sync (default 1)")
 
 

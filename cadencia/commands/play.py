@@ -24,24 +24,30 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cadencia.commands._prompt_flags import MAX_NEW_TOKENS
     from cadencia.game.runner import add_view_arguments
+    from hive_core.mesh.runner import number, span_text, text
 
     parser.add_argument("--hive", default=None, metavar="URL", help="join a running hive at ws://127.0.0.1:PORT")
-    parser.add_argument("--prompt", default=None, help="ask the hive this prompt as soon as it is ready")
-    parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="answer length cap (default 32)")
+    parser.add_argument("--prompt", default=None, type=text("the prompt"),
+                        help="ask the hive this prompt as soon as it is ready")
+    parser.add_argument("--max-new-tokens", type=number(int, 1, MAX_NEW_TOKENS), default=32,
+                        metavar="N", help="answer length cap (default 32)")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32", help="KV cache of the shards")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
     from hive_core.model.modes import add_weights_argument
 
     add_weights_argument(parser, "the shards you host and your own embedding and head")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads for the shards")
+    parser.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
+                        help="torch threads for the shards")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where your node key and city replica are kept")
     parser.add_argument("--serve", action="append", default=[], metavar="MODEL:START-END/N",
+                        type=span_text,
                         help="with --hive: serve these layers, e.g. smollm2-135m:0-15/30 "
                              "(default: the whole --model)")
     parser.add_argument("--no-serve", action="store_true", help="with --hive: join without serving layers")
-    parser.add_argument("--tflops", type=float, default=None, metavar="X",
+    parser.add_argument("--tflops", type=number(float, 0, 1e5), default=None, metavar="X",
                         help="with --hive: report X TFLOPS instead of benchmarking the device")
     add_view_arguments(parser)
 

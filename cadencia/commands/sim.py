@@ -19,24 +19,32 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nodes", type=int, default=1000, metavar="N", help="hive size (default 1000)")
-    parser.add_argument("--churn", type=float, default=0.1, metavar="F",
+    from hive_core.mesh.runner import number, text
+
+    parser.add_argument("--nodes", type=number(int, 2, 100_000), default=1000, metavar="N",
+                        help="hive size (default 1000)")
+    parser.add_argument("--churn", type=number(float, 0, 0.99), default=0.1, metavar="F",
                         help="share of nodes failing (and joining) during lookups (default 0.1)")
-    parser.add_argument("--lookups", type=int, default=500, metavar="L",
+    parser.add_argument("--lookups", type=number(int, 1, 1_000_000), default=500, metavar="L",
                         help="lookups to measure (default 500)")
-    parser.add_argument("--records", type=int, default=100, metavar="R",
+    parser.add_argument("--records", type=number(int, 1, 1_000_000), default=100, metavar="R",
                         help="Health records published before the churn (default 100)")
     parser.add_argument("--join", choices=("converged", "protocol"), default="converged",
                         help="initial hive: settled routing tables (fast), or every node running "
                              "the bootstrap protocol (slow above a few hundred nodes)")
     parser.add_argument("--latency", default="internet", metavar="MODEL",
+                        type=text("the latency model", max_chars=64),
                         help="'internet' (RIPE Atlas, default) or 'constant:<rtt ms>'")
-    parser.add_argument("--loss", type=float, default=0.0, help="per-message loss on every link")
-    parser.add_argument("--setup-rtts", type=float, default=0.0, metavar="R",
+    parser.add_argument("--loss", type=number(float, 0, 0.99), default=0.0,
+                        help="per-message loss on every link")
+    parser.add_argument("--setup-rtts", type=number(float, 0, 100), default=0.0, metavar="R",
                         help="round trips to open a new link (default 0: instant)")
-    parser.add_argument("--k", type=int, default=20, help="bucket size / replication (default 20)")
-    parser.add_argument("--alpha", type=int, default=3, help="lookup parallelism (default 3)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--k", type=number(int, 1, 1000), default=20,
+                        help="bucket size / replication (default 20)")
+    parser.add_argument("--alpha", type=number(int, 1, 100), default=3,
+                        help="lookup parallelism (default 3)")
+    parser.add_argument("--seed", type=number(int, 0, 2**63 - 1), default=0,
+                        help="random seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 

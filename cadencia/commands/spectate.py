@@ -25,9 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--hive", required=True, metavar="URL",
                         help="ws://127.0.0.1:PORT of a running hive, or 'local' for the embedded one")
+    from cadencia.commands._prompt_flags import MAX_NEW_TOKENS
+    from hive_core.mesh.runner import number, text
+
     parser.add_argument("--prompt", default="Name three colours of the rainbow.",
+                        type=text("the prompt"),
                         help="with --hive local: the prompt its hive answers while you watch")
-    parser.add_argument("--max-new-tokens", type=int, default=24, metavar="N", help="answer length cap")
+    parser.add_argument("--max-new-tokens", type=number(int, 1, MAX_NEW_TOKENS), default=24,
+                        metavar="N", help="answer length cap")
     parser.add_argument("--model", default=None, metavar="PATH", help="a llama-architecture GGUF file")
     from hive_core.model.modes import add_weights_argument
 

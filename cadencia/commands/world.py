@@ -96,7 +96,8 @@ def _import(city: object, args: argparse.Namespace) -> int:
     if data[:1] in (b"{", b"["):
         raise WorldError(f"{path}: looks like JSON; import takes a binary Yjs update "
                          "(export --format yjs)")
-    print(f"checking {path.name} ({size} bytes) ...", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():  # progress for a person; scripts get the result or one error line
+        print(f"checking {path.name} ({size} bytes) ...", file=sys.stderr, flush=True)
     changed = city.import_update(data)
     if args.json:
         print(json.dumps({"file": str(path), "changed_entries": changed,

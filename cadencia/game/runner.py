@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from hive_core.mesh.runner import number
 from world.view.config import ViewConfig, has_display
 from world.view.frame import ViewError
+
+MAX_FRAMES = 10_000_000  # --frames beyond this is a mistake (days of rendering)
 
 
 def add_view_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +31,8 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after N frames (default: run until the window closes)")
     parser.add_argument("--screenshot", default=None, metavar="PATH", help="save the last frame as PNG")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="window size (default 1280x720)")
-    parser.add_argument("--fps", type=float, default=30.0, help="frame rate cap (default 30)")
+    parser.add_argument("--fps", type=number(float, 1, 1000), default=30.0,
+                        help="frame rate cap (default 30)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
 
@@ -36,9 +40,11 @@ def view_config(args: argparse.Namespace) -> ViewConfig:
     try:
         w, h = (int(v) for v in str(args.size).lower().split("x"))
     except ValueError:
-        raise ViewError(f"--size must look like 1280x720, got {args.size!r}") from None
-    if args.frames is not None and args.frames < 1:
-        raise ViewError(f"--frames must be at least 1, got {args.frames}")
+        raise ViewError(f"--size must look like 1280x720, got {str(args.size)[:40]!r}") from None
+    if not (16 <= w <= 16384 and 16 <= h <= 16384):
+        raise ViewError(f"--size must be 16..16384 pixels each way, got {w}x{h}")
+    if args.frames is not None and not 1 <= args.frames <= MAX_FRAMES:
+        raise ViewError(f"--frames must be at least 1 and at most {MAX_FRAMES}, got {args.frames}")
     if args.fps <= 0:
         raise ViewError(f"--fps must be positive, got {args.fps}")
     offscreen = bool(args.offscreen) or not has_display()

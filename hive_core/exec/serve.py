@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from hive_core.mesh.runner import number
 from hive_core.model.modes import DEFAULT_WEIGHTS, add_weights_argument
 
 if TYPE_CHECKING:  # heavy (torch): imported when serving starts, not for --help
@@ -22,15 +23,26 @@ if TYPE_CHECKING:  # heavy (torch): imported when serving starts, not for --help
 FAULT_HELP = "noise | zero | stale | crash-after=N"
 
 
+def fault_text(text: str) -> str:
+    """An argparse type for ``--fault``: checked while parsing, kept as text."""
+    from hive_core.exec.faults import Fault  # torch: only when the flag is given
+
+    try:
+        Fault.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="PATH",
                         help="GGUF file whose layers this node serves (default: $CADENCIA_MODEL, "
                              "else the bundled SmolLM2-135M-Instruct)")
     add_weights_argument(parser, "this node's shards")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
                         help="torch threads this node computes with (default: physical cores; "
                              "`hive up` gives each serving node its share)")
-    parser.add_argument("--fault", default=None, metavar="MODE",
+    parser.add_argument("--fault", type=fault_text, default=None, metavar="MODE",
                         help=f"TEST TOOL, never in a real hive: misbehave on purpose ({FAULT_HELP}) "
                              "to exercise verification, slashing and failover")
 

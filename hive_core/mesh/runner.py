@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -27,6 +30,77 @@ class MeshConfigError(ValueError):
     """A mesh command-line option is out of range or inconsistent."""
 
 
+# -- argparse types every command uses: a bad value is refused while parsing, in one line
+# ("cadencia X: error: argument --timeout: must be in 0.1..3600 s, got '-1'"), exit 2.
+
+def clip(text: str, limit: int = 40) -> str:
+    """`text` quoted for an error message and cut short: a hostile argument may be huge."""
+    shown = repr(text[:limit])
+    return shown if len(text) <= limit else f"{shown[:-1]}...{shown[-1]} ({len(text)} chars)"
+
+
+def _bound(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e18:
+        return f"{int(value):_}"
+    return f"{value:g}"
+
+
+def number(kind: type[int | float], lo: float, hi: float,
+           unit: str = "") -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` in [lo, hi], else the allowed range in one line."""
+    allowed = f"{_bound(lo)}..{_bound(hi)}{' ' + unit if unit else ''}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            name = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(
+                f"invalid {kind.__name__} value: {clip(text)} ({name} in {allowed})") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"must be in {allowed}, got {clip(text)}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def text(what: str, *, max_chars: int = 1 << 20, empty: bool = False) -> Callable[[str], str]:
+    """An argparse type for free text (a prompt, a script): valid UTF-8 (argv bytes that are
+    not arrive as surrogate escapes), not blank unless `empty`, at most `max_chars`."""
+
+    def parse(value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(value[exc.start])
+            byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a character"
+            raise argparse.ArgumentTypeError(
+                f"{what} is not valid UTF-8 ({byte} at character {exc.start}); "
+                "give it as UTF-8 text") from None
+        if not empty and not value.strip():
+            raise argparse.ArgumentTypeError(f"{what} is empty")
+        if len(value) > max_chars:
+            raise argparse.ArgumentTypeError(f"{what} is {len(value):_} characters long; at "
+                                             f"most {max_chars:_} are taken")
+        return value
+
+    parse.__name__ = "text"
+    return parse
+
+
+def ip_address(value: str) -> str:
+    """An argparse type: a literal IPv4 or IPv6 address (a candidate host, not a name)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IP address like 127.0.0.1, got "
+                                         f"{clip(value)}") from None
+
+
+SECONDS = 86_400.0  # the longest timer a flag may set: a day
+
+
 def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "auto",
                        spans: bool = True) -> None:
     """Flags shared by `cadencia node`, `cadencia sentinel` and `cadencia hive up`."""
@@ -37,28 +111,35 @@ def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "
                         help="where the node key lives (default: $CADENCIA_DATA_DIR, else the "
                              "user data dir)")
     parser.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
+                        type=ip_address,
                         help="gather WebRTC candidates on ADDR only (repeatable); default: "
                              "127.0.0.1 when every given address is loopback")
     parser.add_argument("--loopback-candidate", action="store_true",
                         help="also offer a 127.0.0.1 candidate (aioice skips loopback)")
-    parser.add_argument("--connect-timeout", type=float, default=15.0, metavar="S",
+    parser.add_argument("--connect-timeout", type=number(float, 0.1, 600, "s"), default=15.0,
+                        metavar="S",
                         help="give up on a data channel not open after S seconds (default 15)")
-    parser.add_argument("--ping-interval", type=float, default=2.0, metavar="S",
+    parser.add_argument("--ping-interval", type=number(float, 0.05, 3600, "s"), default=2.0,
+                        metavar="S",
                         help="RTT probe period per link (default 2)")
-    parser.add_argument("--dead-after", type=float, default=8.0, metavar="S",
+    parser.add_argument("--dead-after", type=number(float, 0.1, SECONDS, "s"), default=8.0,
+                        metavar="S",
                         help="declare a peer dead after S silent seconds (default 8)")
-    parser.add_argument("--record-ttl", type=float, default=120.0, metavar="S",
+    parser.add_argument("--record-ttl", type=number(float, 1, SECONDS, "s"), default=120.0,
+                        metavar="S",
                         help="lifetime of this node's DHT records (default 120; republished at "
                              "a quarter of it)")
     if spans:
         parser.add_argument("--serve", action="append", default=[], metavar="MODEL:START-END/N",
+                            type=span_text,
                             help="serve layers [START, END) of the N-layer MODEL (the GGUF file "
                                  "name), e.g. model.gguf:0-15/30 (repeatable)")
     else:
         parser.set_defaults(serve=[])
     # Set by `hive up` on its children: stop when that process is gone (even after SIGKILL).
-    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--tflops", type=float, default=None, metavar="X",
+    parser.add_argument("--parent-pid", type=number(int, 1, 2**31 - 1), default=None,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--tflops", type=number(float, 0, 1e5), default=None, metavar="X",
                         help="report X TFLOPS instead of running the start-up benchmark")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON line when ready (id, listen URL, peers) on stdout")
@@ -68,18 +149,28 @@ def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "
 def parse_span(text: str) -> LayerSpanRecord:
     """``MODEL:START-END/N`` -> LayerSpanRecord; MeshConfigError on anything else."""
     model, sep, rest = text.rpartition(":")
-    span, slash, total = rest.partition("/")
-    start, dash, end = span.partition("-")
-    if not (sep and slash and dash and model and start.isdigit() and end.isdigit()
-            and total.isdigit()):
-        raise MeshConfigError(f"bad --serve {text!r}: expected MODEL:START-END/N, "
+    numbers = re.fullmatch(r"(\d{1,5})-(\d{1,5})/(\d{1,5})", rest, re.ASCII)
+    if not (sep and model and numbers):
+        raise MeshConfigError(f"bad --serve {clip(text)}: expected MODEL:START-END/N, "
                               "e.g. smollm2-135m:0-15/30")
-    if len(model.encode()) > 128 or int(total) > 65535:
-        raise MeshConfigError(f"bad --serve {text!r}: model name over 128 bytes or N over 65535")
+    start, end, total = (int(g) for g in numbers.groups())
+    if len(model.encode("utf-8", "surrogateescape")) > 128 or total > 65535:
+        raise MeshConfigError(f"bad --serve {clip(text)}: model name over 128 bytes or N over "
+                              "65535")
     try:
-        return LayerSpanRecord(model, int(start), int(end), int(total))
-    except (ValueError, OverflowError) as exc:
-        raise MeshConfigError(f"bad --serve {text!r}: {exc}") from None
+        model.encode("utf-8")
+        return LayerSpanRecord(model, start, end, total)
+    except ValueError as exc:
+        raise MeshConfigError(f"bad --serve {clip(text)}: {str(exc)[:120]}") from None
+
+
+def span_text(text: str) -> str:
+    """An argparse type for ``--serve``: the span is checked while parsing, kept as text."""
+    try:
+        parse_span(text)
+    except MeshConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def roles_for(role: str, *, sentinel: bool = False) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from hive_core.protocol import Error, ErrorCode, encode
 logger = logging.getLogger(__name__)
 
 WS_LABEL = "ws"
+MAX_ADDRESS_CHARS = 300  # a host name is at most 253 characters
 RETRY_FIRST_S = 0.25  # first pause before asking a throttling listener again
 CLOSE_TIMEOUT_S = 2.0  # a peer that does not answer our close frame is cut off after this
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
@@ -26,25 +27,36 @@ class BadAddress(ValueError):
     """A hive URL (``ws://HOST:PORT``) or listen address (``HOST:PORT``) is malformed."""
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """`text` quoted for a message, cut short (a hostile address may be megabytes long)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} chars)"
+
+
 def parse_ws_url(url: str) -> tuple[str, int]:
     """``ws://HOST:PORT`` -> (host, port); BadAddress on anything else."""
+    if len(url) > MAX_ADDRESS_CHARS:
+        raise BadAddress(f"bad hive URL {_shown(url)}: too long")
     try:
         parts = urlsplit(url)
         port = parts.port
+        url.encode("ascii")
     except ValueError as exc:
-        raise BadAddress(f"bad hive URL {url!r}: {exc}") from None
+        raise BadAddress(f"bad hive URL {_shown(url)}: {str(exc)[:80]}") from None
     if parts.scheme != "ws" or not parts.hostname or port is None:
-        raise BadAddress(f"bad hive URL {url!r}: expected ws://HOST:PORT")
+        raise BadAddress(f"bad hive URL {_shown(url)}: expected ws://HOST:PORT")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise BadAddress(f"bad hive URL {url!r}: no path or query expected")
+        raise BadAddress(f"bad hive URL {_shown(url)}: no path or query expected")
     return parts.hostname, port
 
 
 def parse_listen(address: str) -> tuple[str, int]:
     """``HOST:PORT`` (port 0 = any free port) -> (host, port); BadAddress otherwise."""
     host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise BadAddress(f"bad listen address {address!r}: expected HOST:PORT, e.g. 127.0.0.1:7700")
+    if (len(address) > MAX_ADDRESS_CHARS or not sep or not host or not port_text.isascii()
+            or not port_text.isdigit() or not 0 <= int(port_text) <= 65535
+            or not host.isascii()):
+        raise BadAddress(f"bad listen address {_shown(address)}: expected HOST:PORT, "
+                         "e.g. 127.0.0.1:7700")
     return host.strip("[]"), int(port_text)
 
 

@@ -51,10 +51,26 @@ def test_node_config_from_flags() -> None:
         node_config(parse(), listen=None, join=["http://127.0.0.1:1"])
     with pytest.raises(BadAddress):
         node_config(parse(), listen="nonsense", join=[])
-    with pytest.raises(MeshConfigError, match="--record-ttl"):
-        node_config(parse("--record-ttl", "0.5"), listen=None, join=[])
-    with pytest.raises(MeshConfigError, match="--connect-timeout"):
-        node_config(parse("--connect-timeout", "0"), listen=None, join=[])
+    # The flags refuse these while parsing; a Namespace built in code is checked here too.
+    for flag, value in (("record_ttl", 0.5), ("connect_timeout", 0.0)):
+        args = parse()
+        setattr(args, flag, value)
+        with pytest.raises(MeshConfigError, match="--" + flag.replace("_", "-")):
+            node_config(args, listen=None, join=[])
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--record-ttl", "0.5"], "--record-ttl: must be in 1..86_400 s, got '0.5'"),
+    (["--connect-timeout", "nan"], "--connect-timeout: must be in 0.1..600 s, got 'nan'"),
+    (["--ice-host", "eth0"], "--ice-host: expected an IP address like 127.0.0.1, got 'eth0'"),
+    (["--serve", "m:0-1/" + "9" * 50], "bad --serve"),
+    (["--tflops", "x" * 5000], "...' (5000 chars)"),
+])
+def test_flags_are_refused_while_parsing(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                         says: str) -> None:
+    with pytest.raises(SystemExit):
+        parse(*argv)
+    assert says in capsys.readouterr().err
 
 
 def test_entry_points_are_saved_and_garbage_lines_skipped(tmp_path) -> None:

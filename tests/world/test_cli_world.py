@@ -86,7 +86,7 @@ def test_import_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], co
     assert code == 2 and error in err
     code, _, err = _run(capsys, "world", "import", "--data-dir", str(tmp_path),
                         str(tmp_path / "missing.bin"))
-    assert code == 1 and "missing.bin" in err
+    assert code == 2 and "missing.bin" in err
 
 
 def test_yjs_export_loads_in_javascript(tmp_path: Path, capsys: pytest.CaptureFixture[str]
