@@ -18,6 +18,7 @@ from world.view.game_source import GameSource, HudBoard, PulseReplay
 
 from .hive_link import N_SERVERS, AskResult, EmbeddedHive
 
+MAX_LINE = 8  # prompts waiting for the hive at most
 PLOT_SIZE = 8.0  # a new player's plot, world units (cells of 1)
 SLOW_MOTION = 25.0  # the embedded hive's hops take milliseconds: played 25x slower they can be seen
 
@@ -65,6 +66,9 @@ class HiveSession:
         self.results: list[AskResult] = []
         self._busy = asyncio.Lock()
         self.ready = asyncio.Event()  # set once the hive is up
+        self.line: list[tuple[bool, int, str, int]] = []  # (unpaid, order, prompt, max tokens)
+        self._served = 0  # prompts taken from the line
+        self._worker: asyncio.Task[None] | None = None
 
     @property
     def gate(self) -> FrameGate:
@@ -112,12 +116,27 @@ class HiveSession:
                 self.on_answer(result)
             return result
 
-    def submit(self, prompt: str, max_new_tokens: int = 32) -> None:
-        """From the HUD's prompt box: ask in the background (one at a time)."""
-        if self._busy.locked():
-            self.source.hud.set(consensus="busy: one ask at a time")
+    def submit(self, prompt: str, max_new_tokens: int = 32, *, paid: bool = False) -> None:
+        """From the HUD's prompt box: wait in line, then ask in the background (one at a time);
+        a prompt paid for (`/priority`) goes before every unpaid one."""
+        if len(self.line) >= MAX_LINE:
+            self.source.hud.refuse(f"refused: {MAX_LINE} prompts are already waiting")
             return
-        asyncio.get_running_loop().create_task(self.ask(prompt, max_new_tokens))
+        self._served += 1
+        self.line.append((not paid, self._served, prompt, max_new_tokens))
+        self.line.sort()
+        if len(self.line) > 1 or self._busy.locked():
+            self.source.hud.notice(f"in line: {len(self.line)} prompt(s) waiting")
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.line:
+            _, _, prompt, max_new_tokens = self.line.pop(0)
+            try:
+                await self.ask(prompt, max_new_tokens)
+            except (ValueError, RuntimeError, ConnectionError) as exc:
+                self.source.hud.refuse(f"ask failed: {exc}")
 
     async def close(self) -> None:
         await self.hive.close()
@@ -158,6 +177,24 @@ def neighbour_city(city, x: float = 6.0, y: float = -14.0):  # -> world.model.Ci
 
 def city_view(city) -> CityView:
     return CityView(city)
+
+
+class Balance:
+    """The player's spendable credits, re-read from the city's ledger only after it changed
+    (the HUD asks every frame)."""
+
+    def __init__(self, city) -> None:  # city: world.model.City
+        self.city = city
+        self._value: int | None = None
+        city.on_change(self._changed)
+
+    def _changed(self) -> None:
+        self._value = None
+
+    def __call__(self) -> int:
+        if self._value is None:
+            self._value = self.city.balance_mc()
+        return self._value
 
 
 UPGRADE_MC = 100  # milli-credits to raise a building one level

@@ -12,9 +12,27 @@ from hive_core.base.identity import Identity
 pytest.importorskip("panda3d")
 
 
+def pay_player(city, tokens: int = 400):  # -> WorkReceipt
+    """A receipt an asker signed for `city`'s player's work (400 tokens of 15 layers: 5,100 mc),
+    recorded in the city's ledger: credits to build and choose with."""
+    import time
+
+    from hive_core.base.stage import Part
+    from hive_core.economy import WorkReceipt
+
+    r = WorkReceipt.create(Identity.from_seed(b"asker" * 6 + b"xx"), session_id=bytes(16),
+                           worker_id=bytes.fromhex(city.player_id), layer_start=0, layer_end=15,
+                           part=Part.FULL, tokens=tokens, wall_time_s=1.0,
+                           timestamp_ms=time.time_ns() // 1_000_000, stability=1.0,
+                           temperature_c=None, battery_pct=None, on_ac=True)
+    city.record_receipt(r)
+    return r
+
+
 @pytest.fixture
 def cities():
-    """Alice's replica with her 8x8 plot at (0, 0), and Bob's with his at (10, 0), in sync."""
+    """Alice's replica with her 8x8 plot at (0, 0), and Bob's with his at (10, 0), in sync;
+    each has earned 5,100 mc (a receipt) to build with."""
     from world.model import City
 
     alice, bob = City(Identity.from_seed(b"a" * 32)), City(Identity.from_seed(b"b" * 32))
@@ -24,7 +42,15 @@ def cities():
     bob.join("bob")
     alice.add_plot(alice.claim_district(), 0.0, 0.0, 8.0, 8.0)
     bob.add_plot(bob.claim_district(), 10.0, 0.0, 8.0, 8.0)
+    pay_player(alice)
+    pay_player(bob)
     return alice, bob
+
+
+@pytest.fixture
+def pay():
+    """`pay(city, tokens)`: record a receipt paying `city`'s player for that many tokens."""
+    return pay_player
 
 
 @pytest.fixture

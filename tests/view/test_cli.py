@@ -9,7 +9,12 @@ import pytest
 from cadencia.cli import main
 
 
-def test_edit_command_scripted_input_persists_in_the_city(tmp_path, capsys):
+def test_edit_command_scripted_input_persists_in_the_city(tmp_path, capsys, pay):
+    from cadencia.game.session import open_city
+
+    city = open_city(str(tmp_path))
+    pay(city)  # hosting earned the player 5,100 mc: enough for a few houses
+    city.close()
     shot = tmp_path / "edit.png"
     argv = ["edit", "--offscreen", "--frames", "30", "--size", "320x240", "--data-dir", str(tmp_path),
             "--neighbour", "--script", "click 1 1; key escape; click 2 2; key r; click theirs 0 0",
@@ -24,6 +29,15 @@ def test_edit_command_scripted_input_persists_in_the_city(tmp_path, capsys):
                  "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (again["buildings"], again["plots"]) == (2, 2)
+
+
+def test_a_build_without_the_credits_is_refused_with_the_reason(tmp_path, capsys):
+    argv = ["edit", "--offscreen", "--frames", "20", "--size", "320x240", "--data-dir", str(tmp_path),
+            "--script", "click 1 1", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["refused"] and "a house costs 200 mc and you have 0 mc" in out["message"]
+    assert out["buildings"] == 0
 
 
 @pytest.mark.parametrize("argv, message", [

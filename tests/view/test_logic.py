@@ -144,15 +144,17 @@ def test_shaders_exist_and_names_are_checked(tmp_path):
         shader_paths("instanced", tmp_path)
 
 
-def test_work_receipts_become_credits_that_raise_buildings(cities):
+def test_work_receipts_become_credits_that_raise_buildings():
     import time
 
     from cadencia.game.session import build_with_credits
     from hive_core.base.identity import Identity
     from hive_core.base.stage import Part
     from hive_core.economy import WorkReceipt
+    from world.model import City
 
-    alice, _bob = cities
+    alice = City(Identity.from_seed(b"a" * 32))
+    alice.add_plot(alice.claim_district(), 0.0, 0.0, 8.0, 8.0)
     asker = Identity.from_seed(b"c" * 32)
 
     def receipt(worker: bytes) -> WorkReceipt:

@@ -56,4 +56,38 @@ def test_the_spectators_picture_shows_the_liar_fallen(make_app: Any, tiny_gguf: 
         if node == liar:
             assert rgb[0] > 40 and rgb[0] > 2 * rgb[2], ("fallen", rgb)
         else:
-            assert rgb[2] > rgb[0] and int(np.max(rgb)) > 60, ("standing", rgb)
+            assert int(np.max(rgb)) > 90 and not rgb[0] > 2 * rgb[2], ("standing", rgb)
+
+
+def test_a_spectators_hud_tells_the_truth_while_the_answer_streams(tiny_gguf: Any, spectate: Any) -> None:
+    """From the servers' feeds alone (no access to the asker), while the answer is streaming:
+    its decode rate, how many stage steps were verified, and which district asked."""
+    from world.view.names import short_name
+
+    source = GameSource(GameState(), HudBoard())
+    seen: list[Any] = []
+
+    async def main() -> tuple[bytes, float]:
+        hive = await build_hive(tiny_gguf, 4, replicas=2, stages=[Stage(0, 2), Stage(2, 4)])
+        source.state.set_layout({n: (10.0 * k, 0.0) for k, n in enumerate([hive.asker.node_id, *hive.node_ids])})
+        spec, _watcher = await spectate(hive, source)
+        try:
+            s = hive.client.new_session()
+            task = asyncio.create_task(generate_hive(s, PROMPT, max_new_tokens=12, context_length=64))
+            while not task.done():
+                seen.append(source.frame(time.monotonic()).hud)
+                await asyncio.sleep(0.01)
+            gen = task.result()
+            await s.finish()
+            return hive.asker.node_id, gen.tokens_per_s
+        finally:
+            await spec.close()
+            await hive.close()
+
+    asker, rate = asyncio.run(main())
+    streaming = [h for h in seen if h.tokens_per_s > 0 and h.verified_steps > 0 and h.asker]
+    assert streaming, seen[-1]
+    last = streaming[-1]
+    assert last.asker == short_name(asker.hex())  # the district that asked, by its name
+    assert last.verified_steps >= 4  # both stages of several steps, each agreed by 2 replicas
+    assert 0.3 * rate < last.tokens_per_s < 3.0 * rate, (last.tokens_per_s, rate)

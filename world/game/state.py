@@ -78,6 +78,7 @@ class GameState:
         self._rising: set[bytes] = set()  # districts with a building still rising
         self._pruned_at = float("-inf")
         self._traffic = Traffic()  # spans, step times, hop rates, sessions
+        self._caught: dict[bytes, set[tuple[bytes, bytes]]] = {}  # node -> (liar, session) it outvoted
         # Drawing caches, not game state: district ids in order, and each district's last
         # view with the values it was built from (a frame reuses views that did not change).
         self._order: list[bytes] | None = None
@@ -186,6 +187,7 @@ class GameState:
             self._verified += 1
         if trial.verified_at is None or event.at < trial.verified_at:
             trial.verified_at = event.at
+        self._note_caught(key[0], trial)
 
     def _on_slashed(self, event: Slashed) -> None:
         d = self._district(event.node_id)
@@ -198,6 +200,14 @@ class GameState:
         trial = self._trial(key, event.at)
         trial.slashed[event.node_id] = min(event.at, trial.slashed.get(event.node_id, event.at))
         self._slashings.add((key, event.node_id))
+        self._note_caught(key[0], trial)
+
+    def _note_caught(self, session: bytes, trial: Trial) -> None:
+        """Replicas whose agreeing answers convicted a liar in this trial caught it."""
+        for node in trial.agreeing:
+            for liar in trial.slashed:
+                if liar != node:
+                    self._caught.setdefault(node, set()).add((liar, session))
 
     @staticmethod
     def _presence(d: District, at: float, online: bool) -> None:
@@ -276,6 +286,12 @@ class GameState:
                 sessions=sessions,
                 n_layers=self._traffic.n_layers,
             )
+
+    def caught(self, node: bytes) -> set[tuple[bytes, bytes]]:
+        """(liar, session) pairs in which `node`'s answer agreed with the verdict that slashed
+        the liar: the liars it helped catch."""
+        with self._lock:
+            return set(self._caught.get(node, ()))
 
     def credits_mc(self, node: bytes) -> int:
         """Milli-credits `node` earned from verified receipts so far."""

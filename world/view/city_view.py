@@ -15,13 +15,19 @@ from .frame import BuildingView, EditRefused, PlotView
 
 GRID = 1.0  # cell size in world units (1 unit = 1 ms on the hive map)
 DEFAULT_KIND = "house"
+# What a building costs, milli-credits, paid from the credits hosting earned (a 24-token answer
+# pays a node serving half of SmolLM2 about 500 mc).
+PRICES = {"park": 100, "plaza": 100, "house": 200, "workshop": 300, "antenna": 300,
+          "market": 400, "tower": 500, "datacenter": 800}
 
 
 class CityView:
     """Implements `EditableCity` over one player's replica of the city doc."""
 
-    def __init__(self, city: City) -> None:
+    def __init__(self, city: City, prices: dict[str, int] | None = None) -> None:
+        """`prices`: milli-credits per building kind (default `PRICES`; {} builds for free)."""
         self.city = city
+        self.prices = PRICES if prices is None else prices
         self.player = city.player_id
         self.version = 0
         self._cache: tuple[int, tuple[PlotView, ...], tuple[BuildingView, ...]] | None = None
@@ -61,8 +67,15 @@ class CityView:
 
     def place(self, player: str, plot_id: str, i: int, j: int, rotation: int, kind: str) -> str:
         plot = self._check_cell(player, plot_id, i, j)
+        price = self.prices.get(kind, 0)
+        if price:
+            balance = self.city.balance_mc()
+            if price > balance:
+                raise EditRefused(f"a {kind} costs {price} mc and you have {balance} mc: "
+                                  "host a stage in `cadencia play` to earn more")
         x, y = plot.x + (i + 0.5) * plot.cell, plot.y + (j + 0.5) * plot.cell
-        return self.city.place_building(kind, (x, y, 0.0), rotation=90.0 * (rotation % 4), plot=plot_id)
+        return self.city.place_building(kind, (x, y, 0.0), rotation=90.0 * (rotation % 4), plot=plot_id,
+                                        cost_mc=price)
 
     def move(self, player: str, building_id: str, i: int, j: int) -> None:
         b = self._own(player, building_id)

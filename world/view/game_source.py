@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import statistics
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 from hive_core.base.stage import Part
@@ -33,6 +34,16 @@ class HudBoard:
     def set(self, **fields: object) -> None:
         with self._lock:
             self._hud = replace(self._hud, **fields)  # type: ignore[arg-type]
+
+    def notice(self, text: str, keep: int = 4) -> None:
+        """An outcome to show the player for a while (a choice made, an achievement)."""
+        with self._lock:
+            self._hud = replace(self._hud, notices=(*self._hud.notices, text)[-keep:], refused="")
+
+    def refuse(self, text: str) -> None:
+        """A choice refused, with its reason: shown in red until the next outcome."""
+        with self._lock:
+            self._hud = replace(self._hud, refused=text)
 
     def append_answer(self, text: str) -> None:
         with self._lock:
@@ -84,6 +95,7 @@ class GameSource:
         self.tflops: dict[str, float] = {}  # hex node id -> measured TFLOPS, when known
         self.names: dict[str, str] = {}  # hex node id -> a name to show instead of the made-up one
         self.roles: dict[str, str] = {}  # hex node id -> "asker", "you", "referee" (who knows)
+        self.balance: Callable[[], int] | None = None  # the player's spendable credits, if known
         self._last = WorldFrame()
 
     def on_event(self, event: object, now: float) -> None:
@@ -106,7 +118,9 @@ class GameSource:
         pulses = self.pulses.in_flight(now)
         roads = _roads(self.roads, snap)
         hud = self.hud.view()
-        if self.me is not None:
+        if self.balance is not None:  # the ledger's balance: earned minus what was spent
+            hud = replace(hud, credits_mc=self.balance())
+        elif self.me is not None:
             hud = replace(hud, credits_mc=self.state.credits_mc(self.me))
         names = {d.node_id: d.name for d in districts}
         hud = replace(hud, consensus=_consensus(snap, hud.consensus), verified_steps=snap.verified_trials,
