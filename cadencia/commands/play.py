@@ -18,7 +18,11 @@ DESCRIPTION = (
     "RTT; prompts are then asked of that hive's shard servers (found by their signed layer-span "
     "records), and this process serves layers for the hive's askers too: the --serve spans, else "
     "the whole model (--no-serve: none). Receipts the askers sign for your node's work are "
-    "recorded in your city's ledger and their credits raise your buildings. "
+    "recorded in your city's ledger: credits you spend on your choices and buildings. "
+    "Your choices move the hive (type them in the prompt box, or give --choose): /host A-B serves "
+    "layers A..B-1 on your node if they fit the memory free now, /stake MC offers your node as a "
+    "referee, /priority MC PROMPT puts a paid prompt first; each is a signed action every player "
+    "sees in the city, paid from your credits; refusals show on screen with the reason. "
     "Keys: a/d turn, w/s tilt, q/e zoom, i/j/k/l pan."
 )
 
@@ -49,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-serve", action="store_true", help="with --hive: join without serving layers")
     parser.add_argument("--tflops", type=number(float, 0, 1e5), default=None, metavar="X",
                         help="with --hive: report X TFLOPS instead of benchmarking the device")
+    parser.add_argument("--choose", default="", metavar="CHOICES",
+                        help="';'-separated choices made once the hive is up (after --prompt's "
+                             "answer), e.g. 'host 15-30; stake 200; priority 100 Why is the sky blue?'")
     add_view_arguments(parser)
 
 
@@ -67,16 +74,20 @@ def run(args: argparse.Namespace) -> int:
 
 async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     """Join the hive at --hive as a node (your key), and show it from the inside."""
+    from cadencia.game.choices import Choices
     from cadencia.game.credits import CreditKeeper
     from cadencia.game.hive_link import COMPUTE_NICE, COMPUTE_PROCESS
+    from cadencia.game.hosting import LiveHosting
     from cadencia.game.live_ask import LiveAsker
     from cadencia.game.mesh_watch import MeshWatcher
     from cadencia.game.runner import run_view
-    from cadencia.game.session import city_view, game_source, open_city
+    from cadencia.game.session import Balance, city_view, game_source, open_city
     from hive_core.exec.frame_gate import FrameGate
     from hive_core.exec.serve import attach_shard_server
     from hive_core.mesh.hivenode import HiveNode
     from hive_core.mesh.runner import load_identity, node_config
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.quant import read_footprint
     from world.view.app import WorldApp
 
     serve = [] if args.no_serve else (args.serve or [_whole_model_span(args.model)])
@@ -87,8 +98,12 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     identity, _where = load_identity(args.data_dir)
     city = open_city(args.data_dir)
     source = game_source(player=city.player_id[:8])
+    source.balance = Balance(city)
     node = HiveNode(identity, config)
-    keeper = CreditKeeper(city, source, say=say)
+    footprint = read_footprint(resolve_model_path(args.model))
+    choices = Choices(city, source, footprint, kv=args.kv)
+    choices.node = identity.node_id
+    keeper = CreditKeeper(city, source, say=say, on_paid=choices.check_achievements)
     gate = FrameGate()  # held while a frame renders: the hosted shard and the asker compute between frames
     server = None
     if serve:  # host shards: this node runs those layers for the hive's askers, and is paid for it
@@ -99,10 +114,13 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
         if server is not None:
             keeper.attach(server)
     source.me = identity.node_id
+    choices.hosting = LiveHosting(node, server, footprint.path.rsplit("/", 1)[-1], footprint.n_layers)
     watcher = MeshWatcher(source, args.hive, say=say)
     asker = LiveAsker(node, source, model=args.model, say=say, weights=args.weights, gate=gate)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
-                   on_prompt=lambda text: asker.submit(text, args.max_new_tokens), gate=gate)
+                   on_prompt=_prompt_box(choices, lambda text: asker.submit(text, args.max_new_tokens)),
+                   gate=gate)
+    outcomes: list[str] = []
 
     async def work() -> None:
         say(f"joining {args.hive} as node {identity.node_id.hex()[:12]} ...")
@@ -111,6 +129,8 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
         await watcher.ready.wait()
         if args.prompt:
             await asker.ask(args.prompt, args.max_new_tokens)
+            choices.check_achievements()
+        await _choose(choices, args.choose, outcomes, say)
         await watching
 
     try:
@@ -122,11 +142,12 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
         await node.close()
         gate.close()
         earnings = _earnings(keeper)
+        actions = _actions(city)
         city.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
                           "node": identity.node_id.hex(), "polls": watcher.polls, "serving": serve,
-                          "weights": args.weights,
+                          "weights": args.weights, "choices": outcomes, "actions": actions,
                           "answers": [r.text for r in asker.results], **earnings}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
@@ -134,24 +155,37 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
 
 
 async def _play(args: argparse.Namespace, cfg, say) -> int:
+    from cadencia.game.choices import Choices
     from cadencia.game.credits import CreditKeeper
+    from cadencia.game.hosting import EmbeddedHosting
     from cadencia.game.runner import run_view
-    from cadencia.game.session import HiveSession, city_view, game_source, open_city
+    from cadencia.game.session import Balance, HiveSession, city_view, game_source, open_city
+    from hive_core.model.locate import resolve_model_path
+    from hive_core.model.quant import read_footprint
     from world.view.app import WorldApp
 
     city = open_city(args.data_dir)
     source = game_source(player=city.player_id[:8])
+    source.balance = Balance(city)
+    choices = Choices(city, source, read_footprint(resolve_model_path(args.model)), kv=args.kv)
     # Your device hosts server 0 under your key: receipts the asker signs for it pay you.
-    keeper = CreditKeeper(city, source, say=say)
+    keeper = CreditKeeper(city, source, say=say, on_paid=choices.check_achievements)
     session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,
-                          identity=city.identity, on_host=keeper.attach, weights=args.weights)
+                          identity=city.identity, on_host=keeper.attach, weights=args.weights,
+                          on_answer=lambda _r: choices.check_achievements())
+    choices.prioritise = lambda prompt: session.submit(prompt, args.max_new_tokens, paid=True)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
-                   on_prompt=lambda text: session.submit(text, args.max_new_tokens), gate=session.gate)
+                   on_prompt=_prompt_box(choices, lambda text: session.submit(text, args.max_new_tokens)),
+                   gate=session.gate)
+    outcomes: list[str] = []
 
     async def work() -> None:
-        await session.load()
+        hive = await session.load()
+        hosted = hive._hive().servers[0]
+        choices.hosting, choices.node = EmbeddedHosting(hive._hive(), hosted), hosted.node.node_id
         if args.prompt:
             await session.ask(args.prompt, args.max_new_tokens)
+        await _choose(choices, args.choose, outcomes, say)
         await asyncio.Event().wait()  # keep hosting until the view stops
 
     try:
@@ -160,14 +194,38 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
         app.destroy()
         await session.close()
         earnings = _earnings(keeper)
+        actions = _actions(city)
         city.close()
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
                           "weights": args.weights, "answers": [r.text for r in session.results],
-                          **earnings}))
+                          "choices": outcomes, "actions": actions, **earnings}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
     return 0
+
+
+def _prompt_box(choices, ask):  # -> Callable[[str], None]
+    """Text from the prompt box: a '/choice' goes to the choices, anything else is asked."""
+    def on_text(text: str) -> None:
+        if text.startswith("/"):
+            asyncio.get_running_loop().create_task(choices.command(text))
+        else:
+            ask(text)
+    return on_text
+
+
+async def _choose(choices, script: str, outcomes: list[str], say) -> None:
+    """Make the --choose choices in turn; each outcome (or refusal) is said and kept."""
+    for item in filter(None, (c.strip() for c in script.split(";"))):
+        outcome = await choices.command("/" + item.lstrip("/"))
+        outcomes.append(outcome)
+        say(outcome)
+
+
+def _actions(city) -> list[dict]:  # city: world.model.City
+    mine = [a for a in city.actions().values() if a.owner == city.player_id]
+    return [{"kind": a.kind, **a.fields()} for a in sorted(mine, key=lambda a: (a.at_ms, a.id))]
 
 
 def _whole_model_span(model: str | None) -> str:
