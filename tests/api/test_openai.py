@@ -50,8 +50,9 @@ async def test_openai_client_answers_as_a_local_greedy_run(api, tiny_gguf) -> No
         assert whole.usage is not None and whole.usage.completion_tokens == tokens
         assert whole.choices[0].finish_reason in ("stop", "length")
         ext = whole.model_extra["cadencia"]
-        assert [r["layers"] for r in ext["route"]] == [[1, 3], [3, 4]]
-        assert ext["receipts"] == 2 and ext["slashed"] == []
+        # The asker keeps layers 0 and 3; each server audits the other's stage (a receipt each).
+        assert [r["layers"] for r in ext["route"]] == [[1, 2], [2, 3]]
+        assert ext["receipts"] == 4 and ext["slashed"] == []
 
         stream = await c.chat.completions.create(
             model="tiny-llama", messages=MESSAGES, max_tokens=12, temperature=0, stream=True,
@@ -118,7 +119,7 @@ async def test_curl_streaming_and_not(api, tiny_gguf) -> None:
     docs = sse_docs(out.encode())
     assert docs[-1] == "[DONE]"
     assert "".join(d["choices"][0]["delta"].get("content", "") for d in docs[:-1]) == text
-    assert docs[-2]["cadencia"]["receipts"] == 2
+    assert docs[-2]["cadencia"]["receipts"] == 4  # served and audited stages
     code, out = await curl(f"{api.url}/v1/models")
     assert code == 200 and json.loads(out)["data"][0]["id"] == "tiny-llama"
 

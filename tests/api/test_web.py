@@ -59,7 +59,7 @@ async def test_the_page_streams_an_answer_and_draws_the_live_hive(open_server, t
                 # The answer ends with its route and verdict under it.
                 await page.wait_for_selector(".msg.assistant .info", timeout=60_000)
                 info = await page.text_content(".msg.assistant .info")
-                assert info is not None and "route 1-3 → 3-4" in info and "verified" in info
+                assert info is not None and "route 1-2 → 2-3" in info and "verified" in info
                 assert await page.evaluate("window.cadencia.pulsesDrawn") > 0
                 if SHOTS:
                     shutil.copy(shot, Path(SHOTS) / shot.name)

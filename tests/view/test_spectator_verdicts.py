@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 
 from hive_core.base.stage import Stage
-from hive_core.exec import Fault, generate_hive
+from hive_core.exec import ClientConfig, Fault, generate_hive
 from hive_core.exec.hive import build_hive
 from world.game import GameState
 from world.view.game_source import GameSource, HudBoard
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
+# Every layer on the servers (stages placed by hand) and no hedging on a loaded machine.
+ALL_REMOTE = ClientConfig(local_layers=0, local_tail_layers=0, hedge_floor_s=60.0)
 
 
 def test_the_spectators_picture_shows_the_liar_fallen(make_app: Any, tiny_gguf: Any, spectate: Any) -> None:
@@ -23,6 +25,7 @@ def test_the_spectators_picture_shows_the_liar_fallen(make_app: Any, tiny_gguf: 
 
     async def main() -> list[bytes]:
         hive = await build_hive(tiny_gguf, 4, replicas=2, spares=1, stages=[Stage(0, 2), Stage(2, 4)],
+                                client_config=ALL_REMOTE,
                                 faults={1: Fault.parse("noise")})
         spec, watcher = await spectate(hive, source)
         try:
@@ -68,7 +71,8 @@ def test_a_spectators_hud_tells_the_truth_while_the_answer_streams(tiny_gguf: An
     seen: list[Any] = []
 
     async def main() -> tuple[bytes, float]:
-        hive = await build_hive(tiny_gguf, 4, replicas=2, stages=[Stage(0, 2), Stage(2, 4)])
+        hive = await build_hive(tiny_gguf, 4, replicas=2, stages=[Stage(0, 2), Stage(2, 4)],
+                                client_config=ALL_REMOTE)
         source.state.set_layout({n: (10.0 * k, 0.0) for k, n in enumerate([hive.asker.node_id, *hive.node_ids])})
         spec, _watcher = await spectate(hive, source)
         try:
