@@ -16,7 +16,7 @@ from typing import Any
 
 _EXPORTS = {
     "ConnectFailed": "rtc", "FrameRejected": "events", "HiveNode": "hivenode",
-    "Identity": "identity", "JoinFailed": "hivenode", "Node": "node", "NodeConfig": "node",
+    "Identity": "identity", "JoinFailed": "joining", "Node": "node", "NodeConfig": "node",
     "NodeEvent": "events", "PeerConnected": "events", "PeerInfo": "peers", "PeerLost": "events",
     "PeerUnavailable": "node", "RTCOptions": "rtc", "RecordsPublished": "events",
     "StatusFailed": "status", "fetch_status": "status", "status_view": "status",

@@ -31,12 +31,12 @@ from hive_core.mesh.dht import (
 )
 from hive_core.mesh.dht.records import RecordError, ServingRecord, decode_value, owner_of
 from hive_core.mesh.events import RecordsPublished
+from hive_core.mesh.joining import join_mesh
 from hive_core.mesh.listener import Listener
 from hive_core.mesh.node import Node, NodeConfig, PeerUnavailable
 from hive_core.mesh.peers import Link, Unreachable
 from hive_core.mesh.rtc import ConnectFailed
 from hive_core.mesh.signaling import Signaler
-from hive_core.mesh.wschannel import ws_connect
 from hive_core.protocol import (
     MAX_STATUS_NODES,
     MAX_STATUS_RECORDS,
@@ -44,7 +44,6 @@ from hive_core.protocol import (
     FindNode,
     FindValue,
     HandshakeError,
-    Nodes,
     Ping,
     SignedRecord,
     StatusReply,
@@ -59,12 +58,7 @@ logger = logging.getLogger(__name__)
 STATUS_KINDS = (RecordKind.HEALTH, RecordKind.ROLES, RecordKind.LINKS, RecordKind.SERVING)
 MAX_UPKEEP_ROUNDS = 3  # republish rounds in flight at once
 MAX_KNOWN = 4096  # ids remembered as known (had a data channel with us): the reserved lane
-ENTRY_STAGGER_S = 0.5  # join URLs are tried this far apart, the first to answer wins
 ROLE_NAMES = {r.name.lower(): r for r in Role}
-
-
-class JoinFailed(ConnectionError):
-    """No join URL answered with a valid, authenticated hive node."""
 
 
 class HiveNode:
@@ -146,88 +140,7 @@ class HiveNode:
         self.state = state
 
     async def _join(self) -> None:
-        """Reach an entry, link to the peers it names, join the DHT: never waiting on a peer
-        that cannot answer (each gets `join_peer_s`, then links in the background, if ever)."""
-        entry, contacts = await self._reach_entry(
-            [u for u in self.config.join if u != self.listen_url])
-        self.entry = entry
-        logger.info("%s joined through %s", self, entry.listen or entry.node_id.hex()[:12])
-        others = [c.node_id for c in contacts if c.node_id != self.node_id]
-        targets = [entry.node_id, *others][: self.config.max_peers]
-        await self._link_all(targets, via=entry)
-        try:
-            await self.dht.bootstrap([self._contact(entry)])
-        except RpcError as exc:
-            logger.warning("%s: DHT bootstrap incomplete: %s", self, exc)
-        if self.node.peers.rtc(entry.node_id) is not None:
-            # The data channel replaces the WebSocket: free the sentinel's socket.
-            await self.node.close_link(entry, "joined: data channel up")
-
-    async def _reach_entry(self, urls: list[str]) -> tuple[Link, list[Contact]]:
-        """The first join URL that links and answers a FindNode for our id (URLs are tried
-        ENTRY_STAGGER_S apart, so a dead first entry costs no full timeout)."""
-        tasks: dict[asyncio.Task[tuple[Link, list[Contact]]], str] = {}
-        errors: list[str] = []
-        queue = list(urls)
-        won: tuple[Link, list[Contact]] | None = None
-        try:
-            while won is None and (queue or tasks):
-                if queue:
-                    url = queue.pop(0)
-                    tasks[asyncio.ensure_future(self._try_entry(url))] = url
-                done, _ = await asyncio.wait(tasks, timeout=ENTRY_STAGGER_S if queue else None,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    url = tasks.pop(task)
-                    try:
-                        result = task.result()
-                    except (ConnectionError, HandshakeError) as exc:
-                        errors.append(str(exc) if url in str(exc) else f"{url}: {exc}")
-                        logger.info("%s: join through %s failed: %s", self, url, exc)
-                        continue
-                    if won is None:
-                        won = result
-                    else:
-                        await self.node.close_link(result[0], "joined through another entry")
-        finally:
-            for task in tasks:
-                task.cancel()
-            for late in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(late, tuple):
-                    await self.node.close_link(late[0], "joined through another entry")
-        if won is None:
-            raise JoinFailed("could not join the hive: " + "; ".join(errors or ["no join URL"])
-                             + " (is a sentinel or a node with --listen running there? "
-                             "'cadencia hive up' starts a hive on this machine)")
-        return won
-
-    async def _try_entry(self, url: str) -> tuple[Link, list[Contact]]:
-        channel = await ws_connect(url, timeout=self.config.handshake_timeout_s)
-        link = await self.node.attach(channel, kind="ws", mode="second")
-        try:
-            reply = await self.node.request(link.node_id, FindNode(self.node.next_rpc_id(),
-                                                                   self.node_id))
-        except PeerUnavailable:
-            await self.node.close_link(link, "no answer to FindNode")
-            raise
-        return link, list(reply.contacts) if isinstance(reply, Nodes) else []
-
-    async def _link_all(self, targets: list[bytes], via: Link) -> None:
-        """Open data channels to `targets` at once; wait `join_peer_s` at most. The slow ones
-        go on in the background and are skipped by DHT requests until they link."""
-        attempts = {self.node.spawn(self.signaler.connect(t, via=via), name="join link",
-                                    expected=(ConnectionError, HandshakeError)): t
-                    for t in targets}
-        done, slow = await asyncio.wait(attempts, timeout=self.config.join_peer_s)
-        for task in done:
-            if task.exception() is not None:
-                self.unreachable.failed(attempts[task])
-                logger.info("%s: no data channel to %s: %s", self, attempts[task].hex()[:12],
-                            task.exception())
-        for task in slow:
-            self.unreachable.failed(attempts[task])
-            logger.info("%s: %s has not linked within %g s; going on without it", self,
-                        attempts[task].hex()[:12], self.config.join_peer_s)
+        self.entry = await join_mesh(self)
 
     async def close(self) -> None:
         """Leave: stop listening, say bye on every link, stop background work."""

@@ -23,7 +23,8 @@ from hive_core.mesh.dht import (
     owner_of,
 )
 from hive_core.mesh.events import PeerLost
-from hive_core.mesh.hivenode import HiveNode, JoinFailed
+from hive_core.mesh.hivenode import HiveNode
+from hive_core.mesh.joining import JoinFailed
 from hive_core.mesh.status import fetch_status
 
 from .conftest import Hive, wait_for
