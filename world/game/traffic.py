@@ -40,7 +40,8 @@ from .snapshot import FlowSnapshot, SessionSnapshot, WorkSnapshot
 STEP_SAMPLES = 16  # answered requests a node's step time is the median of
 RATE_WINDOW_S = 5.0  # hop rates count the hops sent in this window
 PENDING_S = 30.0  # a request unanswered this long is no longer counted as queued
-READ_EVERY_S = 0.2  # snapshots are derived at this granularity of the clock (and cached)
+READ_EVERY_S = 0.2  # a read is reused this long while no event came
+FRESH_S = 0.05  # and this long even if events came (a busy hive reports every frame)
 KEEP = 256  # hops and starts kept per node (the newest), and hops per link
 MAX_SESSIONS = 64  # sessions remembered (the least recently active is forgotten)
 MAX_STEPS = 4096  # steps remembered per session, trials per node
@@ -152,12 +153,13 @@ class Traffic:
 
     def read(self, now: float) -> tuple[tuple[WorkSnapshot, ...], tuple[FlowSnapshot, ...],
                                         tuple[SessionSnapshot, ...]]:
-        """Work, flows and sessions at `now`. A frame loop reads this every frame: without a new
-        event the last answer is reused while the clock is less than `READ_EVERY_S` past it."""
+        """Work, flows and sessions at `now`. A frame loop reads this every frame: the last answer
+        is reused while the clock is less than `READ_EVERY_S` past it and no event came, or less
+        than `FRESH_S` past it whatever came."""
         cached = self._cache
         if cached is not None:
             version, at = cached[0]
-            if version == self._version and at <= now < at + READ_EVERY_S:
+            if at <= now < at + (READ_EVERY_S if version == self._version else FRESH_S):
                 return cached[1]
         self._cache = ((self._version, now), (self.work(now), self.flows(now), self.sessions(now)))
         return self._cache[1]

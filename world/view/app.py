@@ -52,9 +52,9 @@ class WorldApp:
         if self.base.win is None:
             raise RuntimeError("could not open a window; try --offscreen")
         self.base.disableMouse()
-        from .scene import FOG
+        from .scene import GROUND
 
-        self.base.setBackgroundColor(*FOG, 1)
+        self.base.setBackgroundColor(*GROUND, 1)  # the land (the sky is a dome drawn over it)
         self.base.camLens.set_fov(40.0 * cfg.width / cfg.height, 40.0)
         self.base.camLens.set_near_far(0.5, 1e5)
         self.source = source

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from panda3d.core import (
     Geom,
+    GeomLines,
     GeomNode,
     GeomTriangles,
     GeomVertexArrayFormat,
@@ -140,34 +141,39 @@ def road_ribbons(name: str, points: np.ndarray, width: float, colors: np.ndarray
     return node
 
 
-def ground_square(name: str, half: float, cells: int = 16) -> GeomNode:
-    """A square `half` units from the origin each way at z = 0, as a `cells` x `cells` grid (so
-    fog computed per vertex stays smooth)."""
+def grid_lines(name: str, half: float, step: float) -> GeomNode:
+    """Lines every `step` units over a square `half` units from the origin each way (z = 0),
+    each cut into segments so fog computed per vertex stays smooth."""
+    n = max(1, min(int(half // step), 200))
+    cuts = 8
     fmt = GeomVertexFormat.get_v3()
     vdata = GeomVertexData(name, fmt, Geom.UH_static)
     vw = GeomVertexWriter(vdata, "vertex")
-    for j in range(cells + 1):
-        for i in range(cells + 1):
-            vw.add_data3(-half + 2 * half * i / cells, -half + 2 * half * j / cells, 0.0)
-    tris = GeomTriangles(Geom.UH_static)
-    for j in range(cells):
-        for i in range(cells):
-            a = j * (cells + 1) + i
-            tris.add_vertices(a, a + 1, a + cells + 2)
-            tris.add_vertices(a, a + cells + 2, a + cells + 1)
+    lines = GeomLines(Geom.UH_static)
+    k = 0
+    for i in range(-n, n + 1):
+        v = i * step
+        for c in range(cuts):
+            a, b = -n * step + 2 * n * step * c / cuts, -n * step + 2 * n * step * (c + 1) / cuts
+            for p, q in (((v, a), (v, b)), ((a, v), (b, v))):
+                vw.add_data3(p[0], p[1], 0.0)
+                vw.add_data3(q[0], q[1], 0.0)
+                lines.add_vertices(k, k + 1)
+                k += 2
     geom = Geom(vdata)
-    geom.add_primitive(tris)
+    geom.add_primitive(lines)
     node = GeomNode(name)
     node.add_geom(geom)
     return node
 
 
 def sky_dome(name: str, radius: float = 1.0, rings: int = 8, segments: int = 16) -> GeomNode:
-    """The upper half of a sphere (and a skirt below the horizon), faces turned inwards."""
+    """The upper half of a sphere and a skirt 40 degrees below the horizon (seen from inside:
+    draw it two-sided)."""
     fmt = GeomVertexFormat.get_v3()
     vdata = GeomVertexData(name, fmt, Geom.UH_static)
     vw = GeomVertexWriter(vdata, "vertex")
-    lats = [-0.3] + [k / rings * (np.pi / 2) for k in range(rings + 1)]
+    lats = [-0.7, -0.35] + [k / rings * (np.pi / 2) for k in range(rings + 1)]
     for lat in lats:
         for s in range(segments + 1):
             lon = 2 * np.pi * s / segments

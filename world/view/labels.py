@@ -12,6 +12,7 @@ from collections.abc import Callable
 from .frame import DistrictView
 
 MAX_LABELS = 14  # beyond this many districts, only the ones worth reading are labelled
+MAX_LIFT = 3.0  # a label pushed further up than this many of its heights is not shown
 ROLE_TEXT = {"asker": "ASKER", "you": "YOU", "referee": "REFEREE"}
 # Colour runs in label text (TextPropertiesManager names, registered by `Labels`).
 COLORS = {"liar": (1.0, 0.3, 0.25, 1), "slow": (1.0, 0.6, 0.2, 1), "hot": (1.0, 0.55, 0.15, 1),
@@ -125,10 +126,8 @@ class Labels:
                 tn = TextNode(f"label-{d.node_id[:8]}")
                 tn.set_align(TextNode.A_center)
                 tn.set_text_color(1, 1, 1, 1)
-                tn.set_card_color(0.03, 0.05, 0.09, 0.62)
+                tn.set_card_color(0.06, 0.08, 0.12, 1)  # opaque: no blending to pay for
                 tn.set_card_as_margin(0.4, 0.4, 0.15, 0.1)
-                tn.set_shadow(0.06, 0.06)
-                tn.set_shadow_color(0, 0, 0, 0.8)
                 node = self.overlay.attach_new_node(tn)
                 node.set_scale(self.size)
                 self._nodes[d.node_id] = node
@@ -144,6 +143,7 @@ class Labels:
             half = node.node().get_width() * self.size / 2 + 0.4 * self.size  # type: ignore[attr-defined]
             bottom = where[1]
             top = bottom - self.size * (lines + 0.25)
+            height = bottom - top
             for _ in range(len(taken)):  # lift it clear of the labels placed before it
                 hit = next((t for t in taken if where[0] - half < t[1] and t[0] < where[0] + half
                             and top < t[3] and t[2] < bottom), None)
@@ -151,6 +151,9 @@ class Labels:
                     break
                 shift = bottom - hit[2] + 2
                 top, bottom = top - shift, bottom - shift
+            if where[1] - bottom > MAX_LIFT * height or top < 0:
+                node.hide()  # type: ignore[attr-defined]  # too crowded here: the minimap shows it
+                continue
             taken.append((where[0] - half, where[0] + half, top, bottom))
             node.show()  # type: ignore[attr-defined]
             # the first line's baseline: the card reaches 0.9 size above it, 0.35 below the last

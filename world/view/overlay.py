@@ -73,7 +73,7 @@ class Minimap:
     """A square map of `size` pixels on `overlay` (pixel units, origin top-left, z up)."""
 
     def __init__(self, overlay, screen: tuple[int, int], size: float = 180.0, margin: float = 12.0) -> None:
-        from panda3d.core import CardMaker, TransparencyAttrib
+        from panda3d.core import CardMaker
 
         self.size, self.box = size, (0.0, 0.0, 1.0, 1.0)
         w, h = screen
@@ -81,9 +81,8 @@ class Minimap:
         self.root.set_pos(w - margin - size, 0, -(h - margin))  # its bottom-left corner
         card = CardMaker("minimap-card")
         card.set_frame(-4, size + 4, -4, size + 4)
-        card.set_color(0.03, 0.05, 0.09, 0.7)
-        bg = self.root.attach_new_node(card.generate())
-        bg.set_transparency(TransparencyAttrib.M_alpha)
+        card.set_color(0.06, 0.08, 0.12, 1)  # opaque: no blending to pay for
+        self.root.attach_new_node(card.generate())
         self.map = self.root.attach_new_node("minimap-map")
         self.marker = self.root.attach_new_node("minimap-camera")
         self._marker()
@@ -151,7 +150,7 @@ class Legend:
         self.text = TextNode("legend")
         self.text.set_align(TextNode.A_left)
         self.text.set_text_color(0.92, 0.94, 0.97, 1)
-        self.text.set_card_color(0.03, 0.05, 0.09, 0.7)
+        self.text.set_card_color(0.06, 0.08, 0.12, 1)
         self.text.set_card_as_margin(0.5, 0.5, 0.3, 0.3)
         self.np = overlay.attach_new_node(self.text)
         self.np.set_scale(size_px)

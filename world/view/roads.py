@@ -20,7 +20,8 @@ OUT = (0.3, 0.9, 1.0)  # a tensor going out to a stage
 BACK = (1.0, 0.62, 0.15)  # the stage's answer coming back
 MAX_CHEVRONS_PER_S = 4.0
 SPEED = 1.5  # chevrons drive about this many district units a second
-MAX_PER_LANE = 24
+MAX_PER_LANE = 12
+MAX_CHEVRONS = 1200  # in all: a busy map thins every lane (its rate stays right: they move faster)
 NICE = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
@@ -61,19 +62,27 @@ def traffic_rows(roads: tuple[RoadView, ...], lay: DistrictLayout, per_chevron: 
     known, pts = road_ends(roads, lay)
     width = road_width(lay)
     size = 0.8 * width
-    rows: list[list[float]] = []
+    lanes = []
     for r, (a, b) in zip(known, pts):
         for rate, src, dst in ((r.rate_ab, a, b), (r.rate_ba, b, a)):
-            if rate <= 0:
-                continue
-            per_s = rate / per_chevron
-            for color, p, q in ((OUT, src, dst), (BACK, dst, src)):
-                rows += _lane(p, q, per_s, width, size, color, lay.unit)
+            if rate > 0:
+                lanes += [(rate / per_chevron, color, p, q) for color, p, q in ((OUT, src, dst), (BACK, dst, src))]
+    wanted = sum(_count(p, q, per_s, lay.unit) for per_s, _, p, q in lanes)
+    thin = min(1.0, MAX_CHEVRONS / wanted) if wanted else 1.0
+    rows: list[list[float]] = []
+    for per_s, color, p, q in lanes:
+        rows += _lane(p, q, per_s, width, size, color, max(1, int(_count(p, q, per_s, lay.unit) * thin)))
     return np.array(rows, np.float32).reshape(len(rows), 12)
 
 
+def _count(p: np.ndarray, q: np.ndarray, per_s: float, unit: float) -> int:
+    """Chevrons on a lane so that they drive at about `SPEED`."""
+    length = float(np.hypot(*(q[:2] - p[:2])))
+    return int(min(MAX_PER_LANE, max(1, round(length / (SPEED * unit) * per_s))))
+
+
 def _lane(p: np.ndarray, q: np.ndarray, per_s: float, width: float, size: float,
-          color: tuple[float, float, float], unit: float) -> list[list[float]]:
+          color: tuple[float, float, float], count: int) -> list[list[float]]:
     d = q[:2] - p[:2]
     length = float(np.hypot(*d))
     if length <= 1e-6:
@@ -82,8 +91,7 @@ def _lane(p: np.ndarray, q: np.ndarray, per_s: float, width: float, size: float,
     start, end = p.copy(), q.copy()
     start[:2] += right
     end[:2] += right
-    start[2] = end[2] = p[2] + 0.01 * unit
-    count = int(min(MAX_PER_LANE, max(1, round(length / (SPEED * unit) * per_s))))
+    start[2] = end[2] = p[2] + 0.04 * width
     cycles = per_s / count
     return [[*start, k / count, *end, cycles, *color, size] for k in range(count)]
 

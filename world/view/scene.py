@@ -14,7 +14,7 @@ from panda3d.core import NodePath, TransparencyAttrib
 
 from .districts import ROW, all_district_rows, district_layout
 from .frame import BuildingView, DistrictView, PlotView, PulseView, RoadView, TowerView, WorldFrame
-from .geometry import InstancedLayer, ground_square, road_ribbons, sky_dome
+from .geometry import InstancedLayer, grid_lines, road_ribbons, sky_dome
 from .palette import kind_shape, owner_color, rtt_colors
 from .roads import hops_per_chevron, road_ends, road_width, traffic_rows
 from .shaders import load_shader
@@ -23,7 +23,7 @@ BOX = ("i_offset", "i_scale", "i_color", "i_extra")
 PULSE = ("i_from", "i_to", "i_color")
 SUN = (-0.45, -0.5, 0.55)  # towards a low evening sun: long shadows, lit south-west walls
 FOG = (0.64, 0.6, 0.62)  # the horizon's haze, also the sky's lowest colour
-GROUND = (0.23, 0.27, 0.21)
+GROUND = (0.23, 0.27, 0.21)  # the land: the window's clear colour
 SHADE = (0.13, 0.15, 0.12)
 
 
@@ -34,7 +34,7 @@ class Scene:
         self.root = parent.attach_new_node("world")
         box_shader, self._pulse_shader = load_shader("instanced"), load_shader("pulse")
         for name, value in (("u_sun", SUN), ("u_fog_color", FOG), ("u_fog_range", (1e4, 1e5)),
-                            ("u_unit", 1.0), ("u_time", 0.0)):
+                            ("u_unit", 1.0), ("u_time", 0.0), ("u_ground", GROUND)):
             self.root.set_shader_input(name, value)
         self.sky = self.root.attach_new_node(sky_dome("sky"))
         self.sky.set_shader(load_shader("sky"))
@@ -42,10 +42,9 @@ class Scene:
         self.sky.set_bin("background", 0)
         self.sky.set_depth_write(False)
         self.sky.set_depth_test(False)
+        # The land is the window's clear colour (see `GROUND`): only its survey grid is drawn.
         self.ground = self.root.attach_new_node("ground")  # rebuilt as the map changes
-        self.ground.set_shader(load_shader("ground"))
-        self.ground.set_shader_input("u_ground", GROUND)
-        self.ground.set_shader_input("u_step", 10.0)
+        self.ground.set_shader(load_shader("grid"))
         self.roads = self.root.attach_new_node("roads")
         self.roads.set_shader(load_shader("road"))
         self.layers: dict[str, InstancedLayer] = {}
@@ -53,6 +52,8 @@ class Scene:
         self.shadows.np.set_shader(load_shader("shadow"))
         self.shadows.np.set_shader_input("u_shadow", SHADE)
         self.shadows.np.set_shader_input("u_lift", 0.0)
+        self.plazas = InstancedLayer("plazas", BOX, self.root, faces="tile")  # cheap: no walls, flat shade
+        self.plazas.np.set_shader(load_shader("flat"))
         for name in ("districts", "towers", "plots", "slabs", "buildings", "roofs", "cursor"):
             # "roofs": buildings too small on screen for walls are drawn as their roofs alone
             # (2 triangles instead of 10: a CPU rasteriser's cost is per triangle).
@@ -106,7 +107,7 @@ class Scene:
         return True
 
     def _fit_ground(self) -> None:
-        """Land well beyond the map, with a survey line every power of ten of milliseconds."""
+        """A faint survey line every power of ten of milliseconds, well beyond the map."""
         lay = self.layout
         if len(lay.xy):
             lo, hi = lay.xy.min(axis=0), lay.xy.max(axis=0)
@@ -115,9 +116,8 @@ class Scene:
             centre, half = np.zeros(2), 50.0
         step = float(10 ** round(math.log10(max(half / 4, 0.1))))
         self.ground.get_children().detach()
-        self.ground.attach_new_node(ground_square("land", 8 * half))
-        self.ground.set_pos(float(centre[0]), float(centre[1]), 0.0)
-        self.ground.set_shader_input("u_step", step)
+        self.ground.attach_new_node(grid_lines("grid", 2 * half, step))
+        self.ground.set_pos(round(float(centre[0]) / step) * step, round(float(centre[1]) / step) * step, 0.0)
         self.root.set_shader_input("u_unit", float(lay.unit))
         self.shadows.np.set_shader_input("u_lift", 0.004 * lay.unit)
 
@@ -129,8 +129,12 @@ class Scene:
 
     def _sync_districts(self, districts: tuple[DistrictView, ...]) -> None:
         rows = all_district_rows(districts, self.layout)
+        flat = rows[:, 6] <= 0.031 * self.layout.unit  # plazas and slabs: drawn as tiles
+        self.plazas.set_rows(rows[flat])
+        rows = rows[~flat]
         self.layers["districts"].set_rows(rows)
-        self.shadows.set_rows(rows[rows[:, 6] > 0.05 * self.layout.unit] if len(rows) else rows)
+        # only buildings tall enough to cast a shadow worth its fill (plazas, crates: none)
+        self.shadows.set_rows(rows[rows[:, 6] > 0.3 * self.layout.unit] if len(rows) else rows)
 
     def _sync_roads(self, roads: tuple[RoadView, ...], relayout: bool) -> None:
         lay = self.layout
