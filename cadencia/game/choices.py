@@ -167,6 +167,10 @@ class Choices:
 
     # -- achievements ----------------------------------------------------------------------
 
+    def achieve(self, *_: object) -> None:
+        """`check_achievements` as a callback (after an answer, after a receipt)."""
+        self.check_achievements()
+
     def check_achievements(self) -> list[Action]:
         """Record the achievements the ledger and the game now prove (each once)."""
         held = {a.name for a in self.city.actions().values()

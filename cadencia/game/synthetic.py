@@ -81,7 +81,7 @@ def synthetic_world(n_districts: int, n_buildings: int = 0, seed: int = 0) -> Sy
     districts = []
     for k, (nid, (x, y)) in enumerate(zip(ids, xy)):
         start = int(rng.integers(0, N_LAYERS - 4))
-        end = int(min(N_LAYERS, start + rng.integers(4, 16)))
+        end = min(N_LAYERS, start + int(rng.integers(4, 16)))
         districts.append(DistrictView(
             nid, float(x), float(y), tflops=float(rng.uniform(0.2, 4.0)),
             battery=float(rng.uniform(0.15, 1.0)), efficiency=float(rng.uniform(0.5, 1.0)),

@@ -345,7 +345,7 @@ class GameState:
         # A settled trial's tower is the same at any later time: a frame loop reuses it.
         cached = t.view
         if isinstance(cached, tuple) and cached[0] == t.version and t.settled(now):
-            return cached[1]  # type: ignore[no-any-return]
+            return cached[1]
         view = self._new_tower_view(key, t, now)
         if t.settled(now):
             t.view = (t.version, view)

@@ -21,7 +21,9 @@ kept as sets of events and derived when read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hive_core.base.stage import Part
 from hive_core.events import (
@@ -69,7 +71,7 @@ class _Session:
         self.first_at, self.last_at = min(self.first_at, at), max(self.last_at, at)
 
 
-def _newest(items: set, key, keep: int = KEEP) -> None:  # type: ignore[type-arg]
+def _newest(items: set[Any], key: Callable[[Any], Any], keep: int = KEEP) -> None:
     """Trim `items` to its `keep` newest by `key` (a deterministic order)."""
     if len(items) > 2 * keep:
         for old in sorted(items, key=key)[:-keep]:

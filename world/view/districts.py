@@ -4,8 +4,8 @@ Each district stands on a stone plaza: its main building says what it serves (a 
 floor per layer for full blocks, a factory hall for attention or MLP halves, a station with a
 mast for the asker, a watchtower for a referee), a few houses around it are varied by its id
 (the same for every player), and its state shows on it: lit windows while it works, crates
-piled in front when it is slower than the hive (one row of crates per step of congestion and
-one crate per queued request), a flame on a hot roof, a battery running low, and, for a liar,
+piled in front when it is slower than the hive's median (up to twelve, as it nears twice the
+median, and one more per request queued at it), a flame on a hot roof, a battery running low, and, for a liar,
 its block tipped over into rubble with a red beacon and the evidence slab beside it.
 
 Rows are the instanced layer's format (see `ROW`): offset (x, y, z, turn), size (sx, sy, sz,
@@ -116,7 +116,7 @@ def district_rows(d: DistrictView, x: float, y: float, foot: float, height: floa
     if fall > 0:  # rubble: the colour of brick dust, darker as it falls
         facade = (0.55 * (1 - fall) + 0.3, 0.12, 0.1)
     glow = 0.0 if fall > 0 else (light if d.active else 0.35 * light)
-    color = (*facade, 1.0)
+    color: tuple[float, ...] = (*facade, 1.0)
     if d.active and fall == 0:
         color = tuple(0.5 * c + 0.5 * g for c, g in zip(color, GOLD))
     # the plaza the block stands on
@@ -170,9 +170,9 @@ def _state_marks(d: DistrictView, x: float, y: float, foot: float, height: float
     crates = min(MAX_CRATES, round(6 * d.congestion) * 2 + min(d.queued, 6))
     size = 0.16 * unit
     for k in range(crates):  # a pile in front of the block: three wide, stacked
-        col, row, level = k % 3, (k // 3) % 3, k // 9
+        col, row, layer = k % 3, (k // 3) % 3, k // 9
         rows.append(_row(x - 0.55 * foot + (col - 1) * 1.1 * size, y - 1.05 * foot - row * 1.1 * size,
-                         level * size, 0.1 * ((k * 7) % 5 - 2), size, size, size, 0.15,
+                         layer * size, 0.1 * ((k * 7) % 5 - 2), size, size, size, 0.15,
                          (CRATE[0], CRATE[1] * (1.0 - 0.5 * d.congestion), CRATE[2], 1.0)))
     if d.hot:  # a flame on the roof
         for turn in (0.0, math.pi / 4):
@@ -181,9 +181,9 @@ def _state_marks(d: DistrictView, x: float, y: float, foot: float, height: float
     if d.low_battery:  # a battery by the plaza's edge, filled as far as it is charged
         bx, by = x + 0.85 * foot, y - 0.85 * foot
         rows.append(_row(bx, by, 0.0, 0.0, 0.18 * unit, 0.12 * unit, 0.4 * unit, 0.0, (0.12, 0.12, 0.14, 1.0)))
-        level = max(d.battery, 0.05)
+        charge = max(d.battery, 0.05)
         rows.append(_row(bx, by - 0.065 * unit, 0.02 * unit, 0.0, 0.14 * unit, 0.01 * unit,
-                         0.36 * unit * level, 1.0, (1.0 - level, 0.2 + 0.8 * level, 0.1, 1.0)))
+                         0.36 * unit * charge, 1.0, (1.0 - charge, 0.2 + 0.8 * charge, 0.1, 1.0)))
     if d.floors > 0:  # credits raise a golden building beside the district, a floor per credit
         rows.append(_row(x + 0.6 * foot, y + 0.75 * foot, 0.0, 0.0, 0.3 * unit, 0.3 * unit,
                          0.25 * unit * d.floors, 0.7, GOLD, max(1.0, d.floors), 1.0))

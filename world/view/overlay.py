@@ -115,12 +115,12 @@ class Minimap:
                 segs.draw_to(where[r.b][0], 0, where[r.b][1])
         self.map.attach_new_node(segs.create())
         dots = LineSegs("districts")
-        r = 3.5 if len(districts) <= 50 else 1.5  # half a dot's side, pixels
-        dots.set_thickness(2 * r)
+        half = 3.5 if len(districts) <= 50 else 1.5  # half a dot's side, pixels
+        dots.set_thickness(2 * half)
         for d, (x, y) in zip(districts, pts):
             dots.set_color(*dot_color(d))
-            dots.move_to(x - r, 0, y)  # a short thick stroke: a square dot
-            dots.draw_to(x + r, 0, y)
+            dots.move_to(x - half, 0, y)  # a short thick stroke: a square dot
+            dots.draw_to(x + half, 0, y)
         self.map.attach_new_node(dots.create())
 
     def set_camera(self, x: float, y: float, heading: float) -> None:
