@@ -103,7 +103,7 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     footprint = read_footprint(resolve_model_path(args.model))
     choices = Choices(city, source, footprint, kv=args.kv)
     choices.node = identity.node_id
-    keeper = CreditKeeper(city, source, say=say, on_paid=choices.check_achievements)
+    keeper = CreditKeeper(city, source, say=say, on_paid=choices.achieve)
     gate = FrameGate()  # held while a frame renders: the hosted shard and the asker compute between frames
     server = None
     if serve:  # host shards: this node runs those layers for the hive's askers, and is paid for it
@@ -169,10 +169,10 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     source.balance = Balance(city)
     choices = Choices(city, source, read_footprint(resolve_model_path(args.model)), kv=args.kv)
     # Your device hosts server 0 under your key: receipts the asker signs for it pay you.
-    keeper = CreditKeeper(city, source, say=say, on_paid=choices.check_achievements)
+    keeper = CreditKeeper(city, source, say=say, on_paid=choices.achieve)
     session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,
                           identity=city.identity, on_host=keeper.attach, weights=args.weights,
-                          on_answer=lambda _r: choices.check_achievements())
+                          on_answer=choices.achieve)
     choices.prioritise = lambda prompt: session.submit(prompt, args.max_new_tokens, paid=True)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
                    on_prompt=_prompt_box(choices, lambda text: session.submit(text, args.max_new_tokens)),
