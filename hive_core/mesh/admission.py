@@ -13,9 +13,9 @@ coturn keep them:
   handshake is younger than the grace is the newcomer turned away.
 - **authenticated links**: one per key (a new link replaces the old), a total cap, a share
   of it reserved for keys this node knows (peers it had data channels with), and links idle
-  (nothing but pings) closed after a while. When full, a link that never sent anything
-  since its Hello is evicted (the oldest first), else the link idle longest if idle long
-  enough; when none qualifies, a few *brief* slots admit a newcomer for a few seconds
+  (nothing but pings) closed after a while. When full, a link of the source address holding
+  the most links is evicted: one that never sent anything since its Hello (the oldest
+  first), else the one idle longest if idle long enough; when none qualifies, a few *brief* slots admit a newcomer for a few seconds
   (enough for a status call or a join's signaling); beyond those it is refused with
   OVERLOADED. Honest clients speak at once (a status request, a FindNode), so a flood of
   keys that say nothing makes room for them.
@@ -45,7 +45,7 @@ class AdmissionConfig:
 
     max_handshakes: int = 512  # connections accepted but not yet authenticated, all sources
     max_handshakes_per_source: int = 32  # of those, from one IP address
-    handshake_s: float = 5.0  # TCP accept -> verified Hello within this, else dropped
+    handshake_s: float = 5.0  # TCP accept -> verified Hello and a first request, else dropped
     handshake_grace_s: float = 1.0  # a handshake younger than this is never dropped for room
     handshake_rate: float = 10.0  # new connections per second and source, in the long run
     handshake_burst: int = 32  # ... and at once (the token bucket's depth)
@@ -78,10 +78,12 @@ class HandshakePool:
     """Connections between TCP accept and a verified Hello, oldest first.
 
     `add` returns the connections to drop so that the newcomer fits: if its source is at
-    its cap, that source's oldest past the grace, else the newcomer itself; if the pool is
-    full, the oldest past the grace, else the newest of the source holding the most
-    handshakes (fair share: a small source is not crowded out by a big one), which is the
-    newcomer itself when its own source is the biggest.
+    its cap, that source's oldest past the grace, else the newcomer itself. If the pool is
+    full, the room comes from the source holding the most handshakes (fair share: a small
+    source, an honest client among a botnet's hosts, is never crowded out by a big one
+    however slow its handshake on a loaded machine): its oldest past the grace, else its
+    newest; the newcomer's own source counts as the biggest when it ties, and then the
+    newcomer itself goes when nothing of its source is past the grace.
     """
 
     def __init__(self, config: AdmissionConfig) -> None:
@@ -114,26 +116,28 @@ class HandshakePool:
             self.throttled += 1
         return ok
 
-    def _oldest(self, now: float, source: str | None = None) -> Hashable | None:
+    def _oldest(self, now: float, source: str) -> Hashable | None:
+        """`source`'s oldest handshake, if it is past the grace."""
         for conn, (src, since) in self._entries.items():
             if now - since < self.config.handshake_grace_s:
                 return None  # oldest first: every later one is younger still
-            if source is None or src == source:
+            if src == source:
                 return conn
         return None
 
-    def _newest_of_biggest(self, conn: Hashable, source: str) -> Hashable:
+    def _from_biggest(self, conn: Hashable, source: str, now: float) -> Hashable:
         biggest, count = self._per_source.most_common(1)[0]
-        if count <= self._per_source[source] + 1:
-            return conn
-        return next(c for c, (src, _) in reversed(self._entries.items()) if src == biggest)
+        if count <= self._per_source[source] + 1:  # the newcomer's source is (about) biggest
+            return self._oldest(now, source) or conn
+        return self._oldest(now, biggest) or next(
+            c for c, (src, _) in reversed(self._entries.items()) if src == biggest)
 
     def add(self, conn: Hashable, source: str, now: float) -> list[Hashable]:
         victims: list[Hashable] = []
         if self._per_source[source] >= self.config.max_handshakes_per_source:
             victims.append(self._oldest(now, source) or conn)
         elif len(self._entries) >= self.config.max_handshakes:
-            victims.append(self._oldest(now) or self._newest_of_biggest(conn, source))
+            victims.append(self._from_biggest(conn, source, now))
         self.dropped += len(victims)
         for victim in victims:
             self.remove(victim)
@@ -174,6 +178,11 @@ class Held(Protocol):
         ...
 
     @property
+    def source(self) -> str:
+        """The IP address it came from."""
+        ...
+
+    @property
     def last_active(self) -> float | None:
         """Monotonic time of its last frame other than a ping or pong; None: none yet."""
         ...
@@ -188,13 +197,18 @@ class Admission:
 
 
 def _idlest(links: Sequence[Held], now: float, min_idle_s: float) -> Held | None:
-    """A link that never spoke (oldest first), else the one idle longest past `min_idle_s`."""
-    mute = [lk for lk in links if lk.last_active is None]
-    if mute:
-        return min(mute, key=lambda lk: lk.since)
-    idle = [lk for lk in links
-            if lk.last_active is not None and now - lk.last_active >= min_idle_s]
-    return min(idle, key=lambda lk: lk.last_active or 0.0) if idle else None
+    """The link to evict: from the source holding the most links (a busy machine may take
+    seconds to read an honest client's first request, and the flood's sources must not
+    push it out meanwhile), one that never spoke (the oldest first), else the one idle
+    longest past `min_idle_s`; None when no link may go."""
+    held = Counter(lk.source for lk in links)
+    candidates = [lk for lk in links
+                  if lk.last_active is None or now - lk.last_active >= min_idle_s]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda lk: (-held[lk.source], lk.last_active is not None,
+                                           lk.since if lk.last_active is None
+                                           else lk.last_active))
 
 
 def decide(config: AdmissionConfig, known: bool, held: Sequence[Held],

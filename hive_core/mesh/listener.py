@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hive_core.mesh.admission import Admission, AdmissionConfig, Lane, decide
-from hive_core.mesh.node import Node, Refused
+from hive_core.mesh.node import Node
 from hive_core.mesh.peers import Link
 from hive_core.mesh.wschannel import WsChannel, WsServer
 from hive_core.protocol import ErrorCode, HandshakeError
@@ -30,6 +30,7 @@ class _Admitted:
 
     link: Link
     lane: Lane
+    source: str  # the IP address it came from
     since: float = field(default_factory=time.monotonic)
 
     @property
@@ -73,40 +74,47 @@ class Listener:
         await self.server.stop()
 
     async def _accept(self, channel: WsChannel) -> None:
-        """Authenticate a joiner (or a status client), admit it, serve it until it leaves."""
-        lane: list[Lane] = []
+        """Authenticate a joiner (or a status client), admit it once it speaks, serve it
+        until it leaves.
 
-        def admit(peer_id: bytes) -> None:
-            lane.append(self._admit(peer_id, channel))
-
+        Honest clients send a request right after their Hello (a FindNode to join, a status
+        request); a key that proves itself and then says nothing stays a handshake (bounded
+        per source, dropped at the deadline) and never takes an admitted link's place.
+        """
         try:
-            link = await self.node.attach(channel, kind="ws", mode="first", admit=admit)
+            link = await self.node.attach(channel, kind="ws", mode="first")
         except HandshakeError:
             return
-        entry = self.links[link.node_id] = _Admitted(link, lane[0])
+        link.on_first_active = lambda: self._admit(link, channel)
         try:
             if link.reader is not None:
                 await asyncio.gather(link.reader, return_exceptions=True)
         finally:
-            if self.links.get(link.node_id) is entry:
+            entry = self.links.get(link.node_id)
+            if entry is not None and entry.link is link:
                 del self.links[link.node_id]
 
-    def _admit(self, peer_id: bytes, channel: WsChannel) -> Lane:
-        """The lane `peer_id` enters (evicting a link to make room), or Refused."""
+    def _admit(self, link: Link, channel: WsChannel) -> bool:
+        """Admit `link` into a lane on its first request (evicting a link to make room), or
+        refuse it with OVERLOADED; False: its request is dropped."""
+        peer_id = link.node_id
         held = [e for pid, e in self.links.items() if pid != peer_id]  # its old link is replaced
         verdict = decide(self.config, self.is_known(peer_id), held, time.monotonic())
         if not isinstance(verdict, Admission):
             self.stats.refused += 1
             logger.warning("%s: refused %s from %s: %s", self.node, peer_id.hex()[:12],
                            channel.peer, verdict)
-            raise Refused(ErrorCode.OVERLOADED, verdict)
+            self.node.spawn(self.node.refuse_link(link, ErrorCode.OVERLOADED, verdict),
+                            name="ws refuse")
+            return False
         if verdict.evict is not None:
             assert isinstance(verdict.evict, _Admitted)
             self._close(verdict.evict, "evicted: idle while the node is full")
             self.stats.evicted += 1
         self.server.authenticated(channel)
+        self.links[peer_id] = _Admitted(link, verdict.lane, channel.source)
         self.stats.admitted[verdict.lane.value] += 1
-        return verdict.lane
+        return True
 
     def _close(self, entry: _Admitted, reason: str) -> None:
         if self.links.get(entry.link.node_id) is entry:

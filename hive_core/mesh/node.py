@@ -267,7 +267,6 @@ class Node:
     async def attach(
         self, channel: Channel, *, kind: str, expect: bytes | None = None,
         rtc: RTCPeer | None = None, mode: str = "both",
-        admit: Callable[[bytes], None] | None = None,
     ) -> Link:
         """Authenticate a fresh channel with Hello frames and start serving it.
 
@@ -275,8 +274,6 @@ class Node:
         "first" (we speak first: a listening node), "second" (we answer the listener's
         Hello with one addressed to it: a joiner). HandshakeError refuses the peer; Refused
         (a HandshakeError) when the other side answered with an Error, e.g. OVERLOADED.
-        ``admit(peer_id)``, called once the Hello is verified, may raise Refused to turn the
-        peer away (a full budget).
         """
         try:
             if mode in ("both", "first"):
@@ -299,22 +296,10 @@ class Node:
                 raise HandshakeError("peer is not the node that was signaled")
             if peer_id == self.node_id:
                 raise HandshakeError("connected to itself")
-            if admit is not None:
-                admit(peer_id)
             if mode == "second":
                 await channel.send(encode(make_hello(self.identity, audience=peer_id,
                                                      listen=self.listen_url)))
-        except Refused as exc:
-            if channel.closed:  # the other side refused us: nothing more to say
-                raise
-            logger.info("%s: refused %s: %s", self, getattr(channel, "peer", "a peer"), exc)
-            try:
-                await channel.send(encode(Error(0, exc.code, str(exc)[:200])))
-            except ChannelClosed:
-                pass
-            await channel.close()
-            if rtc is not None:
-                await rtc.close()
+        except Refused:  # the other side refused us (channel closed): nothing more to say
             raise
         except (ProtocolError, TimeoutError, ChannelClosed) as exc:
             reason = f"handshake: {exc or type(exc).__name__}"
@@ -399,8 +384,8 @@ class Node:
                     continue
                 link.heard()
                 link.frames_in += 1
-                if not isinstance(msg, (Ping, Pong)):
-                    link.active()
+                if not isinstance(msg, (Ping, Pong)) and not link.active():
+                    continue  # refused on its first request: the link is being closed
                 try:
                     await self._dispatch(link, msg)
                 except ChannelClosed:

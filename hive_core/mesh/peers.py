@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,10 @@ class Link:
         self.pings = 0
         self.pongs = 0
         self.pinging = False  # a heartbeat probe is in flight
+        # Called on the first frame but pings and pongs, to admit the link (a listener's
+        # budget); False refuses it and that frame is dropped.
+        self.on_first_active: Callable[[], bool] | None = None
+        self.refused_here = False  # this node refused the link: its frames are dropped
         self.reader: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -66,8 +71,14 @@ class Link:
     def heard(self) -> None:
         self.last_heard = time.monotonic()
 
-    def active(self) -> None:
+    def active(self) -> bool:
+        """Note a frame other than a ping or pong; False when it must be dropped (the link was
+        refused on its first request)."""
+        if self.last_active is None and self.on_first_active is not None:
+            admit, self.on_first_active = self.on_first_active, None
+            self.refused_here = not admit()
         self.last_active = self.last_heard
+        return not self.refused_here
 
     def observe_rtt(self, rtt_ms: float) -> None:
         if rtt_ms < 0:

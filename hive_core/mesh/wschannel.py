@@ -246,7 +246,7 @@ class WsServer:
 
     def _expire(self, conn: Any) -> None:
         if self.handshakes.remove(conn):
-            self._drop(conn, f"no valid Hello within {self.admission.handshake_s:g} s")
+            self._drop(conn, f"no Hello and first request within {self.admission.handshake_s:g} s")
 
     def _forget(self, conn: Any) -> None:
         self.handshakes.remove(conn)

@@ -59,9 +59,13 @@ def test_a_full_pool_takes_its_room_from_the_biggest_source() -> None:
     # Full and all young: the flood's newest goes, not a newcomer from a small source.
     assert pool.add("honest", "third", now=0.2) == ["c"]
     assert pool.from_source("flood") == 2 and "honest" in pool
-    # Past the grace the oldest overall goes, whoever sent it.
+    # Past the grace the biggest source's oldest goes.
     assert pool.add("late", "fourth", now=5.0) == ["a"]
-    assert pool.remove("b") and not pool.remove("b")
+    # Now every source holds one, all past the grace: the newcomer's own source gives way,
+    # never the slow honest client of another.
+    assert pool.add("again", "flood", now=10.0) == ["b"]
+    assert "honest" in pool and "again" in pool
+    assert pool.remove("x") and not pool.remove("x")
 
 
 def test_each_source_has_a_token_bucket() -> None:
@@ -89,6 +93,7 @@ class FakeLink:
     lane: Lane
     since: float
     last_active: float | None
+    source: str = "flood"
 
 
 def test_known_keys_use_the_reserved_share_and_strangers_do_not() -> None:
@@ -111,6 +116,17 @@ def test_a_full_budget_evicts_mute_links_first_then_the_idlest() -> None:
     assert decide(CFG, False, busy, now=10.0) == Admission(Lane.GENERAL, idle)
     # A known key may take a stranger's idle link when the whole budget is full.
     assert decide(CFG, True, busy, now=10.0) == Admission(Lane.KNOWN, idle)
+
+
+def test_the_source_holding_the_most_links_gives_way_first() -> None:
+    """A slow honest client (its first request not read yet: mute) is not the one evicted
+    while a botnet host holds more links, even idle ones that spoke once."""
+    honest = FakeLink(Lane.GENERAL, 1.0, None, source="127.0.0.1")
+    flood = [FakeLink(Lane.GENERAL, 0.0, 3.0, source="10.0.0.9"),
+             FakeLink(Lane.GENERAL, 0.5, 9.9, source="10.0.0.9")]
+    assert decide(CFG, False, [honest, *flood], now=10.0) == Admission(Lane.GENERAL, flood[0])
+    flood.append(FakeLink(Lane.GENERAL, 2.0, None, source="10.0.0.9"))  # mute goes first
+    assert decide(CFG, False, [honest, *flood], now=10.0) == Admission(Lane.GENERAL, flood[2])
 
 
 def test_unreachable_peers_back_off_doubling_and_are_forgotten_once_linked() -> None:
@@ -171,7 +187,8 @@ async def test_squatters_are_dropped_oldest_first_and_at_the_deadline(hive: Hive
     assert (dropped.code, dropped.message) == (ErrorCode.OVERLOADED,
                                                "dropped: too many handshakes in progress")
     expired = await next_error(second)  # two seconds after it connected
-    assert expired.code is ErrorCode.OVERLOADED and "no valid Hello within 2 s" in expired.message
+    assert expired.code is ErrorCode.OVERLOADED
+    assert "no Hello and first request within 2 s" in expired.message
     assert time.monotonic() - t0 < 3.5
     assert sentinel.listener is not None and len(sentinel.listener.server.handshakes) == 0
     await first.close()
@@ -180,35 +197,53 @@ async def test_squatters_are_dropped_oldest_first_and_at_the_deadline(hive: Hive
 
 @pytest.mark.net
 @pytest.mark.timeout(60)
-async def test_a_full_budget_evicts_a_mute_key_and_refuses_clearly_when_all_speak(
+async def test_a_key_that_never_speaks_is_never_admitted_and_a_full_budget_refuses_clearly(
     hive: Hive,
 ) -> None:
     sentinel = hive.make(seed=3001, listen="127.0.0.1:0", admission=AdmissionConfig(
-        max_links=1, reserved_links=0, brief_links=0, evict_idle_s=30.0))
+        max_links=1, reserved_links=0, brief_links=0, evict_idle_s=30.0, handshake_s=3.0))
     await asyncio.wait_for(sentinel.start(), 20)
     url = sentinel.listen_url
-    mute, _ = await hello_in(url, Identity.generate())  # authenticated, then says nothing
     assert sentinel.listener is not None
-    await wait_for(lambda: len(sentinel.listener.links) == 1, 5, "the mute key admitted")
-    view = await fetch_status(url, timeout_s=5)  # evicts the mute link to get in
+    mute, _ = await hello_in(url, Identity.generate())  # proves its key, then says nothing
+    await asyncio.sleep(0.3)
+    assert not sentinel.listener.links  # still a handshake, not an admitted link
+    view = await fetch_status(url, timeout_s=5)  # takes no room from anyone
     assert view["nodes"]
-    evicted = await next_error(mute)
-    assert evicted.code is ErrorCode.OVERLOADED and evicted.message.startswith("evicted")
+    dropped = await next_error(mute)  # at the handshake deadline
+    assert "no Hello and first request within 3 s" in dropped.message
     await wait_for(lambda: not sentinel.listener.links, 5, "the status client gone")
-    # Now a key that speaks holds the only link: the next client is refused, and told why.
+    # A key that speaks holds the only link: the next client is refused, and told why.
     talker, listener = await hello_in(url, Identity.generate())
     await talker.send(encode(FindNode(1, bytes(20))))
-    await wait_for(lambda: any(e.last_active is not None
-                               for e in sentinel.listener.links.values()), 5, "its request")
+    await wait_for(lambda: len(sentinel.listener.links) == 1, 5, "the talker admitted")
     with pytest.raises(StatusFailed) as caught:
         await fetch_status(url, timeout_s=5)
     message = str(caught.value)
     assert "refused: OVERLOADED: 1 links open and none idle for 30 s" in message, message
     assert "expected a Hello" not in message and "\n" not in message
-    assert sentinel.listener.stats.refused == 1 and sentinel.listener.stats.evicted == 1
-    assert listener == sentinel.node_id
+    assert sentinel.listener.stats.refused == 1 and listener == sentinel.node_id
     await talker.close()
     await mute.close()
+
+
+@pytest.mark.net
+@pytest.mark.timeout(60)
+async def test_a_full_budget_evicts_the_link_idle_longest(hive: Hive) -> None:
+    sentinel = hive.make(seed=3003, listen="127.0.0.1:0", admission=AdmissionConfig(
+        max_links=1, reserved_links=0, brief_links=0, evict_idle_s=0.3))
+    await asyncio.wait_for(sentinel.start(), 20)
+    assert sentinel.listener is not None
+    idle, _ = await hello_in(sentinel.listen_url, Identity.generate())
+    await idle.send(encode(FindNode(1, bytes(20))))  # spoke once, then idles
+    await wait_for(lambda: len(sentinel.listener.links) == 1, 5, "the first key admitted")
+    await asyncio.sleep(0.5)
+    assert (await fetch_status(sentinel.listen_url, timeout_s=5))["nodes"]
+    evicted = await next_error(idle)
+    assert (evicted.code, evicted.message) == (ErrorCode.OVERLOADED,
+                                               "evicted: idle while the node is full")
+    assert sentinel.listener.stats.evicted == 1
+    await idle.close()
 
 
 @pytest.mark.net
