@@ -80,6 +80,7 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
         report = await run_view(app, args, work=work, until_work_done=args.frames is None and session is not None,
                                 ready=ready)
         in_flight = pulses_on_screen(app) if app.frames else []
+        hud = app.frame.hud  # what the spectator read on screen at the end
     finally:
         app.destroy()
         if session is not None:
@@ -92,7 +93,9 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
                           "answers": [r.text for r in session.results] if session else [],
                           "polls": spectator.watcher.polls if spectator else 0,
                           "feeds": len(feed.subscribed) if feed else 0, "events": feed.events if feed else 0,
-                          "rejected_events": feed.rejected if feed else 0, "pulses_in_flight": in_flight}))
+                          "rejected_events": feed.rejected if feed else 0, "pulses_in_flight": in_flight,
+                          "tokens_per_s": round(hud.tokens_per_s, 3), "verified_steps": hud.verified_steps,
+                          "slashed": hud.slashed, "asker": hud.asker}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")
     return 0

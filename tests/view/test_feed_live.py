@@ -72,8 +72,10 @@ async def test_spectator_sees_another_clients_ask_as_pulses(tiny_gguf, make_app,
     hops = [e for e in heard if isinstance(e, HopSent)]
     stages = [e for e in heard if isinstance(e, StageStarted)]
     assert hops and {h.from_node for h in hops} == {player.node_id} and {h.to_node for h in hops} == server_ids
-    assert {(s.node_id, s.layer_start, s.layer_end) for s in stages} == {
-        (servers[0].node_id, 0, 2), (servers[1].node_id, 2, 4)}
+    # which layers each server ran (the asker keeps some itself): a route through the middle
+    assert {s.node_id for s in stages} <= server_ids
+    spans = sorted({(s.layer_start, s.layer_end) for s in stages})
+    assert spans and all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1] <= 4
     assert spectator.feed.rejected == 0
     assert seen, "no frame caught a pulse in flight"
     # Small pulses at 320x240 are sometimes behind a tower or a roof: most frames show them.
@@ -114,6 +116,9 @@ async def test_spectate_command_screenshot_shows_a_pulse_of_a_live_ask(tiny_gguf
     report = json.loads(out.decode().strip().splitlines()[-1])
     assert report["feeds"] >= 2 and report["events"] > 0 and report["rejected_events"] == 0
     assert report["pulses_in_flight"], report
+    # the HUD read the answer's rate and its asker off the servers' feeds (one replica per
+    # stage here: nothing to verify, and the spectator does not pretend otherwise)
+    assert report["tokens_per_s"] > 0 and report["asker"] and report["verified_steps"] == 0, report
     img = PNMImage(Filename.from_os_specific(report["screenshot"]))
     hits = 0
     for p in report["pulses_in_flight"]:

@@ -60,6 +60,18 @@ def test_an_askers_reports_give_spans_step_times_and_the_slowest_node() -> None:
     assert session.tokens_per_s == pytest.approx(1.0 / 0.05, rel=0.01)
 
 
+def test_without_attested_steps_the_decode_rate_comes_from_the_requests() -> None:
+    """Single replicas attest nothing: a spectator still reads the rate off the requests each
+    worker took (one per decode step), the prompt's first request left out."""
+    game = GameState()
+    for k in range(11):  # a step every 40 ms after a slow prompt
+        t = 10.0 + (0.5 if k else 0.0) + 0.04 * k
+        for node in (FAST, SLOW):
+            game.apply(HopSent(S, Q, node, t, 0.005, 100), now=t + 0.01)
+    (session,) = game.snapshot(11.0).sessions
+    assert session.asker == Q and session.tokens_per_s == pytest.approx(25.0)
+
+
 def test_a_live_servers_reports_give_service_time_and_queued_work() -> None:
     """A server reports taking each request (StageStarted) and answering it (a hop): the
     time between is its step time, queueing included; requests not answered yet are queued."""

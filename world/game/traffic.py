@@ -16,7 +16,8 @@ kept as sets of events and derived when read.
 - A link's rate is its hops per second over the last `RATE_WINDOW_S`.
 - A session's asker is the node most of its hops come from; its decode rate is the stage
   steps it completed per second (one step per generated token), read from replica answers,
-  verdicts and slashings, whose trial ids carry the step.
+  verdicts and slashings, whose trial ids carry the step, or, where none are reported, from
+  the requests its busiest worker took (one per step; the first, the prompt's, left out).
 """
 
 from __future__ import annotations
@@ -214,11 +215,17 @@ class Traffic:
             if s.first_at > now:
                 continue
             counts: dict[bytes, int] = {}
+            sent: dict[bytes, list[float]] = {}  # worker -> when this session's hops reached it
             for h in s.hops:
                 if h.sent_at <= now:
                     counts[h.from_node] = counts.get(h.from_node, 0) + 1
+                    sent.setdefault(h.to_node, []).append(h.sent_at)
             asker = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0] if counts else None
             seen = sorted(at for step, at in s.steps.items() if at <= now and step > 0)
+            if len(seen) < 2 and sent:
+                # No trial ids (replicas not attested): every decode step sends one request to
+                # each worker of the route, so the busiest worker's requests keep the step time.
+                seen = sorted(max(sorted(sent.items()), key=lambda kv: len(kv[1]))[1])[1:]
             rate = (len(seen) - 1) / (seen[-1] - seen[0]) if len(seen) >= 2 and seen[-1] > seen[0] else 0.0
             out.append(SessionSnapshot(sid, asker, len(seen), rate, len(s.verified), s.first_at,
                                        s.last_at))
