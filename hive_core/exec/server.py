@@ -17,6 +17,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ from hive_core.protocol.messages import ErrorCode
 from hive_core.trust import TrustError, attest, box_between, open_sealed, seal
 
 logger = logging.getLogger(__name__)
+SERVED_SESSIONS = 4096  # (asker, session) pairs remembered: receipts for others are refused
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class ShardServer:
         self.model_digest = model_digest(model.path)
         self.kernel = kernel_class(cfg.weights, cfg.kernel_path or None)
         self.receipts: list[WorkReceipt] = []
+        self._served: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()  # (asker, session)
         self.receipt_hooks: list[Callable[[WorkReceipt], None]] = []  # called per kept receipt
         self.feed = EventFeed(node, self.config.feed)
         # What this node does, logged and shown to its spectators.
@@ -209,6 +212,10 @@ class ShardServer:
             self._set_state(ShardServer.State.CRASHED)
             return asyncio.ensure_future(self._crash())
         self.stats.requests += 1
+        self._served[(peer, msg.session_id)] = None
+        self._served.move_to_end((peer, msg.session_id))
+        while len(self._served) > SERVED_SESSIONS:
+            self._served.popitem(last=False)
         if fault is not None and fault.silent:
             return None  # takes the work and never answers
         if self._evictor is None:  # started lazily when the node was built outside a loop
@@ -291,6 +298,10 @@ class ShardServer:
             return
         if receipt.worker_id != self.node.node_id or receipt.client_id != peer:
             logger.info("%s: refused a receipt not between %s and us", self.node, peer.hex()[:12])
+            return
+        if (peer, receipt.session_id) not in self._served:
+            logger.info("%s: refused a receipt from %s for a session it never ran here",
+                        self.node, peer.hex()[:12])
             return
         self.receipts.append(receipt)
         self.events(ReceiptIssued(receipt, time.monotonic()))

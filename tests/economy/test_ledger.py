@@ -37,7 +37,7 @@ def test_balance_is_derived_from_receipts(bob):
 def test_balance_is_never_a_stored_number(bob):
     led = Ledger.from_entries(earn(bob, 2))
     # The view holds entries only: nothing numeric that could be edited.
-    assert Ledger.__slots__ == ("_receipts", "_spends")
+    assert Ledger.__slots__ == ("_forfeits", "_receipts", "_spends")
     with pytest.raises(AttributeError):
         led.balance_mc = lambda _acct: 10**9  # type: ignore[method-assign]
     with pytest.raises(AttributeError):

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pycrdt import Doc, Map, UndoManager, merge_updates
 
 from hive_core.base.identity import Identity
-from hive_core.economy import Ledger, Spend, WorkReceipt
+from hive_core.economy import Ledger, Spend, WorkReceipt, check_claim
 
 from . import ingest
 from .actions import choose as choose_action
@@ -372,8 +372,12 @@ class City:
         return choose_action(self, kind, cost_mc=cost_mc, **fields)
 
     def record_receipt(self, receipt: WorkReceipt) -> None:
-        """Add a verified work receipt (this player must be its client or its worker)."""
+        """Add a verified work receipt (this player must be its client or its worker). It moves
+        credits from its client to its worker only as the ledger settles it (`Ledger`): a
+        receipt its client cannot pay, or one claiming impossible work, moves nothing; one
+        claiming impossible work is refused here (ReceiptError)."""
         receipt.verify()
+        check_claim(receipt)
         me = bytes.fromhex(self.player_id)
         if me not in (receipt.client_id, receipt.worker_id):
             raise NotOwnerError("only the receipt's client or worker records it")
