@@ -84,7 +84,19 @@ class Signaler:
             raise ConnectFailed("cannot connect to itself")
         running = self._connecting.get(peer_id)
         if running is not None:
-            return await asyncio.shield(running)
+            try:
+                return await asyncio.shield(running)
+            except ConnectionError as exc:
+                # That attempt may have begun long before us (a join's, left to run in the
+                # background) and its time is up; ours gets a fresh one, once.
+                logger.debug("%s: a running attempt to %s failed (%s); trying again", self.node,
+                             peer_id.hex()[:12], exc)
+            existing = self.node.peers.rtc(peer_id)
+            if existing is not None:
+                return existing
+            running = self._connecting.get(peer_id)
+            if running is not None:
+                return await asyncio.shield(running)
         fut: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
         self._connecting[peer_id] = fut
         try:
