@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from world.layout import HiveMap, load_country_rtt, synthetic_hive
+from world.view.districts import congestion_of
 from world.view.frame import (
     BuildingView,
     DistrictView,
@@ -87,7 +88,7 @@ def synthetic_world(n_districts: int, n_buildings: int = 0, seed: int = 0) -> Sy
             battery=float(rng.uniform(0.15, 1.0)), efficiency=float(rng.uniform(0.5, 1.0)),
             name=names[nid], role="asker" if k == 0 else "", layers=((start, end),) if k else (),
             n_layers=N_LAYERS, step_ms=round(float(steps[k])), active=bool(rng.random() < 0.1),
-            congestion=round(min(1.0, max(0.0, float(steps[k]) / median - 1.0)), 2), slowest=k == slowest,
+            congestion=congestion_of(float(steps[k]), median), slowest=k == slowest,
             temperature_c=float(rng.choice([45.0, 60.0, 85.0], p=[0.6, 0.3, 0.1])),
             on_ac=bool(rng.random() < 0.8), fall=1.0 if k == n_districts // 2 else 0.0,
             evidence="lied at step 7: output outside tolerance (signed evidence)" if k == n_districts // 2 else "",

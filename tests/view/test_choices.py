@@ -136,8 +136,8 @@ def test_paid_prompts_go_first_in_the_line() -> None:
 
 
 async def test_hosting_a_stage_moves_the_players_server_in_the_embedded_hive(tiny_gguf, tmp_path) -> None:
-    """The player's server leaves stage 0-2 for stage 2-4: the next answer routes through it
-    there, and the asker's receipts pay it for those layers."""
+    """The player's server leaves its stage for the other one: the next answer routes through
+    it there, and the asker's receipts pay it for those layers."""
     from cadencia.game.credits import CreditKeeper
     from cadencia.game.hosting import EmbeddedHosting
     from cadencia.game.session import HiveSession, open_city
@@ -153,16 +153,17 @@ async def test_hosting_a_stage_moves_the_players_server_in_the_embedded_hive(tin
         server = hive.servers[0]
         choices = Choices(city, source, read_footprint(tiny_gguf), hosting=EmbeddedHosting(hive, server))
         choices.node = me
-        assert [ps.stage for ps in hive.client.plan.stages if me in ps.nodes] == [Stage(0, 2)]
-        outcome = await choices.command("/host 2-4")
-        assert outcome.startswith("hosting layers 2-3"), outcome
-        assert [ps.stage for ps in hive.client.plan.stages if me in ps.nodes] == [Stage(2, 4)]
+        (first,) = [ps.stage for ps in hive.client.plan.stages if me in ps.nodes]
+        other = next(ps.stage for ps in hive.client.plan.stages if ps.stage != first)
+        outcome = await choices.command(f"/host {other.start}-{other.end}")
+        assert outcome.startswith(f"hosting layers {other.start}-{other.end - 1}"), outcome
+        assert [ps.stage for ps in hive.client.plan.stages if me in ps.nodes] == [other]
         assert all(ps.nodes for ps in hive.client.plan.stages)
-        assert "already serves" in await choices.command("/host 2-4")
+        assert "already serves" in await choices.command(f"/host {other.start}-{other.end}")
         result = await session.ask("hi", max_new_tokens=3)
         mine = [r for r in result.receipts if r.worker_id == me]
-        assert mine and {(r.layer_start, r.layer_end) for r in mine} == {(2, 4)}
-        assert server.config.preload == (Stage(2, 4),)
+        assert mine and {(r.layer_start, r.layer_end) for r in mine} == {(other.start, other.end)}
+        assert server.config.preload == (other,)
     finally:
         await session.close()
         city.close()

@@ -39,7 +39,9 @@ async def test_play_asks_a_live_hive_and_spectators_see_it(tiny_gguf, live_hive)
         server_ids = {servers[0].node_id, servers[1].node_id}
         hops = [e for e in heard if isinstance(e, HopSent)]
         assert hops and {h.to_node for h in hops} == server_ids and {h.from_node for h in hops} == {player.node_id}
-        assert "L0-1" in source.hud.view().sharding and "L2-3" in source.hud.view().sharding
+        # the route the asker took (it keeps its first and last layers: the servers run the middle)
+        sharding = source.hud.view().sharding
+        assert all(n.node_id.hex()[:6] in sharding for n in servers), sharding
 
         watcher = MeshWatcher(source, sentinel.listen_url, timeout_s=10.0)
         await asyncio.wait_for(watcher.poll_once(), 30)

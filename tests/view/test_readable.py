@@ -72,6 +72,14 @@ def test_a_towers_floors_are_the_layers_it_serves_and_its_state_shows() -> None:
     assert lay.height[ids.index(LIAR.hex())] < 0.3 * lay.height[ids.index(FAST.hex())]  # fallen
 
 
+def test_congestion_starts_beyond_the_median() -> None:
+    from world.view.districts import congestion_of
+
+    assert congestion_of(20.0, 20.0) == congestion_of(23.0, 20.0) == 0.0  # noise is not congestion
+    assert congestion_of(32.0, 20.0) == 0.5 and congestion_of(80.0, 20.0) == 1.0
+    assert congestion_of(0.0, 20.0) == congestion_of(20.0, 0.0) == 0.0
+
+
 def test_labels_say_who_what_and_how() -> None:
     frame = demo_frame()
     text = {d.name: plain(label_text(d, 21.0)) for d in frame.districts}

@@ -20,6 +20,7 @@ from .modes import Modes
 from .overlay import minimap_key
 
 DETAIL_PIXELS = 6.0  # a building cell smaller than this on screen is drawn as its roof only
+HOUSE_PIXELS = 24.0  # districts spaced closer than this on screen are drawn without their houses
 ORBIT_KEYS = {"a": "left", "d": "right", "w": "up", "s": "down", "q": "zoom_in", "e": "zoom_out",
               "j": "pan_left", "l": "pan_right", "i": "pan_up", "k": "pan_down"}
 
@@ -183,6 +184,7 @@ class WorldApp:
         self.scene.set_view(self.camera.eye(), self.camera.distance)
         cell = min((p.cell for p in frame.plots), default=1.0)
         self.scene.set_detail(cell * self.pixels_per_unit() >= DETAIL_PIXELS)
+        self.scene.set_district_detail(lay.unit * self.pixels_per_unit() >= HOUSE_PIXELS)
 
     def pixels_per_unit(self) -> float:
         """Screen pixels per world unit at the camera's target distance."""

@@ -4,8 +4,8 @@ Each district stands on a stone plaza: its main building says what it serves (a 
 floor per layer for full blocks, a factory hall for attention or MLP halves, a station with a
 mast for the asker, a watchtower for a referee), a few houses around it are varied by its id
 (the same for every player), and its state shows on it: lit windows while it works, crates
-piled in front when it is slower than the hive's median (up to twelve, as it nears twice the
-median, and one more per request queued at it), a flame on a hot roof, a battery running low, and, for a liar,
+piled in front when it is slower than the hive's median (from 1.2 times the median, up to
+twelve at twice it, and one more per request queued at it), a flame on a hot roof, a battery running low, and, for a liar,
 its block tipped over into rubble with a red beacon and the evidence slab beside it.
 
 Rows are the instanced layer's format (see `ROW`): offset (x, y, z, turn), size (sx, sy, sz,
@@ -78,6 +78,19 @@ def _seed(node_id: str) -> bytes:
     return hashlib.blake2b(node_id.encode(), digest_size=32).digest()
 
 
+SLOW_FROM = 1.2  # a node this many times the hive's median step time starts piling up work
+SLOW_FULL = 2.0  # and has the full pile at this many times
+
+
+def congestion_of(step_ms: float, median_ms: float) -> float:
+    """0..1: how far beyond the hive's median a node's step time is (0 up to `SLOW_FROM` times
+    the median, 1 from `SLOW_FULL` times), in steps of 0.05 (so a frame is not redrawn for less)."""
+    if step_ms <= 0 or median_ms <= 0:
+        return 0.0
+    x = (step_ms / median_ms - SLOW_FROM) / (SLOW_FULL - SLOW_FROM)
+    return round(min(1.0, max(0.0, x)) * 20) / 20
+
+
 def layer_count(d: DistrictView) -> int:
     return sum(b - a for a, b in d.layers)
 
@@ -103,8 +116,9 @@ def _row(x: float, y: float, z: float, turn: float, sx: float, sy: float, sz: fl
 
 
 def district_rows(d: DistrictView, x: float, y: float, foot: float, height: float,
-                  unit: float) -> list[list[float]]:
-    """The boxes of one district (see the module docstring)."""
+                  unit: float, houses: bool = True) -> list[list[float]]:
+    """The boxes of one district (see the module docstring); without `houses` when the
+    district is a few pixels on screen (they would be specks)."""
     seed = _seed(d.node_id)
     rows: list[list[float]] = []
     fall = d.fall
@@ -145,7 +159,7 @@ def district_rows(d: DistrictView, x: float, y: float, foot: float, height: floa
     else:
         rows.append(_row(x, y, 0.0, tilt, w, w, height, glow, color, round(height / unit / FLOOR), 1.0))
     # houses around it, varied by its id
-    for k in range(2 + seed[1] % 3):
+    for k in range(2 + seed[1] % 3 if houses else 0):
         corner = seed[2 + k]
         ax, ay = (1 if corner & 1 else -1), (1 if corner & 2 else -1)
         hx = x + ax * (0.62 + 0.1 * ((corner >> 2) & 3) / 3) * foot
@@ -190,10 +204,11 @@ def _state_marks(d: DistrictView, x: float, y: float, foot: float, height: float
     return rows
 
 
-def all_district_rows(districts: tuple[DistrictView, ...], lay: DistrictLayout) -> np.ndarray:
+def all_district_rows(districts: tuple[DistrictView, ...], lay: DistrictLayout,
+                      houses: bool = True) -> np.ndarray:
     """Every district's boxes as one ``[n, ROW]`` float32 array."""
     rows: list[list[float]] = []
     for k, d in enumerate(districts):
         rows += district_rows(d, float(lay.xy[k, 0]), float(lay.xy[k, 1]), float(lay.footprint[k]),
-                              float(lay.height[k]), lay.unit)
+                              float(lay.height[k]), lay.unit, houses)
     return np.array(rows, np.float32).reshape(len(rows), ROW)

@@ -20,6 +20,7 @@ from hive_core.events import HopSent
 from world.game import GameState
 from world.game.snapshot import GameSnapshot, SessionSnapshot, TrialStatus
 
+from .districts import congestion_of
 from .frame import DistrictView, HudView, PulseView, RoadView, TowerView, ViewError, WorldFrame
 from .names import unique_names
 
@@ -160,7 +161,7 @@ def _districts(snap: GameSnapshot, tflops: dict[str, float], names: dict[str, st
         nid = d.node_id.hex()
         w = work.get(d.node_id)
         step = steps.get(d.node_id, 0.0)
-        congestion = round(min(1.0, max(0.0, step / median - 1.0)), 2) if median > 0 and step else 0.0
+        congestion = congestion_of(step, median)
         spans = w.spans if w is not None else ()
         parts = {p for _, _, p in spans}
         part = "full" if not parts or Part.FULL in parts else min(parts).label

@@ -74,6 +74,8 @@ class Scene:
         self.pulses.np.set_shader(self._pulse_shader)
         self.layout = district_layout(())
         self._detail = True
+        self._houses = True  # districts big enough on screen to show their houses
+        self._districts: tuple[DistrictView, ...] = ()
         self._seen: dict[str, object] = {}
 
     # -- sync -------------------------------------------------------------------------
@@ -128,7 +130,8 @@ class Scene:
         self.root.set_shader_input("u_fog_range", (1.1 * distance, 3.5 * distance))
 
     def _sync_districts(self, districts: tuple[DistrictView, ...]) -> None:
-        rows = all_district_rows(districts, self.layout)
+        self._districts = districts
+        rows = all_district_rows(districts, self.layout, self._houses)
         flat = rows[:, 6] <= 0.031 * self.layout.unit  # plazas and slabs: drawn as tiles
         self.plazas.set_rows(rows[flat])
         rows = rows[~flat]
@@ -231,6 +234,13 @@ class Scene:
         self.layers["buildings"].set_rows(rows[:n])
         self.layers["roofs"].set_rows(rows[:n])
         self.set_detail(self._detail)
+
+    def set_district_detail(self, houses: bool) -> None:
+        """Show the houses around each district only when districts are big enough on screen
+        (from afar they are specks that cost as much to draw as a tower)."""
+        if houses != self._houses:
+            self._houses = houses
+            self._sync_districts(self._districts)
 
     def set_detail(self, near: bool) -> None:
         """Walls and cell tiles when cells are big enough on screen, else roofs and slabs."""
