@@ -21,11 +21,11 @@ from hive_core.model.packed import (
     Table,
     check_dequant,
     fuse_rows,
-    int4_shape,
+    head_matrix,
+    held_bytes,
     packable,
     packed_matrix,
     release_pages,
-    requantise_head,
     row_table,
     trim_heap,
 )
@@ -80,9 +80,8 @@ class ShardWeights:
     head: HeadWeights | None = None
 
     def nbytes(self) -> int:
-        """Bytes of weights held (a packed embedding counts its memory-mapped blocks)."""
-        seen: set[int] = set()
-        total = 0
+        """Bytes of weights held: tensors, and the file bytes of matrices multiplied where the
+        file holds them (a packed embedding counts its memory-mapped blocks)."""
         held: list[torch.Tensor | Matrix | Table] = []
         for a in self.attention.values():
             held += [a.norm, a.q, a.k, a.v, a.o, *a.biases()]
@@ -90,16 +89,9 @@ class ShardWeights:
             held += [m.norm, m.gate, m.up, m.down]
         if self.embedding is not None:
             held.append(self.embedding)
-            if isinstance(self.embedding, RowTable):
-                total += self.embedding.nbytes()
         if self.head is not None:
             held += [self.head.norm, self.head.output]
-        tensors = [t for x in held for t in ([x] if isinstance(x, torch.Tensor) else x.tensors())]
-        for t in tensors:
-            if t.data_ptr() not in seen:  # a tied head shares the embedding
-                seen.add(t.data_ptr())
-                total += t.numel() * t.element_size()
-        return total
+        return held_bytes(held)
 
 
 def needed_tensors(file: GGUFModelFile, stages: Iterable[Stage], *, embed: bool, head: bool) -> list[str]:
@@ -237,11 +229,9 @@ def _load_fused(
     if len(qtypes) == 1 and len(cols) == 1 and all(
         packable(qtype, (shapes[p][0], shapes[p][1])) for p, (_, qtype) in zip(parts, raw, strict=True)
     ):
-        ordered = []
-        for n, p, (blocks, _) in zip(names, parts, raw, strict=True):
-            order = _row_order(file, n, shapes[p][0])
-            ordered.append(blocks[order] if order is not None else blocks)
-        fused = fuse_rows(ordered, qtypes.pop(), cols.pop())
+        pieces = [(blocks, _row_order(file, n, shapes[p][0]))
+                  for n, p, (blocks, _) in zip(names, parts, raw, strict=True)]
+        fused = fuse_rows(pieces, qtypes.pop(), cols.pop())
         for blocks, _ in raw:
             release_pages(blocks)
         return dict(zip(names, fused, strict=True))
@@ -254,14 +244,16 @@ def _load_matrix(
     allow_dequant: bool = False,
 ) -> Matrix:
     """One matrix held as `mode` says. Packed: in its blocks on the kernel here (an untied
-    head requantised to int4 where its shape allows); float32 tensors as they are; another
-    type dequantised only when `allow_dequant` (see `check_dequant`)."""
+    head as `head_matrix` says); float32 tensors as they are; another type dequantised only
+    when `allow_dequant` (see `check_dequant`)."""
     if mode == "bf16":
         return DenseLinear(file.tensor(name, shape, torch.bfloat16))
     blocks, qtype = file.raw(name)
-    if name == "output.weight" and qtype != "F32" and int4_shape(shape):
-        return requantise_head(blocks, qtype, shape, dtype)
-    if packable(qtype, shape):
+    if name == "output.weight" and qtype != "F32":
+        head = head_matrix(blocks, qtype, shape, dtype)
+        if head is not None:
+            return head
+    elif packable(qtype, shape):
         return packed_matrix(blocks, qtype, shape, _row_order(file, name, shape[0]))
     check_dequant(name, qtype, shape, blocks.nbytes, allow=allow_dequant)
     return file.tensor(name, shape, dtype)
@@ -272,7 +264,7 @@ def _load_embedding(
     head: bool, allow_dequant: bool = False,
 ) -> tuple[Table | None, Matrix | None]:
     """The embedding table (when `embed`) and the tied LM head (when `head`) from one tensor:
-    packed, rows read from the file as looked up and the head requantised to int4, for any
+    packed, rows read from the file as looked up and the head as `head_matrix` says, for any
     type but float32 (held as it is)."""
     name = "token_embd.weight"
     rows, cols = shape
@@ -287,12 +279,8 @@ def _load_embedding(
         t = file.tensor(name, shape, dtype)
         return (t if embed else None), (t if head else None)
     table = row_table(blocks, qtype, (rows, cols), dtype, (str(file.path), file.file_offset(blocks)))
-    out: Matrix | None = None
-    if head and int4_shape((rows, cols)):
-        out = requantise_head(blocks, qtype, (rows, cols), dtype, table)
-    elif head and packable(qtype, (rows, cols)):  # a vocabulary not in multiples of 16
-        out = packed_matrix(blocks, qtype, (rows, cols))
-    elif head:
+    out: Matrix | None = head_matrix(blocks, qtype, (rows, cols), dtype, table) if head else None
+    if head and out is None:
         check_dequant(name, qtype, (rows, cols), blocks.nbytes, allow=allow_dequant)
         out = file.tensor(name, shape, dtype)
     return (table if embed else None), out

@@ -1,11 +1,10 @@
 // GGUF block formats as data for kernels.cpp: one struct per format with its sizes, its scalar
 // reference expansion, and the two pieces the SIMD paths (simd.h) assemble a block from.
 //
-// A block of kValues weights is stored in a tile as its codes (kCodeBytes: the GGUF block
-// without its float16 scales, in GGUF order) and, apart, its kHalves float16 scales (d, or d
-// and m / dmin, in GGUF order; hive_core/model/packed/formats.py splits them out). Every
-// format's weight is w = a * (q + kOffset) + o, q a code of kBits bits, with one (a, o) pair
-// per kSpan weights:
+// A block of kValues weights lies as the GGUF stores it: kBlockBytes bytes, its kHalves float16
+// scales (d, or d and m / dmin, in GGUF order) at byte kHalvesAt (the block's start or its
+// end), and its codes, the rest, contiguous at kCodesAt. Every format's weight is
+// w = a * (q + kOffset) + o, q a code of kBits bits, with one (a, o) pair per kSpan weights:
 //   scales<V>(codes, halves, a, o)  the float (a, o) of each span, exact products of the
 //                                   float16 scales and the integer sub-scales;
 //   codes<V, v0>(codes)             the integer codes q of weights v0 .. v0 + V::W - 1
@@ -24,7 +23,7 @@
 
 namespace {
 
-constexpr int64_t kTile = 4;  // rows per tile
+constexpr int64_t kGroup = 4;  // rows one pass reads side by side (simd.h)
 
 // GGML type numbers (ggml.h); the kernel's qtype is the GGML type.
 enum QType : int64_t {
@@ -77,6 +76,7 @@ inline typename V::I exact_nibbles32(const uint8_t* qs) {
 
 struct Q4_0 {
   static constexpr int64_t kQType = kQ4_0, kValues = 32, kCodeBytes = 16, kHalves = 1;
+  static constexpr int64_t kHalvesAt = 0;  // byte offset of the float16 scales
   static constexpr int kSpan = 32, kBits = 4, kOffset = -8;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int j = 0; j < 16; ++j) {
@@ -92,6 +92,7 @@ struct Q4_0 {
 
 struct Q4_1 {
   static constexpr int64_t kQType = kQ4_1, kValues = 32, kCodeBytes = 16, kHalves = 2;
+  static constexpr int64_t kHalvesAt = 0;  // byte offset of the float16 scales
   static constexpr int kSpan = 32, kBits = 4, kOffset = 0;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int j = 0; j < 16; ++j) {
@@ -118,6 +119,7 @@ inline typename V::I q5_codes(const uint8_t* c) {
 
 struct Q5_0 {
   static constexpr int64_t kQType = kQ5_0, kValues = 32, kCodeBytes = 20, kHalves = 1;
+  static constexpr int64_t kHalvesAt = 0;  // byte offset of the float16 scales
   static constexpr int kSpan = 32, kBits = 5, kOffset = -16;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int j = 0; j < 32; ++j) w[j] = h[0] * static_cast<float>(q5_code(c, j) - 16);
@@ -130,6 +132,7 @@ struct Q5_0 {
 
 struct Q5_1 {
   static constexpr int64_t kQType = kQ5_1, kValues = 32, kCodeBytes = 20, kHalves = 2;
+  static constexpr int64_t kHalvesAt = 0;  // byte offset of the float16 scales
   static constexpr int kSpan = 32, kBits = 5, kOffset = 0;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int j = 0; j < 32; ++j) w[j] = h[0] * static_cast<float>(q5_code(c, j)) + h[1];
@@ -142,6 +145,7 @@ struct Q5_1 {
 
 struct Q8_0 {
   static constexpr int64_t kQType = kQ8_0, kValues = 32, kCodeBytes = 32, kHalves = 1;
+  static constexpr int64_t kHalvesAt = 0;  // byte offset of the float16 scales
   static constexpr int kSpan = 32, kBits = 8, kOffset = 0;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int j = 0; j < 32; ++j) w[j] = h[0] * static_cast<float>(static_cast<int8_t>(c[j]));
@@ -171,6 +175,7 @@ inline int crumb(const uint8_t* qs, int v) {
 // Q2_K: codes scales[16] (low nibble: scale, high: min, per 16 weights), qs[64]; halves d, dmin.
 struct Q2_K {
   static constexpr int64_t kQType = kQ2_K, kValues = 256, kCodeBytes = 80, kHalves = 2;
+  static constexpr int64_t kHalvesAt = 80;  // byte offset of the float16 scales
   static constexpr int kSpan = 16, kBits = 2, kOffset = 0;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int v = 0; v < 256; ++v) {
@@ -194,6 +199,7 @@ struct Q2_K {
 // Q3_K: codes hmask[32] (bit v / 32 of byte v % 32: 1 adds 4), qs[64], scales[12]; halves d.
 struct Q3_K {
   static constexpr int64_t kQType = kQ3_K, kValues = 256, kCodeBytes = 108, kHalves = 1;
+  static constexpr int64_t kHalvesAt = 108;  // byte offset of the float16 scales
   static constexpr int kSpan = 16, kBits = 3, kOffset = -4;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int v = 0; v < 256; ++v) {
@@ -266,6 +272,7 @@ inline void scales_k4(const uint8_t* s, const float* h, float* a, float* o) {
 // Q4_K: codes scales[12], qs[128]; halves d, dmin. w = d sc q - dmin m per 32 weights.
 struct Q4_K {
   static constexpr int64_t kQType = kQ4_K, kValues = 256, kCodeBytes = 140, kHalves = 2;
+  static constexpr int64_t kHalvesAt = 0;  // byte offset of the float16 scales
   static constexpr int kSpan = 32, kBits = 4, kOffset = 0;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int v = 0; v < 256; ++v) {
@@ -284,6 +291,7 @@ struct Q4_K {
 // Q5_K: codes scales[12], qh[32] (bit v / 32 of byte v % 32: the fifth bit), qs[128].
 struct Q5_K {
   static constexpr int64_t kQType = kQ5_K, kValues = 256, kCodeBytes = 172, kHalves = 2;
+  static constexpr int64_t kHalvesAt = 0;  // byte offset of the float16 scales
   static constexpr int kSpan = 32, kBits = 5, kOffset = 0;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int v = 0; v < 256; ++v) {
@@ -306,6 +314,7 @@ struct Q5_K {
 // Q6_K: codes ql[128], qh[64], scales[16] (int8, per 16 weights); halves d.
 struct Q6_K {
   static constexpr int64_t kQType = kQ6_K, kValues = 256, kCodeBytes = 208, kHalves = 1;
+  static constexpr int64_t kHalvesAt = 208;  // byte offset of the float16 scales
   static constexpr int kSpan = 16, kBits = 6, kOffset = -32;
   static void reference(const uint8_t* c, const float* h, float* w) {
     for (int v = 0; v < 256; ++v) {
@@ -333,6 +342,29 @@ struct Q6_K {
     return V::or_(low, V::template sll<4>(high));
   }
 };
+
+// Bytes of a block of Fm in the GGUF, and where its codes start (after scales at its start).
+template <class Fm>
+constexpr int64_t block_bytes() { return Fm::kCodeBytes + 2 * Fm::kHalves; }
+template <class Fm>
+constexpr int64_t codes_at() { return Fm::kHalvesAt == 0 ? 2 * Fm::kHalves : 0; }
+
+// The float16 scales of the block at p, as float32 (the second 0 where there is one).
+template <class Fm>
+inline void block_halves(const uint8_t* p, float* h) {
+  c10::Half raw[2] = {};
+  std::memcpy(raw, p + Fm::kHalvesAt, 2 * Fm::kHalves);
+  h[0] = raw[0];
+  h[1] = Fm::kHalves > 1 ? static_cast<float>(raw[1]) : 0.0f;
+}
+
+// The kValues weights of the GGUF block at p, by the format's scalar reference.
+template <class Fm>
+inline void expand_block(const uint8_t* p, float* w) {
+  float h[2];
+  block_halves<Fm>(p, h);
+  Fm::reference(p + codes_at<Fm>(), h, w);
+}
 
 // Runs fn(F{}) for the format struct of `qtype`; false when there is none.
 template <class Fn>

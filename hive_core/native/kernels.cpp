@@ -1,27 +1,27 @@
 // GGUF block-quantised matrices multiplied in float32 on the CPU (hive_core.model.packed).
 //
-// A matrix stays in its GGUF blocks (formats.h: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 of 32 weights;
-// Q2_K, Q3_K, Q4_K, Q5_K, Q6_K of 256), re-laid out once at load as `tiles`: uint8 [rows / 4,
-// tile bytes], one tile per four rows. A tile holds, for each block column, the four rows'
-// codes (each block without its float16 scales, in GGUF order), then every block's float16
-// scales, row by row within a column: the GGUF's own bytes, so a decode step reads no more
-// than the file holds, as one forward stream per thread. Nothing expands the matrix.
+// A matrix stays where the GGUF holds it (formats.h: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 blocks of 32
+// weights; Q2_K, Q3_K, Q4_K, Q5_K, Q6_K of 256): `data` is any uint8 tensor holding its bytes,
+// usually the whole model file memory-mapped, and `offsets` says where each row's first block
+// lies in it. Rows are read as the file stores them (row-major blocks, scales inside), four row
+// streams a pass, so a load copies nothing and a decode step reads the file's bytes and no
+// more; offsets in any order pick, permute or join rows (q/k un-permutation, q|k|v fused) for
+// free. Nothing expands the matrix.
 //
 // Each output is one dot product, its blocks expanded to float32 in registers (simd.h: AVX-512,
 // AVX2, or portable C++ vectors, chosen when the library is built for this CPU; the scalar
-// reference below, block_linear_generic, is what the tests hold every path to). A tile's
-// expanded weights
-// serve several input rows at once (prefill, speculative verification), and every output is
-// summed by one thread in one fixed order: the result depends neither on the thread count nor
-// on the other rows of the batch.
+// reference below, block_linear_generic, is what the tests hold every path to). Four rows'
+// expanded weights serve several input rows at once (prefill, speculative verification), and
+// every output is summed by one thread in one fixed order: the result depends neither on the
+// thread count nor on the other rows of the batch.
 //
 // Ops (namespace `cadencia`, or CADENCIA_OPS for a second build loaded beside it), qtype = the
 // GGML type number:
-//   block_linear(Tensor x, Tensor tiles, int rows, int qtype) -> Tensor
-//     x float32 [M, K]; returns float32 [M, rows] = x @ W.T.
+//   block_linear(Tensor x, Tensor data, Tensor offsets, int cols, int qtype) -> Tensor
+//     x float32 [M, cols], offsets int64 [rows]; returns float32 [M, rows] = x @ W.T.
 //   block_linear_generic(...)   block_linear by the scalar reference of each format (slow)
-//   block_dequantize(Tensor tiles, int rows, int qtype) -> Tensor   float32 W [rows, K]
-//   block_format(int qtype) -> int[]   [weights, code bytes, float16 scales] of a block
+//   block_dequantize(Tensor data, Tensor offsets, int cols, int qtype) -> Tensor   W [rows, cols]
+//   block_format(int qtype) -> int[]   [weights, bytes, float16 scales, their byte offset]
 //   simd() -> int   512 (AVX-512), 256 (AVX2) or 0 (portable): the path block_linear takes
 
 #include <ATen/Parallel.h>
@@ -46,69 +46,59 @@
 
 namespace {
 
-constexpr int64_t kGrainTiles = 16;  // tiles per thread chunk, at least
+constexpr int64_t kGrainGroups = 16;  // row groups per thread chunk, at least
 
+// Reference dot products of rows [r0, r1) (row n at data + offsets[n]) with one input row x:
+// expand a block by the format's scalar reference, multiply, add into 32 partial sums, then
+// add those in order.
 template <class Fm>
-constexpr int64_t column_bytes() { return kTile * (Fm::kCodeBytes + 2 * Fm::kHalves); }
-
-// Row i of block column b of the tile at p (nb columns) as kValues floats, by the reference.
-template <class Fm>
-inline void expand_block(const uint8_t* p, int64_t nb, int64_t b, int i, float* w) {
-  const uint8_t* codes = p + (b * kTile + i) * Fm::kCodeBytes;
-  c10::Half raw[2];
-  std::memcpy(raw, p + nb * kTile * Fm::kCodeBytes + (b * kTile + i) * 2 * Fm::kHalves,
-              2 * Fm::kHalves);
-  float h[2] = {raw[0], Fm::kHalves > 1 ? static_cast<float>(raw[1]) : 0.0f};
-  Fm::reference(codes, h, w);
-}
-
-// Reference dot products for tiles [t0, t1): expand a block by the format's scalar
-// reference, multiply, add into 32 partial sums, then add those in order.
-template <class Fm>
-void tiles_reference(const float* x, const uint8_t* tiles, int64_t nb, int64_t t0, int64_t t1,
-                    float* y) {
+void rows_reference(const float* x, const uint8_t* data, const int64_t* offsets, int64_t nb,
+                    int64_t r0, int64_t r1, float* y) {
   constexpr int64_t qk = Fm::kValues;
   float w[qk];
-  for (int64_t t = t0; t < t1; ++t)
-    for (int i = 0; i < kTile; ++i) {
-      float acc[32] = {};
-      for (int64_t b = 0; b < nb; ++b) {
-        expand_block<Fm>(tiles + t * nb * column_bytes<Fm>(), nb, b, i, w);
-        for (int64_t c = 0; c < qk; c += 32)
-          for (int j = 0; j < 32; ++j) acc[j] += w[c + j] * x[b * qk + c + j];
-      }
-      float s = 0;
-      for (int j = 0; j < 32; ++j) s += acc[j];
-      y[t * kTile + i] = s;
+  for (int64_t r = r0; r < r1; ++r) {
+    float acc[32] = {};
+    for (int64_t b = 0; b < nb; ++b) {
+      expand_block<Fm>(data + offsets[r] + b * block_bytes<Fm>(), w);
+      for (int64_t c = 0; c < qk; c += 32)
+        for (int j = 0; j < 32; ++j) acc[j] += w[c + j] * x[b * qk + c + j];
     }
+    float s = 0;
+    for (int j = 0; j < 32; ++j) s += acc[j];
+    y[r] = s;
+  }
 }
 
 struct Shape {
-  int64_t values, code_bytes, halves;
+  int64_t values, bytes, halves, halves_at;
 };
 
 Shape format_shape(int64_t qtype) {
   Shape s{};
   const bool known = with_format(qtype, [&](auto f) {
     using Fm = decltype(f);
-    s = {Fm::kValues, Fm::kCodeBytes, Fm::kHalves};
+    s = {Fm::kValues, block_bytes<Fm>(), Fm::kHalves, Fm::kHalvesAt};
   });
   TORCH_CHECK(known, "block_linear: unknown qtype ", qtype);
   return s;
 }
 
-// Block columns of a checked `tiles` for `rows` rows.
-int64_t check_tiles(const at::Tensor& tiles, int64_t rows, int64_t qtype) {
+// Checks that every row of a `cols`-wide matrix of `qtype` lies inside `data`.
+void check_matrix(const at::Tensor& data, const at::Tensor& offsets, int64_t cols,
+                  int64_t qtype) {
   const Shape s = format_shape(qtype);
-  const int64_t column = kTile * (s.code_bytes + 2 * s.halves);
-  TORCH_CHECK(tiles.scalar_type() == at::kByte && tiles.dim() == 2 && tiles.is_contiguous() &&
-                  tiles.device().is_cpu(),
-              "block_linear: tiles must be a contiguous CPU uint8 [tiles, bytes]");
-  TORCH_CHECK(tiles.size(1) % column == 0, "block_linear: a tile of ", tiles.size(1),
-              " bytes is not whole block columns for qtype ", qtype);
-  TORCH_CHECK(rows >= 0 && (rows + kTile - 1) / kTile == tiles.size(0), "block_linear: ",
-              tiles.size(0), " tiles cannot hold ", rows, " rows");
-  return tiles.size(1) / column;
+  TORCH_CHECK(data.scalar_type() == at::kByte && data.is_contiguous() && data.device().is_cpu(),
+              "block_linear: data must be a contiguous CPU uint8 tensor");
+  TORCH_CHECK(offsets.scalar_type() == at::kLong && offsets.dim() == 1 &&
+                  offsets.is_contiguous() && offsets.device().is_cpu(),
+              "block_linear: offsets must be a contiguous CPU int64 [rows]");
+  TORCH_CHECK(cols > 0 && cols % s.values == 0, "block_linear: rows of ", cols,
+              " weights are not whole blocks of ", s.values, " for qtype ", qtype);
+  const int64_t last = data.numel() - cols / s.values * s.bytes;  // the last row start that fits
+  const int64_t* op = offsets.data_ptr<int64_t>();
+  for (int64_t r = 0; r < offsets.numel(); ++r)
+    TORCH_CHECK(op[r] >= 0 && op[r] <= last, "block_linear: row ", r, " at byte ", op[r],
+                " does not fit in the ", data.numel(), " bytes of data");
 }
 
 const at::Tensor checked_input(const at::Tensor& x, int64_t k) {
@@ -118,60 +108,67 @@ const at::Tensor checked_input(const at::Tensor& x, int64_t k) {
   return x.contiguous();
 }
 
-at::Tensor block_dequantize(const at::Tensor& tiles, int64_t rows, int64_t qtype) {
-  const int64_t nb = check_tiles(tiles, rows, qtype), k = nb * format_shape(qtype).values;
-  auto out = at::empty({rows, k}, at::kFloat);
-  const uint8_t* tp = tiles.data_ptr<uint8_t>();
-  float* op = out.data_ptr<float>();
+at::Tensor block_dequantize(const at::Tensor& data, const at::Tensor& offsets, int64_t cols,
+                            int64_t qtype) {
+  check_matrix(data, offsets, cols, qtype);
+  const int64_t rows = offsets.numel();
+  auto out = at::empty({rows, cols}, at::kFloat);
+  const uint8_t* dp = data.data_ptr<uint8_t>();
+  const int64_t* op = offsets.data_ptr<int64_t>();
+  float* yp = out.data_ptr<float>();
   with_format(qtype, [&](auto f) {
     using Fm = decltype(f);
+    const int64_t nb = cols / Fm::kValues;
     at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         for (int64_t b = 0; b < nb; ++b)
-          expand_block<Fm>(tp + (r / kTile) * nb * column_bytes<Fm>(), nb, b,
-                           static_cast<int>(r % kTile), op + r * k + b * Fm::kValues);
+          expand_block<Fm>(dp + op[r] + b * block_bytes<Fm>(), yp + r * cols + b * Fm::kValues);
     });
   });
   return out;
 }
 
-at::Tensor block_linear(const at::Tensor& x, const at::Tensor& tiles, int64_t rows,
-                        int64_t qtype) {
-  const int64_t nb = check_tiles(tiles, rows, qtype), n = tiles.size(0);
-  const int64_t k = nb * format_shape(qtype).values;
-  const at::Tensor xc = checked_input(x, k);
-  const int64_t m = xc.size(0);
+at::Tensor block_linear(const at::Tensor& x, const at::Tensor& data, const at::Tensor& offsets,
+                        int64_t cols, int64_t qtype) {
+  check_matrix(data, offsets, cols, qtype);
+  const at::Tensor xc = checked_input(x, cols);
+  const int64_t m = xc.size(0), rows = offsets.numel();
   if (m == 0 || rows == 0) return at::zeros({m, rows}, xc.options());
   const float* xp = xc.data_ptr<float>();
-  const uint8_t* tp = tiles.data_ptr<uint8_t>();
-  auto out = at::empty({m, n * kTile}, xc.options());
+  const uint8_t* dp = data.data_ptr<uint8_t>();
+  const int64_t* op = offsets.data_ptr<int64_t>();
+  auto out = at::empty({m, rows}, xc.options());
   float* yp = out.data_ptr<float>();
+  const int64_t groups = (rows + kGroup - 1) / kGroup;
   with_format(qtype, [&](auto f) {
     using Fm = decltype(f);
-    at::parallel_for(0, n, std::max<int64_t>(1, kGrainTiles / m), [&](int64_t t0, int64_t t1) {
-      tiles_simd<Fm>(xp, m, k, tp, nb, t0, t1, yp, n * kTile);
-    });
+    at::parallel_for(0, groups, std::max<int64_t>(1, kGrainGroups / m),
+                     [&](int64_t g0, int64_t g1) {
+                       groups_simd<Fm>(xp, m, cols, dp, op, rows, g0, g1, yp);
+                     });
   });
-  return n * kTile == rows ? out : out.narrow(1, 0, rows).contiguous();
+  return out;
 }
 
-at::Tensor block_linear_generic(const at::Tensor& x, const at::Tensor& tiles, int64_t rows,
-                                int64_t qtype) {
-  const int64_t nb = check_tiles(tiles, rows, qtype), n = tiles.size(0);
-  const at::Tensor xc = checked_input(x, nb * format_shape(qtype).values);
-  auto out = at::empty({xc.size(0), n * kTile}, xc.options());
+at::Tensor block_linear_generic(const at::Tensor& x, const at::Tensor& data,
+                                const at::Tensor& offsets, int64_t cols, int64_t qtype) {
+  check_matrix(data, offsets, cols, qtype);
+  const at::Tensor xc = checked_input(x, cols);
+  const int64_t rows = offsets.numel();
+  auto out = at::empty({xc.size(0), rows}, xc.options());
   with_format(qtype, [&](auto f) {
     using Fm = decltype(f);
     for (int64_t i = 0; i < xc.size(0); ++i)
-      tiles_reference<Fm>(xc.data_ptr<float>() + i * xc.size(1), tiles.data_ptr<uint8_t>(), nb,
-                         0, n, out.data_ptr<float>() + i * n * kTile);
+      rows_reference<Fm>(xc.data_ptr<float>() + i * cols, data.data_ptr<uint8_t>(),
+                         offsets.data_ptr<int64_t>(), cols / Fm::kValues, 0, rows,
+                         out.data_ptr<float>() + i * rows);
   });
-  return out.narrow(1, 0, rows).contiguous();
+  return out;
 }
 
 std::vector<int64_t> block_format(int64_t qtype) {
   const Shape s = format_shape(qtype);
-  return {s.values, s.code_bytes, s.halves};
+  return {s.values, s.bytes, s.halves, s.halves_at};
 }
 
 int64_t simd() { return kSimd; }
@@ -179,10 +176,13 @@ int64_t simd() { return kSimd; }
 }  // namespace
 
 CADENCIA_LIBRARY(CADENCIA_OPS, m) {
-  m.def("block_linear(Tensor x, Tensor tiles, int rows, int qtype) -> Tensor", &block_linear);
-  m.def("block_linear_generic(Tensor x, Tensor tiles, int rows, int qtype) -> Tensor",
+  m.def("block_linear(Tensor x, Tensor data, Tensor offsets, int cols, int qtype) -> Tensor",
+        &block_linear);
+  m.def("block_linear_generic(Tensor x, Tensor data, Tensor offsets, int cols, int qtype) -> "
+        "Tensor",
         &block_linear_generic);
-  m.def("block_dequantize(Tensor tiles, int rows, int qtype) -> Tensor", &block_dequantize);
+  m.def("block_dequantize(Tensor data, Tensor offsets, int cols, int qtype) -> Tensor",
+        &block_dequantize);
   m.def("block_format(int qtype) -> int[]", &block_format);
   m.def("simd() -> int", &simd);
 }

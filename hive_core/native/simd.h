@@ -1,9 +1,10 @@
 // The fast paths of kernels.cpp: vector traits for AVX-512 (16 floats), AVX2 with FMA and F16C
 // (8 floats), or else plain C++ arrays of 8 lanes that the compiler vectorises for the CPU it
-// builds for (the portable path), and one tile kernel written over them for every format of
+// builds for (the portable path), and one kernel written over them for every format of
 // formats.h.
 //
-// A pass over a tile takes each block column in turn: the four rows' (a, o) scales of the
+// A pass reads four rows of the matrix side by side, each a stream of GGUF blocks where the
+// file has them, and takes each block column in turn: the four rows' (a, o) scales of the
 // column (exact), then, W weights at a time, the inputs' W floats and, per row, its W weights
 // expanded in registers. Each weight meets every input row of the pass (up to four; AVX2, with
 // 16 registers, two) in the same order, so a row's sum does not depend on the rows beside it.
@@ -28,8 +29,10 @@
 
 namespace {
 
-constexpr int64_t kChunk = 32;           // block columns whose float16 scales convert at once
-constexpr int64_t kPrefetchBytes = 512;  // how far ahead of the codes a pass prefetches
+#ifndef CADENCIA_PREFETCH
+#define CADENCIA_PREFETCH 512
+#endif
+constexpr int64_t kPrefetchBytes = CADENCIA_PREFETCH;  // how far ahead in each row a pass prefetches
 
 #if defined(__AVX512F__)
 constexpr int64_t kSimd = 512;
@@ -82,13 +85,13 @@ struct Vec {
   static F zero() { return _mm512_setzero_ps(); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static float reduce(F a) { return _mm512_reduce_add_ps(a); }
-  // n float16 values (n a multiple of 4) as float32.
-  static void halves(const uint16_t* h, int64_t n, float* out) {
-    int64_t e = 0;
-    for (; e + 16 <= n; e += 16)
-      _mm512_storeu_ps(out + e, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + e))));
-    for (; e + 4 <= n; e += 4)
-      _mm_storeu_ps(out + e, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + e))));
+  // The float16 scales of the GGUF block at p (F16C).
+  template <class Fm>
+  static void block_scales(const uint8_t* p, float* h) {
+    uint16_t raw[2] = {};
+    std::memcpy(raw, p + Fm::kHalvesAt, 2 * Fm::kHalves);
+    h[0] = _cvtsh_ss(raw[0]);
+    h[1] = Fm::kHalves > 1 ? _cvtsh_ss(raw[1]) : 0.0f;
   }
 };
 #elif defined(CADENCIA_X86_SIMD)
@@ -137,12 +140,13 @@ struct Vec {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
   }
-  static void halves(const uint16_t* h, int64_t n, float* out) {
-    int64_t e = 0;
-    for (; e + 8 <= n; e += 8)
-      _mm256_storeu_ps(out + e, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + e))));
-    for (; e + 4 <= n; e += 4)
-      _mm_storeu_ps(out + e, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + e))));
+  // The float16 scales of the GGUF block at p (F16C).
+  template <class Fm>
+  static void block_scales(const uint8_t* p, float* h) {
+    uint16_t raw[2] = {};
+    std::memcpy(raw, p + Fm::kHalvesAt, 2 * Fm::kHalves);
+    h[0] = _cvtsh_ss(raw[0]);
+    h[1] = Fm::kHalves > 1 ? _cvtsh_ss(raw[1]) : 0.0f;
   }
 };
 #else
@@ -211,27 +215,26 @@ struct Vec {
     for (int j = 0; j < W; ++j) s += a.v[j];
     return s;
   }
-  static void halves(const uint16_t* h, int64_t n, float* out) {
-    for (int64_t e = 0; e < n; ++e) out[e] = c10::Half(h[e], c10::Half::from_bits());
-  }
+  template <class Fm>
+  static void block_scales(const uint8_t* p, float* h) { block_halves<Fm>(p, h); }
 };
 #endif
 
 #define CADENCIA_INLINE inline __attribute__((always_inline))
 
-// Weights v0 .. v0 + W - 1 of one block column (codes at c) against M input rows, added to
-// acc. A function rather than a lambda: the accumulators must stay in registers, and GCC keeps
-// an array a lambda captures in memory.
+// Weights v0 .. v0 + W - 1 of one block of each of the kGroup rows (codes at c[i]) against M
+// input rows, added to acc. A function rather than a lambda: the accumulators must stay in
+// registers, and GCC keeps an array a lambda captures in memory.
 template <class Fm, int M, int v0>
-CADENCIA_INLINE void group(const uint8_t* c, const float* xb, int64_t k,
-                           const float (&a)[kTile][Fm::kValues / Fm::kSpan],
-                           const float (&o)[kTile][Fm::kValues / Fm::kSpan],
-                           typename Vec::F (&acc)[kTile][M]) {
+CADENCIA_INLINE void group(const uint8_t* const (&c)[kGroup], const float* xb, int64_t k,
+                           const float (&a)[kGroup][Fm::kValues / Fm::kSpan],
+                           const float (&o)[kGroup][Fm::kValues / Fm::kSpan],
+                           typename Vec::F (&acc)[kGroup][M]) {
   constexpr int s = v0 / Fm::kSpan;
   typename Vec::F xv[M];
   for (int j = 0; j < M; ++j) xv[j] = Vec::load(xb + j * k + v0);
-  for (int i = 0; i < kTile; ++i) {
-    const auto q = Fm::template codes<Vec, v0>(c + i * Fm::kCodeBytes);
+  for (int i = 0; i < kGroup; ++i) {
+    const auto q = Fm::template codes<Vec, v0>(c[i]);
     typename Vec::F w;
     if constexpr (Vec::kLookup && Fm::kBits <= 5)
       w = Vec::template lookup<Fm::kBits>(q, a[i][s], o[i][s]);
@@ -244,69 +247,81 @@ CADENCIA_INLINE void group(const uint8_t* c, const float* xb, int64_t k,
 }
 
 template <class Fm, int M, int... G>
-CADENCIA_INLINE void column(std::integer_sequence<int, G...>, const uint8_t* c, const float* xb,
-                            int64_t k, const float (&a)[kTile][Fm::kValues / Fm::kSpan],
-                            const float (&o)[kTile][Fm::kValues / Fm::kSpan],
-                            typename Vec::F (&acc)[kTile][M]) {
+CADENCIA_INLINE void column(std::integer_sequence<int, G...>, const uint8_t* const (&c)[kGroup],
+                            const float* xb, int64_t k,
+                            const float (&a)[kGroup][Fm::kValues / Fm::kSpan],
+                            const float (&o)[kGroup][Fm::kValues / Fm::kSpan],
+                            typename Vec::F (&acc)[kGroup][M]) {
   (group<Fm, M, G * Vec::W>(c, xb, k, a, o, acc), ...);
 }
 
-// One tile's four rows against M input rows (at x, row stride k), into y[j * ldy + i].
+// kGroup rows (row i's blocks from r[i], as the GGUF lays them out) against M input rows (at
+// x, row stride k), into y[j * ldy + i] for i < live. Block column by block column: each row's
+// (a, o) scales of the block (exact), then, W weights at a time, the inputs' W floats and, per
+// row, its W weights expanded in registers.
 template <class Fm, int M>
-inline void tile_simd(const float* x, int64_t k, const uint8_t* p, int64_t nb, float* y,
-                      int64_t ldy) {
-  constexpr int64_t cb = Fm::kCodeBytes, nh = Fm::kHalves, column_bytes = kTile * cb;
+inline void rows_simd(const float* x, int64_t k, const uint8_t* const (&r)[kGroup], int64_t nb,
+                      float* y, int64_t ldy, int live) {
+  constexpr int64_t bb = block_bytes<Fm>();
   constexpr int spans = Fm::kValues / Fm::kSpan;
-  constexpr int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / column_bytes) * column_bytes;
-  const uint16_t* halves = reinterpret_cast<const uint16_t*>(p + nb * column_bytes);
-  alignas(64) float hf[kChunk * kTile * nh];
-  typename Vec::F acc[kTile][M];
-  for (int i = 0; i < kTile; ++i)
+  constexpr int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / bb) * bb;
+  typename Vec::F acc[kGroup][M];
+  for (int i = 0; i < kGroup; ++i)
     for (int j = 0; j < M; ++j) acc[i][j] = Vec::zero();
-  for (int64_t b0 = 0; b0 < nb; b0 += kChunk) {
-    const int64_t n = std::min(kChunk, nb - b0);
-    Vec::halves(halves + b0 * kTile * nh, n * kTile * nh, hf);
-    for (int64_t b = b0; b < b0 + n; ++b) {
-      const uint8_t* c = p + b * column_bytes;
-      for (int64_t line = 0; line < column_bytes; line += 64)
-        __builtin_prefetch(c + ahead + line);
-      alignas(64) float a[kTile][spans], o[kTile][spans];
-      for (int i = 0; i < kTile; ++i) {
-        Fm::template scales<Vec>(c + i * cb, hf + ((b - b0) * kTile + i) * nh, a[i], o[i]);
-        // a (q + offset) + o = a q + (o + a offset): a times a power of two is exact, and o is
-        // zero wherever the offset is not, so the weights round once as before.
-        if constexpr (Vec::kFma && Fm::kOffset != 0)
-          for (int s = 0; s < spans; ++s) o[i][s] += a[i][s] * static_cast<float>(Fm::kOffset);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* c[kGroup];
+    alignas(64) float a[kGroup][spans], o[kGroup][spans];
+    for (int i = 0; i < kGroup; ++i) {
+      const uint8_t* blk = r[i] + b * bb;
+      // Each cache line of the row `ahead` bytes on, once (blocks of 32 weights are short).
+      if constexpr (kPrefetchBytes > 0) {
+        if constexpr (bb >= 64) {
+          for (int64_t line = 0; line < bb; line += 64) __builtin_prefetch(blk + ahead + line);
+        } else if ((reinterpret_cast<uintptr_t>(blk + ahead) & 63) < bb) {
+          __builtin_prefetch(blk + ahead);
+        }
       }
-      column<Fm, M>(std::make_integer_sequence<int, Fm::kValues / Vec::W>{}, c,
-                    x + b * Fm::kValues, k, a, o, acc);
+      c[i] = blk + codes_at<Fm>();
+      float h[2];
+      Vec::template block_scales<Fm>(blk, h);
+      Fm::template scales<Vec>(c[i], h, a[i], o[i]);
+      // a (q + offset) + o = a q + (o + a offset): a times a power of two is exact, and o is
+      // zero wherever the offset is not, so the weights round once as before.
+      if constexpr (Vec::kFma && Fm::kOffset != 0)
+        for (int s = 0; s < spans; ++s) o[i][s] += a[i][s] * static_cast<float>(Fm::kOffset);
     }
+    column<Fm, M>(std::make_integer_sequence<int, Fm::kValues / Vec::W>{}, c,
+                  x + b * Fm::kValues, k, a, o, acc);
   }
-  for (int i = 0; i < kTile; ++i)
+  for (int i = 0; i < live; ++i)
     for (int j = 0; j < M; ++j) y[j * ldy + i] = Vec::reduce(acc[i][j]);
 }
 
-// Tiles [t0, t1) against the m input rows at x: y [m, ldy] gets columns 4 t0 .. 4 t1. A tile
-// stays in cache while the batch passes over it, Vec::kRows rows a pass.
+// Row groups [g0, g1) of the matrix whose row n starts at data + offsets[n] (rows in all)
+// against the m input rows at x: y [m, rows] gets those groups' columns. A group's rows stay
+// in cache while the batch passes over them, Vec::kRows input rows a pass.
 template <class Fm>
-void tiles_simd(const float* x, int64_t m, int64_t k, const uint8_t* tiles, int64_t nb,
-                int64_t t0, int64_t t1, float* y, int64_t ldy) {
+void groups_simd(const float* x, int64_t m, int64_t k, const uint8_t* data,
+                 const int64_t* offsets, int64_t rows, int64_t g0, int64_t g1, float* y) {
   constexpr int R = Vec::kRows;
-  const int64_t tb = nb * kTile * (Fm::kCodeBytes + 2 * Fm::kHalves);
-  for (int64_t t = t0; t < t1; ++t) {
-    const uint8_t* p = tiles + t * tb;
-    float* yt = y + t * kTile;
+  const int64_t nb = k / Fm::kValues;
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t first = g * kGroup;
+    const int live = static_cast<int>(std::min<int64_t>(kGroup, rows - first));
+    const uint8_t* r[kGroup];
+    for (int i = 0; i < kGroup; ++i) r[i] = data + offsets[first + std::min(i, live - 1)];
+    float* yg = y + first;
     int64_t j = 0;
-    for (; j + R <= m; j += R) tile_simd<Fm, R>(x + j * k, k, p, nb, yt + j * ldy, ldy);
+    for (; j + R <= m; j += R) rows_simd<Fm, R>(x + j * k, k, r, nb, yg + j * rows, rows, live);
     if constexpr (R == 4) {
       switch (m - j) {
-        case 3: tile_simd<Fm, 3>(x + j * k, k, p, nb, yt + j * ldy, ldy); break;
-        case 2: tile_simd<Fm, 2>(x + j * k, k, p, nb, yt + j * ldy, ldy); break;
-        case 1: tile_simd<Fm, 1>(x + j * k, k, p, nb, yt + j * ldy, ldy); break;
+        case 3: rows_simd<Fm, 3>(x + j * k, k, r, nb, yg + j * rows, rows, live); break;
+        case 2: rows_simd<Fm, 2>(x + j * k, k, r, nb, yg + j * rows, rows, live); break;
+        case 1: rows_simd<Fm, 1>(x + j * k, k, r, nb, yg + j * rows, rows, live); break;
         default: break;
       }
     } else {
-      if (j < m) tile_simd<Fm, 1>(x + j * k, k, p, nb, yt + j * ldy, ldy);
+      if (j < m) rows_simd<Fm, 1>(x + j * k, k, r, nb, yg + j * rows, rows, live);
     }
   }
 }

@@ -1,9 +1,8 @@
 """Every GGUF block format of our kernel on every path this CPU can run (AVX-512, AVX2,
-portable): the tiles hold `gguf`'s values exactly, products are float32-exact against
-`gguf.dequantize` and a float64 matmul, and a product depends neither on the thread count
-nor on the other rows of its batch, on odd shapes (rows not whole tiles, widths not a
-multiple of 256 for the 32-weight formats, more block columns than the kernel converts at
-once)."""
+portable): the kernel reads `gguf`'s values exactly from the blocks where they lie, products
+are float32-exact against `gguf.dequantize` and a float64 matmul, and a product depends
+neither on the thread count nor on the other rows of its batch, on odd shapes (rows not whole
+groups of four, widths not a multiple of 256 for the 32-weight formats, long rows)."""
 
 from __future__ import annotations
 
@@ -21,8 +20,8 @@ from hive_core.model.packed_run import set_threads
 
 # Paths: the library built for this CPU, and the narrower builds (`native.VARIANTS`).
 PATHS = {"native": None, "avx2": 256, "portable": 0}
-# Matrix shapes per block size: one row; rows that leave the last tile partial; more block
-# columns than one conversion chunk of the kernel (32), and widths not a multiple of 256.
+# Matrix shapes per block size: one row; rows that leave the last group of four partial; long
+# rows, and widths not a multiple of 256.
 SHAPES = {32: [(1, 32), (6, 96), (69, 576), (9, 1056)], 256: [(1, 256), (6, 512), (69, 1536), (5, 8448)]}
 CASES = [(q, rows, cols) for q, f in FORMATS.items() for rows, cols in SHAPES[f.values]]
 
@@ -73,21 +72,22 @@ def test_the_format_table_is_ggmls_and_the_kernels() -> None:
     for name, f in FORMATS.items():
         qt = gguf.GGMLQuantizationType[name]
         assert (f.ggml, (f.values, f.nbytes)) == (qt.value, gguf.GGML_QUANT_SIZES[qt]), name
-        assert list(ops.block_format(f.ggml)) == [f.values, f.code_bytes, f.halves], name
+        assert list(ops.block_format(f.ggml)) == [f.values, f.nbytes, f.halves, f.halves_at], name
         assert NATIVE_QTYPE[name] == f.ggml
 
 
 @pytest.mark.parametrize("qtype,rows,cols", CASES)
-def test_tiles_hold_the_gguf_values_exactly(random_blocks: Any, path: Any, qtype: str, rows: int,
-                                            cols: int) -> None:
-    """The scalar reference of each format expands the tiles to `gguf.dequantize`'s bits, in
-    the GGUF's own bytes (the last tile padded with zero rows)."""
+def test_the_kernel_reads_the_gguf_values_exactly(random_blocks: Any, path: Any, qtype: str,
+                                                  rows: int, cols: int) -> None:
+    """The scalar reference of each format expands the blocks, in the GGUF's own bytes and
+    rows in any order, to `gguf.dequantize`'s bits."""
     blocks, dense = random_blocks(rows, cols, qtype)
     order = np.random.default_rng(1).permutation(rows)
     lin = block_matrix(blocks, qtype, (rows, cols), path.block_linear, order)
     assert lin.in_features == cols and lin.out_features == rows
-    assert torch.equal(path.block_dequantize(lin.tiles, rows, FORMATS[qtype].ggml), dense[order])
-    assert lin.tiles.numel() == -(-rows // 4) * 4 * blocks.shape[1]
+    got = path.block_dequantize(lin.data, lin.offsets, cols, FORMATS[qtype].ggml)
+    assert torch.equal(got, dense[order])
+    assert lin.data.numel() == blocks.nbytes == lin.nbytes()
 
 
 @pytest.mark.parametrize("qtype,rows,cols", CASES)
@@ -100,7 +100,7 @@ def test_every_path_multiplies_each_format_in_float32(
     fast = lin(x)
     assert fast.shape == (5, rows) and fast.dtype == torch.float32
     close_to_exact(fast, x, dense)
-    reference = path.block_linear_generic(x, lin.tiles, rows, FORMATS[qtype].ggml)
+    reference = path.block_linear_generic(x, lin.data, lin.offsets, cols, FORMATS[qtype].ggml)
     close_to_exact(reference, x, dense)
     assert relative_error(fast, reference, x, dense) < 1e-6
 

@@ -61,7 +61,8 @@ def test_block_matrix_multiplies_in_float32(
     assert y.shape == (batch, rows) and y.dtype == torch.float32
     close_to_exact(y, x, dense)
     # The portable path (machines without AVX-512) computes the same products.
-    close_to_exact(ops.block_linear_generic(x, lin.tiles, rows, NATIVE_QTYPE[qtype]), x, dense)
+    close_to_exact(ops.block_linear_generic(x, lin.data, lin.offsets, cols, NATIVE_QTYPE[qtype]),
+                   x, dense)
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q8_0"])
@@ -99,23 +100,30 @@ def test_bad_arguments_get_clear_errors(quantised: Any, ops) -> None:
     blocks, _ = quantised(64, 128, "Q4_1")
     lin = block_matrix(blocks, "Q4_1", (64, 128), native_kernel())
     q4_1 = NATIVE_QTYPE["Q4_1"]
+    data, offsets = lin.data, lin.offsets
     with pytest.raises(RuntimeError, match="x must be CPU float32"):
-        ops.block_linear(torch.randn(1, 96), lin.tiles, 64, q4_1)
+        ops.block_linear(torch.randn(1, 96), data, offsets, 128, q4_1)
     with pytest.raises(RuntimeError, match="x must be CPU float32"):
-        ops.block_linear(torch.randn(1, 128).double(), lin.tiles, 64, q4_1)
-    with pytest.raises(RuntimeError, match="cannot hold"):
-        ops.block_linear(torch.randn(1, 128), lin.tiles, 65, q4_1)
+        ops.block_linear(torch.randn(1, 128).double(), data, offsets, 128, q4_1)
     for unknown in (0, 1, 9, 15, 99):  # F32, F16, Q8_1, Q8_K: no kernel format
         with pytest.raises(RuntimeError, match="unknown qtype"):
-            ops.block_linear(torch.randn(1, 128), lin.tiles, 64, unknown)
+            ops.block_linear(torch.randn(1, 128), data, offsets, 128, unknown)
         with pytest.raises(RuntimeError, match="unknown qtype"):
             ops.block_format(unknown)
-    with pytest.raises(RuntimeError, match="not whole block columns"):
-        ops.block_linear(torch.randn(1, 128), lin.tiles[:, :-1].contiguous(), 64, q4_1)
-    with pytest.raises(RuntimeError, match="not whole block columns"):  # Q4_K columns: 576 bytes
-        ops.block_linear(torch.randn(1, 128), lin.tiles, 64, NATIVE_QTYPE["Q4_K"])
+    with pytest.raises(RuntimeError, match="not whole blocks of 256"):  # Q4_K blocks: 256 weights
+        ops.block_linear(torch.randn(1, 128), data, offsets, 128, NATIVE_QTYPE["Q4_K"])
+    # A row that would read past the data, or before it, is refused before anything is read.
+    row = blocks.shape[1]
+    for bad in (data.numel() - row + 1, -1):
+        wrong = offsets.clone()
+        wrong[5] = bad
+        with pytest.raises(RuntimeError, match=f"row 5 at byte {bad} does not fit in the "
+                                               f"{data.numel()} bytes"):
+            ops.block_linear(torch.randn(1, 128), data, wrong, 128, q4_1)
     with pytest.raises(RuntimeError, match="contiguous CPU uint8"):
-        ops.block_linear(torch.randn(1, 128), lin.tiles.float(), 64, q4_1)
+        ops.block_linear(torch.randn(1, 128), data.float(), offsets, 128, q4_1)
+    with pytest.raises(RuntimeError, match="contiguous CPU int64"):
+        ops.block_linear(torch.randn(1, 128), data, offsets.int(), 128, q4_1)
 
 
 def test_the_variants_load_beside_the_main_library_and_report_their_path(ops) -> None:

@@ -92,12 +92,13 @@ def test_exact_matrix_leaves_its_spare_groups_zero_and_serves_threads(quantised:
 
 def test_fused_rows_equal_their_matrices_packed_alone(quantised: Any) -> None:
     parts = [quantised(rows, 576, "Q4_1", seed)[0] for seed, rows in enumerate((576, 192, 192))]
-    fused = fuse_rows(parts, "Q4_1", 576)
+    order = np.random.default_rng(4).permutation(192)
+    fused = fuse_rows([(parts[0], None), (parts[1], order), (parts[2], None)], "Q4_1", 576)
     assert [s.out_features for s in fused] == [576, 192, 192]
     for x in (torch.randn(1, 576), torch.randn(7, 576)):
         whole = fused[0].whole(x)
-        for part, piece in zip(parts, fused, strict=True):
-            alone = packed_matrix(part, "Q4_1", (part.shape[0], 576))(x)
+        for i, (part, piece) in enumerate(zip(parts, fused, strict=True)):
+            alone = packed_matrix(part, "Q4_1", (part.shape[0], 576), order if i == 1 else None)(x)
             assert torch.equal(piece(x), alone)
             assert torch.equal(whole[:, piece.start : piece.stop], alone)
 
@@ -266,7 +267,7 @@ def test_packed_shard_holds_only_its_layers(tiny_gguf: Path) -> None:
     fp32 = ShardExecutor.load(GGUFModelFile(tiny_gguf), [Stage(1, 3)])
     # On torch's int4 kernel the tiny model's rows are 64 wide, so the four spare groups
     # (128 columns) weigh as much as the weights; the real model's packed layers are a fifth
-    # of float32 (a sixth in our kernel's tiles, which hold the GGUF's own bytes).
+    # of float32 (a sixth on our kernel, which reads the GGUF's own bytes).
     assert ex.weights.nbytes() < fp32.weights.nbytes() / 1.5
 
 

@@ -1,5 +1,6 @@
 """The matrix types a layer holds (`Matrix`), and choosing and fusing packed matrices: our
-kernel's `BlockLinear` where it runs, else torch's int4 `PackedLinear`."""
+kernel's `BlockLinear` where it runs, else torch's int4 `PackedLinear`; the LM head's form
+(`head_matrix`); the bytes a set of weights holds (`held_bytes`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import torch.nn.functional as F
 
 from hive_core import native
 from hive_core.model.errors import GGUFFormatError
+from hive_core.model.packed.blocks import BlockLinear, block_matrix, joined_matrix, native_kernel
 from hive_core.model.packed.formats import FORMATS
-from hive_core.model.packed.head import RescoredHead
-from hive_core.model.packed.int4 import PackedLinear, int4_packable, pack_blocks
+from hive_core.model.packed.head import RescoredHead, requantise_head
+from hive_core.model.packed.int4 import PackedLinear, int4_packable, int4_shape, pack_blocks
 from hive_core.model.packed.rows import RowTable
-from hive_core.model.packed.tiles import BlockLinear, block_matrix, native_kernel
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +64,19 @@ def packed_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int],
     return pack_blocks(blocks, qtype, shape, row_order)
 
 
-def fuse_rows(blocks: list[np.ndarray], qtype: str, cols: int) -> list[RowSlice]:
-    """One `packed_matrix` over the row-concatenation of `blocks` (matrices with the same
-    input, already in their row order), as one `RowSlice` per matrix. Rows are computed
-    independently by the kernels, so each slice equals its matrix packed alone, bit for bit."""
-    rows = [b.shape[0] for b in blocks]
-    whole = packed_matrix(np.concatenate(blocks), qtype, (sum(rows), cols))
-    edges = np.cumsum([0, *rows]).tolist()
+def fuse_rows(parts: list[tuple[np.ndarray, np.ndarray | None]], qtype: str,
+              cols: int) -> list[RowSlice]:
+    """One packed matrix over the rows of each ``(blocks, row_order)`` part in turn (matrices
+    with the same input), as one `RowSlice` per part. Rows are computed independently by the
+    kernels, so each slice equals its matrix packed alone, bit for bit. On our kernel the
+    parts stay in their file; torch's int4 kernel packs a copy."""
+    kernel = native_kernel()
+    if kernel is not None:
+        whole: PackedLinear | BlockLinear = joined_matrix(parts, qtype, cols, kernel)
+    else:
+        ordered = [b[o] if o is not None else b for b, o in parts]
+        whole = packed_matrix(np.concatenate(ordered), qtype, (sum(len(b) for b in ordered), cols))
+    edges = np.cumsum([0, *(b.shape[0] for b, _ in parts)]).tolist()
     return [RowSlice(whole, a, b) for a, b in itertools.pairwise(edges)]
 
 
@@ -100,3 +107,49 @@ class DenseLinear:
 Matrix = torch.Tensor | PackedLinear | BlockLinear | RowSlice | DenseLinear | RescoredHead
 PACKED = (PackedLinear, BlockLinear)  # the matrix types that keep GGUF blocks packed
 Table = torch.Tensor | RowTable
+
+
+def held_bytes(held: list[torch.Tensor | Matrix | Table]) -> int:
+    """Bytes of weights `held` keeps: its tensors, each once (a tied head shares the
+    embedding; fused slices share their matrix), plus the file bytes of each matrix our kernel
+    multiplies where the file holds it and of each table read from its file."""
+    objects: set[int] = set()
+    pointers: set[int] = set()
+    total = 0
+    tensors: list[torch.Tensor] = []
+    for x in held:
+        m = x.whole if isinstance(x, RowSlice) else x
+        if isinstance(m, torch.Tensor):
+            tensors.append(m)
+            continue
+        if isinstance(m, (BlockLinear, RowTable)) and id(m) not in objects:
+            objects.add(id(m))
+            total += m.nbytes()
+        tensors += m.tensors()
+    for t in tensors:
+        if t.data_ptr() not in pointers:
+            pointers.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+# Heads of these types stay requantised to int4 and rescored (`RescoredHead`): on SmolLM2's
+# Q8_0 head it reads half the bytes of our kernel's pass over the file's blocks. Any other
+# type our kernel takes (Llama-3's Q6_K head) runs on it from the file, exact, as llama.cpp's.
+RESCORED_HEADS = ("Q8_0",)
+
+
+def head_matrix(blocks: np.ndarray, qtype: str, shape: tuple[int, int], dtype: torch.dtype,
+                table: RowTable | None = None) -> Matrix | None:
+    """The LM head from its GGUF blocks: on our kernel where the file holds them (any type
+    of `FORMATS` but `RESCORED_HEADS`), else requantised to int4 and rescored exactly near
+    the top (`requantise_head`, with `table` for the exact rows), else packed as any matrix;
+    None where nothing here multiplies it."""
+    if native_kernel() is not None and qtype in FORMATS and qtype not in RESCORED_HEADS \
+            and packable(qtype, shape):
+        return packed_matrix(blocks, qtype, shape)
+    if int4_shape(shape):
+        return requantise_head(blocks, qtype, shape, dtype, table)
+    if packable(qtype, shape):
+        return packed_matrix(blocks, qtype, shape)
+    return None

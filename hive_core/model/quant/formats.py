@@ -1,4 +1,6 @@
-"""The block formats we quantise to, as data: values and bytes per block, and the quantiser.
+"""GGUF block formats as data: the one table of block layouts (`LAYOUTS`: sizes and where the
+float16 scales lie, which our kernel reads blocks by, `hive_core.model.packed`), and the
+formats we quantise to, each a layout with its quantiser (`FORMATS`).
 
 `quantize(values, name)` turns a float32 matrix into its GGUF bytes, one row of blocks per
 matrix row (the layout `gguf.dequantize` reads back), a bounded number of rows at a time.
@@ -10,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.constants import GGMLQuantizationType
 
 from hive_core.model.errors import ModelError
 from hive_core.model.quant import kquants, legacy
@@ -21,6 +23,38 @@ CHUNK_VALUES = 1 << 18
 
 class QuantizeError(ModelError):
     """A tensor, format or shape the quantiser cannot handle."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLayout:
+    """One GGML block type as the GGUF stores it (and our kernel reads it): a block's float16
+    scales (d, then m or dmin) at `halves_at`, its codes the rest, contiguous."""
+
+    name: str  # GGML type name, e.g. "Q4_K"
+    ggml: int  # GGML type number, also the kernel's qtype
+    values: int  # weights per block
+    nbytes: int  # bytes per block in the GGUF
+    halves_at: int  # byte offset of the block's float16 scales: its start or its end
+    halves: int  # how many float16 scales a block has (1 or 2)
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of a block without its float16 scales."""
+        return self.nbytes - 2 * self.halves
+
+
+LAYOUTS: dict[str, BlockLayout] = {f.name: f for f in (
+    BlockLayout("Q4_0", 2, 32, 18, 0, 1),  # d, qs[16]
+    BlockLayout("Q4_1", 3, 32, 20, 0, 2),  # d, m, qs[16]
+    BlockLayout("Q5_0", 6, 32, 22, 0, 1),  # d, qh[4], qs[16]
+    BlockLayout("Q5_1", 7, 32, 24, 0, 2),  # d, m, qh[4], qs[16]
+    BlockLayout("Q8_0", 8, 32, 34, 0, 1),  # d, qs[32]
+    BlockLayout("Q2_K", 10, 256, 84, 80, 2),  # scales[16], qs[64], d, dmin
+    BlockLayout("Q3_K", 11, 256, 110, 108, 1),  # hmask[32], qs[64], scales[12], d
+    BlockLayout("Q4_K", 12, 256, 144, 0, 2),  # d, dmin, scales[12], qs[128]
+    BlockLayout("Q5_K", 13, 256, 176, 0, 2),  # d, dmin, scales[12], qh[32], qs[128]
+    BlockLayout("Q6_K", 14, 256, 210, 208, 1),  # ql[128], qh[64], scales[16], d
+)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +76,8 @@ class BlockFormat:
 
 
 def _format(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> BlockFormat:
-    qtype = GGMLQuantizationType[name]
-    values, nbytes = GGML_QUANT_SIZES[qtype]
-    return BlockFormat(name, qtype, values, nbytes, fn)
+    layout = LAYOUTS[name]
+    return BlockFormat(name, GGMLQuantizationType(layout.ggml), layout.values, layout.nbytes, fn)
 
 
 FORMATS: dict[str, BlockFormat] = {f.name: f for f in (
