@@ -41,7 +41,7 @@ from hive_core.events import (
 from .snapshot import FlowSnapshot, SessionSnapshot, WorkSnapshot
 
 STEP_SAMPLES = 16  # answered requests a node's step time is the median of
-RATE_WINDOW_S = 5.0  # hop rates count the hops sent in this window
+RATE_WINDOW_S = 10.0  # hop rates count the hops sent in this window (an answer's traffic stays readable a while after it)
 PENDING_S = 30.0  # a request unanswered this long is no longer counted as queued
 READ_EVERY_S = 0.2  # a read is reused this long while no event came
 FRESH_S = 0.05  # and this long even if events came (a busy hive reports every frame)

@@ -59,11 +59,12 @@ class PulseReplay:
     """Tensor pulses replayed from `HopSent` events: out to the worker, then back."""
 
     def __init__(self, slow_motion: float = 1.0, keep_s: float = 30.0, max_lag_s: float = 0.75,
-                 min_leg_s: float = 0.0) -> None:
+                 min_leg_s: float = 0.0, max_leg_s: float = 2.0) -> None:
         if slow_motion < 1.0:
             raise ViewError(f"slow motion must be >= 1, got {slow_motion}")
         self.slow_motion = slow_motion
         self.min_leg_s = min_leg_s  # shortest leg drawn (sub-millisecond loopback hops, spectated)
+        self.max_leg_s = max_leg_s  # longest: a hop of seconds, slowed down, would crawl for minutes
         self._keep_s = keep_s
         self._max_lag_s = max_lag_s  # a link's queue of replays never falls further behind
         self._lock = threading.Lock()
@@ -72,7 +73,7 @@ class PulseReplay:
 
     def hop(self, event: HopSent, heard_at: float) -> None:
         src, dst = event.from_node.hex(), event.to_node.hex()
-        leg = max(event.hop_time_s * self.slow_motion, self.min_leg_s)
+        leg = min(max(event.hop_time_s * self.slow_motion, self.min_leg_s), self.max_leg_s)
         with self._lock:
             # Hops on one link queue up rather than overlap, as the bytes did on the wire.
             start = min(max(heard_at, self._busy_until.get((src, dst), 0.0)), heard_at + self._max_lag_s)

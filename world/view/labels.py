@@ -7,11 +7,13 @@ frame (re-laying out text only when it changed).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 
 from .frame import DistrictView
 
 MAX_LABELS = 14  # beyond this many districts, only the ones worth reading are labelled
+WRAP = 46  # characters of a label's state line
 MAX_LIFT = 3.0  # a label pushed further up than this many of its heights is not shown
 ROLE_TEXT = {"asker": "ASKER", "you": "YOU", "referee": "REFEREE"}
 # Colour runs in label text (TextPropertiesManager names, registered by `Labels`).
@@ -59,7 +61,12 @@ def label_text(d: DistrictView, median_ms: float = 0.0) -> str:
         lines.append(_run("dim", "  ".join(work)))
     facts = status_of(d, median_ms)
     if facts:
-        lines.append("  ".join(_run(style, text) for style, text in facts[:2]))
+        line = "  ".join(_run(style, text) for style, text in facts[:2])
+        if len(plain(line)) > WRAP:  # a long reason (a liar's evidence) on lines of its own
+            style, text = facts[0]
+            lines += [_run(style, part) for part in textwrap.wrap(text, WRAP)[:3]]
+        else:
+            lines.append(line)
     return "\n".join(lines)
 
 
