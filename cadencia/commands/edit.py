@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _edit(args: argparse.Namespace, cfg, steps, say) -> int:
     from cadencia.game.runner import run_view
-    from cadencia.game.session import city_view, game_source, neighbour_city, open_city
+    from cadencia.game.session import Balance, city_view, game_source, neighbour_city, open_city
     from world.view.app import WorldApp
     from world.view.editor import Editor
     from world.view.script import play_script
@@ -58,7 +58,9 @@ async def _edit(args: argparse.Namespace, cfg, steps, say) -> int:
         neighbour_city(city)
     view = city_view(city)
     editor = Editor(view, view.player, kind=args.kind)
-    app = WorldApp(cfg, game_source(player=view.player[:8]), mode="edit", editor=editor)
+    source = game_source(player=view.player[:8])
+    source.balance = Balance(city)  # what there is to build with
+    app = WorldApp(cfg, source, mode="edit", editor=editor)
 
     async def work() -> None:
         await play_script(app, steps)

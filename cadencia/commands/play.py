@@ -182,7 +182,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     async def work() -> None:
         hive = await session.load()
         hosted = hive._hive().servers[0]
-        choices.hosting, choices.node = EmbeddedHosting(hive._hive(), hosted), hosted.node.node_id
+        choices.hosting, choices.node = EmbeddedHosting(hive._hive(), hosted, source), hosted.node.node_id
         if args.prompt:
             await session.ask(args.prompt, args.max_new_tokens)
         await _choose(choices, args.choose, outcomes, say)

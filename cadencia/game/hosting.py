@@ -26,8 +26,10 @@ from .choices import ChoiceRefused
 class EmbeddedHosting:
     """Host choices on the embedded hive; `server` is the player's (`HiveSession` hosts it)."""
 
-    def __init__(self, hive: Any, server: Any) -> None:  # hive: InProcessHive, server: ShardServer
-        self.hive, self.server = hive, server
+    def __init__(self, hive: Any, server: Any, source: Any = None) -> None:
+        """`hive`: the InProcessHive; `server`: the player's ShardServer; `source`: the game
+        source whose HUD says how the hive is sharded."""
+        self.hive, self.server, self.source = hive, server, source
         self.me: bytes = server.node.node_id
 
     def stages(self) -> list[Stage]:
@@ -50,6 +52,10 @@ class EmbeddedHosting:
         groups = [[n for n in g if n != self.me] for g in groups]
         groups[target].insert(0, self.me)
         self.hive.client.plan = fixed_plan([ps.stage for ps in plan.stages], groups)
+        if self.source is not None:
+            self.source.hud.set(sharding=" | ".join(
+                f"L{ps.stage.start}-{ps.stage.end - 1}: " + "+".join(n.hex()[:6] for n in ps.nodes)
+                for ps in self.hive.client.plan.stages))
 
     def referee(self) -> None:
         if self.me not in self.hive.client.spares:

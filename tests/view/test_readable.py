@@ -139,7 +139,8 @@ def test_game_events_become_a_readable_frame() -> None:
     frame = source.frame(t + 3.0)
     by = {d.node_id: d for d in frame.districts}
     slow, fast, liar, asker = by[SLOW.hex()], by[FAST.hex()], by[LIAR.hex()], by[ASKER.hex()]
-    assert slow.slowest and not fast.slowest and slow.congestion == 1.0 and fast.congestion == 0.0
+    # the median of the honest nodes is 20 ms (the liar is out): 30 ms piles up some work
+    assert slow.slowest and not fast.slowest and slow.congestion == 0.4 and fast.congestion == 0.0
     assert slow.layers == ((15, 30),) and fast.layers == ((0, 15),) and slow.n_layers == 30
     assert (slow.step_ms, fast.step_ms) == (30.0, 10.0)
     assert liar.fall == 1.0 and liar.evidence.startswith("lied at step 3: root outside tolerance")

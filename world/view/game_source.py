@@ -152,7 +152,7 @@ def _districts(snap: GameSnapshot, tflops: dict[str, float], names: dict[str, st
     placed = [d for d in snap.districts if d.position is not None]  # unplaced: not drawn yet
     made = unique_names(d.node_id.hex() for d in placed)
     work = {w.node_id: w for w in snap.work}
-    ids = {d.node_id for d in placed}
+    ids = {d.node_id for d in placed if not d.fallen}  # a liar is out of the hive's pace
     # whole milliseconds: a label shows no more, and the district is not redrawn for less
     steps = {n: float(round(w.step_ms)) for n, w in work.items() if w.step_ms and n in ids}
     median = statistics.median(steps.values()) if steps else 0.0

@@ -50,12 +50,16 @@ class Modes(FSM):
         if app.editor is None:
             raise ValueError("edit mode needs a city to edit")
         app.hud.set_prompt_visible(False)
+        for overlay in (app.legend.np, app.minimap.root):  # the hive's key: not the builder's
+            overlay.hide()
         app.base.accept("mouse1", app.click)
         for key in EDIT_KEYS:
             app.base.accept(key, app.edit_key, [key])
         app.focus_own_plot()
 
     def exitEdit(self) -> None:
+        for overlay in (self.app.legend.np, self.app.minimap.root):
+            overlay.show()
         self.app.base.ignore("mouse1")
         for key in EDIT_KEYS:
             self.app.base.ignore(key)
