@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     """Join the hive at --hive as a node (your key), and show it from the inside."""
-    from cadencia.game.choices import Choices
+    from cadencia.game.choices import Activity, Choices
     from cadencia.game.credits import CreditKeeper
     from cadencia.game.hive_link import COMPUTE_NICE, COMPUTE_PROCESS
     from cadencia.game.hosting import LiveHosting
@@ -103,6 +103,7 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     footprint = read_footprint(resolve_model_path(args.model))
     choices = Choices(city, source, footprint, kv=args.kv)
     choices.node = identity.node_id
+    Activity(city, source)  # every player's choices, as the city doc shows them
     keeper = CreditKeeper(city, source, say=say, on_paid=choices.achieve)
     gate = FrameGate()  # held while a frame renders: the hosted shard and the asker compute between frames
     server = None
@@ -155,7 +156,7 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
 
 
 async def _play(args: argparse.Namespace, cfg, say) -> int:
-    from cadencia.game.choices import Choices
+    from cadencia.game.choices import Activity, Choices
     from cadencia.game.credits import CreditKeeper
     from cadencia.game.hosting import EmbeddedHosting
     from cadencia.game.runner import run_view
@@ -168,6 +169,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     source = game_source(player=city.player_id[:8])
     source.balance = Balance(city)
     choices = Choices(city, source, read_footprint(resolve_model_path(args.model)), kv=args.kv)
+    Activity(city, source)  # every player's choices, as the city doc shows them
     # Your device hosts server 0 under your key: receipts the asker signs for it pay you.
     keeper = CreditKeeper(city, source, say=say, on_paid=choices.achieve)
     session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,

@@ -29,6 +29,7 @@ from hive_core.model.quant import Footprint
 from world.model import Action, WorldError
 from world.model.actions import THOUSAND
 from world.view.game_source import GameSource
+from world.view.names import short_name
 
 HOST_CONTEXT = 2048  # tokens of KV cache a hosted span is sized for
 MIN_STAKE_MC = 100
@@ -214,3 +215,29 @@ class Choices:
         self.made.append(action)
         self.source.hud.set(credits_mc=self.city.balance_mc())
         return action
+
+
+def describe(action: Action) -> str:
+    """One line for a player's choice, as other players read it."""
+    if action.kind == "host":
+        return f"hosts layers {action.start}-{action.end - 1}"
+    if action.kind == "stake":
+        return f"staked {action.amount_mc} mc to referee"
+    if action.kind == "ask":
+        return f"paid {action.amount_mc} mc for priority"
+    return "earned: " + action.name.replace("-", " ")
+
+
+class Activity:
+    """Every player's latest choices, in the HUD, kept current as the city doc changes (local
+    edits and other players' signed edits alike)."""
+
+    def __init__(self, city: Any, source: GameSource, keep: int = 4) -> None:
+        self.city, self.source, self.keep = city, source, keep
+        city.on_change(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        latest = sorted(self.city.actions().values(), key=lambda a: (a.at_ms, a.id))[-self.keep:]
+        self.source.hud.set(activity=tuple(f"{short_name(a.owner)} {describe(a)}" for a in latest))
+

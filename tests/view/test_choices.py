@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from cadencia.game.choices import ChoiceRefused, Choices, parse_span, span_need_mb
+from cadencia.game.choices import Activity, ChoiceRefused, Choices, parse_span, span_need_mb
 from cadencia.game.session import game_source
 from hive_core.base.stage import Part, Stage
 from hive_core.model.quant import read_footprint
@@ -51,6 +51,8 @@ def test_choices_move_the_hive_and_are_signed_actions(cities, footprint) -> None
     choices = Choices(alice, source, footprint, hosting=hosting, memory=lambda: 10_000.0,
                       prioritise=asked.append)
     balance = alice.balance_mc()
+    bobs_screen = game_source()
+    Activity(bob, bobs_screen)  # Bob's HUD lists every player's latest choices
 
     async def go() -> list[str]:
         return [await choices.command(c) for c in ("/host 2-4", "/stake 300", "/priority 200 why?")]
@@ -64,6 +66,11 @@ def test_choices_move_the_hive_and_are_signed_actions(cities, footprint) -> None
     assert kinds == [("ask", 200), ("host", 0), ("stake", 300)]
     host = next(a for a in bob.actions().values() if a.kind == "host")
     assert (host.start, host.end, host.n_layers, host.free_mb) == (2, 4, 4, 10_000.0)
+    from world.view.names import short_name
+
+    who = short_name(alice.player_id)
+    assert bobs_screen.hud.view().activity == (
+        f"{who} hosts layers 2-3", f"{who} staked 300 mc to referee", f"{who} paid 200 mc for priority")
 
 
 def test_bad_choices_are_refused_on_screen_and_nothing_is_lost(cities, footprint) -> None:

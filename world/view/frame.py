@@ -141,6 +141,7 @@ class HudView:
     slashed: int = 0  # nodes slashed on evidence
     notices: tuple[str, ...] = ()  # recent outcomes of the player's choices and achievements
     refused: str = ""  # the last refused choice, with its reason ("" : none)
+    activity: tuple[str, ...] = ()  # every player's latest choices, from the city doc
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ def truth_lines(hud: HudView) -> list[str]:
     if hud.asker:
         lines.append(f"asked by {hud.asker}")
     lines += list(hud.notices[-3:])
+    if hud.activity:
+        lines += ["", "IN THE CITY", *hud.activity[-4:]]
     return lines
 
 
