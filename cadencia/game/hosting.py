@@ -44,9 +44,10 @@ class EmbeddedHosting:
         if self.me in groups[target]:
             raise ChoiceRefused(f"your node already serves layers {stage.start}-{stage.end - 1}")
         for k, group in enumerate(groups):
-            if self.me in group and len(group) == 1:
+            honest = [n for n in group if not self.hive.client.reputation.excluded(n)]
+            if self.me in group and honest == [self.me]:
                 raise ChoiceRefused(f"layers {plan.stages[k].stage.start}-{plan.stages[k].stage.end - 1} "
-                                    "would have no server left: you are their only one")
+                                    "would have no honest server left: you are their only one")
         await asyncio.to_thread(self.server.load, stage)  # the weights, off the frame loop
         self.server.config = replace(self.server.config, preload=(stage,))
         groups = [[n for n in g if n != self.me] for g in groups]

@@ -174,3 +174,23 @@ async def test_hosting_a_stage_moves_the_players_server_in_the_embedded_hive(tin
     finally:
         await session.close()
         city.close()
+
+
+def test_hosting_never_leaves_a_stage_without_an_honest_server() -> None:
+    """Moving the player's server to another stage is refused when the stage it leaves would
+    keep only a node the asker has excluded (a slashed liar): its reason is on screen."""
+    from types import SimpleNamespace
+
+    from cadencia.game.hosting import EmbeddedHosting
+    from hive_core.sched.planner import fixed_plan
+
+    me, liar, a, b = b"m" * 20, b"l" * 20, b"a" * 20, b"b" * 20
+    stages = [Stage(1, 15), Stage(15, 29)]
+    client = SimpleNamespace(plan=fixed_plan(stages, [[me, liar], [a, b]]), spares=[],
+                             reputation=SimpleNamespace(excluded=lambda n: n == liar))
+    hosting = EmbeddedHosting(SimpleNamespace(client=client), SimpleNamespace(node=SimpleNamespace(node_id=me)))
+    with pytest.raises(ChoiceRefused, match="layers 1-14 would have no honest server left"):
+        asyncio.run(hosting.serve(Stage(15, 29)))
+    assert [list(ps.nodes) for ps in client.plan.stages] == [[me, liar], [a, b]]  # nothing moved
+    hosting.referee()
+    assert client.spares == [me]
