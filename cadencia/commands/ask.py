@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache the shard servers keep (default fp32)")
     add_weights_argument(parser, "this device (and the servers of --hive local:N)")
+    from hive_core.exec.serve import add_allow_dequant_argument
+
+    add_allow_dequant_argument(parser)
     parser.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
                         help="torch threads (default: physical cores)")
     parser.add_argument("--timeout", type=number(float, 0.1, 3600, "s"), default=15.0,
@@ -133,7 +136,8 @@ async def _ask(args: argparse.Namespace) -> int:
                                         if args.local_layers else "")
             say(f"loading this device's part ({here}, {args.weights} weights) ...")
             asker = AskerPart.load(model, local_layers=args.local_layers, weights=args.weights,
-                                   nice=config.compute_nice, tail_layers=args.local_tail_layers)
+                                   nice=config.compute_nice, tail_layers=args.local_tail_layers,
+                                   allow_dequant=args.allow_dequant)
             closers.append(lambda: asyncio.to_thread(asker.close))
             client = await connect(hive, model, asker, replicas=args.replicas, config=config,
                                    timeout_s=args.timeout, say=say, data_dir=data_dir())

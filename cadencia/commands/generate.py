@@ -25,9 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="compute dtype (default float32)")
     parser.add_argument("--weights", choices=WEIGHT_MODES, default=DEFAULT_WEIGHTS,
-                        help="how matrices are held: packed (Q4_1/Q8_0 blocks kept as they are; "
-                        "several times faster), fp32 (dequantised) or bf16 "
+                        help="how matrices are held: packed (GGUF blocks multiplied where the "
+                        "file holds them; several times faster), fp32 (dequantised) or bf16 "
                         f"(default {DEFAULT_WEIGHTS})")
+    from hive_core.exec.serve import add_allow_dequant_argument
+
+    add_allow_dequant_argument(parser)
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache: full precision or INT4 (default fp32)")
     parser.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
@@ -68,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
     sampler = Sampler(args.temperature, args.top_p, args.seed)
     print(f"loading {path.name} ...", file=sys.stderr, flush=True)
 
-    verb = "packing" if args.weights == "packed" else "dequantising"
+    from hive_core.model.packed import check_fits
+    from hive_core.model.weights import weights_need
+
+    check_fits(weights_need(path, range(model.config.n_layers), args.weights, head=True),
+               f"{path.name}'s {model.config.n_layers} layers and head ({args.weights} weights)")
+    verb = "mapping" if args.weights == "packed" else "dequantising"
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty() or done == total:
@@ -76,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\r{verb} tensors {done}/{total}", end=end, file=sys.stderr, flush=True)
 
     pipeline = LocalPipeline.load_single(model, dtype=DTYPES[args.dtype], progress=progress,
-                                         weights=args.weights)
+                                         weights=args.weights, allow_dequant=args.allow_dequant)
     print(f"model ready in {time.perf_counter() - t0:.1f}s ({model.config.n_layers} layers, "
           f"{len(prompt_ids)} prompt tokens)", file=sys.stderr, flush=True)
 

@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "(default: one per node up to 3, else N/2 so every span has replicas)")
     up.add_argument("--sentinel-serves", action="store_true",
                     help="the sentinel takes a share of the layers too, like a node")
+    up.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
+                    help="torch threads of each serving node (default: the physical cores "
+                         "split among them; one answer passes the nodes in turn, so N up to "
+                         "the cores each serves it fastest, many askers at once prefer the split)")
+    from hive_core.exec.serve import add_allow_dequant_argument
+
+    add_allow_dequant_argument(up)
     add_mesh_arguments(up, spans=False)
     from cadencia.commands.node import add_world_arguments
     from cadencia.commands.serve import add_http_argument
@@ -181,14 +188,38 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
     n_layers = GGUFModelFile(path).config.n_layers
     first = 0 if args.sentinel_serves else 1
     spans = assign_spans(path.name[:128], n_layers, args.nodes + 1 - first, args.stages)
-    # Each serving process gets its share of the cores: N processes each using every core
-    # would spend the cores switching between them.
-    share = str(max(1, default_threads() // max(1, len(spans))))
-    out = [["--model", str(path), "--weights", args.weights, "--threads", share]
-           if i >= first else [] for i in range(args.nodes + 1)]
+    _check_memory(args, path, spans)
+    # By default each serving process gets its share of the cores: N processes each using
+    # every core would spend the cores switching between them when several askers are served.
+    share = str(args.threads or max(1, default_threads() // max(1, len(spans))))
+    flags = ["--model", str(path), "--weights", args.weights, "--threads", share]
+    if args.allow_dequant:
+        flags.append("--allow-dequant")
+    out = [list(flags) if i >= first else [] for i in range(args.nodes + 1)]
     for i, span in enumerate(spans):
         out[first + i] += ["--serve", span]
     return str(path), out
+
+
+# What a serving process holds besides its layers (Python, torch, the mesh; measured: a node
+# of a tiny model peaks at 290 MB), and its KV caches, which grow with its sessions.
+PROCESS_BYTES = 300_000_000
+
+
+def _check_memory(args: argparse.Namespace, path: Any, spans: list[str]) -> None:
+    """Refuse, before any process starts, a model whose served layers (held once: the nodes
+    of one machine share the file's pages) and processes exceed the available memory."""
+    from hive_core.mesh.runner import parse_span
+    from hive_core.model.packed import check_fits
+    from hive_core.model.weights import weights_need
+
+    layers = {i for text in spans for i in range(parse_span(text).start, parse_span(text).end)}
+    procs = len(spans) + (1 if args.http is not None else 0)
+    need = weights_need(path, layers, args.weights, head=args.http is not None)
+    check_fits(need + procs * PROCESS_BYTES,
+               f"{len(layers)} layers of {path.name} ({args.weights} weights, "
+               f"{need / 1e9:.2f} GB) and {procs} processes (about "
+               f"{PROCESS_BYTES / 1e9:.1f} GB each)")
 
 
 async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 10.0) -> None:

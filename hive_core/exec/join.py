@@ -87,7 +87,8 @@ class AskerPart:
     @classmethod
     def load(cls, file: GGUFModelFile, *, local_layers: int = _DEFAULTS.local_layers,
              weights: str, nice: int = 0, gate: FrameGate | None = None,
-             tail_layers: int = _DEFAULTS.local_tail_layers) -> AskerPart:
+             tail_layers: int = _DEFAULTS.local_tail_layers,
+             allow_dequant: bool = False) -> AskerPart:
         n = file.config.n_layers
         if local_layers < 0 or tail_layers < 0 or local_layers + tail_layers >= n:
             raise ExecError(f"local layers ({local_layers} first, {tail_layers} last) must "
@@ -95,7 +96,8 @@ class AskerPart:
         stages = [Stage(0, local_layers)] if local_layers else []
         stages += [Stage(n - tail_layers, n)] if tail_layers else []
         executor, pool = load_local(lambda: ShardExecutor.load(
-            file, stages, embed=True, head=True, weights=weights), nice, gate)
+            file, stages, embed=True, head=True, weights=weights, allow_dequant=allow_dequant),
+            nice, gate)
         return cls(executor, pool, local_layers, weights, tail_layers)
 
     def close(self) -> None:

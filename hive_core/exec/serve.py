@@ -1,9 +1,10 @@
 """Plumbing for `cadencia node`: the flags that make a mesh node a shard server.
 
-`add_serving_arguments(parser)` adds ``--model``, ``--weights`` and ``--fault``; after the
-HiveNode is built, `attach_shard_server(node, args)` loads the layers named by ``--serve``
-spans in that weights mode (others load when first asked for) and answers stage requests
-on that node.
+`add_serving_arguments(parser)` adds ``--model``, ``--weights``, ``--threads``, ``--fault``
+and ``--allow-dequant``; after the HiveNode is built, `attach_shard_server(node, args)`
+refuses spans whose layers this machine's available memory cannot hold (before anything
+loads), loads the layers named by ``--serve`` spans in that weights mode (others load when
+first asked for) and answers stage requests on that node.
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", type=fault_text, default=None, metavar="MODE",
                         help=f"TEST TOOL, never in a real hive: misbehave on purpose ({FAULT_HELP}) "
                              "to exercise verification, slashing and failover")
+    add_allow_dequant_argument(parser)
+
+
+def add_allow_dequant_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-dequant``: packed weights may dequantise a matrix no kernel here multiplies."""
+    parser.add_argument("--allow-dequant", action="store_true",
+                        help="with packed weights, load a matrix of a type no kernel here "
+                             "multiplies dequantised to float32 (several times its size; "
+                             "refused by default, naming the tensor and the memory it would take)")
 
 
 def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: int = 0,
@@ -91,10 +101,19 @@ def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: i
     import psutil
 
     weights = getattr(args, "weights", None) or DEFAULT_WEIGHTS
+    if preload:  # refused before anything loads, with the numbers
+        from hive_core.model.packed import check_fits
+        from hive_core.model.weights import weights_need
+
+        layers = {layer for stage in preload for layer in stage.layers}
+        check_fits(weights_need(path, layers, weights),
+                   f"layers {', '.join(f'{s.start}..{s.end}' for s in preload)} of "
+                   f"{model.path.name} ({len(layers)} layers, {weights} weights)")
     server = ShardServer(node, model, ServerConfig(
         preload=tuple(preload), fault=fault, tflops=float(getattr(args, "tflops", 0) or 0),
         free_ram_mb=psutil.virtual_memory().available / (1024 * 1024), weights=weights,
-        compute_nice=compute_nice, compute_process=compute_process, compute_gate=compute_gate))
+        compute_nice=compute_nice, compute_process=compute_process, compute_gate=compute_gate,
+        allow_dequant=bool(getattr(args, "allow_dequant", False))))
     for stage in preload:
         print(f"loading layers {stage.start}..{stage.end} of {model.path.name} ({weights} "
               "weights)", file=sys.stderr, flush=True)

@@ -84,6 +84,7 @@ class ServerConfig:
     compute_process: bool = False  # weights, caches and compute in a child process at compute_nice
     compute_gate: FrameGate | None = None  # a game's frame gate: compute waits while a frame renders
     kernel_path: str = ""  # TEST TOOL: packed matrices on this kernel path (avx2, portable, int4)
+    allow_dequant: bool = False  # packed: dequantise a matrix no kernel here multiplies
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHTS_TO_WIRE:
@@ -120,10 +121,12 @@ class ShardServer:
                 str(model.path), weights=cfg.weights, load_on_demand=cfg.load_on_demand,
                 max_sessions=cfg.max_sessions, fault=str(cfg.fault) if cfg.fault else "",
                 fault_seed=cfg.fault_seed, nice=cfg.compute_nice, threads=torch.get_num_threads(),
-                gate_fd=cfg.compute_gate.fd if cfg.compute_gate is not None else -1))
+                gate_fd=cfg.compute_gate.fd if cfg.compute_gate is not None else -1,
+                allow_dequant=cfg.allow_dequant))
         else:
             self.host = StageHost(model, HostConfig(cfg.weights, cfg.load_on_demand,
-                                                    cfg.max_sessions, cfg.fault, cfg.fault_seed),
+                                                    cfg.max_sessions, cfg.fault, cfg.fault_seed,
+                                                    cfg.allow_dequant),
                                   pause=cfg.compute_gate.wait if cfg.compute_gate is not None else None)
         # What its attestations name: the model file and the kernel class computing here.
         self.model_digest = model_digest(model.path)

@@ -4,6 +4,11 @@
 server around it does the rest (links, sealing, attestations, receipts). It runs where the
 server's compute runs: on the server's worker thread, or inside a child worker process
 (`hive_core.exec.stage_worker`) when the server shares its process with a game's frames.
+
+Memory: a node holds the layers it serves (`load`: its ``--serve`` spans) as the file's pages
+and its sessions' KV caches, which grow with use. A stage outside those spans (a spare's
+failover, an audit's recomputation) is loaded when asked for and let go when another one is:
+one such stage at a time, its pages dropped, so a node never comes to hold the whole model.
 """
 
 from __future__ import annotations
@@ -54,6 +59,14 @@ class HostConfig:
     max_sessions: int = 256  # oldest session is evicted beyond this
     fault: Fault | None = None  # TEST TOOL: misbehave on purpose
     fault_seed: int = 0
+    allow_dequant: bool = False  # packed: dequantise a matrix no kernel here multiplies
+
+
+def _covers(outer: Stage, inner: Stage) -> bool:
+    """Whether `outer` runs every layer part `inner` does."""
+    return (outer.start <= inner.start and inner.end <= outer.end
+            and (outer.part.has_attention or not inner.part.has_attention)
+            and (outer.part.has_mlp or not inner.part.has_mlp))
 
 
 class StageHost:
@@ -70,6 +83,8 @@ class StageHost:
         self.sessions: dict[SessionKey, _Session] = {}
         self.loaded_stages: list[str] = []
         self.evicted = 0
+        self.served: list[Stage] = []  # the stages `load` was asked for: held for good
+        self._passing: ShardExecutor | None = None  # one stage outside them, held while asked
         self._gen = torch.Generator().manual_seed(self.config.fault_seed)
 
     def executor_for(self, stage: Stage) -> ShardExecutor:
@@ -81,17 +96,34 @@ class StageHost:
                 return ex
         if self.executors and not self.config.load_on_demand:
             raise ExecError(f"stage {stage} is not served here")
-        ex = ShardExecutor.load(self.model, [stage], weights=self.config.weights)
+        passing = bool(self.served) and not any(_covers(s, stage) for s in self.served)
+        if passing:
+            self._let_go()
+        ex = ShardExecutor.load(self.model, [stage], weights=self.config.weights,
+                                allow_dequant=self.config.allow_dequant)
         self.executors.append(ex)
         self.loaded_stages.append(str(stage))
+        if passing:
+            self._passing = ex
         return ex
+
+    def _let_go(self) -> None:
+        """Drop the stage held outside the served ones, and its pages."""
+        ex, self._passing = self._passing, None
+        if ex is not None and ex in self.executors:
+            self.executors.remove(ex)
+            ex.weights.release()
 
     def ready(self) -> None:
         """Nothing to wait for here (a `StageWorker` waits for its child process)."""
 
     def load(self, stage: Stage) -> None:
-        """Load `stage`'s weights now (if no loaded executor holds them)."""
-        self.executor_for(stage)
+        """Load `stage`'s weights now (if no loaded executor holds them) and hold them for
+        good: one of the stages this node serves."""
+        self.served.append(stage)
+        ex = self.executor_for(stage)
+        if ex is self._passing:
+            self._passing = None
 
     def step(self, key: SessionKey, position: int, tokens: int, kv: KvKind,
              raw: bytes) -> tuple[bytes, float]:

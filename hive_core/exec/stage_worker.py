@@ -158,6 +158,7 @@ class WorkerConfig:
     threads: int = 1  # torch intra-op threads in the child
     reply_timeout_s: float = 300.0  # a step longer than this means a hung worker: killed
     gate_fd: int = -1  # a FrameGate's fd: the child waits on it before each layer (-1: none)
+    allow_dequant: bool = False  # packed: dequantise a matrix no kernel here multiplies
 
 
 class StageWorker:
@@ -175,6 +176,8 @@ class StageWorker:
                "--nice", str(config.nice), "--threads", str(config.threads)]
         if not config.load_on_demand:
             cmd.append("--no-load-on-demand")
+        if config.allow_dequant:
+            cmd.append("--allow-dequant")
         fds: tuple[int, ...] = ()
         if config.gate_fd >= 0:
             cmd += ["--gate-fd", str(config.gate_fd)]
@@ -274,7 +277,7 @@ def serve(host: object, inp: BinaryIO, out: BinaryIO) -> None:
                 answer = reply(Status.OK, 0, compute_s, data)
             elif op is Op.LOAD:
                 before = len(host.loaded_stages)
-                host.executor_for(parse_stage(body, 1))
+                host.load(parse_stage(body, 1))
                 name = host.loaded_stages[-1] if len(host.loaded_stages) > before else ""
                 answer = reply(Status.OK, payload=name.encode())
             elif op is Op.END:
@@ -303,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default="fp32")
     parser.add_argument("--max-sessions", type=int, default=256)
     parser.add_argument("--no-load-on-demand", action="store_true")
+    parser.add_argument("--allow-dequant", action="store_true")
     parser.add_argument("--fault", default="")
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--nice", type=int, default=0)
@@ -320,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     host = StageHost(GGUFModelFile(args.model), HostConfig(
         weights=args.weights, load_on_demand=not args.no_load_on_demand,
         max_sessions=args.max_sessions, fault=Fault.parse(args.fault) if args.fault else None,
-        fault_seed=args.fault_seed), pause=FrameGate(args.gate_fd).wait if args.gate_fd >= 0 else None)
+        fault_seed=args.fault_seed, allow_dequant=args.allow_dequant), pause=FrameGate(args.gate_fd).wait if args.gate_fd >= 0 else None)
     serve(host, sys.stdin.buffer, out)
 
 

@@ -3,6 +3,7 @@ loading exactly the ones a set of stages needs from a GGUF file."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -15,6 +16,7 @@ from hive_core.model.errors import ModelError
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.modes import WEIGHT_MODES
 from hive_core.model.packed import (
+    BlockLinear,
     DenseLinear,
     Matrix,
     RowTable,
@@ -28,6 +30,7 @@ from hive_core.model.packed import (
     release_pages,
     row_table,
     trim_heap,
+    unfused,
 )
 
 Progress = Callable[[int, int], None]  # (done, total) tensors
@@ -92,6 +95,20 @@ class ShardWeights:
         if self.head is not None:
             held += [self.head.norm, self.head.output]
         return held_bytes(held)
+
+    def release(self) -> None:
+        """Let the file pages of the layers' matrices go (weights no longer served here)."""
+        for m in {id(w): w for w in self._layer_matrices()}.values():
+            if isinstance(m, BlockLinear):
+                m.release()
+
+    def _layer_matrices(self) -> list[object]:
+        out: list[object] = []
+        for a in self.attention.values():
+            out += [unfused(x) for x in (a.q, a.k, a.v, a.o)]
+        for m in self.mlp.values():
+            out += [unfused(x) for x in (m.gate, m.up, m.down)]
+        return out
 
 
 def needed_tensors(file: GGUFModelFile, stages: Iterable[Stage], *, embed: bool, head: bool) -> list[str]:
@@ -284,3 +301,25 @@ def _load_embedding(
         check_dequant(name, qtype, (rows, cols), blocks.nbytes, allow=allow_dequant)
         out = file.tensor(name, shape, dtype)
     return (table if embed else None), out
+
+
+DENSE_BYTES = {"fp32": 4, "bf16": 2}  # bytes per weight of the dequantised modes
+
+
+def weights_need(path: str | os.PathLike[str], layers: Iterable[int], mode: str, *,
+                 head: bool = False) -> int:
+    """Bytes a load of `layers` (and the LM head when `head`) in weights `mode` holds: packed,
+    the tensors as the file stores them (the pages its products map); fp32 or bf16, each
+    weight dequantised. The embedding, read row by row, counts nothing."""
+    from hive_core.model.quant.footprint import read_footprint
+
+    fp = read_footprint(path)
+    wanted = sorted(set(layers))
+    if mode in DENSE_BYTES:
+        h, kv, ffn = fp.hidden, fp.n_kv_heads * fp.head_dim, fp.ffn
+        per_layer = (2 * h * h + 2 * kv * h + 3 * h * ffn) * DENSE_BYTES[mode]
+        need = len(wanted) * per_layer + (fp.vocab_size * h * DENSE_BYTES[mode] if head else 0)
+    else:
+        need = sum(fp.layer_bytes[i] for i in wanted)
+        need += (fp.embedding_bytes if fp.tied else fp.head_bytes) if head else 0
+    return need + (fp.shared_bytes if wanted else 0)

@@ -143,4 +143,4 @@ def test_real_model_greedy_answer_and_int4(smollm_path: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["kv"] == "int4"
     assert "Paris" in out["text"]
-    assert "packing tensors 272/272" in proc.stderr  # loading shows progress (packed: the default)
+    assert "mapping tensors 272/272" in proc.stderr  # loading shows progress (packed: the default)

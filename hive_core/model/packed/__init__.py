@@ -58,14 +58,20 @@ from hive_core.model.packed.matrix import (
     packed_matrix,
     unfused,
 )
-from hive_core.model.packed.memory import LIBC, release_pages, trim_heap
+from hive_core.model.packed.memory import (
+    LIBC,
+    NotEnoughMemoryError,
+    check_fits,
+    release_pages,
+    trim_heap,
+)
 from hive_core.model.packed.rows import RowFile, RowTable, row_table
 
 __all__ = [
     "FORMATS", "GROUP", "INT4_FORMATS", "LIBC", "NATIVE_QTYPE", "PACKABLE", "PACKED",
     "RESCORED_HEADS", "RESCORE_ROWS", "SPARE_GROUPS", "BlockFormat", "BlockLinear",
-    "DenseLinear", "Matrix", "PackedLinear", "RescoredHead", "RowFile", "RowSlice", "RowTable",
-    "Table", "block_matrix", "check_dequant", "dequant_line", "dequantize_rows", "file_bytes",
+    "DenseLinear", "Matrix", "NotEnoughMemoryError", "PackedLinear", "RescoredHead", "RowFile", "RowSlice", "RowTable",
+    "Table", "block_matrix", "check_dequant", "check_fits", "dequant_line", "dequantize_rows", "file_bytes",
     "file_of", "fuse_rows", "head_matrix", "held_bytes", "int4_packable", "int4_shape",
     "joined_matrix", "native_kernel", "pack_blocks", "packable", "packed_matrix", "populate",
     "release_pages", "requantise_head", "row_bytes", "row_table", "trim_heap", "unfused",

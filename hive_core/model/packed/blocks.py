@@ -13,7 +13,7 @@ import torch
 
 from hive_core import native
 from hive_core.model.packed.formats import FORMATS, check_blocks, row_bytes
-from hive_core.model.packed.mapped import file_bytes, file_of, populate
+from hive_core.model.packed.mapped import evict, file_bytes, file_of, populate
 
 NATIVE_QTYPE = {name: f.ggml for name, f in FORMATS.items()}  # the kernel's qtype: GGML's number
 
@@ -54,6 +54,13 @@ class BlockLinear:
     def nbytes(self) -> int:
         """Bytes of the file its product reads: its rows' blocks."""
         return self.out_features * row_bytes(self.qtype, self.cols)
+
+    def release(self) -> None:
+        """Let this process's pages of its rows go (the page cache keeps them): a matrix no
+        longer served. Pages shared with a matrix still in use fault back in on its next call."""
+        if self.out_features:
+            lo, hi = int(self.offsets.min()), int(self.offsets.max())
+            evict(self.data, lo, hi - lo + row_bytes(self.qtype, self.cols))
 
 
 def native_kernel() -> Any | None:

@@ -1,6 +1,7 @@
 """A model file's bytes as one uint8 tensor over a memory map (`file_bytes`), shared by every
 matrix our kernel multiplies where the file holds it; where an array of blocks lies in its
-file (`file_of`); and bringing a matrix's pages in at load (`populate`)."""
+file (`file_of`); bringing a matrix's pages in at load (`populate`) and letting them go
+(`evict`)."""
 
 from __future__ import annotations
 
@@ -56,11 +57,23 @@ def file_of(blocks: np.ndarray) -> tuple[str, int] | None:
 def populate(data: torch.Tensor, start: int, nbytes: int) -> None:
     """Read bytes ``start .. start + nbytes`` of a mapped file in now (a load's work, not the
     first token's); a hint where the kernel cannot populate a range. No-op off Linux."""
-    if LIBC is None or nbytes <= 0:
-        return
+    span = _pages(data, start, nbytes)
+    if span is not None and LIBC is not None and LIBC.madvise(*span, _MADV_POPULATE_READ) != 0:
+        LIBC.madvise(*span, mmap.MADV_WILLNEED)
+
+
+def evict(data: torch.Tensor, start: int, nbytes: int) -> None:
+    """Drop this process's pages of bytes ``start .. start + nbytes`` of a mapped file (they
+    stay in the page cache; a later product faults them in again). No-op off Linux."""
+    span = _pages(data, start, nbytes)
+    if span is not None and LIBC is not None:
+        LIBC.madvise(*span, mmap.MADV_DONTNEED)
+
+
+def _pages(data: torch.Tensor, start: int, nbytes: int) -> tuple[ctypes.c_void_p, ctypes.c_size_t] | None:
+    """The whole pages covering bytes ``start .. start + nbytes`` of `data`, for madvise."""
+    if nbytes <= 0 or not 0 <= start <= data.numel() - nbytes:
+        return None
     page = mmap.PAGESIZE
     begin = (data.data_ptr() + start) // page * page
-    length = data.data_ptr() + start + nbytes - begin
-    addr, size = ctypes.c_void_p(begin), ctypes.c_size_t(length)
-    if LIBC.madvise(addr, size, _MADV_POPULATE_READ) != 0:
-        LIBC.madvise(addr, size, mmap.MADV_WILLNEED)
+    return ctypes.c_void_p(begin), ctypes.c_size_t(data.data_ptr() + start + nbytes - begin)

@@ -1,4 +1,5 @@
-"""Memory a load leaves behind: dropping a memory map's resident pages, trimming the heap."""
+"""Memory: dropping a memory map's resident pages, trimming the heap a load leaves behind, and
+refusing weights this machine cannot hold (`check_fits`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import mmap
 import sys
 
 import numpy as np
+
+from hive_core.model.errors import ModelError
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -46,3 +49,21 @@ def trim_heap() -> None:
     """Give the allocator's freed load scratch back to the OS (glibc keeps it otherwise)."""
     if LIBC is not None and hasattr(LIBC, "malloc_trim"):
         LIBC.malloc_trim(0)
+
+
+class NotEnoughMemoryError(ModelError):
+    """Weights that would not fit in this machine's available memory: refused before loading."""
+
+
+def check_fits(need: int, what: str, *, available: int | None = None) -> None:
+    """Refuse (`NotEnoughMemoryError`, with the numbers) when `need` bytes for `what` exceed
+    the memory this machine has available (psutil's estimate: free plus reclaimable cache,
+    which counts a model file already in the page cache on both sides)."""
+    if available is None:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    if need > available:
+        raise NotEnoughMemoryError(
+            f"{what} need {need / 1e9:.2f} GB but this machine has {available / 1e9:.2f} GB "
+            "of memory available")
