@@ -186,7 +186,9 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
         hosted = hive._hive().servers[0]
         choices.hosting, choices.node = EmbeddedHosting(hive._hive(), hosted, source), hosted.node.node_id
         if args.prompt:
+            paid = len(keeper.receipts)
             await session.ask(args.prompt, args.max_new_tokens)
+            await _receipt_after(keeper, paid)  # choices spend what that answer earned
         await _choose(choices, args.choose, outcomes, say)
         await asyncio.Event().wait()  # keep hosting until the view stops
 
@@ -215,6 +217,15 @@ def _prompt_box(choices, ask):  # -> Callable[[str], None]
         else:
             ask(text)
     return on_text
+
+
+async def _receipt_after(keeper, count: int, timeout_s: float = 10.0) -> None:
+    """Wait (a little) for the asker's receipt of the answer just given to reach our server:
+    it is signed and sent when the session ends, right after the answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(keeper.receipts) <= count and loop.time() < deadline:
+        await asyncio.sleep(0.05)
 
 
 async def _choose(choices, script: str, outcomes: list[str], say) -> None:
