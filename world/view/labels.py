@@ -136,6 +136,7 @@ class Labels:
                 tn.set_card_color(0.06, 0.08, 0.12, 1)  # opaque: no blending to pay for
                 tn.set_card_as_margin(0.4, 0.4, 0.15, 0.1)
                 node = self.overlay.attach_new_node(tn)
+                node.set_bin("fixed", 10)  # under the legend and the minimap
                 node.set_scale(self.size)
                 self._nodes[d.node_id] = node
             text = label_text(d, median)

@@ -78,6 +78,7 @@ class Minimap:
         self.size, self.box = size, (0.0, 0.0, 1.0, 1.0)
         w, h = screen
         self.root = overlay.attach_new_node("minimap")
+        self.root.set_bin("fixed", 50)  # over the district labels
         self.root.set_pos(w - margin - size, 0, -(h - margin))  # its bottom-left corner
         card = CardMaker("minimap-card")
         card.set_frame(-4, size + 4, -4, size + 4)
@@ -153,6 +154,7 @@ class Legend:
         self.text.set_card_color(0.06, 0.08, 0.12, 1)
         self.text.set_card_as_margin(0.5, 0.5, 0.3, 0.3)
         self.np = overlay.attach_new_node(self.text)
+        self.np.set_bin("fixed", 50)  # over the district labels
         self.np.set_scale(size_px)
         self.hops = 0
         self.set_scale(1)
