@@ -167,6 +167,7 @@ async def _ask(args: argparse.Namespace) -> int:
             "replays": session.replays, "kv": args.kv, "weights": args.weights,
             "speculation": {"passes": stats.passes, "drafted": stats.drafted,
                             "accepted": stats.accepted},
+            "paths": _paths(client),
         }
         if args.json:
             print(json.dumps(out))
@@ -179,3 +180,17 @@ async def _ask(args: argparse.Namespace) -> int:
         for close in reversed(closers):
             await close()
     return 0
+
+
+def _paths(client: Any) -> dict[str, str]:
+    """How this device reaches each node of the route: "direct" (a data channel, hole-punched
+    through NATs where there are any), "relay" (through a TURN server), "ws" (a WebSocket)
+    or "in-process"."""
+    out = {}
+    for node in client.plan.nodes:
+        link = client.node.peers.best(node)
+        if link is None:
+            continue
+        rtc = getattr(link, "rtc", None)
+        out[node.hex()] = (rtc.path or "direct") if rtc is not None else link.kind
+    return out

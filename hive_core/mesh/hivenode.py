@@ -31,6 +31,7 @@ from hive_core.mesh.dht import (
 )
 from hive_core.mesh.dht.records import RecordError, ServingRecord, decode_value, owner_of
 from hive_core.mesh.events import RecordsPublished
+from hive_core.mesh.ice import IceOffer
 from hive_core.mesh.joining import join_mesh
 from hive_core.mesh.listener import Listener
 from hive_core.mesh.node import Node, NodeConfig, PeerUnavailable
@@ -44,6 +45,7 @@ from hive_core.protocol import (
     FindNode,
     FindValue,
     HandshakeError,
+    IceQuery,
     Ping,
     SignedRecord,
     StatusReply,
@@ -81,6 +83,7 @@ class HiveNode:
         ))
         self.listener: Listener | None = None
         self.entry: Link | None = None
+        self.ice_offer: IceOffer | None = None  # a sentinel's STUN/TURN servers for joiners
         self.health: Any = None  # the last HealthRecord published
         self.node.request_handler = self._serve
         self.node.register_reply(StatusReply)
@@ -207,6 +210,8 @@ class HiveNode:
     async def _serve(self, link: Link, msg: Any) -> Any:
         if isinstance(msg, (FindNode, FindValue, Store, Ping)):
             return await self.dht.handle(self._contact(link), msg)
+        if isinstance(msg, IceQuery) and self.ice_offer is not None:
+            return self.ice_offer.answer(link.node_id, msg)
         if isinstance(msg, StatusRequest):
             return StatusReply(msg.rpc_id, tuple(await self.status_records()))
         return None

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from hive_core.mesh.dht import RpcError
+from hive_core.mesh.ice import fetch_ice
 from hive_core.mesh.node import PeerUnavailable
 from hive_core.mesh.peers import Link
 from hive_core.mesh.wschannel import ws_connect
@@ -39,6 +40,9 @@ async def join_mesh(hive: HiveNode) -> Link:
     entry, contacts = await _reach_entry(
         hive, [u for u in hive.config.join if u != hive.listen_url])
     logger.info("%s joined through %s", hive, entry.listen or entry.node_id.hex()[:12])
+    # Behind a home router, data channels need the entry's STUN (and TURN) servers: ask
+    # before linking to anyone else (an entry that offers none answers at once).
+    await fetch_ice(hive.node, entry.node_id)
     others = [c.node_id for c in contacts if c.node_id != hive.node_id]
     targets = [entry.node_id, *others][: hive.config.max_peers]
     attempts = await _link_all(hive, targets, via=entry)

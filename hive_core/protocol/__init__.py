@@ -69,6 +69,8 @@ from hive_core.protocol.handshake import (
 from hive_core.protocol.meshmsgs import (
     MAX_STATUS_NODES,
     MAX_STATUS_RECORDS,
+    IceQuery,
+    IceServers,
     MeshMsgType,
     StatusReply,
     StatusRequest,
@@ -107,7 +109,7 @@ from hive_core.protocol.tensor import (
 
 # Messages that ask for a reply (by `rpc_id`): a node that does not serve one answers
 # `Error(rpc_id, UNSUPPORTED)` at once rather than leaving the asker to time out.
-REQUESTS: tuple[type, ...] = (Ping, FindNode, FindValue, Store, StatusRequest,
+REQUESTS: tuple[type, ...] = (Ping, FindNode, FindValue, Store, StatusRequest, IceQuery,
                               inference.RunStage, inference.ShardQuery, feed.FeedSubscribe)
 
 __all__ = [
@@ -137,6 +139,8 @@ __all__ = [
     "Float",
     "HandshakeError",
     "Hello",
+    "IceQuery",
+    "IceServers",
     "Int",
     "ListOf",
     "Maybe",

@@ -111,6 +111,8 @@ class Internet:
         _run("ip", "-n", ns, "addr", "add", f"{PUBLIC_ROUTER}/24", "dev", "br0")
         _run("ip", "-n", ns, "link", "set", "br0", "up")
         _run("ip", "-n", ns, "link", "set", "lo", "up")
+        # The rest of the internet: whatever is not on the bridge is silently lost.
+        _run("ip", "-n", ns, "route", "add", "blackhole", "default")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -145,6 +147,7 @@ class Internet:
         address = f"{PUBLIC_NET}.{1 + len(self.public_hosts)}"
         self._netns(ns)
         self._plug(ns, "eth0", address)
+        _run("ip", "-n", ns, "route", "add", "default", "via", PUBLIC_ROUTER)
         self.public_hosts[name] = address
         return ns
 
@@ -170,6 +173,9 @@ class Internet:
         _run("ip", "-n", host, "link", "set", "eth0", "up")
         _run("ip", "-n", host, "route", "add", "default", "via", f"{lan_net}.1")
         _run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # Like a real router, its default route is the internet: packets for addresses
+        # nobody routes (another home's LAN) leave and are lost there, not refused here.
+        _run("ip", "-n", router, "route", "add", "default", "via", PUBLIC_ROUTER)
         _run("ip", "netns", "exec", router, "nft", "-f", "-", stdin=_nat_rules(nat, host_ip))
         home = Home(name, nat, host, router, host_ip, wan_ip)
         self.homes[name] = home
