@@ -194,3 +194,14 @@ def test_hosting_never_leaves_a_stage_without_an_honest_server() -> None:
     assert [list(ps.nodes) for ps in client.plan.stages] == [[me, liar], [a, b]]  # nothing moved
     hosting.referee()
     assert client.spares == [me]
+
+
+def test_a_refused_choice_shows_in_red_on_screen(make_app, cities, footprint) -> None:
+    alice, _bob = cities
+    source = game_source()
+    choices = Choices(alice, source, footprint, memory=lambda: 1.0)
+    app = make_app(source, mode="play")
+    outcome = asyncio.run(choices.command("/host 0-4"))
+    app.step()
+    assert app.hud.message.getText() == outcome and outcome.startswith("refused: layers 0-4 need")
+    assert tuple(app.hud.message.textNode.get_text_color()) == pytest.approx((1, 0.3, 0.25, 1))

@@ -121,6 +121,8 @@ class WorldApp:
         if self.editor is not None and self.modes.name == "edit":
             self._hover()
             message, refused = self.editor.message, self.editor.refused
+        elif frame.hud.refused:  # a choice refused: its reason stays in red until the next one
+            message, refused = frame.hud.refused, True
         self.hud.show(frame.hud, self.modes.name, message, refused)
         self.base.taskMgr.step()
         self.frames += 1
