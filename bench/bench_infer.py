@@ -13,8 +13,10 @@ not stop early.
 Tables:
 1. TTFT (prefill of the 40-token prompt, through every stage, to the first token) and
    decode tokens/s; "vs local" is hive decode speed / local decode speed (target >= 70 %).
-2. Verification on vs off with one replica per stage (signed Merkle roots, checks):
-   the overhead in decode time (target < 10 %).
+2. Verification on vs off with one replica per stage: on is the default (signed Merkle roots
+   naming the kernel class, checks, and the end-of-session audit that recomputes each stage
+   in one prefill on another node); the overhead in decode time plus those end-of-session
+   checks (target <= 15 %).
 3. Speculative decoding (prompt-lookup drafts of K tokens, verified in one pass) on a
    prompt that repeats text, vs plain greedy on the same hive: same tokens, speed-up.
 4. The protocol's own cost per hop (seal, send, compute almost nothing, sign, check),
@@ -31,6 +33,7 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -67,10 +70,12 @@ def run_local(pipe: LocalPipeline, ids: list[int], n_new: int) -> Any:
 
 
 async def run_hive(file: GGUFModelFile, n: int, ids: list[int], n_new: int, *,
-                   attest: bool = True, speculate: int = 0, repeats: int = 1,
+                   verify: bool = True, speculate: int = 0, repeats: int = 1,
                    weights: str = "fp32") -> tuple[Any, Any]:
+    """The best of `repeats` answers (with `.end_s`: the seconds its session's end took, the
+    audits and receipts) and its speculation stats."""
     hive = await build_hive(file.path, n, model=file, transport="rtc",
-                            client_config=ClientConfig(attest=attest), weights=weights)
+                            client_config=ClientConfig(verify=verify), weights=weights)
     try:
         # Warm-up: first-use allocations and code paths are not what a user waits for twice.
         warm = hive.client.new_session()
@@ -85,12 +90,26 @@ async def run_hive(file: GGUFModelFile, n: int, ids: list[int], n_new: int, *,
             g = await generate_hive(s, ids, max_new_tokens=n_new,
                                     context_length=file.config.context_length,
                                     speculate=speculate, stats=stats)
+            t0 = time.perf_counter()
             await s.finish()
-            if best is None or g.tokens_per_s > best.tokens_per_s:
-                best = g
+            m = Measured(g, time.perf_counter() - t0, s.verified)
+            if best is None or m.decode_s + m.end_s < best.decode_s + best.end_s:
+                best = m
         return best, stats
     finally:
         await hive.close()
+
+
+@dataclass
+class Measured:
+    """A hive's answer (its `Generation`'s fields read through) and its session's end."""
+
+    gen: Any
+    end_s: float  # seconds `finish` took: late replicas judged, audits, receipts
+    verified: bool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.gen, name)
 
 
 def best_local(pipe: LocalPipeline, ids: list[int], n_new: int, repeats: int) -> Any:
@@ -133,13 +152,18 @@ async def main_async(args: argparse.Namespace) -> int:
     nv = 2 if args.quick else 4
     on = hive4 if hive4 is not None and nv == 4 else (await run(file, nv, ids, n_new,
                                                                      repeats=reps))[0]
-    off, _ = await run(file, nv, ids, n_new, attest=False, repeats=reps)
-    overhead = (off.tokens_per_s / on.tokens_per_s - 1) * 100 if on.tokens_per_s else 0.0
-    print(f"\n| verification, {nv} nodes, 1 replica | TTFT (s) | decode tokens/s |")
-    print("| --- | ---: | ---: |")
-    print(f"| off | {off.ttft_s:.3f} | {off.tokens_per_s:.1f} |")
-    print(f"| on (signed Merkle roots, checks) | {on.ttft_s:.3f} | {on.tokens_per_s:.1f} |")
-    print(f"\nverification overhead: {overhead:.1f} % of decode time")
+    off, _ = await run(file, nv, ids, n_new, verify=False, repeats=reps)
+    cost_on, cost_off = on.decode_s + on.end_s, off.decode_s + off.end_s
+    overhead = (cost_on / cost_off - 1) * 100 if cost_off else 0.0
+    print(f"\n| verification, {nv} nodes, 1 replica | TTFT (s) | decode tokens/s | "
+          "end of session (s) | verified |")
+    print("| --- | ---: | ---: | ---: | :---: |")
+    print(f"| off (--no-verify) | {off.ttft_s:.3f} | {off.tokens_per_s:.1f} | {off.end_s:.3f} | "
+          f"{'yes' if off.verified else 'no'} |")
+    print(f"| on (default: roots, checks, audits) | {on.ttft_s:.3f} | {on.tokens_per_s:.1f} | "
+          f"{on.end_s:.3f} | {'yes' if on.verified else 'no'} |")
+    print(f"\nverification overhead: {overhead:.1f} % of decode time (with the audits at the "
+          "end of the session)")
 
     rep_ids = prompt(tok, REPEAT, None)
     k = args.speculate
@@ -171,9 +195,9 @@ async def hop_overhead(quick: bool) -> None:
         print("| --- | ---: | ---: |")
         for transport in ("memory", "rtc"):
             cells = []
-            for attest in (False, True):
+            for verify in (False, True):
                 hive = await build_hive(tiny.path, 4, model=tiny, transport=transport,
-                                        client_config=ClientConfig(attest=attest))
+                                        client_config=ClientConfig(verify=verify))
                 try:
                     for _ in range(2):  # the first run warms up
                         s = hive.client.new_session()

@@ -142,6 +142,7 @@ async def _ask(args: argparse.Namespace) -> int:
             client = await connect(hive, model, asker, replicas=args.replicas, config=config,
                                    timeout_s=args.timeout, say=say, data_dir=data_dir())
             closers.append(lambda: asyncio.to_thread(client.close))
+        known = set(client.reputation.slashed)  # convicted before this ask (kept in the data dir)
         for attempt in range(2):  # again once if an audit found a lie after it was used
             session = client.new_session()
             on_token = StreamedText(tokenizer, quiet=args.json)
@@ -160,7 +161,7 @@ async def _ask(args: argparse.Namespace) -> int:
             "text": text, "new_ids": result.new_ids, "ttft_s": round(result.ttft_s, 6),
             "tokens_per_s": round(result.tokens_per_s, 3), "route": session.route(),
             "verified": session.verified,
-            "slashed": [n.hex() for n in client.reputation.slashed],
+            "slashed": [n.hex() for n in client.reputation.slashed if n not in known],
             "evidence": len(client.reputation.evidence), "plan": client.plan.as_dict(),
             "receipts": len(receipts), "failovers": session.failovers,
             "hedges": session.hedges, "audited": [st.audited for st in session.stages],

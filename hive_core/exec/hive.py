@@ -26,6 +26,7 @@ from hive_core.events import Consumer
 from hive_core.exec.client import ClientConfig, HiveClient, load_local
 from hive_core.exec.faults import Fault
 from hive_core.exec.frame_gate import FrameGate
+from hive_core.exec.remote import grade
 from hive_core.exec.replay import shared_replayer
 from hive_core.exec.server import ServerConfig, ShardServer
 from hive_core.mesh.memchannel import LinkProfile, memory_pair
@@ -200,12 +201,17 @@ async def build_hive(
     published = {s.node.node_id: (health or {}).get(k, here) for k, s in enumerate(servers)}
     client = HiveClient(asker, local, plan, config, reputation=reputation or ReputationBook(),
                         spares=spare_ids, on_event=on_event,
-                        weights={s.node.node_id: s.config.weights for s in servers}, pool=pool,
+                        weights={s.node.node_id: grade(s.config.weights, s.kernel)
+                                 for s in servers}, pool=pool,
                         health=published, replayer=shared_replayer(file))
     hive_peers: list[Any] = []
     await asyncio.gather(*(_link(asker, s.node, transport, tap, hive_peers, profile)
                            for s in servers))
-    await asyncio.gather(*(s.start() for s in servers))
+    if "int4" in (server_kernels or {}).values():
+        for s in servers:  # an int4 load turns our kernel off process-wide while it packs
+            await s.start()
+    else:
+        await asyncio.gather(*(s.start() for s in servers))
     return InProcessHive(asker, client, servers, hive_peers)
 
 

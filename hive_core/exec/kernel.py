@@ -73,7 +73,9 @@ def model_digest(path: Path | str) -> bytes:
 
 @contextmanager
 def _native_off() -> Iterator[None]:
-    """Our kernel turned off while a load packs for torch's int4 kernel instead."""
+    """Our kernel turned off while a load packs for torch's int4 kernel instead. The switch is
+    process-wide: a load on another thread meanwhile would pack for int4 too, so callers that
+    mix paths load one at a time (`build_hive` starts such servers in turn)."""
     with _env_lock:
         old = os.environ.get(native.DISABLE_ENV)
         os.environ[native.DISABLE_ENV] = "0"

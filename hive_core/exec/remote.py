@@ -1,7 +1,9 @@
 """The asker in a live hive: find the shard servers among its links and route over them.
 
-Servers report the weights mode they hold their matrices in; a route gives each stage
-replicas of one mode, since honest replicas of different modes differ beyond the tolerance.
+Servers report the weights mode they hold their matrices in and their kernel class; a route
+gives each stage replicas of one grade (the mode, with torch's int4 kernel set apart: its
+bfloat16 activations put it ten times farther from our float32 kernels than they are from
+each other), since only replicas of one grade are compared within a tight bound.
 Among servers that fit a stage equally well, the route takes them in an order drawn for the
 session (a keyed hash of each id with a secret `salt`), never by id: a node id is a hash of
 a key, so a liar could grind keys until it always came first. Slashed and banned nodes
@@ -47,9 +49,19 @@ async def discover(node: Node, timeout: float = 5.0) -> dict[bytes, ShardInfo]:
     return {p: r for p, r in zip(peers, replies, strict=True) if r is not None}
 
 
+def grade(weights: str, kernel: str) -> str:
+    """The grade replicas are grouped by: the weights mode ("packed", "fp32", "bf16"), and
+    "packed-int4" for packed matrices on torch's int4 kernel."""
+    return f"{weights}-int4" if kernel.split("/")[1:2] == ["int4"] else weights
+
+
+def grade_of(info: ShardInfo) -> str:
+    return grade(WEIGHTS_FROM_WIRE[info.weights], info.kernel)
+
+
 def weights_of(infos: Mapping[bytes, ShardInfo]) -> dict[bytes, str]:
-    """Each server's weights mode by name ("packed", "fp32", "bf16"), for `HiveClient`."""
-    return {n: WEIGHTS_FROM_WIRE[i.weights] for n, i in infos.items()}
+    """Each server's grade (see `grade`), for `HiveClient`."""
+    return {n: grade_of(i) for n, i in infos.items()}
 
 
 def draw(salt: bytes, node_id: bytes) -> bytes:
@@ -74,7 +86,7 @@ def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int,
     by_span: dict[tuple[int, int, str], list[bytes]] = {}
     for nid, info in infos.items():
         if info.layer_end > info.layer_start:
-            key = (info.layer_start, info.layer_end, WEIGHTS_FROM_WIRE[info.weights])
+            key = (info.layer_start, info.layer_end, grade_of(info))
             by_span.setdefault(key, []).append(nid)
     for ids in by_span.values():
         ids.sort(key=lambda n: (rtt_band(rtts.get(n)), draw(salt, n)))
@@ -111,9 +123,9 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
         return spans
     by_mode: dict[str, dict[bytes, ShardInfo]] = {}
     for n, i in same.items():
-        by_mode.setdefault(WEIGHTS_FROM_WIRE[i.weights], {})[n] = i
+        by_mode.setdefault(grade_of(i), {})[n] = i
     same = max(by_mode.values(), key=lambda group: (
-        len(group), WEIGHTS_FROM_WIRE[next(iter(group.values())).weights] == prefer))
+        len(group), grade_of(next(iter(group.values()))) == prefer))
     # The planner breaks ties by node id: it sees each server under its drawn label instead.
     label = {draw(salt, n)[:20]: n for n in same}
     cands = [Candidate(lab, HealthVector(

@@ -62,7 +62,8 @@ async def test_ask_a_live_hive(smollm, tmp_path) -> None:
             attach_shard_server(hn.node, args)
             await hn.start()
             nodes.append(hn)
-        env = {**os.environ, "CADENCIA_MODEL": str(smollm.path)}
+        env = {**os.environ, "CADENCIA_MODEL": str(smollm.path),
+               "CADENCIA_DATA_DIR": str(tmp_path / "asker")}  # its verdicts and bans
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cadencia", "ask", PROMPT, "--hive", sentinel.listen_url,
             "--replicas", "3", "--max-new-tokens", "8", "--json", "--timeout", "5",
@@ -73,11 +74,13 @@ async def test_ask_a_live_hive(smollm, tmp_path) -> None:
         doc = json.loads(out)
         assert doc["new_ids"] == local_ids(smollm)
         assert {"text", "ttft_s", "tokens_per_s", "route", "verified", "slashed"} <= set(doc)
-        # Layer 0 runs on the asker (--local-layers 1 by default): no node sees embeddings.
-        assert [r["layers"] for r in doc["route"]] == [[1, 15], [15, 30]]
+        # Layers 0 and 29 run on the asker (--local-layers 1, --local-tail-layers 1 by default):
+        # no node sees embeddings or returns what the head reads.
+        assert [r["layers"] for r in doc["route"]] == [[1, 15], [15, 29]]
         assert [r["weights"] for r in doc["route"]] == ["fp32", "fp32"]
         assert doc["slashed"] == [nodes[2].node_id.hex()]
-        assert not doc["verified"]  # the first stage had a single replica
+        # The first stage had a single replica: another node audited it at the end.
+        assert doc["audited"][0] and doc["verified"]
     finally:
         for hn in nodes:
             await hn.close()
@@ -93,7 +96,8 @@ def test_ask_with_packed_weights_answers_what_generate_does_with_them(smollm, ca
     assert main(["ask", *common, "--hive", "local:2"]) == 0
     asked = json.loads(capsys.readouterr().out)
     assert local["weights"] == asked["weights"] == "packed"
-    assert [r["weights"] for r in asked["route"]] == ["packed", "packed"]
+    assert [r["weights"] for r in asked["route"]] == ["packed"]  # 2 replicas of one stage
+    assert asked["verified"]
     assert asked["new_ids"] == local["new_ids"]
 
 

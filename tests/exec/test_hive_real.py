@@ -61,7 +61,8 @@ async def test_four_node_hive_equals_local_and_keeps_the_prompt_private(smollm) 
     try:
         got, s = await run(hive, smollm, ids)
         assert got == local_ids(smollm, ids)
-        assert [len(st.stage.layers) for st in s.stages] == [8, 8, 7, 7]
+        # The asker keeps layers 0 and 29: the hive splits the 28 between them.
+        assert [len(st.stage.layers) for st in s.stages] == [7, 7, 7, 7]
         assert all(link.kind == "rtc" for link in hive.asker.peers.all())
         # Privacy: every frame any shard server received, none with the prompt in it.
         assert len(frames) >= 4 * len(got)
@@ -79,7 +80,7 @@ async def test_four_node_hive_equals_local_and_keeps_the_prompt_private(smollm) 
 
 async def test_three_replicas_and_a_noisy_node(smollm) -> None:
     ids = prompt_ids(smollm)
-    hive = await build_hive(smollm.path, 3, replicas=3, stages=[Stage(0, 30)], model=smollm.file,
+    hive = await build_hive(smollm.path, 3, replicas=3, stages=[Stage(1, 29)], model=smollm.file,
                             transport="rtc", faults={1: Fault.parse("noise")})
     try:
         got, s = await run(hive, smollm, ids)
