@@ -214,14 +214,18 @@ def _quality(tokens: int) -> dict[str, Any]:
 
 def _head_errors(pipe: Any, ids: list[int]) -> dict[str, Any]:
     """The packed LM head's int4 errors on the text's final hidden states, in the standard
-    deviations its rescoring assumes (it allows `sigmas` of them)."""
+    deviations its rescoring assumes (it allows `sigmas` of them); nothing where the head is
+    our kernel's exact product of the file's blocks."""
     import torch
 
     from hive_core.model import ops
     from hive_core.model.kv.factory import kv_factory
+    from hive_core.model.packed import RescoredHead
 
     ex, stage = pipe.hops[0]
     head = pipe.client.weights.head
+    if not isinstance(head.output, RescoredHead):
+        return {"head": type(head.output).__name__}
     with torch.inference_mode():
         h = ex.run_stage(stage, pipe.client.embed(torch.tensor(ids)), 0, ex.new_caches(kv_factory("fp32")))
         z = head.output.errors_in_sigmas(ops.rms_norm(h, head.norm, pipe.config.rms_eps))
@@ -400,12 +404,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{quality['top_logit_diff']:.1e}, of logits within 1 of the top max "
               f"{quality['near_top_diff']:.1e}; over the whole vocabulary max "
               f"{quality['max_logit_diff']:.3f}, mean {quality['mean_logit_diff']:.4f} (logit std "
-              f"{quality['ref_logit_std']:.2f}; away from the top the head keeps its int4 logits)")
+              f"{quality['ref_logit_std']:.2f})")
         print(f"greedy 32 tokens on the {quality['greedy_prompts']} fixed prompts: "
               f"{quality['greedy_same']} of {quality['greedy_prompts']} identical to fp32")
-        print(f"int4 LM head: largest error {quality['head_max_sigmas']:.2f} standard deviations "
-              f"over {quality['head_logits']:,} logits (rescoring allows "
-              f"{quality['head_allowed_sigmas']:g})")
+        if "head_max_sigmas" in quality:
+            print(f"int4 LM head: largest error {quality['head_max_sigmas']:.2f} standard "
+                  f"deviations over {quality['head_logits']:,} logits (rescoring allows "
+                  f"{quality['head_allowed_sigmas']:g})")
+        else:
+            print(f"LM head: {quality['head']} (float32 products of the file's blocks)")
     else:
         print(f"\nquality: {quality}")
     if "rows" in kernel:
