@@ -338,8 +338,13 @@ struct Q6_K {
     constexpr int n = v0 / 128, r = v0 % 128 / 32, l = v0 % 32;
     const auto b = V::load_u8(c + 64 * n + 32 * (r % 2) + l);
     const auto low = r < 2 ? V::and_(b, 15) : V::template srl<4>(b);
-    const auto high = V::and_(V::template srl<2 * r>(V::load_u8(c + 128 + 32 * n + l)), 3);
-    return V::or_(low, V::template sll<4>(high));
+    // The two high bits (2r, 2r + 1 of their byte) moved straight to bits 4 and 5.
+    const auto hb = V::load_u8(c + 128 + 32 * n + l);
+    const auto high = [&] {
+      if constexpr (r >= 2) return V::template srl<2 * r - 4>(hb);
+      else return V::template sll<4 - 2 * r>(hb);
+    }();
+    return V::or_(low, V::and_(high, 48));
   }
 };
 

@@ -119,10 +119,11 @@ struct Vec {
   static I add(I a, int n) { return _mm256_add_epi32(a, _mm256_set1_epi32(n)); }
   template <int V>
   static I or_bits(I q, uint32_t word) {
+    // V is a power of two: lane j shifts bit j of (word << log2 V) down to V's place.
+    static_assert(V > 0 && (V & (V - 1)) == 0, "or_bits sets one bit");
     const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i bit = and_(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), 1);
-    return _mm256_or_si256(q, _mm256_and_si256(_mm256_sub_epi32(_mm256_setzero_si256(), bit),
-                                                _mm256_set1_epi32(V)));
+    const __m256i moved = _mm256_set1_epi32(static_cast<int>((word & 0xffu) << __builtin_ctz(V)));
+    return _mm256_or_si256(q, and_(_mm256_srlv_epi32(moved, shifts), V));
   }
   static F scaled(I q, float d) { return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d)); }
   static F weights(I q, float a, float o) {
