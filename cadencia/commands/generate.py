@@ -69,13 +69,16 @@ def run(args: argparse.Namespace) -> int:
     prepare_compute(args.threads)
     kv = kv_factory(args.kv)  # fail before loading when INT4 is unavailable
     sampler = Sampler(args.temperature, args.top_p, args.seed)
-    print(f"loading {path.name} ...", file=sys.stderr, flush=True)
-
+    from hive_core.base.stage import Stage
     from hive_core.model.packed import check_fits
-    from hive_core.model.weights import weights_need
+    from hive_core.model.weights import check_loadable, weights_need
 
+    # What the load would refuse, and weights this machine cannot hold: refused before it.
+    check_loadable(model, [Stage(0, model.config.n_layers)], head=True, mode=args.weights,
+                   allow_dequant=args.allow_dequant)
     check_fits(weights_need(path, range(model.config.n_layers), args.weights, head=True),
                f"{path.name}'s {model.config.n_layers} layers and head ({args.weights} weights)")
+    print(f"loading {path.name} ...", file=sys.stderr, flush=True)
     verb = "mapping" if args.weights == "packed" else "dequantising"
 
     def progress(done: int, total: int) -> None:

@@ -188,7 +188,7 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
     n_layers = GGUFModelFile(path).config.n_layers
     first = 0 if args.sentinel_serves else 1
     spans = assign_spans(path.name[:128], n_layers, args.nodes + 1 - first, args.stages)
-    _check_memory(args, path, spans)
+    _check_model(args, path, spans)
     # By default each serving process gets its share of the cores: N processes each using
     # every core would spend the cores switching between them when several askers are served.
     share = str(args.threads or max(1, default_threads() // max(1, len(spans))))
@@ -206,14 +206,20 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
 PROCESS_BYTES = 300_000_000
 
 
-def _check_memory(args: argparse.Namespace, path: Any, spans: list[str]) -> None:
-    """Refuse, before any process starts, a model whose served layers (held once: the nodes
-    of one machine share the file's pages) and processes exceed the available memory."""
+def _check_model(args: argparse.Namespace, path: Any, spans: list[str]) -> None:
+    """Refuse, before any process starts, what the nodes would refuse (a matrix no kernel
+    here multiplies) and a model whose served layers (held once: the nodes of one machine
+    share the file's pages) and processes exceed the available memory."""
+    from hive_core.base.stage import Stage
     from hive_core.mesh.runner import parse_span
+    from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.packed import check_fits
-    from hive_core.model.weights import weights_need
+    from hive_core.model.weights import check_loadable, weights_need
 
-    layers = {i for text in spans for i in range(parse_span(text).start, parse_span(text).end)}
+    stages = {Stage(r.start, r.end) for r in map(parse_span, spans)}
+    check_loadable(GGUFModelFile(path), stages, head=args.http is not None, mode=args.weights,
+                   allow_dequant=args.allow_dequant)
+    layers = {i for stage in stages for i in stage.layers}
     procs = len(spans) + (1 if args.http is not None else 0)
     need = weights_need(path, layers, args.weights, head=args.http is not None)
     check_fits(need + procs * PROCESS_BYTES,

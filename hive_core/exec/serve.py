@@ -103,8 +103,10 @@ def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: i
     weights = getattr(args, "weights", None) or DEFAULT_WEIGHTS
     if preload:  # refused before anything loads, with the numbers
         from hive_core.model.packed import check_fits
-        from hive_core.model.weights import weights_need
+        from hive_core.model.weights import check_loadable, weights_need
 
+        check_loadable(model, preload, mode=weights,
+                       allow_dequant=bool(getattr(args, "allow_dequant", False)))
         layers = {layer for stage in preload for layer in stage.layers}
         check_fits(weights_need(path, layers, weights),
                    f"layers {', '.join(f'{s.start}..{s.end}' for s in preload)} of "

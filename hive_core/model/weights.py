@@ -25,6 +25,7 @@ from hive_core.model.packed import (
     fuse_rows,
     head_matrix,
     held_bytes,
+    int4_shape,
     packable,
     packed_matrix,
     release_pages,
@@ -134,6 +135,36 @@ def needed_tensors(file: GGUFModelFile, stages: Iterable[Stage], *, embed: bool,
     return list(dict.fromkeys(names))  # two stages may share a layer: load once
 
 
+def _shapes(file: GGUFModelFile) -> dict[str, tuple[int, ...]]:
+    """Each tensor kind's shape, by the part of its name before ".weight"."""
+    cfg = file.config
+    h, kv, ffn, vocab = cfg.hidden, cfg.kv_dim, cfg.ffn, cfg.vocab_size
+    return {
+        "attn_norm": (h,), "attn_q": (h, h), "attn_k": (kv, h), "attn_v": (kv, h),
+        "attn_output": (h, h), "ffn_norm": (h,), "ffn_gate": (ffn, h), "ffn_up": (ffn, h),
+        "ffn_down": (h, ffn), "token_embd": (vocab, h), "output_norm": (h,), "output": (vocab, h),
+    }
+
+
+def check_loadable(file: GGUFModelFile, stages: Iterable[Stage], *, head: bool = False,
+                   mode: str = "packed", allow_dequant: bool = False) -> None:
+    """Refuse now, before anything loads (a parent process before it starts its nodes), what
+    `load_shard_weights` would refuse for `stages` and the head: in packed mode, a matrix no
+    kernel here multiplies unless `allow_dequant` (`UnsupportedModelError`, one line)."""
+    if mode != "packed" or allow_dequant:
+        return
+    shapes = _shapes(file)
+    for name in needed_tensors(file, stages, embed=False, head=head):
+        shape = shapes[name.split(".")[-2]]
+        if len(shape) == 1 or name.endswith(".bias"):
+            continue
+        blocks, qtype = file.raw(name)
+        matrix = (shape[0], shape[1])
+        is_head = name in ("output.weight", "token_embd.weight")
+        if qtype != "F32" and not packable(qtype, matrix) and not (is_head and int4_shape(matrix)):
+            check_dequant(name, qtype, matrix, blocks.nbytes, allow=False)
+
+
 def load_shard_weights(
     file: GGUFModelFile,
     stages: Iterable[Stage],
@@ -155,13 +186,7 @@ def load_shard_weights(
     if mode not in WEIGHT_MODES:
         raise ModelError(f"weights mode must be one of {', '.join(WEIGHT_MODES)}, got {mode!r}")
     stages = list(stages)
-    cfg = file.config
-    h, kv, ffn, vocab = cfg.hidden, cfg.kv_dim, cfg.ffn, cfg.vocab_size
-    shapes = {
-        "attn_norm": (h,), "attn_q": (h, h), "attn_k": (kv, h), "attn_v": (kv, h),
-        "attn_output": (h, h), "ffn_norm": (h,), "ffn_gate": (ffn, h), "ffn_up": (ffn, h),
-        "ffn_down": (h, ffn), "token_embd": (vocab, h), "output_norm": (h,), "output": (vocab, h),
-    }
+    shapes = _shapes(file)
     names = needed_tensors(file, stages, embed=embed, head=head)
     tied = not file.has_tensor("output.weight")
     got: dict[str, torch.Tensor | Matrix] = {}

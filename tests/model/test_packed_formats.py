@@ -86,7 +86,7 @@ def test_a_type_no_kernel_takes_is_refused_unless_allowed(
     assert line.startswith(f"blk.0.ffn_down.weight is {qtype} [256 x 512] and no kernel here")
     # 256 x 512 float32 weights: 0.52 MB, twice the 0.26 MB of 16-bit ones.
     assert "as float32 it would take 0.5 MB, 2.0x its 0.26 MB in the file" in line
-    assert line.endswith("pass allow_dequant=True to load it so")
+    assert line.endswith("pass --allow-dequant (allow_dequant=True) to load it so")
     allowed = LocalPipeline.load_single(GGUFModelFile(path), weights="packed", allow_dequant=True)
     down = allowed.client.weights.mlp[0].down
     assert isinstance(down, torch.Tensor) and down.dtype == torch.float32
@@ -97,3 +97,27 @@ def test_a_type_no_kernel_takes_is_refused_unless_allowed(
     assert (a - b).abs().max() <= 1e-4 * b.abs().max()
     # fp32 and bf16 modes dequantise by design: nothing to refuse there.
     LocalPipeline.load_single(GGUFModelFile(path), weights="bf16")
+
+
+def test_the_commands_refuse_such_a_type_up_front_unless_allowed(
+    float_gguf: Path, tmp_path: Path, retype_gguf: Any, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`generate` and `hive up` say which tensor and why in one line, exit 2, and start
+    nothing (hive up checks before any node process); --allow-dequant lets generate run."""
+    import psutil
+
+    from cadencia.cli import main as cli
+
+    path = retype_gguf(float_gguf, tmp_path / "f16.gguf",
+                       lambda name: "F16" if name.endswith("ffn_down.weight") else "Q8_0")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    for argv in (["generate", "hi", "--raw", "--max-new-tokens", "2", "--model", str(path)],
+                 ["hive", "up", "--nodes", "2", "--model", str(path), "--data-dir",
+                  str(tmp_path), "--no-world", "--tflops", "0.5"]):
+        assert cli(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "blk.0.ffn_down.weight is F16 [256 x 512]" in err
+        assert "--allow-dequant" in err
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+    assert cli(["generate", "hi", "--raw", "--max-new-tokens", "2", "--model", str(path),
+                "--allow-dequant", "--json"]) == 0

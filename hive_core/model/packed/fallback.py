@@ -11,7 +11,7 @@ from hive_core.model.packed.formats import FORMATS
 
 log = logging.getLogger(__name__)
 
-ALLOW_HINT = "pass allow_dequant=True to load it so"
+ALLOW_HINT = "pass --allow-dequant (allow_dequant=True) to load it so"
 
 
 def dequant_line(name: str, qtype: str, shape: tuple[int, ...], stored_bytes: int) -> str:
