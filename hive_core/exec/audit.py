@@ -14,6 +14,7 @@ marked tainted, so its answer does not count as verified.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -50,16 +51,18 @@ def _drawn(session_id: bytes, i: int, rate: float) -> bool:
 
 async def audit_session(s: HiveSession) -> None:
     """Audit every stage of `s` whose steps replicas did not all confirm (drawn at the
-    configured rate)."""
-    for i, st in enumerate(s.stages):
-        if st.steps == 0 or st.verified_steps == st.steps or st.audited or not st.segments:
-            continue
-        if not _drawn(s.session_id, i, s.client.config.audit_rate):
-            continue
-        try:
-            await audit_stage(s, i)
-        except (ExecError, TrustError) as exc:  # no auditor, or bfloat16: nothing to judge by
-            logger.warning("stage %s was not audited: %s", st.stage, exc)
+    configured rate), all at once: each stage's auditor is another node."""
+    todo = [i for i, st in enumerate(s.stages)
+            if st.steps and st.verified_steps < st.steps and not st.audited and st.segments
+            and _drawn(s.session_id, i, s.client.config.audit_rate)]
+    await asyncio.gather(*(_audit_logged(s, i) for i in todo))
+
+
+async def _audit_logged(s: HiveSession, i: int) -> None:
+    try:
+        await audit_stage(s, i)
+    except (ExecError, TrustError) as exc:  # no auditor, or bfloat16: nothing to judge by
+        logger.warning("stage %s was not audited: %s", s.stages[i].stage, exc)
 
 
 def _kept(st: StageState) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
