@@ -74,8 +74,9 @@ class WorldApp:
         self.minimap = Minimap(self.base.pixel2d, screen, size=180.0 * scale, margin=12.0 * scale)
         self.legend = Legend(self.base.pixel2d, screen, above=self.minimap.size + 14 * scale,
                              size_px=12.0 * scale, margin=12.0 * scale)
-        if cfg.height < 400:
-            self.legend.np.hide()  # it would cover the city in a small window
+        self.small = cfg.height < 400  # too small for text over the city: no labels, no legend
+        if self.small:
+            self.legend.np.hide()
         self._mapped: tuple[object, object, object] | None = None
         self.camera = CameraState()
         self.follow = False
@@ -156,7 +157,8 @@ class WorldApp:
             x, y, h = lay.top(node_id)
             return self.project(x, y, h + 0.35 * unit)
 
-        self.labels.update(frame.districts, anchor)
+        if not self.small:
+            self.labels.update(frame.districts, anchor)
         if self._mapped is None or self._mapped[0] is not frame.districts or self._mapped[1] is not frame.roads:
             key = minimap_key(frame.districts, frame.roads)
             if self._mapped is None or self._mapped[2] != key:  # only what the minimap shows
@@ -183,7 +185,8 @@ class WorldApp:
             self.camera = orbit(self.camera, self._intent, dt)
         self.base.camera.set_pos(*self.camera.eye())
         self.base.camera.look_at(self.camera.x, self.camera.y, 0.0)
-        self.scene.set_view(self.camera.eye(), self.camera.distance)
+        self.scene.set_view(self.camera.eye(), self.camera.distance,
+                            self.camera.pitch - self.base.camLens.get_fov()[1] / 2)
         cell = min((p.cell for p in frame.plots), default=1.0)
         self.scene.set_detail(cell * self.pixels_per_unit() >= DETAIL_PIXELS)
         self.scene.set_district_detail(lay.unit * self.pixels_per_unit() >= HOUSE_PIXELS)

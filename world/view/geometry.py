@@ -144,8 +144,8 @@ def road_ribbons(name: str, points: np.ndarray, width: float, colors: np.ndarray
 def grid_lines(name: str, half: float, step: float) -> GeomNode:
     """Lines every `step` units over a square `half` units from the origin each way (z = 0),
     each cut into segments so fog computed per vertex stays smooth."""
-    n = max(1, min(int(half // step), 200))
-    cuts = 8
+    n = max(1, min(int(half // step), 60))
+    cuts = 3
     fmt = GeomVertexFormat.get_v3()
     vdata = GeomVertexData(name, fmt, Geom.UH_static)
     vw = GeomVertexWriter(vdata, "vertex")
@@ -168,12 +168,12 @@ def grid_lines(name: str, half: float, step: float) -> GeomNode:
 
 
 def sky_dome(name: str, radius: float = 1.0, rings: int = 8, segments: int = 16) -> GeomNode:
-    """The upper half of a sphere and a skirt 40 degrees below the horizon (seen from inside:
-    draw it two-sided)."""
+    """The upper half of a sphere and a skirt 20 degrees below the horizon (seen from inside:
+    draw it two-sided); a camera looking down more steeply than that sees none of it."""
     fmt = GeomVertexFormat.get_v3()
     vdata = GeomVertexData(name, fmt, Geom.UH_static)
     vw = GeomVertexWriter(vdata, "vertex")
-    lats = [-0.7, -0.35] + [k / rings * (np.pi / 2) for k in range(rings + 1)]
+    lats = [-0.35] + [k / rings * (np.pi / 2) for k in range(rings + 1)]
     for lat in lats:
         for s in range(segments + 1):
             lon = 2 * np.pi * s / segments

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from .frame import DistrictView
 
 MAX_LABELS = 14  # beyond this many districts, only the ones worth reading are labelled
+CROWD = 50  # a hive this big labels no more than `CROWDED_LABELS` of them
+CROWDED_LABELS = 8
 WRAP = 46  # characters of a label's state line
 MAX_LIFT = 3.0  # a label pushed further up than this many of its heights is not shown
 ROLE_TEXT = {"asker": "ASKER", "you": "YOU", "referee": "REFEREE"}
@@ -112,15 +114,18 @@ class Labels:
         self.size = size_px
         self._nodes: dict[str, object] = {}  # node id -> NodePath of its TextNode
         self._texts: dict[str, str] = {}
+        self._chosen: tuple[object, list[DistrictView], float] | None = None
 
     def update(self, districts: tuple[DistrictView, ...],
                anchor: Callable[[str], tuple[float, float] | None]) -> list[str]:
         """Show labels for the chosen districts at `anchor(node_id)` (pixel column, row from
         the top; None: off screen). Returns the node ids labelled on screen."""
-        from panda3d.core import TextNode
+        from panda3d.core import TextNode, TransparencyAttrib
 
-        chosen = pick_labelled(districts)
-        median = median_step(districts)
+        if self._chosen is None or self._chosen[0] is not districts:  # sources reuse tuples
+            limit = CROWDED_LABELS if len(districts) > CROWD else MAX_LABELS
+            self._chosen = (districts, pick_labelled(districts, limit), median_step(districts))
+        _, chosen, median = self._chosen
         keep = {d.node_id for d in chosen}
         for nid in [n for n in self._nodes if n not in keep]:
             self._nodes.pop(nid).remove_node()  # type: ignore[attr-defined]
@@ -137,6 +142,8 @@ class Labels:
                 tn.set_card_as_margin(0.4, 0.4, 0.15, 0.1)
                 node = self.overlay.attach_new_node(tn)
                 node.set_bin("fixed", 10)  # under the legend and the minimap
+                # glyph edges cut at half alpha, not blended: no framebuffer reads to pay for
+                node.set_transparency(TransparencyAttrib.M_binary)
                 node.set_scale(self.size)
                 self._nodes[d.node_id] = node
             text = label_text(d, median)

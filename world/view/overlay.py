@@ -140,7 +140,7 @@ class Legend:
 
     def __init__(self, overlay, screen: tuple[int, int], above: float, size_px: float = 12.0,
                  margin: float = 12.0) -> None:
-        from panda3d.core import TextNode, TextProperties, TextPropertiesManager
+        from panda3d.core import TextNode, TextProperties, TextPropertiesManager, TransparencyAttrib
 
         manager = TextPropertiesManager.get_global_ptr()
         for name, rgba in LEGEND_COLORS.items():
@@ -155,6 +155,7 @@ class Legend:
         self.text.set_card_as_margin(0.5, 0.5, 0.3, 0.3)
         self.np = overlay.attach_new_node(self.text)
         self.np.set_bin("fixed", 50)  # over the district labels
+        self.np.set_transparency(TransparencyAttrib.M_binary)  # glyphs cut, not blended
         self.np.set_scale(size_px)
         self.hops = 0
         self.set_scale(1)

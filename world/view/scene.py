@@ -25,6 +25,7 @@ SUN = (-0.45, -0.5, 0.55)  # towards a low evening sun: long shadows, lit south-
 FOG = (0.64, 0.6, 0.62)  # the horizon's haze, also the sky's lowest colour
 GROUND = (0.23, 0.27, 0.21)  # the land: the window's clear colour
 SHADE = (0.13, 0.15, 0.12)
+SKIRT_DEG = 20.0  # the sky dome reaches this far below the horizon
 
 
 class Scene:
@@ -118,13 +119,16 @@ class Scene:
             centre, half = np.zeros(2), 50.0
         step = float(10 ** round(math.log10(max(half / 4, 0.1))))
         self.ground.get_children().detach()
-        self.ground.attach_new_node(grid_lines("grid", 2 * half, step))
+        self.ground.attach_new_node(grid_lines("grid", 1.5 * half, 2 * step))
         self.ground.set_pos(round(float(centre[0]) / step) * step, round(float(centre[1]) / step) * step, 0.0)
         self.root.set_shader_input("u_unit", float(lay.unit))
         self.shadows.np.set_shader_input("u_lift", 0.004 * lay.unit)
 
-    def set_view(self, eye: tuple[float, float, float], distance: float) -> None:
-        """Keep the sky around the camera at `eye`, and the haze beyond the city."""
+    def set_view(self, eye: tuple[float, float, float], distance: float, top_ray_deg: float = 90.0) -> None:
+        """Keep the sky around the camera at `eye`, and the haze beyond the city; the dome is
+        not drawn at all while the view's top edge looks below its skirt (`top_ray_deg`: how
+        far below the horizon that edge looks)."""
+        (self.sky.hide if top_ray_deg > SKIRT_DEG else self.sky.show)()
         self.sky.set_pos(*eye)
         self.sky.set_scale(5e4)
         self.root.set_shader_input("u_fog_range", (1.1 * distance, 3.5 * distance))
@@ -138,6 +142,8 @@ class Scene:
         self.layers["districts"].set_rows(rows)
         # only buildings tall enough to cast a shadow worth its fill (plazas, crates: none)
         self.shadows.set_rows(rows[rows[:, 6] > 0.3 * self.layout.unit] if len(rows) else rows)
+        if not self._houses:
+            self.shadows.np.hide()
 
     def _sync_roads(self, roads: tuple[RoadView, ...], relayout: bool) -> None:
         lay = self.layout
@@ -236,11 +242,13 @@ class Scene:
         self.set_detail(self._detail)
 
     def set_district_detail(self, houses: bool) -> None:
-        """Show the houses around each district only when districts are big enough on screen
-        (from afar they are specks that cost as much to draw as a tower)."""
+        """Show the houses around each district, and shadows, only when districts are big
+        enough on screen (from afar they are specks that cost as much to draw as a tower)."""
         if houses != self._houses:
             self._houses = houses
             self._sync_districts(self._districts)
+            # shadows of districts this small are a pixel or two: not worth their vertices
+            (self.shadows.np.show if houses and self.shadows.count else self.shadows.np.hide)()
 
     def set_detail(self, near: bool) -> None:
         """Walls and cell tiles when cells are big enough on screen, else roofs and slabs."""
