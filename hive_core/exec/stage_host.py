@@ -7,8 +7,9 @@ server's compute runs: on the server's worker thread, or inside a child worker p
 
 Memory: a node holds the layers it serves (`load`: its ``--serve`` spans) as the file's pages
 and its sessions' KV caches, which grow with use. A stage outside those spans (a spare's
-failover, an audit's recomputation) is loaded when asked for and let go when another one is:
-one such stage at a time, its pages dropped, so a node never comes to hold the whole model.
+failover, an audit's recomputation) is loaded when asked for and let go when another one is,
+or when no session runs it any more: one such stage at a time, its pages dropped, so a node
+never comes to hold the whole model.
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ class StageHost:
         """Forget every cache of `peer`'s session."""
         for key in [k for k in self.sessions if k[0] == peer and k[1] == session_id]:
             del self.sessions[key]
+        self._let_go_unused()
 
     def evict_idle(self, idle_s: float, now: float) -> int:
         """Drop sessions unused for more than `idle_s` at monotonic time `now`; how many went."""
@@ -177,7 +179,15 @@ class StageHost:
         for k in stale:
             del self.sessions[k]
         self.evicted += len(stale)
+        self._let_go_unused()
         return len(stale)
+
+    def _let_go_unused(self) -> None:
+        """Drop the stage held outside the served ones once no session runs a stage outside
+        them (an audit's or a failover's session ended)."""
+        if self._passing is not None and all(
+                any(_covers(s, key[2]) for s in self.served) for key in self.sessions):
+            self._let_go()
 
     def _evict_excess(self) -> None:
         while len(self.sessions) > self.config.max_sessions:

@@ -99,7 +99,8 @@ def test_each_node_of_a_hive_holds_its_layers_and_little_more(
 def test_a_stage_outside_the_served_spans_is_let_go_when_another_is_asked(
         tiny_gguf: Path) -> None:
     """A spare's failover or an audit asks a node for layers it does not serve: it loads
-    them, and drops them (and their pages) when the next such stage comes."""
+    them, and drops them (and their pages) when the next such stage comes or when no session
+    runs them any more."""
     host = StageHost(GGUFModelFile(tiny_gguf), _host_config())
     host.load(Stage(0, 2))
     served = host.executors[0]
@@ -112,6 +113,10 @@ def test_a_stage_outside_the_served_spans_is_let_go_when_another_is_asked(
     assert host.loaded_stages == ["0:2:full", "2:4:full", "1:3:full"]
     host.step((b"p" * 20, b"\x09", Stage(0, 1)), 0, 3, KvKind.FP32, hidden)
     assert host.executors[0] is served and len(host.executors) == 2  # served ones cover it
+    # Once no session runs a stage outside the served ones, that stage goes too.
+    for i in (0, 1, 2):
+        host.end(b"p" * 20, bytes([i]))
+    assert host.executors == [served] and len(host.sessions) == 1
 
 
 def _host_config() -> Any:
