@@ -5,6 +5,7 @@ to the servers' event feeds, draws the pulses: in-process frames and `cadencia s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -75,7 +76,7 @@ async def test_spectator_sees_another_clients_ask_as_pulses(tiny_gguf, make_app,
     # which layers each server ran (the asker keeps some itself): a route through the middle
     assert {s.node_id for s in stages} <= server_ids
     spans = sorted({(s.layer_start, s.layer_end) for s in stages})
-    assert spans and all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1] <= 4
+    assert spans and all(a[1] == b[0] for a, b in itertools.pairwise(spans)) and spans[-1][1] <= 4
     assert spectator.feed.rejected == 0
     assert seen, "no frame caught a pulse in flight"
     # Small pulses at 320x240 are sometimes behind a tower or a roof: most frames show them.
