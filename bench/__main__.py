@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("model", "packed", "mesh", "world", "layout", "infer", "view", "feed", "api",
-           "calibrate", "privacy")
+BENCHES = ("model", "packed", "models", "mesh", "world", "layout", "infer", "view", "feed",
+           "api", "calibrate", "privacy")
 HERE = Path(__file__).resolve().parent
 
 
