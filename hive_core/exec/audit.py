@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hive_core.exec.client import HiveSession, StageState
 
 logger = logging.getLogger(__name__)
+MAX_AUDITORS = 2  # auditors tried for one stage when the first one is caught lying
 
 
 def _drawn(session_id: bytes, i: int, rate: float) -> bool:
@@ -78,29 +79,46 @@ def _kept(st: StageState) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]
 
 
 async def audit_stage(s: HiveSession, i: int) -> bool:
-    """Recompute stage `i`'s accepted steps as one prefill; True if all held."""
+    """Recompute stage `i`'s accepted steps as one prefill; True if all held. An auditor found
+    lying is convicted and another one audits instead."""
     st = s.stages[i]
     inputs, spans = _kept(st)
     outputs = np.concatenate([seg[3] for seg in sorted(st.segments, key=lambda seg: seg[1])])
     workers = {node for *_, node in spans}
-    auditor = s.spare_for(i, list(workers))
-    if auditor is not None:
-        audit, kernel, statements = await _remote(s, i, auditor, inputs)
-    else:
-        audit, kernel = await _local(s, st, inputs)
-        statements = []
+    refused: list[bytes] = []
+    for _ in range(MAX_AUDITORS):
+        auditor = s.spare_for(i, [*workers, *refused])
+        if auditor is not None:
+            audit, kernel, statements = await _remote(s, i, auditor, inputs)
+        else:
+            audit, kernel = await _local(s, st, inputs)
+            statements = []
+        verdict = await _compare(s, i, spans, outputs, audit, kernel, auditor, statements)
+        if verdict is not None:
+            return verdict
+        if auditor is None:
+            return False
+        refused.append(auditor)  # it lied (convicted): ask another
+    return False
+
+
+async def _compare(s: HiveSession, i: int, spans: list[tuple[int, int, int, bytes]],
+                   outputs: np.ndarray, audit: np.ndarray, kernel: str, auditor: bytes | None,
+                   statements: list[Statement]) -> bool | None:
+    """True: every row held; False: a worker lied; None: the auditor lied (try another)."""
+    st = s.stages[i]
     for step, lo, hi, node in spans:
-        worker_kernel = _kernel_of(st, node)
-        bad = outside_audit(outputs[lo:hi], worker_kernel, audit[lo:hi], kernel)
+        bad = outside_audit(outputs[lo:hi], _kernel_of(st, node), audit[lo:hi], kernel)
         if not len(bad):
             continue
         logger.warning("audit of %s: %d rows of step %d from %s are off", st.stage, len(bad),
                        step, node.hex()[:12])
         if await _convict_worker(s, i, step, node):
             s.tainted = True
-        elif auditor is not None:
+            return False
+        if auditor is not None:
             await _convict_auditor(s, i, auditor, statements, lo)
-        return False
+        return None
     st.audited = True
     last = spans[-1]
     nodes = tuple(dict.fromkeys([*(n for *_, n in spans), *([auditor] if auditor else [])]))
