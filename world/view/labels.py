@@ -115,6 +115,7 @@ class Labels:
         self._nodes: dict[str, object] = {}  # node id -> NodePath of its TextNode
         self._texts: dict[str, str] = {}
         self._chosen: tuple[object, list[DistrictView], float] | None = None
+        self._pos: dict[str, tuple[float, float, float]] = {}
 
     def update(self, districts: tuple[DistrictView, ...],
                anchor: Callable[[str], tuple[float, float] | None]) -> list[str]:
@@ -130,6 +131,7 @@ class Labels:
         for nid in [n for n in self._nodes if n not in keep]:
             self._nodes.pop(nid).remove_node()  # type: ignore[attr-defined]
             self._texts.pop(nid, None)
+            self._pos.pop(nid, None)
         shown = []
         taken: list[tuple[float, float, float, float]] = []  # placed labels: left, right, top, bottom
         for d in chosen:
@@ -170,9 +172,13 @@ class Labels:
                 node.hide()  # type: ignore[attr-defined]  # too crowded here: the minimap shows it
                 continue
             taken.append((where[0] - half, where[0] + half, top, bottom))
-            node.show()  # type: ignore[attr-defined]
+            if node.is_hidden():  # type: ignore[attr-defined]
+                node.show()  # type: ignore[attr-defined]
             # the first line's baseline: the card reaches 0.9 size above it, 0.35 below the last
-            node.set_pos(where[0], 0, -bottom + self.size * (lines - 0.65))  # type: ignore[attr-defined]
+            pos = (round(where[0]), 0, round(-bottom + self.size * (lines - 0.65)))
+            if self._pos.get(d.node_id) != pos:  # a still camera moves nothing
+                self._pos[d.node_id] = pos
+                node.set_pos(*pos)  # type: ignore[attr-defined]
             shown.append(d.node_id)
         return shown
 

@@ -107,7 +107,7 @@ class Minimap:
         pts, self.box = minimap_points(districts, self.size)
         where = {d.node_id: pts[k] for k, d in enumerate(districts)}
         segs = LineSegs("roads")
-        segs.set_thickness(1.5)
+        segs.set_thickness(1.0)  # one-pixel lines: the cheapest a CPU rasteriser draws
         for r in roads:
             if r.a in where and r.b in where:
                 busy = r.rate_ab + r.rate_ba > 0

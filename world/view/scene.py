@@ -53,15 +53,16 @@ class Scene:
         self.shadows.np.set_shader(load_shader("shadow"))
         self.shadows.np.set_shader_input("u_shadow", SHADE)
         self.shadows.np.set_shader_input("u_lift", 0.0)
+        flat_shader = load_shader("flat")
         self.plazas = InstancedLayer("plazas", BOX, self.root, faces="tile")  # cheap: no walls, flat shade
-        self.plazas.np.set_shader(load_shader("flat"))
+        self.plazas.np.set_shader(flat_shader)
         for name in ("districts", "towers", "plots", "slabs", "buildings", "roofs", "cursor"):
             # "roofs": buildings too small on screen for walls are drawn as their roofs alone
             # (2 triangles instead of 10: a CPU rasteriser's cost is per triangle).
             # "slabs": likewise, far plots are one quad each rather than a tile per cell.
-            layer = InstancedLayer(name, BOX, self.root,
-                                   faces="tile" if name in ("plots", "slabs", "roofs") else "box")
-            layer.np.set_shader(box_shader)
+            tile = name in ("plots", "slabs", "roofs")
+            layer = InstancedLayer(name, BOX, self.root, faces="tile" if tile else "box")
+            layer.np.set_shader(flat_shader if tile else box_shader)  # tiles: no walls to light
             self.layers[name] = layer
         cursor = self.layers["cursor"].np
         cursor.set_transparency(TransparencyAttrib.M_alpha)
