@@ -17,7 +17,7 @@ void main() {
     vec3 along = mix(i_from.xyz, i_to.xyz, clamp(t, 0.0, 1.0));
     float span = distance(i_from.xyz, i_to.xyz);
     along.z += sin(3.14159265 * clamp(t, 0.0, 1.0)) * (0.6 * u_unit + 0.15 * span);
-    float size = 0.16 * u_unit * live;
+    float size = 0.22 * u_unit * live;
     v_color = i_color;
     v_local = p3d_Vertex.xyz;
     gl_Position = p3d_ModelViewProjectionMatrix * vec4(along + p3d_Vertex.xyz * size, 1.0);
