@@ -257,4 +257,4 @@ def test_within_the_new_per_row_bound_no_steering_succeeds(route, answer, decode
     bound = row_tolerance("packed/avx512/AVX512/t2/2.13.0", "packed/avx2/AVX512/t2/2.13.0")
     for steps, k in ((answer[1], 0),
                      (decoded[1], min(range(1, len(decoded[1])), key=lambda j: margin(decoded[1][j])))):
-        assert route.craft(steps, k, runner_up(steps[k]), per_row(bound), iters=20) is None
+        assert route.craft(steps, k, runner_up(steps[k]), per_row(bound), iters=15) is None
