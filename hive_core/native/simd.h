@@ -29,10 +29,6 @@
 
 namespace {
 
-#ifndef CADENCIA_PREFETCH
-#define CADENCIA_PREFETCH 512
-#endif
-constexpr int64_t kPrefetchBytes = CADENCIA_PREFETCH;  // how far ahead in each row a pass prefetches
 
 #if defined(__AVX512F__)
 constexpr int64_t kSimd = 512;
@@ -257,15 +253,14 @@ CADENCIA_INLINE void column(std::integer_sequence<int, G...>, const uint8_t* con
 }
 
 // kGroup rows (row i's blocks from r[i], as the GGUF lays them out) against M input rows (at
-// x, row stride k), into y[j * ldy + i] for i < live. Block column by block column: each row's
-// (a, o) scales of the block (exact), then, W weights at a time, the inputs' W floats and, per
-// row, its W weights expanded in registers.
+// x, row stride k), into y[j * ldy + i] for i < live, prefetching the next group's rows (nx).
+// Block column by block column: each row's (a, o) scales of the block (exact), then, W weights
+// at a time, the inputs' W floats and, per row, its W weights expanded in registers.
 template <class Fm, int M>
 inline void rows_simd(const float* x, int64_t k, const uint8_t* const (&r)[kGroup], int64_t nb,
-                      float* y, int64_t ldy, int live) {
+                      float* y, int64_t ldy, int live, const uint8_t* const (&nx)[kGroup]) {
   constexpr int64_t bb = block_bytes<Fm>();
   constexpr int spans = Fm::kValues / Fm::kSpan;
-  constexpr int64_t ahead = std::max<int64_t>(1, kPrefetchBytes / bb) * bb;
   typename Vec::F acc[kGroup][M];
   for (int i = 0; i < kGroup; ++i)
     for (int j = 0; j < M; ++j) acc[i][j] = Vec::zero();
@@ -274,13 +269,14 @@ inline void rows_simd(const float* x, int64_t k, const uint8_t* const (&r)[kGrou
     alignas(64) float a[kGroup][spans], o[kGroup][spans];
     for (int i = 0; i < kGroup; ++i) {
       const uint8_t* blk = r[i] + b * bb;
-      // Each cache line of the row `ahead` bytes on, once (blocks of 32 weights are short).
-      if constexpr (kPrefetchBytes > 0) {
-        if constexpr (bb >= 64) {
-          for (int64_t line = 0; line < bb; line += 64) __builtin_prefetch(blk + ahead + line);
-        } else if ((reinterpret_cast<uintptr_t>(blk + ahead) & 63) < bb) {
-          __builtin_prefetch(blk + ahead);
-        }
+      // The same block of the next group's row, each of its cache lines once (blocks of 32
+      // weights are short): a whole pass ahead, however short or scattered the rows. (A
+      // fixed distance ahead in the row itself left 1.3 to 2 times less bandwidth.)
+      const uint8_t* pf = nx[i] + b * bb;
+      if constexpr (bb >= 64) {
+        for (int64_t line = 0; line < bb; line += 64) __builtin_prefetch(pf + line);
+      } else if ((reinterpret_cast<uintptr_t>(pf) & 63) < bb) {
+        __builtin_prefetch(pf);
       }
       c[i] = blk + codes_at<Fm>();
       float h[2];
@@ -311,18 +307,22 @@ void groups_simd(const float* x, int64_t m, int64_t k, const uint8_t* data,
     const int live = static_cast<int>(std::min<int64_t>(kGroup, rows - first));
     const uint8_t* r[kGroup];
     for (int i = 0; i < kGroup; ++i) r[i] = data + offsets[first + std::min(i, live - 1)];
+    const uint8_t* nx[kGroup];
+    const int64_t next = first + kGroup;
+    for (int i = 0; i < kGroup; ++i)
+      nx[i] = next < rows ? data + offsets[std::min(next + i, rows - 1)] : r[i];
     float* yg = y + first;
     int64_t j = 0;
-    for (; j + R <= m; j += R) rows_simd<Fm, R>(x + j * k, k, r, nb, yg + j * rows, rows, live);
+    for (; j + R <= m; j += R) rows_simd<Fm, R>(x + j * k, k, r, nb, yg + j * rows, rows, live, nx);
     if constexpr (R == 4) {
       switch (m - j) {
-        case 3: rows_simd<Fm, 3>(x + j * k, k, r, nb, yg + j * rows, rows, live); break;
-        case 2: rows_simd<Fm, 2>(x + j * k, k, r, nb, yg + j * rows, rows, live); break;
-        case 1: rows_simd<Fm, 1>(x + j * k, k, r, nb, yg + j * rows, rows, live); break;
+        case 3: rows_simd<Fm, 3>(x + j * k, k, r, nb, yg + j * rows, rows, live, nx); break;
+        case 2: rows_simd<Fm, 2>(x + j * k, k, r, nb, yg + j * rows, rows, live, nx); break;
+        case 1: rows_simd<Fm, 1>(x + j * k, k, r, nb, yg + j * rows, rows, live, nx); break;
         default: break;
       }
     } else {
-      if (j < m) rows_simd<Fm, 1>(x + j * k, k, r, nb, yg + j * rows, rows, live);
+      if (j < m) rows_simd<Fm, 1>(x + j * k, k, r, nb, yg + j * rows, rows, live, nx);
     }
   }
 }
