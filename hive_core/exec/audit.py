@@ -113,11 +113,13 @@ async def _compare(s: HiveSession, i: int, spans: list[tuple[int, int, int, byte
             continue
         logger.warning("audit of %s: %d rows of step %d from %s are off", st.stage, len(bad),
                        step, node.hex()[:12])
-        if await _convict_worker(s, i, step, node):
+        found = await _convict_worker(s, i, step, node)
+        if found:
             s.tainted = True
             return False
-        if auditor is not None:
-            await _convict_auditor(s, i, auditor, statements, lo)
+        if found is None or auditor is None:  # nothing here could judge who lied
+            return False
+        await _convict_auditor(s, i, auditor, statements, lo)
         return None
     st.audited = True
     last = spans[-1]
@@ -175,7 +177,7 @@ async def _local(s: HiveSession, st: StageState, inputs: np.ndarray) -> tuple[np
     return rows, again.kernel
 
 
-async def _convict_worker(s: HiveSession, i: int, step: int, node: bytes) -> bool:
+async def _convict_worker(s: HiveSession, i: int, step: int, node: bytes) -> bool | None:
     st = s.stages[i]
     for att, data, out in st.history.get(node, []):
         if att.step == step:
@@ -184,7 +186,7 @@ async def _convict_worker(s: HiveSession, i: int, step: int, node: bytes) -> boo
             answer = Answer(node, arr, out, att, 0.0)
             return await s.verifier.convict(i, hop, answer, "an audit recomputed it otherwise")
     logger.warning("no signed step %d of %s to convict it on", step, node.hex()[:12])
-    return False
+    return None
 
 
 async def _convict_auditor(s: HiveSession, i: int, auditor: bytes,

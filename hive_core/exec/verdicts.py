@@ -25,6 +25,7 @@ from hive_core.exec.errors import VerificationError
 from hive_core.exec.feed import slashed_verdicts, verified_verdict
 from hive_core.protocol.trust import Attestation
 from hive_core.trust import (
+    Cleared,
     EvidenceError,
     TrustError,
     agree_classes,
@@ -175,9 +176,14 @@ class StageVerifier:
                 return await self._settle(i, hop, answers)
             accepted = [answers[0]]  # the other replicas died: use it, unverified
         for a in answers:
-            if (a not in accepted and not self.agree(accepted[0], a)
-                    and not await self.convict(i, hop, a, "disagrees with agreeing replicas")):
+            if a in accepted or self.agree(accepted[0], a):
+                continue
+            found = await self.convict(i, hop, a, "disagrees with agreeing replicas")
+            if found is False:
                 return await self._settle(i, hop, answers)  # it was right: the pair lied
+            if found is None:  # nothing here can judge it: outvoted, left out, not published
+                self.s.client.reputation.distrust(a.node)
+                self._drop(i, a.node, "outvoted", gone=False)
         self._after(i, hop, tasks, accepted, outlasted, verified)
         return accepted[0]
 
@@ -243,10 +249,12 @@ class StageVerifier:
                 return [(att, data) for att, data, _ in hist[: k + 1]]
         return []
 
-    async def convict(self, i: int, hop: Hop, bad: Answer, reason: str) -> bool:
-        """Slash `bad`'s node if its signed output for this step is not what its inputs give;
-        False when the recomputation found it right. Without a replayer (or a signed answer)
-        the node is dropped and distrusted here, and nothing is published."""
+    async def convict(self, i: int, hop: Hop, bad: Answer, reason: str) -> bool | None:
+        """Slash `bad`'s node if its signed output for this step is not what its inputs give
+        (True); False when the recomputation found it right; None when nothing here can judge
+        it (kernel classes too far apart, the model's layers not loadable). Without a replayer
+        (or a signed answer) the node is dropped and distrusted here, nothing is published,
+        and True is returned."""
         st = self.s.stages[i]
         client = self.s.client
         rep = client.reputation
@@ -258,9 +266,12 @@ class StageVerifier:
         ev = make_evidence(hist, bad.out_bytes, reason)
         try:
             offender = await client.local_call(check_evidence, ev, rep.replayer)
-        except EvidenceError as exc:
+        except Cleared as exc:
             logger.info("%s not convicted: %s", bad.node.hex()[:12], exc)
             return False
+        except EvidenceError as exc:
+            logger.info("%s not judged: %s", bad.node.hex()[:12], exc)
+            return None
         rep.record(ev, offender)
         self._drop(i, bad.node, "slashed", gone=False)
         why = f"{reason}; recomputed: its output is not what its inputs give"
@@ -277,9 +288,12 @@ class StageVerifier:
         here, recruit spares until a majority forms."""
         if self.s.client.reputation.replayer is None:
             return await self._referee(i, hop, answers)
-        honest = [a for a in answers
-                  if not await self.convict(i, hop, a, "replicas disagree")]
+        found = [(a, await self.convict(i, hop, a, "replicas disagree")) for a in answers]
+        honest = [a for a, f in found if f is False]
         if not honest:
+            unjudged = [a for a, f in found if f is None]
+            if unjudged:  # nothing here could judge them: spares vote
+                return await self._referee(i, hop, unjudged)
             raise VerificationError(f"stage {self.s.stages[i].stage}: every replica lied")
         self._accept(i, hop, honest[:2], len(honest) >= 2)
         if len(honest) < 2:  # checked by our own recomputation
@@ -316,11 +330,15 @@ class StageVerifier:
                 continue
             if self.agree(accepted[0], a):
                 self.s.client.reputation.reward(a.node)
-            elif not await self.convict(i, hop, a, "disagrees with agreeing replicas"):
+                continue
+            found = await self.convict(i, hop, a, "disagrees with agreeing replicas")
+            if found is False:
                 # A late answer was right and the accepted pair was not: the answer is tainted.
                 self.s.tainted = True
                 for b in accepted:
                     await self.convict(i, hop, b, "outvoted by a recomputation")
+            elif found is None:
+                self.s.client.reputation.distrust(a.node)
 
     async def _referee(self, i: int, hop: Hop, answers: list[Answer]) -> Answer:
         """Replicas disagree with no majority: recruit spares until one forms."""

@@ -4,7 +4,7 @@ and bans, and end-to-end encryption of hop payloads."""
 
 from hive_core.trust.attest import attest, check_attestation, same_task, worker_id
 from hive_core.trust.compare import Verdict, agree, agree_classes, judge, row_errors
-from hive_core.trust.errors import EvidenceError, SealError, TrustError
+from hive_core.trust.errors import Cleared, EvidenceError, SealError, TrustError
 from hive_core.trust.evidence import (
     Replayed,
     Replayer,
@@ -31,6 +31,7 @@ from hive_core.trust.store import Ban, StoredVerdict, VerdictStore
 
 __all__ = [
     "Ban",
+    "Cleared",
     "EvidenceError",
     "KernelClass",
     "Proof",

@@ -13,3 +13,7 @@ class SealError(TrustError):
 
 class EvidenceError(TrustError):
     """Slashing evidence that is malformed or does not prove what it claims."""
+
+
+class Cleared(EvidenceError):
+    """Evidence whose recomputation gives the output the accused signed: it was right."""

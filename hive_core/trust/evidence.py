@@ -22,7 +22,7 @@ from hive_core.protocol import ProtocolError, decode_struct, encode_struct
 from hive_core.protocol.trust import MAX_EVIDENCE_BYTES, Attestation, SlashEvidence
 from hive_core.trust.attest import check_attestation, worker_id
 from hive_core.trust.compare import agree
-from hive_core.trust.errors import EvidenceError, TrustError
+from hive_core.trust.errors import Cleared, EvidenceError, TrustError
 from hive_core.trust.kernels import audit_tolerance, row_tolerance
 from hive_core.trust.merkle import merkle_root
 
@@ -130,9 +130,10 @@ def _check_structure(ev: SlashEvidence) -> tuple[Attestation, int]:
 
 
 def check_evidence(ev: SlashEvidence, replayer: Replayer | None = None) -> bytes:
-    """The offender's node id if `ev` proves it signed a wrong output; EvidenceError otherwise
-    (malformed, forged, about an honest output, or not recomputable here). Without
-    `replayer`, this process's own (`use_replayer`) recomputes it."""
+    """The offender's node id if `ev` proves it signed a wrong output; `Cleared` when the
+    recomputation gives its output (it was honest); EvidenceError otherwise (malformed,
+    forged, or not recomputable here). Without `replayer`, this process's own
+    (`use_replayer`) recomputes it."""
     last, _ = _check_structure(ev)
     replayer = replayer or _process_replayer
     if replayer is None:
@@ -152,7 +153,7 @@ def check_evidence(ev: SlashEvidence, replayer: Replayer | None = None) -> bytes
     mine = _rows(again.output, last.tokens, "recomputed output")
     if agree(theirs, mine, tolerance):
         how = "bit for bit" if tolerance == 0 else f"within {tolerance:.1e} per row"
-        raise EvidenceError(f"the offender's output is what its inputs give ({how})")
+        raise Cleared(f"the offender's output is what its inputs give ({how})")
     return worker_id(last)
 
 

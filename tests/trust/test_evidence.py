@@ -17,6 +17,7 @@ from hive_core.base.stage import Part
 from hive_core.protocol import encode_struct
 from hive_core.trust import (
     Ban,
+    Cleared,
     EvidenceError,
     Replayed,
     ReplayJob,
@@ -180,6 +181,20 @@ def test_honest_outputs_are_never_convicted_whatever_the_accuser_writes() -> Non
     wobble = 0.3 * row_tolerance(AVX512, INT4)
     with pytest.raises(EvidenceError, match="within"):
         check_evidence(ev, ToyReplayer(INT4, wobble=wobble))
+
+
+def test_evidence_no_bound_covers_is_not_judged_and_clears_no_one() -> None:
+    """bfloat16 outputs of two kernel classes differ by up to 3 % per row: a checker of another
+    class neither convicts nor clears (only one of the same class judges, bit for bit)."""
+    steps, out = session(lie=np.float32(0.01), kernel=BF16)
+    ev = make_evidence(steps, out.tobytes())
+    with pytest.raises(EvidenceError, match="cannot judge") as info:
+        check_evidence(ev, ToyReplayer("bf16/torch/AVX2/t2/2.13.0"))
+    assert not isinstance(info.value, Cleared)
+    assert check_evidence(ev, ToyReplayer()) == WORKER.node_id
+    honest, honest_out = session(kernel=BF16)
+    with pytest.raises(Cleared):
+        check_evidence(make_evidence(honest, honest_out.tobytes()), ToyReplayer())
 
 
 def test_forged_and_sybil_made_evidence_is_refused() -> None:
