@@ -39,10 +39,20 @@ def native_path() -> str:
     return "int4" if ops is None else NATIVE_PATHS.get(int(ops.simd()), "portable")
 
 
+def native_build(path: str) -> str:
+    """Our kernel's build behind `path` (a hash of its sources, flags, torch and this CPU's
+    features): two builds may round differently, so it is part of the kernel class."""
+    flags = () if path == native_path() else (*native.VARIANTS[VARIANTS[path]],
+                                              f"-DCADENCIA_OPS=cadencia_{VARIANTS[path]}")
+    return native.library_path(flags).stem.rsplit("-", 1)[-1][:8]
+
+
 def kernel_class(weights: str, path: str | None = None, threads: int | None = None) -> str:
     """This process's kernel class for `weights` (`path`: the packed path, if not the default)."""
     if weights == "packed":
         path = path or native_path()
+        if path != "int4":
+            path = f"{path}@{native_build(path)}"
     elif path not in (None, "torch"):
         raise ExecError(f"{weights} weights run on torch, not on {path!r}")
     else:

@@ -1,8 +1,10 @@
 """Kernel classes: which computations give identical bits, and how far honest ones differ otherwise.
 
 A kernel class names everything that decides the bits of a stage's output on a given model:
-the weights mode, the matrix kernel's path, torch's CPU dispatch, the thread count and
-torch's version, as ``weights/path/cpu/tN/torch`` (``packed/avx512/AVX512/t2/2.13.0``).
+the weights mode, the matrix kernel's path (with our kernel's build: its sources, flags and
+the CPU features it was built for, as ``path@build``), torch's CPU dispatch, the thread count
+and torch's version, as ``weights/path/cpu/tN/torch`` (``packed/avx512@1f2e3d4c/AVX512/t2/
+2.13.0``).
 Two runs of one class on the same inputs and step structure give the same bytes (tested),
 so their Merkle roots must be equal. Between classes, outputs differ by float rounding
 only; `row_tolerance` is that difference's calibrated bound per token row, from
@@ -37,13 +39,15 @@ class KernelClass:
     cpu: str  # torch's CPU capability (AVX512, AVX2, DEFAULT, ...)
     threads: int  # torch threads of the computing process
     torch: str  # torch's version
+    build: str = ""  # our kernel's build (sources, flags, CPU features); "" where not ours
 
     @property
     def family(self) -> str:
         return FAMILY[(self.weights, self.path)]
 
     def __str__(self) -> str:
-        return f"{self.weights}/{self.path}/{self.cpu}/t{self.threads}/{self.torch}"
+        path = f"{self.path}@{self.build}" if self.build else self.path
+        return f"{self.weights}/{path}/{self.cpu}/t{self.threads}/{self.torch}"
 
 
 def parse_class(label: str) -> KernelClass:
@@ -52,13 +56,16 @@ def parse_class(label: str) -> KernelClass:
     if len(parts) != 5:
         raise TrustError(f"kernel class {label[:64]!r} is not weights/path/cpu/tN/torch")
     weights, path, cpu, threads, torch = parts
+    path, _, build = path.partition("@")
     if (weights, path) not in FAMILY:
         raise TrustError(f"unknown kernel {weights}/{path}")
     if not threads.startswith("t") or not threads[1:].isdigit() or not 0 < int(threads[1:]) < 4096:
         raise TrustError(f"bad thread count {threads!r} in kernel class")
     if not cpu or not torch or not (cpu + torch).isascii():
         raise TrustError(f"kernel class {label[:64]!r} lacks its CPU or torch version")
-    return KernelClass(weights, path, cpu, int(threads[1:]), torch)
+    if build and not (build.isascii() and build.isalnum()):
+        raise TrustError(f"bad kernel build {build[:16]!r} in kernel class")
+    return KernelClass(weights, path, cpu, int(threads[1:]), torch, build)
 
 
 def exact(a: str, b: str) -> bool:
