@@ -159,7 +159,10 @@ class Node:
 
         def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
-            if t.cancelled() or self._stopping or (exc := t.exception()) is None:
+            if t.cancelled():
+                return
+            exc = t.exception()  # retrieved even while stopping: else asyncio reports it unseen
+            if exc is None or self._stopping:
                 return
             level = logging.DEBUG if isinstance(exc, expected) else logging.WARNING
             logger.log(level, "%s: background task %s failed: %r", self, name, exc)
