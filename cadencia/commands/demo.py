@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_weights_argument(parser, "the embedded hive's servers and asker")
     parser.add_argument("--honest", action="store_true", help="no cheating replica")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip verification (signed Merkle roots, replica comparison, "
+                             "audits): answers from a lying node are then taken as they come")
     parser.add_argument("--links", choices=("rtc", "memory"), default="rtc",
                         help="hive links: aiortc data channels on loopback (default) or in-memory")
     add_view_arguments(parser)
@@ -65,7 +68,7 @@ async def _demo(args: argparse.Namespace, cfg, say) -> int:
 
     source = game_source(player="asker")
     session = HiveSession(source, model=args.model, kv=args.kv, faulty=not args.honest, say=say,
-                          transport=args.links, weights=args.weights)
+                          transport=args.links, weights=args.weights, verify=not args.no_verify)
     app = WorldApp(cfg, source, mode="play", gate=session.gate)
 
     async def work() -> None:
@@ -84,6 +87,7 @@ async def _demo(args: argparse.Namespace, cfg, say) -> int:
             "verified": result.verified if result else None,
             "slashed": list(result.slashed) if result else [],
             "weights": args.weights,
+            "verify": not args.no_verify,
             "frames": report.frames,
             "screenshot": report.screenshot,
         }))

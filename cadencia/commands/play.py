@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_weights_argument(parser, "the shards you host and your own embedding and head")
     parser.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
-                        help="torch threads for the shards")
+                        help="torch threads for the shards (default 1)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where your node key and city replica are kept")
     parser.add_argument("--serve", action="append", default=[], metavar="MODEL:START-END/N",
@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --hive: serve these layers, e.g. smollm2-135m:0-15/30 "
                              "(default: the whole --model)")
     parser.add_argument("--no-serve", action="store_true", help="with --hive: join without serving layers")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip verification (signed Merkle roots, replica comparison, "
+                             "audits): answers from a lying node are then taken as they come")
     parser.add_argument("--tflops", type=number(float, 0, 1e5), default=None, metavar="X",
                         help="with --hive: report X TFLOPS instead of benchmarking the device")
     parser.add_argument("--choose", default="", metavar="CHOICES",
@@ -117,7 +120,8 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     source.me = identity.node_id
     choices.hosting = LiveHosting(node, server, footprint.path.rsplit("/", 1)[-1], footprint.n_layers)
     watcher = MeshWatcher(source, args.hive, say=say)
-    asker = LiveAsker(node, source, model=args.model, say=say, weights=args.weights, gate=gate)
+    asker = LiveAsker(node, source, model=args.model, say=say, weights=args.weights, gate=gate,
+                      verify=not args.no_verify)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
                    on_prompt=_prompt_box(choices, lambda text: asker.submit(text, args.max_new_tokens)),
                    gate=gate)
@@ -174,7 +178,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     keeper = CreditKeeper(city, source, say=say, on_paid=choices.achieve)
     session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,
                           identity=city.identity, on_host=keeper.attach, weights=args.weights,
-                          on_answer=choices.achieve)
+                          on_answer=choices.achieve, verify=not args.no_verify)
     choices.prioritise = lambda prompt: session.submit(prompt, args.max_new_tokens, paid=True)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
                    on_prompt=_prompt_box(choices, lambda text: session.submit(text, args.max_new_tokens)),

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hive_core.exec.client import ClientConfig
 from hive_core.exec.join import AskerPart, connect
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.locate import resolve_model_path
@@ -28,8 +29,9 @@ class LiveAsker:
 
     def __init__(self, hive_node: Any, source: GameSource, *, model: str | None = None, replicas: int = 2,
                  timeout_s: float = 10.0, say: Callable[[str], None] = lambda _m: None,
-                 weights: str | None = None, gate: Any = None) -> None:
-        """`gate`: the game's `FrameGate`; the embedding and head compute between frames."""
+                 weights: str | None = None, gate: Any = None, verify: bool = True) -> None:
+        """`gate`: the game's `FrameGate`; the embedding and head compute between frames.
+        `verify` False (--no-verify) takes the servers' answers unchecked."""
 
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
@@ -41,6 +43,7 @@ class LiveAsker:
         self.weights = weights or DEFAULT_WEIGHTS  # how the embedding and head are held
         self._asker: Any = None  # embedding + head on their compute thread, loaded on the first ask
         self.gate = gate
+        self.verify = verify
         self._busy = asyncio.Lock()
         self.results: list[AskResult] = []
 
@@ -49,6 +52,7 @@ class LiveAsker:
             self._asker = await asyncio.to_thread(
                 AskerPart.load, self.file, weights=self.weights, nice=COMPUTE_NICE, gate=self.gate)
         client = await connect(self.hive_node, self.file, self._asker, replicas=self.replicas,
+                               config=ClientConfig(verify=self.verify),
                                on_event=lambda e: self.source.on_event(e, time.monotonic()),
                                timeout_s=self.timeout_s)
         self.source.hud.set(sharding=" | ".join(

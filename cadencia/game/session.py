@@ -16,7 +16,7 @@ from world.model.schema import MAX_LEVEL
 from world.view.city_view import CityView
 from world.view.game_source import GameSource, HudBoard, PulseReplay
 
-from .hive_link import N_SERVERS, AskResult, EmbeddedHive
+from .hive_link import N_SERVERS, THREADS, AskResult, EmbeddedHive
 
 MAX_LINE = 8  # prompts waiting for the hive at most
 PLOT_SIZE = 8.0  # a new player's plot, world units (cells of 1)
@@ -54,9 +54,10 @@ class HiveSession:
                  say: Callable[[str], None] = lambda _m: None,
                  on_answer: Callable[[AskResult], None] | None = None, identity: object = None,
                  on_host: Callable[[object], None] | None = None, transport: str = "memory",
-                 weights: str | None = None) -> None:
+                 weights: str | None = None, verify: bool = True) -> None:
         self.transport = transport  # "memory" (emulated links) or "rtc" (aiortc on loopback)
         self.weights = weights  # packed | fp32 | bf16; None: hive_core.model.modes.DEFAULT_WEIGHTS
+        self.verify = verify  # False: --no-verify, answers taken without checking them
         self.source, self.model, self.kv, self.faulty, self.threads = source, model, kv, faulty, threads
         self.host = host  # this device hosts the first server's shard (play); a spectator hosts none
         self.say, self.on_answer = say, on_answer
@@ -77,14 +78,14 @@ class HiveSession:
 
     async def load(self) -> EmbeddedHive:
         if not self.ready.is_set():
-            if self.threads:
-                import torch
+            import torch
 
-                torch.set_num_threads(self.threads)
+            torch.set_num_threads(self.threads or THREADS)  # the stage workers inherit it
             self.source.hud.set(consensus="starting the hive ...")
             await self.hive.start(self.model, kv=self.kv, faulty=self.faulty,
                                   host=self.identity if self.host else None,
-                                  transport=self.transport, weights=self.weights)
+                                  transport=self.transport, weights=self.weights,
+                                  verify=self.verify)
             hive = self.hive._hive()
             for spare in hive.servers[N_SERVERS:]:  # they hold no stage: they referee disagreements
                 self.source.roles[spare.node.node_id.hex()] = "referee"

@@ -1,0 +1,41 @@
+"""The embedded hive the demo and play run: one torch thread per process by default, and
+`--no-verify` reaching the client (a liar's answers are then taken unchecked)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import torch
+
+
+async def test_no_verify_reaches_the_client_and_nobody_is_judged(tiny_gguf) -> None:
+    """Noisy liar (replica 1 adds noise): with verification off, nothing compares it, so it
+    is neither slashed nor is the answer called verified."""
+    from cadencia.game.session import HiveSession, game_source
+
+    threads = torch.get_num_threads()
+    source = game_source()
+    session = HiveSession(source, model=str(tiny_gguf), faulty=True, host=False, verify=False)
+    session.hive.compute_process = False
+    try:
+        result = await asyncio.wait_for(session.ask("hi", max_new_tokens=3), 60)
+        hive = session.hive._hive()
+        assert hive.client.config.verify is False
+        assert torch.get_num_threads() == 1  # the embedded hive's default
+        assert not result.slashed and not result.verified
+        assert result.new_ids
+    finally:
+        await session.close()
+        torch.set_num_threads(threads)
+
+
+def test_demo_and_play_parse_no_verify() -> None:
+    import argparse
+
+    from cadencia.commands import demo, play
+
+    for command in (demo, play):
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        assert parser.parse_args([]).no_verify is False
+        assert parser.parse_args(["--no-verify"]).no_verify is True
