@@ -55,7 +55,7 @@ from hive_core.base.fields import (
     UInt,
 )
 from hive_core.base.ids import ID_BYTES
-from hive_core.protocol import feed, inference, trust  # noqa: F401 - every node knows every message
+from hive_core.protocol import feed, inference, trust, tunnel  # noqa: F401 - every node knows every message
 from hive_core.protocol.handshake import (
     HandshakeError,
     ReplayedHello,
@@ -110,7 +110,8 @@ from hive_core.protocol.tensor import (
 # Messages that ask for a reply (by `rpc_id`): a node that does not serve one answers
 # `Error(rpc_id, UNSUPPORTED)` at once rather than leaving the asker to time out.
 REQUESTS: tuple[type, ...] = (Ping, FindNode, FindValue, Store, StatusRequest, IceQuery,
-                              inference.RunStage, inference.ShardQuery, feed.FeedSubscribe)
+                              inference.RunStage, inference.ShardQuery, feed.FeedSubscribe,
+                              tunnel.TunnelOpen)
 
 __all__ = [
     "ID_BYTES",
