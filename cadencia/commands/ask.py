@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=number(float, 0.1, 3600, "s"), default=15.0,
                         metavar="S",
                         help="seconds to join the hive and find its servers (default 15)")
+    parser.add_argument("--relay", default=None, metavar="NODE_ID|auto",
+                        help="reach the shard servers only through this peer (or one drawn "
+                             "among peers serving none of the model's layers), under a "
+                             "throwaway key: the servers do not learn who asked, the relay "
+                             "sees only sealed bytes (see the README's privacy section)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object at the end instead of streaming text")
 
@@ -82,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
         from hive_core.mesh.wschannel import parse_ws_url
 
         parse_ws_url(args.hive)
+    if args.relay is not None:
+        from hive_core.exec.relayed import parse_relay
+
+        if args.hive.startswith("local:"):
+            raise ExecError("--relay needs a live hive (--hive ws://HOST:PORT): in-process "
+                            "servers know who asked")
+        parse_relay(args.relay)
     import asyncio
 
     import psutil
@@ -117,6 +129,7 @@ async def _ask(args: argparse.Namespace) -> int:
                         f"{model.config.n_layers} layers to the hive")
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     closers: list[Any] = []
+    relayed: Any = None  # the throwaway node sending through --relay
     try:
         if args.hive.startswith("local:"):
             from hive_core.exec.hive import build_hive
@@ -139,19 +152,33 @@ async def _ask(args: argparse.Namespace) -> int:
                                    nice=config.compute_nice, tail_layers=args.local_tail_layers,
                                    allow_dequant=args.allow_dequant)
             closers.append(lambda: asyncio.to_thread(asker.close))
-            client = await connect(hive, model, asker, replicas=args.replicas, config=config,
-                                   timeout_s=args.timeout, say=say, data_dir=data_dir())
+            if args.relay is None:
+                client = await connect(hive, model, asker, replicas=args.replicas,
+                                       config=config, timeout_s=args.timeout, say=say,
+                                       data_dir=data_dir())
+            else:
+                from hive_core.exec.relayed import connect_relayed, parse_relay
+
+                client, relayed = await connect_relayed(
+                    hive, model, asker, relay=parse_relay(args.relay), replicas=args.replicas,
+                    config=config, timeout_s=args.timeout, say=say, data_dir=data_dir())
+                closers.append(relayed.close)
             closers.append(lambda: asyncio.to_thread(client.close))
         known = set(client.reputation.slashed)  # convicted before this ask (kept in the data dir)
         for attempt in range(2):  # again once if an audit found a lie after it was used
             session = client.new_session()
             on_token = StreamedText(tokenizer, quiet=args.json)
             stats = SpecStats()
-            result = await generate_hive(
-                session, prompt_ids, max_new_tokens=args.max_new_tokens,
-                context_length=model.config.context_length, sampler=sampler,
-                stop_ids=tokenizer.stop_ids, on_token=on_token, speculate=args.speculate,
-                stats=stats)
+            try:
+                result = await generate_hive(
+                    session, prompt_ids, max_new_tokens=args.max_new_tokens,
+                    context_length=model.config.context_length, sampler=sampler,
+                    stop_ids=tokenizer.stop_ids, on_token=on_token, speculate=args.speculate,
+                    stats=stats)
+            except ExecError as exc:
+                if relayed is None:
+                    raise
+                raise relayed.explain(exc) from None  # name the relay when it is what failed
             text = on_token.finish()
             receipts = await session.finish()
             if not session.tainted or attempt:
@@ -169,6 +196,7 @@ async def _ask(args: argparse.Namespace) -> int:
             "speculation": {"passes": stats.passes, "drafted": stats.drafted,
                             "accepted": stats.accepted},
             "paths": _paths(client),
+            "relay": relayed.relay.hex() if relayed is not None else None,
         }
         if args.json:
             print(json.dumps(out))

@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         from hive_core.exec.serve import attach_shard_server
 
         attach_shard_server(hive.node, args)
+    from hive_core.exec.relay import serve_relay  # carries askers' tunnels (ask --relay)
+
+    serve_relay(hive.node, hive=hive)
     asyncio.run(serve(hive, as_json=args.json, what="sentinel", parent_pid=args.parent_pid,
                       attach=attach, detach=detach))
     return 0

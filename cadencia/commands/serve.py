@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests waiting for a slot before 429 (default 16)")
     parser.add_argument("--wait", type=float, default=120.0, metavar="S",
                         help="longest wait for a slot before 503 (default 120)")
+    parser.add_argument("--relay", default=None, metavar="NODE_ID|auto",
+                        help="reach the hive's shard servers only through this peer (or one "
+                             "drawn among peers serving none of the model's layers), under a "
+                             "throwaway key: the servers do not learn who asked")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON line on stdout when listening")
     parser.add_argument("-v", "--verbose", action="store_true", help="log requests and mesh events")
@@ -75,6 +79,12 @@ def check(args: argparse.Namespace) -> None:
             raise ValueError(f"bad --hive {args.hive!r}: expected local:N with N in 1..64")
     elif args.hive is not None:
         parse_ws_url(args.hive)
+    if getattr(args, "relay", None) is not None:
+        from hive_core.exec.relayed import parse_relay
+
+        if args.hive is None or args.hive.startswith("local:"):
+            raise ValueError("--relay needs a live hive (--hive ws://HOST:PORT)")
+        parse_relay(args.relay)
     for name, lo, hi in (("replicas", 1, 8), ("slots", 1, 256), ("queue", 0, 4096),
                          ("local_layers", 0, 1 << 16)):
         value = getattr(args, name)
@@ -143,7 +153,8 @@ async def open_server(args: argparse.Namespace, *, listen: str, hive: Any = None
                                                      config))
     else:
         connector = LiveConnector(target, file, args.weights, replicas, config,
-                                  timeout_s=getattr(args, "timeout", 15.0), hive=hive, say=say)
+                                  timeout_s=getattr(args, "timeout", 15.0), hive=hive, say=say,
+                                  relay=getattr(args, "relay", None))
 
         async def poll(entry: str = target) -> dict[str, Any]:
             if connector.hive is not None:

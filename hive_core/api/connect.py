@@ -12,6 +12,7 @@ from hive_core.events import Consumer
 from hive_core.exec.client import ClientConfig, HiveClient
 from hive_core.exec.hive import InProcessHive, build_hive
 from hive_core.exec.join import AskerPart, Say, connect, join_hive
+from hive_core.exec.relayed import RelayedNode, connect_relayed, parse_relay
 from hive_core.mesh.hivenode import HiveNode
 from hive_core.model.gguf_file import GGUFModelFile
 
@@ -34,7 +35,9 @@ class LiveConnector:
     hive: HiveNode | None = None
     say: Say = _quiet
     asker: AskerPart | None = None
+    relay: str | None = None  # "auto" or a node id in hex: ask through that peer (--relay)
     _own_hive: bool = False
+    _relayed: RelayedNode | None = None  # the throwaway node of the current route
 
     @property
     def node_id(self) -> bytes | None:
@@ -50,11 +53,23 @@ class LiveConnector:
             self.asker = await asyncio.to_thread(
                 AskerPart.load, self.file, local_layers=self.config.local_layers,
                 weights=self.weights, nice=self.config.compute_nice)
-        return await connect(self.hive, self.file, self.asker, replicas=self.replicas,
-                             config=self.config, on_event=on_event, timeout_s=self.timeout_s,
-                             say=self.say)
+        if self.relay is None:
+            return await connect(self.hive, self.file, self.asker, replicas=self.replicas,
+                                 config=self.config, on_event=on_event,
+                                 timeout_s=self.timeout_s, say=self.say)
+        if self._relayed is not None:  # a new route: the old tunnels and key go
+            await self._relayed.close()
+            self._relayed = None
+        client, self._relayed = await connect_relayed(
+            self.hive, self.file, self.asker, relay=parse_relay(self.relay),
+            replicas=self.replicas, config=self.config, on_event=on_event,
+            timeout_s=self.timeout_s, say=self.say)
+        return client
 
     async def close(self) -> None:
+        if self._relayed is not None:
+            await self._relayed.close()
+            self._relayed = None
         if self.asker is not None:
             self.asker.close()
             self.asker = None
