@@ -13,6 +13,9 @@ stage (`pay`), with the asker's own measurements.
 Replicas are compared only with replicas holding their weights in the same mode (packed,
 fp32, bf16): a plan that mixes modes in one stage is refused, and spares and referees are
 drawn from the stage's own mode.
+
+With `topology="cascade"` a step's hidden states go node to node instead (`exec.cascade`),
+and a step the cascade cannot settle runs here as above; `wire` picks the dtype they travel in.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -40,15 +43,19 @@ from hive_core.exec.feed import tell_verdict
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.verdicts import StageVerifier
-from hive_core.exec.wire import seal_context
+from hive_core.exec.wire import round_wire, seal_context, to_wire, wire_dtype
 from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.kv.factory import kv_factory
 from hive_core.protocol.feed import FeedVerdict
 from hive_core.protocol.inference import MAX_PAYLOAD, KvKind, RunStage, StageResult
+from hive_core.protocol.tensor import Dtype
 from hive_core.protocol.trust import Attestation, SlashEvidence
 from hive_core.sched.planner import Plan
 from hive_core.trust import Ban, Replayer, ReputationBook, box_between, seal
+
+if TYPE_CHECKING:
+    from hive_core.exec.cascade import Cascade
 
 logger = logging.getLogger(__name__)
 REPLAY_STEP_BASE = 1 << 31  # step numbers of cache rebuilds never collide with real steps
@@ -76,8 +83,16 @@ class ClientConfig:
     # the answer's next token.
     local_tail_layers: int = 1
     compute_nice: int = 0  # OS priority of the local compute thread (the game uses 10)
+    # "star": the asker sends each stage its input and takes its output back; "cascade":
+    # hidden states go node to node and commitments come back (`exec.cascade`).
+    topology: str = "star"
+    # Hidden states on the wire: fp32, fp16 or bf16 (`exec.wire`; measured in `exec.cascade`).
+    wire: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.topology not in ("star", "cascade"):
+            raise ValueError(f"topology must be star or cascade, got {self.topology!r}")
+        wire_dtype(self.wire)
         if not 0.0 <= self.audit_rate <= 1.0:
             raise ValueError(f"audit rate must be in [0, 1], got {self.audit_rate}")
         if self.local_layers < 0 or self.local_tail_layers < 0:
@@ -159,6 +174,8 @@ class HiveClient:
         self.emit = EventSink([on_event])
         self._pool = pool or compute_pool("asker", self.config.compute_nice)
         self._boxes: dict[bytes, object] = {}
+        self.wire = wire_dtype(self.config.wire)
+        self._cascade: object | None = None
         node.register_reply(StageResult)
         hidden = local.config.hidden
         self.max_hop_tokens = self.config.max_hop_tokens or max(1, (MAX_PAYLOAD - 64) // (hidden * 4))
@@ -179,6 +196,15 @@ class HiveClient:
 
     def new_session(self) -> HiveSession:
         return HiveSession(self)
+
+    @property
+    def cascade(self) -> Cascade:
+        """The cascade's side of this client (it listens for the nodes' reports)."""
+        from hive_core.exec.cascade import Cascade
+
+        if not isinstance(self._cascade, Cascade):
+            self._cascade = Cascade(self)
+        return self._cascade
 
     def box(self, node_id: bytes) -> object:
         box = self._boxes.get(node_id)
@@ -239,6 +265,7 @@ class HiveSession:
         self.verifier = StageVerifier(self)
         self._replay_step = REPLAY_STEP_BASE
         self.local_layer_s: float | None = None  # measured seconds per row and layer here
+        self.cascaded = self.fallbacks = 0  # steps the cascade carried / handed to the star
 
     # -- the forward pass ------------------------------------------------------------
 
@@ -254,10 +281,13 @@ class HiveSession:
             if self.local_stage is not None:
                 per = (time.perf_counter() - t0) / (len(chunk) * self.local_stage.end)
                 self.local_layer_s = per if self.local_layer_s is None else min(per, self.local_layer_s)
-            x = np.ascontiguousarray(h.numpy(), dtype="<f4")
+            x = round_wire(h.numpy(), self.client.wire)  # the inputs kept are what was sent
             try:
-                for i in range(len(self.stages)):
-                    x = await self._run_stage(i, x)
+                if self.client.config.topology == "cascade":
+                    x = await self.client.cascade.run(self, x)
+                else:
+                    for i in range(len(self.stages)):
+                        x = await self._run_stage(i, x)
             except BaseException:
                 self.rollback(self.position)  # drop this step's kept inputs: retry cleanly
                 raise
@@ -325,11 +355,14 @@ class HiveSession:
         cfg = self.client.config
         try:
             box = self.client.box(node)
-            payload = seal(box, hop.input_bytes,  # type: ignore[arg-type]
+            wire = self.client.wire
+            sent_bytes = hop.input_bytes if wire is Dtype.F32 else to_wire(
+                np.frombuffer(hop.input_bytes, dtype="<f4").reshape(hop.tokens, -1), wire)
+            payload = seal(box, sent_bytes,  # type: ignore[arg-type]
                            seal_context(b"in", hop.session_id, hop.step, hop.stage, hop.position))
             msg = RunStage(self.client.node.next_rpc_id(), hop.session_id, hop.step,
                            hop.stage.start, hop.stage.end, hop.stage.part, hop.position,
-                           hop.tokens, cfg.kv, cfg.verify, payload)
+                           hop.tokens, cfg.kv, cfg.verify, payload, wire)
             sent = time.monotonic()
             result = await self.client.node.request(node, msg, timeout=cfg.request_timeout_s)
         except (PeerUnavailable, ConnectionError) as exc:
@@ -338,7 +371,7 @@ class HiveSession:
         self.client.emit(HopSent(hop.session_id, self.client.node.node_id, node, sent,
                                  max(took / 2, 1e-6), len(payload)))
         answer = check_answer(node, hop, result, box, self.client.local.config.hidden, cfg.verify,
-                              took)
+                              took, self.client.wire)
         st = self.stages_by_stage(hop.stage)
         if keep and answer.attestation is not None:
             st.history.setdefault(node, []).append((answer.attestation, hop.input_bytes,

@@ -20,12 +20,13 @@ import torch
 from hive_core.base.stage import Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.kernel import VARIANTS, kernel_class, load_stages, model_digest, native_path
-from hive_core.exec.wire import hidden_bytes, hidden_from_bytes
+from hive_core.exec.wire import WireError, hidden_bytes, hidden_from_bytes, split_kv
 from hive_core.model.errors import ModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv.factory import kv_factory
 from hive_core.protocol.inference import KvKind
+from hive_core.protocol.tensor import Dtype
 from hive_core.trust import (
     EvidenceError,
     Replayed,
@@ -100,9 +101,13 @@ class LocalReplayer:
             wanted = parse_class(job.kernel)
         except TrustError as exc:
             raise EvidenceError(str(exc)) from None
-        kv = KV_NAMES.get(job.kv)
+        try:
+            kind, wire = split_kv(job.kv)  # the cache kind and the wire's rounding of outputs
+        except WireError as exc:
+            raise EvidenceError(str(exc)) from None
+        kv = KV_NAMES.get(kind)
         if kv is None:
-            raise EvidenceError(f"unknown KV kind {job.kv}")
+            raise EvidenceError(f"unknown KV kind {kind}")
         stage = Stage(job.layer_start, job.layer_end, job.part)
         hidden = file.config.hidden
         with self._lock:
@@ -115,14 +120,15 @@ class LocalReplayer:
             threads = torch.get_num_threads()
             torch.set_num_threads(wanted.threads)  # same summation split as the offender's
             try:
-                out = self._run(ex, stage, kv, hidden, job)
+                out = self._run(ex, stage, kv, hidden, job, wire)
                 mine = kernel_class(wanted.weights, path, wanted.threads)
             finally:
                 torch.set_num_threads(threads)
         return Replayed(out, mine)
 
     @staticmethod
-    def _run(ex: ShardExecutor, stage: Stage, kv: str, hidden: int, job: ReplayJob) -> bytes:
+    def _run(ex: ShardExecutor, stage: Stage, kv: str, hidden: int, job: ReplayJob,
+             wire: Dtype) -> bytes:
         caches = ex.new_caches(kv_factory(kv)) if stage.part.has_attention else {}
         out = b""
         try:
@@ -134,7 +140,7 @@ class LocalReplayer:
                     x = torch.from_numpy(hidden_from_bytes(data, tokens, hidden).copy())
                     out = hidden_bytes(ex.run_stage(stage, x, position,
                                                     {layer: caches[layer] for layer in stage.layers}
-                                                    if caches else {}))
+                                                    if caches else {}), wire)
         except (ModelError, ExecError, ValueError) as exc:
             raise EvidenceError(f"the steps do not replay: {exc}") from None
         return out

@@ -5,6 +5,8 @@ computes on one dedicated worker thread (never on the asyncio loop, and in reque
 or with `compute_process` in a child process that thread forwards each step to (a game's
 hosted shards: the model's Python then never holds the frame loop's interpreter lock),
 keeps one KV cache per (client, session, stage) in fp32 or INT4, evicts idle sessions,
+serves the hops of a cascade (`exec.cascade_node`: computed, forwarded to the next node,
+committed to the asker) beside the asker's own requests (the star),
 holds its matrices in one weights mode (packed, fp32 or bf16) that it reports to askers,
 signs a Merkle root of every output, seals outputs for the asker only, and keeps the
 work receipts clients sign for it. What it does is published on its live event feed
@@ -33,6 +35,7 @@ from hive_core.events import (
     StageStarted,
     trial_id,
 )
+from hive_core.exec.cascade_node import CascadeNode
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
@@ -43,8 +46,12 @@ from hive_core.exec.stage_host import HostConfig, StageHost, StepRefused
 from hive_core.exec.stage_worker import StageWorker, WorkerConfig
 from hive_core.exec.wire import (
     WEIGHTS_TO_WIRE,
+    WireError,
+    attested_kv,
+    from_wire,
     seal_context,
     stage_of,
+    to_wire,
 )
 from hive_core.mesh.node import Node
 from hive_core.model.errors import ModelError
@@ -52,13 +59,17 @@ from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.protocol.inference import (
     EndSession,
+    KvKind,
     ReceiptMsg,
+    RunCascade,
     RunStage,
     ShardInfo,
     ShardQuery,
     StageResult,
 )
 from hive_core.protocol.messages import ErrorCode
+from hive_core.protocol.tensor import Dtype
+from hive_core.protocol.trust import Attestation
 from hive_core.trust import TrustError, attest, box_between, open_sealed, seal
 
 logger = logging.getLogger(__name__)
@@ -146,6 +157,8 @@ class ShardServer:
         node.on(ShardQuery, self._on_query)
         node.on(EndSession, self._on_end)
         node.on(ReceiptMsg, self._on_receipt)
+        self.cascade = CascadeNode(self)  # hops of a cascade: computed, forwarded, reported
+        node.on(RunCascade, self.cascade.on_run)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -206,23 +219,31 @@ class ShardServer:
 
     # -- handlers --------------------------------------------------------------------
 
-    def _on_run(self, peer: bytes, msg: RunStage) -> asyncio.Future[None] | None:
+    def admit(self, asker: bytes, session_id: bytes) -> bool:
+        """Count a request of `asker`'s session (receipts for it are kept) and play an injected
+        crash or silence; False when it must not be served."""
         if not self.serving:
-            return None
+            return False
         fault = self.config.fault
         if fault is not None and fault.should_crash(self.stats.requests):
             logger.warning("%s: fault %s: crashing now", self.node, fault)
             self._set_state(ShardServer.State.CRASHED)
-            return asyncio.ensure_future(self._crash())
+            self.node.spawn(self._crash(), name="crash")
+            return False
         self.stats.requests += 1
-        self._served[(peer, msg.session_id)] = None
-        self._served.move_to_end((peer, msg.session_id))
+        self._served[(asker, session_id)] = None
+        self._served.move_to_end((asker, session_id))
         while len(self._served) > SERVED_SESSIONS:
             self._served.popitem(last=False)
         if fault is not None and fault.silent:
-            return None  # takes the work and never answers
+            return False  # takes the work and never answers
         if self._evictor is None:  # started lazily when the node was built outside a loop
             self._evictor = self.node.spawn(self._evict_loop(), name="evict sessions")
+        return True
+
+    def _on_run(self, peer: bytes, msg: RunStage) -> asyncio.Future[None] | None:
+        if not self.admit(peer, msg.session_id):
+            return None
         link = self.node.peers.best(peer)
         if link is None:
             return None
@@ -325,16 +346,9 @@ class ShardServer:
     def _serve(self, peer: bytes, public_key: bytes, msg: RunStage) -> StageResult:
         try:
             return self._compute(peer, public_key, msg)
-        except StepRefused as exc:
-            return _failure(msg.rpc_id, ErrorCode.NEEDS_REBUILD, str(exc), exc.held)
-        except StageError as exc:
-            return _failure(msg.rpc_id, ErrorCode.MALFORMED, str(exc), 0)
-        except TrustError as exc:
-            return _failure(msg.rpc_id, ErrorCode.UNAUTHENTICATED, str(exc), 0)
-        except ModelError as exc:
-            return _failure(msg.rpc_id, ErrorCode.UNSUPPORTED, str(exc), 0)
-        except ExecError as exc:
-            return _failure(msg.rpc_id, ErrorCode.INTERNAL, str(exc), 0)
+        except (StepRefused, StageError, TrustError, ModelError, ExecError) as exc:
+            code, held = refusal_code(exc)
+            return _failure(msg.rpc_id, code, str(exc), held)
         finally:
             self.stats.evicted = self.host.evicted
 
@@ -342,23 +356,38 @@ class ShardServer:
         stage = stage_of(msg.layer_start, msg.layer_end, msg.part)
         stage.check(self.model.config.n_layers)  # a range past the model is refused before decrypting
         box = self._box(peer, public_key)
-        raw = open_sealed(box, msg.payload,  # type: ignore[arg-type]
-                          seal_context(b"in", msg.session_id, msg.step, stage, msg.position))
-        out_bytes, compute_s = self.host.step((peer, msg.session_id, stage), msg.position,
-                                              msg.tokens, msg.kv, raw)
-        if self.config.compute_gate is not None:
-            self.config.compute_gate.wait()  # hashing, signing and sealing between frames too
-        att = None
-        if msg.attest:
-            att = attest(self.node.identity, session_id=msg.session_id, step=msg.step,
-                         layer_start=stage.start, layer_end=stage.end, part=msg.part,
-                         position=msg.position, tokens=msg.tokens, input_bytes=raw,
-                         output_bytes=out_bytes, model=self.model_digest, kv=int(msg.kv),
-                         kernel=self.kernel)
-        sealed = seal(box, out_bytes,  # type: ignore[arg-type]
+        data = open_sealed(box, msg.payload,  # type: ignore[arg-type]
+                           seal_context(b"in", msg.session_id, msg.step, stage, msg.position))
+        att, out_wire, compute_s = self.step(peer, msg.session_id, msg.step, stage, msg.position,
+                                             msg.tokens, msg.kv, msg.wire, msg.attest, data)
+        sealed = seal(box, out_wire,  # type: ignore[arg-type]
                       seal_context(b"out", msg.session_id, msg.step, stage, msg.position))
         return StageResult(msg.rpc_id, ErrorCode.OK, "", msg.position + msg.tokens, compute_s, att,
                            sealed)
+
+    def step(self, asker: bytes, session_id: bytes, step: int, stage: Stage, position: int,
+             tokens: int, kv: KvKind, wire: Dtype, sign: bool,
+             data: bytes) -> tuple[Attestation | None, bytes, float]:
+        """One step of `asker`'s session on the compute thread, from the input as it travelled
+        (`wire` bytes): (the attestation, the output's `wire` bytes, compute seconds). What is
+        attested is the float32 image of the bytes received and sent (`exec.wire`)."""
+        hidden = self.model.config.hidden
+        raw = data if wire is Dtype.F32 else from_wire(data, tokens, hidden, wire).tobytes()
+        out_bytes, compute_s = self.host.step((asker, session_id, stage), position, tokens, kv, raw)
+        out_wire = out_bytes
+        if wire is not Dtype.F32:
+            out_wire = to_wire(from_wire(out_bytes, tokens, hidden, Dtype.F32), wire)
+            out_bytes = from_wire(out_wire, tokens, hidden, wire).tobytes()
+        if self.config.compute_gate is not None:
+            self.config.compute_gate.wait()  # hashing, signing and sealing between frames too
+        att = None
+        if sign:
+            att = attest(self.node.identity, session_id=session_id, step=step,
+                         layer_start=stage.start, layer_end=stage.end, part=stage.part,
+                         position=position, tokens=tokens, input_bytes=raw,
+                         output_bytes=out_bytes, model=self.model_digest,
+                         kv=attested_kv(kv, wire), kernel=self.kernel)
+        return att, out_wire, compute_s
 
     # -- eviction --------------------------------------------------------------------
 
@@ -373,6 +402,19 @@ class ShardServer:
         while True:
             await asyncio.sleep(max(0.05, self.config.idle_evict_s / 4))
             await asyncio.get_running_loop().run_in_executor(self._pool, self.evict_idle)
+
+
+def refusal_code(exc: Exception) -> tuple[ErrorCode, int]:
+    """The code a failed step answers with, and the positions the cache holds (a rebuild)."""
+    if isinstance(exc, StepRefused):
+        return ErrorCode.NEEDS_REBUILD, exc.held
+    if isinstance(exc, (StageError, WireError)):
+        return ErrorCode.MALFORMED, 0
+    if isinstance(exc, TrustError):
+        return ErrorCode.UNAUTHENTICATED, 0
+    if isinstance(exc, ModelError):
+        return ErrorCode.UNSUPPORTED, 0
+    return ErrorCode.INTERNAL, 0
 
 
 def _failure(rpc_id: int, code: ErrorCode, error: str, cache_len: int) -> StageResult:
