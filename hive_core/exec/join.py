@@ -6,7 +6,9 @@ thread that computes with it. `connect` finds the servers whose signed layer-spa
 serve the model, links to them, asks what each holds, leaves out the ones convicted by
 evidence it recomputed (its own verdicts, kept in the data directory, and those other nodes
 published) or banned, routes the model's layers over the rest in an order drawn for the
-session, and returns a `HiveClient` ready for sessions: verified by default, paying by the
+session (priced by the asker's own RTTs and the Health and roles records the servers
+published: a far, slow, draining or flaky server is left out where that is clearly
+faster), and returns a `HiveClient` ready for sessions: verified by default, paying by the
 Health records the servers published, publishing what it convicts.
 """
 
@@ -30,9 +32,9 @@ from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
 from hive_core.exec.replay import shared_replayer
 from hive_core.mesh.dht import RecordKind, node_key
-from hive_core.mesh.dht.records import decode_value, owner_of
+from hive_core.mesh.dht.records import RolesRecord, decode_value, owner_of
 from hive_core.mesh.hivenode import HiveNode
-from hive_core.mesh.node import NodeConfig
+from hive_core.mesh.node import NodeConfig, PeerUnavailable
 from hive_core.mesh.rtc import RTCOptions
 from hive_core.mesh.runner import LOOPBACK_HOSTS
 from hive_core.mesh.wschannel import parse_ws_url
@@ -44,6 +46,10 @@ from hive_core.trust import ReputationBook, VerdictStore
 
 Say = Callable[[str], None]
 MAX_MODEL_NAME = 128  # bytes of a model name in layer-span records and shard info
+PING_TIMEOUT_S = 2.0  # a server not answering a ping in this long is priced as unmeasured
+# "spans": take the servers' preloaded spans whenever they cover the model, even where the
+# planner finds a faster route (benches measuring a fixed layout); default "auto".
+PLANNER_ENV = "CADENCIA_PLANNER"
 
 
 def model_name(path: Path) -> str:
@@ -119,7 +125,9 @@ async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, firs
     await link_nodes(hive, owners, timeout_s)
     infos = await discover(hive.node, timeout=timeout_s)
     say(f"{len(infos)} shard servers answered")
-    rtts = {link.node_id: link.rtt_ms for link in hive.node.peers.all() if link.rtt_ms is not None}
+    rtts = await measured_rtts(hive, list(infos), min(timeout_s, PING_TIMEOUT_S))
+    health, roles = await asyncio.gather(published_health(hive, list(infos)),
+                                         published_roles(hive, list(infos)))
     exclude: set[bytes] = set()
     if reputation is not None:
         exclude = await VerdictBoard(hive, reputation).review(infos)
@@ -127,7 +135,11 @@ async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, firs
         if exclude:
             say(f"leaving out {len(exclude)} slashed or banned servers")
     plan = route(infos, cfg, name, replicas, rtts, first_layer=first_layer, prefer=prefer,
-                 last_layer=last_layer, salt=os.urandom(32), exclude=exclude)
+                 last_layer=last_layer, salt=os.urandom(32), exclude=exclude, health=health,
+                 roles=roles, replan=os.environ.get(PLANNER_ENV, "auto") != "spans")
+    if plan.left_out:
+        say(f"left out (they would slow the route): "
+            f"{' '.join(n.hex()[:8] for n in plan.left_out)}")
     say("route: " + ", ".join(
         f"layers {ps.stage.start}-{ps.stage.end} on {' '.join(n.hex()[:8] for n in ps.nodes)}"
         for ps in plan.stages))
@@ -162,6 +174,40 @@ async def connect(hive: HiveNode, file: GGUFModelFile, asker: AskerPart, *, repl
                         own_pool=own_part, reputation=reputation, health=health)
     VerdictBoard(hive, reputation).attach(client)
     return client
+
+
+async def measured_rtts(hive: HiveNode, nodes: list[bytes], timeout_s: float) -> dict[bytes, float]:
+    """The asker's RTT to each of `nodes`: its links' ping average, else one ping now (a link
+    just opened has none yet, and the planner prices hops by it); unanswered: left out."""
+    node = hive.node
+
+    async def one(target: bytes) -> None:
+        link = node.peers.best(target)
+        if link is None or link.rtt_ms is not None:
+            return
+        try:
+            await asyncio.wait_for(node.ping(link), timeout_s)
+        except (TimeoutError, ConnectionError, PeerUnavailable):
+            pass
+
+    await asyncio.gather(*(one(n) for n in nodes))
+    return {link.node_id: link.rtt_ms for link in node.peers.all() if link.rtt_ms is not None}
+
+
+async def published_roles(hive: HiveNode, nodes: list[bytes]) -> dict[bytes, tuple[str, ...]]:
+    """Each node's roles as it published them ("alpha", "beta", ...): who may take a split."""
+    found = await asyncio.gather(*(hive.dht.get(node_key(n, RecordKind.ROLES)) for n in nodes),
+                                 return_exceptions=True)
+    out: dict[bytes, tuple[str, ...]] = {}
+    for node, records in zip(nodes, found, strict=True):
+        if isinstance(records, BaseException):
+            continue
+        for record in records:
+            value = decode_value(record)
+            if owner_of(record) == node and isinstance(value, RolesRecord):
+                out[node] = tuple(r.name.lower() for r in value.roles)
+                break
+    return out
 
 
 async def published_health(hive: HiveNode, nodes: list[bytes]) -> dict[bytes, HealthRecord]:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 
-from hive_core.base.health import HealthVector
+from hive_core.base.health import HealthRecord
 from hive_core.base.stage import Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.wire import WEIGHTS_FROM_WIRE
@@ -28,7 +28,8 @@ from hive_core.mesh.node import Node, PeerUnavailable
 from hive_core.mesh.wschannel import ws_connect
 from hive_core.model.config import LlamaConfig
 from hive_core.protocol.inference import ShardInfo, ShardQuery
-from hive_core.sched.planner import Candidate, CostModel, Plan, PlannedStage, fixed_plan, plan
+from hive_core.sched.planner import CostModel, Plan, PlanError, PlannedStage, fixed_plan, plan
+from hive_core.sched.routing import candidate, prefer_planned
 
 MAX_CLAIMED_TFLOPS = 64.0  # a server's own TFLOPS claim counts up to this (a CPU's ceiling)
 
@@ -106,10 +107,13 @@ def span_plan(infos: Mapping[bytes, ShardInfo], n_layers: int, replicas: int,
 def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, replicas: int,
           rtt_ms: Mapping[bytes, float], first_layer: int = 0, prefer: str | None = None, *,
           last_layer: int | None = None, salt: bytes = b"",
-          exclude: Collection[bytes] = ()) -> Plan:
+          exclude: Collection[bytes] = (), health: Mapping[bytes, HealthRecord] | None = None,
+          roles: Mapping[bytes, Collection[str]] | None = None, replan: bool = True) -> Plan:
     """Servers of this model (less `exclude`): their spans if they cover layers `first_layer`
-    .. `last_layer`, else the planner's route over the servers of one weights mode (the most
-    common; `prefer` on a tie). Ties go by the session's draw (`salt`), never by id."""
+    .. `last_layer` (unless, with `replan`, the planner's route is clearly faster:
+    `hive_core.sched.routing`), else the planner's route over the servers of one weights mode
+    (the most common; `prefer` on a tie), priced by their published `health` records and
+    split by their `roles`. Ties go by the session's draw (`salt`), never by id."""
     last = cfg.n_layers if last_layer is None else last_layer
     same = {n: i for n, i in infos.items() if n not in exclude
             and i.model == model_name and i.n_layers == cfg.n_layers and i.hidden == cfg.hidden}
@@ -119,7 +123,7 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
                                                          "or banned)" if exclude else ""))
     spans = span_plan(same, cfg.n_layers, replicas, first_layer, prefer, last_layer=last,
                       salt=salt, rtt_ms=rtt_ms)
-    if spans is not None:
+    if spans is not None and not replan:
         return spans
     by_mode: dict[str, dict[bytes, ShardInfo]] = {}
     for n, i in same.items():
@@ -128,16 +132,25 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
         len(group), grade_of(next(iter(group.values()))) == prefer))
     # The planner breaks ties by node id: it sees each server under its drawn label instead.
     label = {draw(salt, n)[:20]: n for n in same}
-    cands = [Candidate(lab, HealthVector(
-        tflops=min(max(i.tflops, 0.01), MAX_CLAIMED_TFLOPS), battery_pct=None, on_ac=True,
-        peers=(), uptime_s=0.0, success_rate=1.0, free_ram_mb=i.free_ram_mb or 1e5,
-        temperature_c=None, measured_at_ms=0), rtt_ms.get(n))
-        for lab, n in sorted(label.items()) for i in (same[n],)]
-    p = plan(cands, last - first_layer, CostModel.for_model(cfg), replicas=replicas)
+    cands = [candidate(lab, tflops=i.tflops, free_ram_mb=i.free_ram_mb or 1e5, on_ac=i.on_ac,
+                       health=(health or {}).get(n), rtt_ms=rtt_ms.get(n),
+                       roles=(roles or {}).get(n, ()), max_tflops=MAX_CLAIMED_TFLOPS)
+             for lab, n in sorted(label.items()) for i in (same[n],)]
+    cost = CostModel.for_model(cfg)
+    try:
+        p = plan(cands, last - first_layer, cost, replicas=replicas)
+    except PlanError:
+        if spans is not None:
+            return spans
+        raise
     shifted = tuple(PlannedStage(Stage(s.stage.start + first_layer, s.stage.end + first_layer,
                                        s.stage.part), tuple(label[n] for n in s.nodes), s.est_s)
                     for s in p.stages)
-    return replace(p, stages=shifted, left_out=tuple(label.get(n, n) for n in p.left_out))
+    planned = replace(p, stages=shifted, left_out=tuple(label.get(n, n) for n in p.left_out))
+    if spans is not None and not prefer_planned(
+            spans, planned, {label[c.node_id]: c for c in cands}, cost):
+        return spans
+    return planned
 
 
 async def find_span_owners(hive: object, model: str, n_layers: int) -> list[bytes]:

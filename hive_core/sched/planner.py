@@ -8,6 +8,11 @@ every assignment of contiguous layer ranges to distinct nodes. Leaving a node ou
 always one of the options it weighs, so adding a slow node can never make the chosen
 plan slower than the best plan without it.
 
+The Health Vector weighs in beyond TFLOPS and RAM: a node's time counts divided by its
+success rate (a request it drops is a retry elsewhere), a node on battery counts slower the
+emptier it is (it is used only where it clearly pays) and is left out below a floor, and a
+hot node counts slower (it throttles). Measured RTTs from the asker, not guesses, price hops.
+
 Attention-to-alpha / MLP-to-beta splits are one more kind of unit (an alpha node and a
 beta node sharing a layer range, two hops per layer): the cost model keeps one only
 where its faster parts outweigh those hops, or where memory leaves no other choice.
@@ -56,6 +61,28 @@ class CostModel:
     ram_share: float = 0.5  # share of a node's free RAM it may give to weights + KV
     min_success: float = 0.5  # nodes answering less often than this are left out
     rtt_unknown_ms: float = 50.0  # RTT assumed for a node never pinged
+    min_battery_pct: float = 20.0  # a node on battery below this charge is left out
+    battery_weight: float = 1.0  # on battery, time counts (1 + this x share of charge used)
+    temp_throttle_c: float = 80.0  # above this a node's time counts more (it throttles)...
+    temp_max_c: float = 95.0  # ...twice as much at or above this
+
+    def usable(self, c: Candidate) -> bool:
+        """Whether the planner may use `c` at all (answers often enough, not draining)."""
+        h = c.health
+        on_battery = not h.on_ac and h.battery_pct is not None
+        return h.success_rate >= self.min_success and not (
+            on_battery and h.battery_pct is not None and h.battery_pct < self.min_battery_pct)
+
+    def weight(self, c: Candidate) -> float:
+        """How much more than its raw speed `c`'s time counts: retries, battery, heat."""
+        h = c.health
+        w = 1.0 / max(h.success_rate, 1e-3)
+        if not h.on_ac and h.battery_pct is not None:
+            w *= 1.0 + self.battery_weight * (1.0 - h.battery_pct / 100.0)
+        if h.temperature_c is not None and h.temperature_c > self.temp_throttle_c:
+            span = max(self.temp_max_c - self.temp_throttle_c, 1e-9)
+            w *= 1.0 + min(1.0, (h.temperature_c - self.temp_throttle_c) / span)
+        return w
 
     @classmethod
     def for_model(cls, cfg: LlamaConfig, **overrides: float) -> CostModel:
@@ -70,11 +97,12 @@ class CostModel:
     def hop_s(self, c: Candidate) -> float:
         rtt = c.rtt_ms if c.rtt_ms is not None else c.health.rtt_median_ms
         rtt = self.rtt_unknown_ms if rtt is None else rtt
-        return rtt / 1000 + self.hop_overhead_s + 2 * self.hidden_bytes * 8 / self.bandwidth_bps
+        wire = rtt / 1000 + self.hop_overhead_s + 2 * self.hidden_bytes * 8 / self.bandwidth_bps
+        return wire * self.weight(c)
 
     def layer_s(self, c: Candidate, share: float = 1.0) -> float:
         flops = max(c.health.tflops, 1e-6) * 1e12 * self.efficiency
-        return share * self.layer_flops / flops
+        return share * self.layer_flops / flops * self.weight(c)
 
     def max_layers(self, c: Candidate, part: Part = Part.FULL) -> int:
         per = {Part.FULL: self.layer_bytes + self.kv_bytes_per_layer,
@@ -182,7 +210,7 @@ def plan(
         raise PlanError(f"replicas must be at least 1, got {replicas}")
     usable = sorted(
         (c for c in candidates
-         if c.node_id not in excluded and c.health.success_rate >= cost.min_success),
+         if c.node_id not in excluded and cost.usable(c)),
         key=lambda c: (-c.health.tflops, c.node_id),
     )
     ids = [c.node_id for c in usable]

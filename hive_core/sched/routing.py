@@ -1,0 +1,70 @@
+"""From what servers publish to the planner's inputs, and the servers' own spans weighed against a plan.
+
+A server's candidate is built from its signed Health record in the DHT where there is one
+(battery, AC power, uptime, success rate, temperature, as it measured them) and from what it
+answered the shard query otherwise; the RTT is the asker's own measurement of its link.
+Roles (alpha for attention and its cache, beta for the MLP) come from its roles record.
+
+Servers preload spans; when the spans cover the model, the asker takes them as they are
+unless the planner finds a route at least `gain` times faster and `min_saving_s` a token
+faster (a slow or far node in a pipeline of fast ones: exo #489 saw a 40 and a 20 tok/s
+device give 24 together). Both thresholds keep equal nodes, whose micro-benchmarks differ
+by noise, on their spans: a planned route makes servers load layers on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import replace
+
+from hive_core.base.health import HealthRecord, HealthVector
+from hive_core.base.stage import Part
+from hive_core.sched.planner import Candidate, CostModel, Plan
+
+ROLE_NAMES = frozenset({"alpha", "beta"})
+
+
+def candidate(node_id: bytes, *, tflops: float, free_ram_mb: float, on_ac: bool,
+              health: HealthRecord | None = None, rtt_ms: float | None = None,
+              roles: Collection[str] = (), max_tflops: float = 64.0) -> Candidate:
+    """A planner candidate: its published Health record where it has one, else the shard
+    query's answer (`tflops`, `free_ram_mb`, `on_ac`). TFLOPS count up to `max_tflops`
+    whichever says it: both are the node's own claims."""
+    if health is not None:
+        vector, claimed = HealthVector.from_health_record(health), health.tflops
+    else:
+        # Says it runs on battery but published no charge: count it half empty.
+        vector = HealthVector(tflops=0.0, battery_pct=None if on_ac else 50.0, on_ac=on_ac,
+                              peers=(), uptime_s=0.0, success_rate=1.0, free_ram_mb=free_ram_mb,
+                              temperature_c=None, measured_at_ms=0)
+        claimed = tflops
+    vector = replace(vector, tflops=min(max(claimed, 0.01), max_tflops),
+                     free_ram_mb=vector.free_ram_mb or free_ram_mb)
+    return Candidate(node_id, vector, rtt_ms, frozenset(r for r in roles if r in ROLE_NAMES))
+
+
+def estimate(p: Plan, candidates: Mapping[bytes, Candidate], cost: CostModel) -> float:
+    """Seconds a token `p` takes by `cost` (star: a hop to each stage's primary plus its
+    layers); a stage on a node not among `candidates`, or one the cost model leaves out
+    (draining its battery, dropping requests), counts as infinitely slow."""
+    total = 0.0
+    for ps in p.stages:
+        c = candidates.get(ps.nodes[0])
+        if c is None or not cost.usable(c):
+            return float("inf")
+        share = {Part.FULL: 1.0, Part.ATTENTION: cost.attn_share,
+                 Part.MLP: 1.0 - cost.attn_share}[ps.stage.part]
+        total += cost.hop_s(c) + len(ps.stage.layers) * cost.layer_s(c, share)
+    return total
+
+
+def prefer_planned(spans: Plan, planned: Plan, candidates: Mapping[bytes, Candidate],
+                   cost: CostModel, *, gain: float = 2.0, min_saving_s: float = 0.05) -> bool:
+    """Whether `planned` beats the servers' own `spans` by `gain` times and `min_saving_s`.
+    Spans on a server outside `candidates` (another weights mode) cannot be priced: kept."""
+    if gain < 1.0 or min_saving_s < 0.0:
+        raise ValueError(f"gain must be >= 1 and the saving >= 0, got {gain} and {min_saving_s}")
+    if any(ps.nodes[0] not in candidates for ps in spans.stages):
+        return False
+    old, new = estimate(spans, candidates, cost), estimate(planned, candidates, cost)
+    return new * gain <= old and old - new >= min_saving_s

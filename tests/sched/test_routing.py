@@ -1,0 +1,127 @@
+"""The planner reads the Health Vector (battery, AC, stability, heat, measured RTTs) and leaves
+out a node that would slow the pipeline; the servers' own spans give way only to a clear gain."""
+
+from __future__ import annotations
+
+import pytest
+
+from hive_core.base.health import HealthRecord, HealthVector
+from hive_core.base.stage import Stage
+from hive_core.model.config import LlamaConfig
+from hive_core.sched.planner import Candidate, CostModel, fixed_plan, plan
+from hive_core.sched.routing import candidate, estimate, prefer_planned
+
+CFG = LlamaConfig(n_layers=30, hidden=576, ffn=1536, n_heads=9, n_kv_heads=3, vocab_size=49152,
+                  context_length=8192, rope_base=100000.0, rms_eps=1e-5)
+COST = CostModel.for_model(CFG)
+A, B, C = bytes([1]) * 20, bytes([2]) * 20, bytes([3]) * 20
+
+
+def record(*, tflops: float = 1.0, battery: float | None = None, on_ac: bool = True,
+           success: float = 1.0, temp: float | None = None, ram: float = 8000.0) -> HealthRecord:
+    return HealthRecord(tflops=tflops, battery_pct=battery, on_ac=on_ac, rtt_median_ms=5.0,
+                        uptime_s=3600.0, success_rate=success, free_ram_mb=ram,
+                        temperature_c=temp, measured_at_ms=0)
+
+
+def cand(node_id: bytes, rtt: float = 2.0, **health: float | bool | None) -> Candidate:
+    return candidate(node_id, tflops=1.0, free_ram_mb=8000.0, on_ac=True,
+                     health=record(**health), rtt_ms=rtt)  # type: ignore[arg-type]
+
+
+def ram_for(layers: int) -> float:
+    """Free RAM (MiB) in which a node holds `layers` full layers and no more."""
+    return layers * (COST.layer_bytes + COST.kv_bytes_per_layer) / COST.ram_share / 2**20 + 1
+
+
+def tok_s_alone(c: Candidate) -> float:
+    return 1.0 / plan([c], 30, COST).est_token_s
+
+
+def test_the_published_record_is_what_the_planner_reads() -> None:
+    c = candidate(A, tflops=9.0, free_ram_mb=100.0, on_ac=True,
+                  health=record(tflops=0.5, battery=40.0, on_ac=False, success=0.9, temp=70.0),
+                  rtt_ms=12.0, roles=("alpha", "sentinel"))
+    h = c.health
+    assert (h.tflops, h.battery_pct, h.on_ac, h.success_rate, h.temperature_c) == (
+        0.5, 40.0, False, 0.9, 70.0)
+    assert c.rtt_ms == 12.0 and c.roles == frozenset({"alpha"})
+    # No record: the shard query's answer, its claim capped; on battery with no charge: half.
+    bare = candidate(B, tflops=1e4, free_ram_mb=900.0, on_ac=False, max_tflops=64.0)
+    assert (bare.health.tflops, bare.health.free_ram_mb, bare.health.battery_pct) == (
+        64.0, 900.0, 50.0)
+
+
+def test_a_node_on_battery_counts_slower_and_an_almost_empty_one_is_left_out() -> None:
+    ac, full, low, empty = (cand(A), cand(B, battery=90.0, on_ac=False),
+                            cand(B, battery=30.0, on_ac=False), cand(B, battery=10.0, on_ac=False))
+    assert COST.layer_s(ac) < COST.layer_s(full) < COST.layer_s(low)
+    assert COST.hop_s(ac) < COST.hop_s(low)
+    # Same speed and RTT: the plan keeps the node on AC, not the one on battery.
+    assert plan([ac, low], 30, COST).nodes == [A]
+    assert B in plan([cand(A, tflops=0.05), empty], 30, COST, excluded=frozenset()).left_out
+    assert not COST.usable(empty) and COST.usable(low)
+    # Plugged in, its charge does not matter.
+    assert COST.layer_s(cand(B, battery=10.0, on_ac=True)) == COST.layer_s(ac)
+
+
+def test_flaky_and_hot_nodes_count_slower() -> None:
+    steady, flaky, hot = cand(A), cand(B, success=0.6), cand(C, temp=90.0)
+    assert COST.layer_s(flaky) == pytest.approx(COST.layer_s(steady) / 0.6)
+    assert COST.layer_s(steady) < COST.layer_s(hot) < 2 * COST.layer_s(steady) + 1e-12
+    assert plan([steady, flaky, hot], 30, COST).nodes == [A]
+
+
+def test_a_slow_device_is_left_out_of_a_fast_one_exo_489() -> None:
+    """exo #489: a 40 and a 20 tok/s device together gave 24. The planner keeps the fast one
+    alone when it holds the model, and when it cannot, gives the slow one only what it must."""
+    fast, slow = cand(A, tflops=0.02), cand(B, tflops=0.01)
+    alone = tok_s_alone(fast)
+    assert tok_s_alone(slow) == pytest.approx(alone / 2, rel=0.05)  # 2:1, as 40 and 20
+    both = plan([fast, slow], 30, COST)
+    assert both.nodes == [A] and B in both.left_out
+    assert 1.0 / both.est_token_s == pytest.approx(alone)
+    # The fast one holds only 20 layers: the slow one takes the other 10, no more.
+    small = cand(A, tflops=0.02, ram=ram_for(20))
+    forced = plan([small, slow], 30, COST)
+    layers = {ps.nodes[0]: len(ps.stage.layers) for ps in forced.stages}
+    assert layers == {A: 20, B: 10}
+    split_evenly = 15 * (COST.layer_s(small) + COST.layer_s(slow)) + 2 * COST.hop_s(slow)
+    assert forced.est_token_s < split_evenly
+
+
+def test_far_nodes_are_priced_by_measured_rtt() -> None:
+    near, far = cand(A, rtt=8.0, ram=ram_for(12)), cand(B, rtt=290.0)
+    assert COST.hop_s(far) - COST.hop_s(near) == pytest.approx(0.282)
+    # Neither near node holds the model: together they do, and the far one stays out.
+    p = plan([near, far, cand(C, rtt=45.0, ram=ram_for(20))], 30, COST)
+    assert B in p.left_out and set(p.nodes) == {A, C}
+
+
+def test_spans_give_way_only_to_a_clear_gain() -> None:
+    es, de, nz = cand(A, rtt=8.5), cand(B, rtt=45.6), cand(C, rtt=292.8)
+    cands = {c.node_id: c for c in (es, de, nz)}
+    spans = fixed_plan([Stage(1, 10), Stage(10, 20), Stage(20, 29)], [[A], [B], [C]])
+    planned = plan(list(cands.values()), 28, COST)
+    assert C in planned.left_out
+    assert estimate(spans, cands, COST) > 0.29
+    assert prefer_planned(spans, planned, cands, COST)
+    # Equal nodes on loopback: a planned route saves a hop or two, not enough to move layers.
+    local = {n: cand(n, rtt=1.0) for n in (A, B)}
+    two = fixed_plan([Stage(1, 15), Stage(15, 29)], [[A], [B]])
+    assert not prefer_planned(two, plan(list(local.values()), 28, COST), local, COST)
+    # A stage on a node the cost model cannot use is never kept; one it cannot price is.
+    assert estimate(two, {A: local[A]}, COST) == float("inf")
+    assert not prefer_planned(two, plan([local[A]], 28, COST), {A: local[A]}, COST)
+    draining = {**local, B: cand(B, rtt=1.0, battery=5.0, on_ac=False)}
+    assert prefer_planned(two, plan(list(draining.values()), 28, COST), draining, COST,
+                          min_saving_s=0.0)
+    with pytest.raises(ValueError, match="gain"):
+        prefer_planned(two, two, local, COST, gain=0.5)
+
+
+def test_a_vector_from_the_record_keeps_its_median_rtt() -> None:
+    c = cand(A, rtt=None)  # type: ignore[arg-type]
+    assert isinstance(c.health, HealthVector) and c.health.rtt_median_ms == 5.0
+    assert COST.hop_s(c) == pytest.approx(0.005 + COST.hop_overhead_s
+                                          + 2 * COST.hidden_bytes * 8 / COST.bandwidth_bps)
