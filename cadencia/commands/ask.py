@@ -45,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "public head reads as the answer; default 1")
     parser.add_argument("--kv", choices=("fp32", "int4"), default="fp32",
                         help="KV cache the shard servers keep (default fp32)")
+    parser.add_argument("--cascade", action="store_true",
+                        help="hidden states go node to node, each node sending this device "
+                             "its signed commitment (a disputed step runs by the star: each "
+                             "stage's output back here, the default)")
+    parser.add_argument("--wire", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="dtype of hidden states between nodes: fp16 and bf16 halve the "
+                             "bytes but move the answer past the replica tolerance of an fp32 "
+                             "run (measured in the README; default fp32)")
     add_weights_argument(parser, "this device (and the servers of --hive local:N)")
     from hive_core.exec.serve import add_allow_dequant_argument
 
@@ -123,7 +131,8 @@ async def _ask(args: argparse.Namespace) -> int:
     sampler = Sampler(args.temperature, args.top_p, args.seed)
     config = ClientConfig(kv=KvKind.INT4 if args.kv == "int4" else KvKind.FP32,
                           verify=not args.no_verify, local_layers=args.local_layers,
-                          local_tail_layers=args.local_tail_layers)
+                          local_tail_layers=args.local_tail_layers,
+                          topology="cascade" if args.cascade else "star", wire=args.wire)
     if args.local_layers + args.local_tail_layers >= model.config.n_layers:
         raise ExecError(f"--local-layers plus --local-tail-layers must leave some of the model's "
                         f"{model.config.n_layers} layers to the hive")
@@ -197,6 +206,8 @@ async def _ask(args: argparse.Namespace) -> int:
                             "accepted": stats.accepted},
             "paths": _paths(client),
             "relay": relayed.relay.hex() if relayed is not None else None,
+            "topology": session.client.config.topology, "wire": args.wire,
+            "cascaded": session.cascaded, "star_fallbacks": session.fallbacks,
         }
         if args.json:
             print(json.dumps(out))

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights_argument(parser, "this device (and the servers of --hive local:N)")
     parser.add_argument("--replicas", type=int, default=1, metavar="R",
                         help="nodes computing each stage (default 1; 3 outvotes one liar)")
+    parser.add_argument("--cascade", action="store_true",
+                        help="hidden states go node to node (see `cadencia ask --cascade`)")
     parser.add_argument("--local-layers", type=int, default=1, metavar="K",
                         help="run the first K layers here too, so no node sees raw embeddings "
                              "(default 1)")
@@ -139,7 +141,8 @@ async def open_server(args: argparse.Namespace, *, listen: str, hive: Any = None
     layers = getattr(args, "local_layers", 1)
     if layers >= file.config.n_layers:
         raise ValueError(f"--local-layers must be below the model's {file.config.n_layers} layers")
-    config = ClientConfig(local_layers=layers)
+    config = ClientConfig(local_layers=layers,
+                          topology="cascade" if getattr(args, "cascade", False) else "star")
     replicas = getattr(args, "replicas", 1)
     status: Any = None
     engine: Any

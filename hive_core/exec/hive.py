@@ -207,6 +207,9 @@ async def build_hive(
     hive_peers: list[Any] = []
     await asyncio.gather(*(_link(asker, s.node, transport, tap, hive_peers, profile)
                            for s in servers))
+    if config.topology == "cascade":  # hidden states go server to server
+        await asyncio.gather(*(_link(a.node, b.node, transport, tap, hive_peers, profile)
+                               for k, a in enumerate(servers) for b in servers[k + 1:]))
     if "int4" in (server_kernels or {}).values():
         for s in servers:  # an int4 load turns our kernel off process-wide while it packs
             await s.start()

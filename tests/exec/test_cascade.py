@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from hive_core.base.identity import Identity
-from hive_core.base.stage import Part
+from hive_core.base.stage import Part, Stage
 from hive_core.exec import ClientConfig, Fault, generate_hive
 from hive_core.exec.cascade_node import sign_route
 from hive_core.exec.hive import build_hive
-from hive_core.mesh.memchannel import memory_pair
 from hive_core.model.generation import generate
 from hive_core.model.kv.factory import kv_factory
 from hive_core.model.sampling import Sampler
@@ -38,23 +37,11 @@ STAR = ClientConfig(local_layers=0, local_tail_layers=0, hedge_floor_s=60.0)
 CASCADE = replace(STAR, topology="cascade")
 
 
-async def mesh(hive: Any) -> None:
-    """Link every pair of servers (`build_hive` links each only to the asker)."""
-    nodes = [s.node for s in hive.servers]
-    pairs = []
-    for a in range(len(nodes)):
-        for b in range(a + 1, len(nodes)):
-            ca, cb = memory_pair()
-            pairs.append(nodes[a].attach(ca, kind="memory", expect=nodes[b].node_id))
-            pairs.append(nodes[b].attach(cb, kind="memory", expect=nodes[a].node_id))
-    await asyncio.gather(*pairs)
-
-
 async def cascade_hive(tiny_gguf: Any, tiny_file: Any, n: int, cfg: ClientConfig = CASCADE,
                        **kw: Any) -> Any:
-    hive = await build_hive(tiny_gguf, n, model=tiny_file, client_config=cfg, **kw)
-    await mesh(hive)
-    return hive
+    """A hive whose servers are linked to each other too (`build_hive` does that for a
+    cascade's client)."""
+    return await build_hive(tiny_gguf, n, model=tiny_file, client_config=cfg, **kw)
 
 
 def local_ids(tiny_local: Any) -> list[int]:
@@ -127,11 +114,27 @@ async def test_a_node_dying_mid_cascade_fails_over(tiny_gguf, tiny_file, tiny_lo
         await hive.close()
 
 
+async def test_the_attention_mlp_split_travels_as_a_cascade(tiny_gguf, tiny_file,
+                                                           tiny_local) -> None:
+    """Layer 2's attention on one node (alpha), its MLP on another (beta), in one cascade."""
+    stages = [Stage(0, 2), Stage(2, 3, Part.ATTENTION), Stage(2, 3, Part.MLP), Stage(3, 4)]
+    hive = await cascade_hive(tiny_gguf, tiny_file, 4, stages=stages)
+    try:
+        ids, s = await hive_ids(hive)
+        assert ids == local_ids(tiny_local)
+        assert s.cascaded == N and s.fallbacks == 0
+        assert [st.stage for st in s.stages] == stages
+        assert s.verified
+    finally:
+        await hive.close()
+
+
 async def test_a_route_without_links_between_servers_runs_by_the_star(
         tiny_gguf, tiny_file, tiny_local) -> None:
     """Stage 0's carrier is told to forward to a node it has no link to: it refuses with a
     typed code, and every step runs by the star."""
-    hive = await build_hive(tiny_gguf, 2, model=tiny_file, client_config=CASCADE)
+    hive = await build_hive(tiny_gguf, 2, model=tiny_file, client_config=STAR)  # no links
+    hive.client.config = CASCADE
     try:
         ids, s = await hive_ids(hive)
         assert ids == local_ids(tiny_local)
