@@ -25,6 +25,7 @@ import numpy as np
 from hive_core.events import Verified, trial_id
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
 from hive_core.exec.errors import ExecError
+from hive_core.exec.verdicts import MIN_GRACE_S, SILENT_GRACE
 from hive_core.protocol.trust import Attestation
 from hive_core.trust import (
     EvidenceError,
@@ -39,7 +40,11 @@ if TYPE_CHECKING:
     from hive_core.exec.client import HiveSession, StageState
 
 logger = logging.getLogger(__name__)
-MAX_AUDITORS = 2  # auditors tried for one stage when the first one is caught lying
+MAX_AUDITORS = 2  # auditors tried for one stage when the first one is caught lying or silent
+
+
+class SilentAuditor(ExecError):
+    """An auditor took an audit request and did not answer within its grace."""
 
 
 def _drawn(session_id: bytes, i: int, rate: float) -> bool:
@@ -89,7 +94,15 @@ async def audit_stage(s: HiveSession, i: int) -> bool:
     for _ in range(MAX_AUDITORS):
         auditor = s.spare_for(i, [*workers, *refused])
         if auditor is not None:
-            audit, kernel, statements = await _remote(s, i, auditor, inputs)
+            try:
+                audit, kernel, statements = await _remote(s, i, auditor, inputs)
+            except SilentAuditor as exc:  # banned as a silent replica is; another audits
+                logger.warning("stage %s: %s", st.stage, exc)
+                ban = s.client.reputation.ban(auditor, f"silent on the audit of {st.stage}")
+                if s.client.publish_ban is not None:
+                    s.client.publish_ban(auditor, ban)
+                refused.append(auditor)
+                continue
         else:
             audit, kernel = await _local(s, st, inputs)
             statements = []
@@ -152,7 +165,15 @@ async def _remote(s: HiveSession, i: int, auditor: bytes,
             part = np.ascontiguousarray(inputs[lo:lo + n])
             hop = Hop(s.session_id, s.next_replay_step(), st.stage, lo, part.shape[0],
                       part.tobytes())
-            a = await s.ask(auditor, hop, keep=False)
+            # The hedging grace of a step of these rows: a silent auditor (it takes the
+            # request and never answers) would otherwise hold the session's end for the
+            # whole request timeout.
+            grace = max(MIN_GRACE_S, SILENT_GRACE * s.verifier.patience(i, lo + part.shape[0]))
+            try:
+                a = await asyncio.wait_for(s.ask(auditor, hop, keep=False), grace)
+            except TimeoutError:
+                raise SilentAuditor(f"auditor {auditor.hex()[:12]} did not answer within "
+                                    f"{grace:.1f} s") from None
             outs.append(a.out)
             if a.attestation is not None:
                 kernel = a.attestation.kernel
