@@ -66,6 +66,7 @@ from hive_core.protocol.inference import (
     RunCascade,
     StageResult,
 )
+from hive_core.protocol.messages import ErrorCode
 from hive_core.trust import seal
 
 if TYPE_CHECKING:
@@ -73,6 +74,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 POLL_S = 0.25  # how often a waiting step checks that the route's links still stand
+REMEMBERED_ROUTES = 256  # routes known not to cascade
+MIXED_CLASSES = "replicas of different kernel classes (compared per row by the star)"
+Route = tuple[tuple[bytes, ...], ...]  # each stage's replicas in use
 
 
 class _Step:
@@ -101,6 +105,9 @@ class Cascade:
         self.client = client
         self._waiting: dict[tuple[bytes, int], _Step] = {}
         self._said: set[str] = set()
+        # Routes that cannot cascade for as long as their nodes stay the same (a carrier with
+        # no link to the next stage, replicas of different kernel classes): the star at once.
+        self._no_route: dict[Route, str] = {}
         client.node.on(CascadeResult, self._on_result)
 
     def _on_result(self, peer: bytes, msg: CascadeResult) -> None:
@@ -113,8 +120,15 @@ class Cascade:
             self._said.add(reason)
             logger.info("cascade: this route runs by the star: %s", reason)
 
+    def _nodes(self, s: HiveSession) -> Route:
+        return tuple(tuple(n for n in st.nodes if not self.client.reputation.excluded(n))
+                     for st in s.stages)
+
     def why_not(self, s: HiveSession) -> str | None:
         """Why the cascade cannot carry this session's route as it stands (None: it can)."""
+        known = self._no_route.get(self._nodes(s))
+        if known is not None:
+            return known
         if len(s.stages) > MAX_ROUTE:
             return f"{len(s.stages)} stages, more than a cascade's {MAX_ROUTE}"
         for st in s.stages:
@@ -132,14 +146,20 @@ class Cascade:
         why = self.why_not(s)
         if why is not None:
             self._star_because(why)
+            s.fallbacks += 1
             return await self._star(s, 0, x)
-        accepted, x, why = await self._cascade(s, x)
+        route = self._nodes(s)
+        accepted, x, why, lasting = await self._cascade(s, x)
         if accepted == len(s.stages):
             s.cascaded += 1
             return x
         s.fallbacks += 1
         logger.info("cascade step %d: stage %s runs by the star: %s", s.step,
                     s.stages[accepted].stage, why)
+        if lasting:
+            while len(self._no_route) >= REMEMBERED_ROUTES:
+                del self._no_route[next(iter(self._no_route))]
+            self._no_route[route] = why
         return await self._star(s, accepted, x)
 
     @staticmethod
@@ -148,10 +168,11 @@ class Cascade:
             x = await s._run_stage(i, x)
         return x
 
-    async def _cascade(self, s: HiveSession, x: np.ndarray) -> tuple[int, np.ndarray, str]:
-        """(stages accepted, the last accepted output, why the next was not)."""
+    async def _cascade(self, s: HiveSession, x: np.ndarray) -> tuple[int, np.ndarray, str, bool]:
+        """(stages accepted, the last accepted output, why the next was not, whether that
+        lasts as long as the route's nodes do)."""
         client, cfg = self.client, self.client.config
-        nodes = [[n for n in st.nodes if not client.reputation.excluded(n)] for st in s.stages]
+        nodes = [list(ns) for ns in self._nodes(s)]
         route = sign_route(client.node.identity, CascadeRoute(
             client.node.identity.public_key, s.session_id, s.step, s.position, x.shape[0],
             cfg.kv, cfg.verify, client.wire,
@@ -171,7 +192,7 @@ class Cascade:
             try:
                 await asyncio.gather(*(client.node.send(n, m) for n, m in msgs))
             except (PeerUnavailable, ConnectionError) as exc:
-                return 0, x, f"could not send the first hop: {exc}"
+                return 0, x, f"could not send the first hop: {exc}", False
             deadline = sent + sum(s.verifier.patience(i, x.shape[0]) for i in range(len(nodes)))
             flat = [n for ns in nodes for n in ns]
             while not wait.settled and time.monotonic() < deadline:
@@ -194,10 +215,12 @@ class Cascade:
                       x.tobytes())
             answers, why = self._check(hop, ns, wait.got, i, wall)
             if not answers:
-                return i, x, why
+                lasting = why == MIXED_CLASSES or any(
+                    r.code is ErrorCode.NOT_FOUND for r in wait.got.values())
+                return i, x, why, lasting
             self._accept(s, i, hop, answers, wall / len(nodes))
             x = answers[0].out
-        return len(nodes), x, ""
+        return len(nodes), x, "", False
 
     def _check(self, hop: Hop, nodes: list[bytes], got: dict[tuple[int, bytes], CascadeResult],
                i: int, wall: float) -> tuple[list[Answer], str]:
@@ -230,7 +253,7 @@ class Cascade:
                 except BadAnswer as exc:
                     return [], str(exc)
                 if att.kernel != lead.kernel:
-                    return [], "replicas of different kernel classes (compared per row by the star)"
+                    return [], MIXED_CLASSES
                 if att.output_root != lead.attestation.output_root or att.kv != lead.attestation.kv:
                     return [], f"{n.hex()[:12]} and {carrier.hex()[:12]} disagree"
             answers.append(Answer(n, lead.out, lead.out_bytes, att, max(r.compute_s, 0.0), wall))

@@ -89,6 +89,7 @@ class CascadeNode:
         self.server = server
         self._seen: OrderedDict[tuple[bytes, bytes, int, int], None] = OrderedDict()
         self.forwarded = 0  # hops this node carried on (tests, status)
+        self.refused = 0  # requests refused before computing
 
     def on_run(self, peer: bytes, msg: RunCascade) -> asyncio.Future[None] | None:
         route = msg.route
@@ -98,6 +99,7 @@ class CascadeNode:
         try:
             ok = self.check(peer, msg)
         except CascadeRefused as exc:
+            self.refused += 1
             logger.info("%s: refused a cascade hop from %s: %s", self.server.node,
                         peer.hex()[:12], exc)
             return asyncio.ensure_future(self._report(asker, _refusal(msg, exc.code, str(exc))))
