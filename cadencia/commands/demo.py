@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cadencia.game.runner import say, view_config
+    from cadencia.game.runner import early_fork_server, say, view_config
     from world.view.config import has_display
     from world.view.frame import ViewError
 
@@ -58,17 +58,19 @@ def run(args: argparse.Namespace) -> int:
         if args.frames is None:
             args.frames = 1_000_000  # until the answer is in (the run stops when work is done)
     cfg = view_config(args)
-    return asyncio.run(_demo(args, cfg, say))
+    forks = early_fork_server(args.model)  # imports torch beside this process, for the workers
+    return asyncio.run(_demo(args, cfg, say, forks))
 
 
-async def _demo(args: argparse.Namespace, cfg, say) -> int:
+async def _demo(args: argparse.Namespace, cfg, say, forks=None) -> int:
     from cadencia.game.runner import run_view
     from cadencia.game.session import HiveSession, game_source
     from world.view.app import WorldApp
 
     source = game_source(player="asker")
     session = HiveSession(source, model=args.model, kv=args.kv, faulty=not args.honest, say=say,
-                          transport=args.links, weights=args.weights, verify=not args.no_verify)
+                          transport=args.links, weights=args.weights, verify=not args.no_verify,
+                          forks=forks)
     app = WorldApp(cfg, source, mode="play", gate=session.gate)
 
     async def work() -> None:

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cadencia.game.runner import check_hive_url, say, view_config
+    from cadencia.game.runner import check_hive_url, early_fork_server, say, view_config
     from world.view.frame import ViewError
 
     cfg = view_config(args)
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.hive:
         check_hive_url(args.hive)
         return asyncio.run(_play_live(args, cfg, say))
-    return asyncio.run(_play(args, cfg, say))
+    forks = early_fork_server(args.model)  # imports torch beside this process, for the workers
+    return asyncio.run(_play(args, cfg, say, forks))
 
 
 async def _play_live(args: argparse.Namespace, cfg, say) -> int:
@@ -159,7 +160,7 @@ async def _play_live(args: argparse.Namespace, cfg, say) -> int:
     return 0
 
 
-async def _play(args: argparse.Namespace, cfg, say) -> int:
+async def _play(args: argparse.Namespace, cfg, say, forks=None) -> int:
     from cadencia.game.choices import Activity, Choices
     from cadencia.game.credits import CreditKeeper
     from cadencia.game.hosting import EmbeddedHosting
@@ -178,7 +179,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     keeper = CreditKeeper(city, source, say=say, on_paid=choices.achieve)
     session = HiveSession(source, model=args.model, kv=args.kv, threads=args.threads, say=say,
                           identity=city.identity, on_host=keeper.attach, weights=args.weights,
-                          on_answer=choices.achieve, verify=not args.no_verify)
+                          on_answer=choices.achieve, verify=not args.no_verify, forks=forks)
     choices.prioritise = lambda prompt: session.submit(prompt, args.max_new_tokens, paid=True)
     app = WorldApp(cfg, source, mode="play", city=city_view(city),
                    on_prompt=_prompt_box(choices, lambda text: session.submit(text, args.max_new_tokens)),
@@ -207,6 +208,7 @@ async def _play(args: argparse.Namespace, cfg, say) -> int:
     if args.json:
         print(json.dumps({"mode": report.mode, "frames": report.frames, "screenshot": report.screenshot,
                           "weights": args.weights, "answers": [r.text for r in session.results],
+                          "tokens_per_s": [round(r.tokens_per_s, 3) for r in session.results],
                           "choices": outcomes, "actions": actions, **earnings}))
     elif report.screenshot:
         say(f"screenshot saved to {report.screenshot}")

@@ -21,6 +21,7 @@ import numpy as np
 from hive_core.exec import ClientConfig, Fault, generate_hive
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.hive import build_hive
+from hive_core.exec.worker_fork import ForkServer
 from hive_core.mesh.memchannel import LinkProfile
 from hive_core.model.chat import prompt_ids
 from hive_core.model.gguf_file import GGUFModelFile
@@ -62,8 +63,11 @@ class AskResult:
 class EmbeddedHive:
     """Start it, then `ask`; `close` when done."""
 
-    def __init__(self, source: GameSource, say: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(self, source: GameSource, say: Callable[[str], None] = lambda _m: None,
+                 forks: ForkServer | None = None) -> None:
+        """`forks`: a fork server for the stage workers started early (`early_fork_server`)."""
         self.source, self.say = source, say
+        self.forks = forks
         self.hive: InProcessHive | None = None
         self.compute_process = COMPUTE_PROCESS  # False: the servers compute on threads here
         self.gate = FrameGate()  # the app holds it while a frame renders; hosted compute waits
@@ -122,7 +126,8 @@ class EmbeddedHive:
                                        compute_nice=COMPUTE_NICE, verify=verify),
             compute_nice=COMPUTE_NICE, compute_process=self.compute_process,
             compute_gate=self.gate, weights=weights,
-            server_identities={0: host} if host is not None else None)
+            server_identities={0: host} if host is not None else None, fork_server=self.forks)
+        self.forks = None  # closed once the servers were built
         await self._map()
         self._status(kv, weights, f"emulated {link_ms:g} ms links" if transport == "memory"
                      else "aiortc data channels on loopback")
@@ -172,6 +177,9 @@ class EmbeddedHive:
         return await ask_through(hive.client, self.file, self.tokenizer, self.source, prompt, max_new_tokens)
 
     async def close(self) -> None:
+        if self.forks is not None:  # never started: it exits once its socket closes
+            self.forks.close()
+            self.forks = None
         if self.hive is not None:
             await self.hive.close()
             self.hive = None

@@ -53,6 +53,24 @@ def view_config(args: argparse.Namespace) -> ViewConfig:
     return ViewConfig(width=w, height=h, offscreen=offscreen)
 
 
+def early_fork_server(model: str | None):  # -> hive_core.exec.worker_fork.ForkServer | None
+    """Start the embedded hive's fork server now (`hive_core.exec.worker_fork`): it imports
+    torch and maps the model while this process imports the game and opens its window, so
+    the stage workers fork from it at once. None where there is none to start (no fork
+    server on this system, or a model path that does not
+    resolve: the hive's start says why). Light: this process has not imported torch yet."""
+    from hive_core.exec.worker_fork import ForkServer
+    from hive_core.model.errors import ModelError
+    from hive_core.model.locate import resolve_model_path
+
+    if not ForkServer.available():
+        return None
+    try:
+        return ForkServer(str(resolve_model_path(model)))
+    except (ModelError, OSError):
+        return None
+
+
 def check_hive_url(url: str) -> str:
     """Only ws:// on loopback: the game joins hives on this machine or namespaces it made."""
     parsed = urlparse(url)

@@ -10,6 +10,7 @@ from pathlib import Path
 from hive_core.base.identity import Identity
 from hive_core.base.paths import data_dir as resolve
 from hive_core.exec.frame_gate import FrameGate
+from hive_core.exec.worker_fork import ForkServer
 from world.game import GameState
 from world.model import City
 from world.model.schema import MAX_LEVEL
@@ -54,7 +55,8 @@ class HiveSession:
                  say: Callable[[str], None] = lambda _m: None,
                  on_answer: Callable[[AskResult], None] | None = None, identity: object = None,
                  on_host: Callable[[object], None] | None = None, transport: str = "memory",
-                 weights: str | None = None, verify: bool = True) -> None:
+                 weights: str | None = None, verify: bool = True,
+                 forks: ForkServer | None = None) -> None:
         self.transport = transport  # "memory" (emulated links) or "rtc" (aiortc on loopback)
         self.weights = weights  # packed | fp32 | bf16; None: hive_core.model.modes.DEFAULT_WEIGHTS
         self.verify = verify  # False: --no-verify, answers taken without checking them
@@ -63,7 +65,7 @@ class HiveSession:
         self.say, self.on_answer = say, on_answer
         self.identity = identity  # the player's key: the hosted server runs under it (play)
         self.on_host = on_host  # called with the hosted ShardServer once it is up
-        self.hive = EmbeddedHive(source, say=say)
+        self.hive = EmbeddedHive(source, say=say, forks=forks)
         self.results: list[AskResult] = []
         self._busy = asyncio.Lock()
         self.ready = asyncio.Event()  # set once the hive is up

@@ -13,6 +13,7 @@ run), or the ones a test gives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.remote import grade
 from hive_core.exec.replay import shared_replayer
 from hive_core.exec.server import ServerConfig, ShardServer
+from hive_core.exec.worker_fork import ForkServer, forking
 from hive_core.mesh.memchannel import LinkProfile, memory_pair
 from hive_core.mesh.node import Node
 from hive_core.model.executor import ShardExecutor
@@ -143,13 +145,16 @@ async def build_hive(
     server_kernels: Mapping[int, str] | None = None,
     health: Mapping[int, HealthRecord] | None = None,
     reputation: ReputationBook | None = None,
+    fork_server: ForkServer | None = None,
 ) -> InProcessHive:
     """`n_servers` servers; stage k runs on servers k*replicas .. k*replicas+replicas-1.
 
     With `stages` None the layers are split evenly into ``n_servers // replicas`` stages.
     `spares` extra servers hold nothing at first (failover, referees, spot checks).
     `compute_nice` lowers the servers' compute threads' OS priority (a game hosting them);
-    `compute_process` runs each server's stage compute in a child process of its own.
+    `compute_process` runs each server's stage compute in a child process of its own, each
+    forked from one process that imported torch and mapped the model once (`fork_server`, if
+    the caller started it early; it is closed once the servers are built).
     `compute_gate` (a game's `FrameGate`) holds the servers' and the asker's compute back
     while a frame renders.
     `server_identities` gives server k a key of its own (e.g. the player's, so its receipts
@@ -180,17 +185,21 @@ async def build_hive(
     asker = Node(identity("asker"))
     servers: list[ShardServer] = []
     groups: list[list[bytes]] = [[] for _ in stages]
-    for k in range(n_servers + spares):
-        node = Node((server_identities or {}).get(k) or identity(f"server-{k}"))
-        stage_index = k // replicas
-        preload = (stages[stage_index],) if k < len(stages) * replicas else ()
-        if preload:
-            groups[stage_index].append(node.node_id)
-        cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k,
-                           compute_nice=compute_nice, weights=modes[k],
-                           compute_process=compute_process, compute_gate=compute_gate,
-                           kernel_path=(server_kernels or {}).get(k, ""))
-        servers.append(ShardServer(node, file, cfg))
+    if fork_server is not None and not compute_process:
+        fork_server.close()  # nothing to fork
+    # Child processes are forked from one that imported torch and mapped the file once.
+    with forking(str(file.path), fork_server) if compute_process else contextlib.nullcontext():
+        for k in range(n_servers + spares):
+            node = Node((server_identities or {}).get(k) or identity(f"server-{k}"))
+            stage_index = k // replicas
+            preload = (stages[stage_index],) if k < len(stages) * replicas else ()
+            if preload:
+                groups[stage_index].append(node.node_id)
+            cfg = ServerConfig(preload=preload, fault=faults.get(k), fault_seed=k,
+                               compute_nice=compute_nice, weights=modes[k],
+                               compute_process=compute_process, compute_gate=compute_gate,
+                               kernel_path=(server_kernels or {}).get(k, ""))
+            servers.append(ShardServer(node, file, cfg))
     plan: Plan = fixed_plan(stages, groups)
     own = [Stage(0, n_local)] if n_local else []
     own += [Stage(n_layers - n_tail, n_layers)] if n_tail else []

@@ -25,13 +25,14 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from hive_core.base.stage import Part, Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.stage_host import HostConfig, SessionKey, StageHost, StepRefused
+from hive_core.exec.worker_fork import ForkedProcess, active, serve_forks
 from hive_core.model.errors import ModelError
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.packed_run import prepare_compute
@@ -165,24 +166,33 @@ class StageWorker:
     """A `StageHost` in a child process; the same calls, blocking (call off the event loop)."""
 
     def __init__(self, config: WorkerConfig) -> None:
+        """Starts the child: forked from this context's fork server for the model
+        (`hive_core.exec.worker_fork.forking`) if there is one, else a process of its own."""
         self.config = config
         self.loaded_stages: list[str] = []
         self.evicted = 0
         self._lock = threading.Lock()
         self._dead = ""
-        cmd = [sys.executable, "-m", "hive_core.exec.stage_worker", config.model_path,
-               "--weights", config.weights, "--max-sessions", str(config.max_sessions),
-               "--fault", config.fault, "--fault-seed", str(config.fault_seed),
-               "--nice", str(config.nice), "--threads", str(config.threads)]
+        args = [config.model_path, "--weights", config.weights,
+                "--max-sessions", str(config.max_sessions), "--fault", config.fault,
+                "--fault-seed", str(config.fault_seed), "--nice", str(config.nice),
+                "--threads", str(config.threads)]
         if not config.load_on_demand:
-            cmd.append("--no-load-on-demand")
+            args.append("--no-load-on-demand")
         if config.allow_dequant:
-            cmd.append("--allow-dequant")
+            args.append("--allow-dequant")
+        self.proc: subprocess.Popen[bytes] | ForkedProcess
+        server = active(config.model_path)
+        self._greeted = server is None  # a forked child says its pid before its first answer
+        if server is not None:
+            self.proc = server.spawn([*args, "--hello"], config.gate_fd)
+            return
         fds: tuple[int, ...] = ()
         if config.gate_fd >= 0:
-            cmd += ["--gate-fd", str(config.gate_fd)]
+            args += ["--gate-fd", str(config.gate_fd)]
             fds = (config.gate_fd,)
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+        self.proc = subprocess.Popen([sys.executable, "-m", "hive_core.exec.stage_worker", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
                                      pass_fds=fds)
 
     @property
@@ -196,14 +206,15 @@ class StageWorker:
             stdin, stdout = self.proc.stdin, self.proc.stdout
             assert stdin is not None and stdout is not None
             try:
+                if not self._greeted:
+                    self._hello(stdout)  # type: ignore[arg-type]
                 write_frame(stdin, body)  # type: ignore[arg-type]
-                ready, _, _ = select.select([stdout], [], [], self.config.reply_timeout_s)
-                if not ready:
-                    self._fail(f"stage worker gave no answer in {self.config.reply_timeout_s:g} s")
-                got = parse_reply(read_frame(stdout))  # type: ignore[arg-type]
+                got = self._answer(stdout)  # type: ignore[arg-type]
             except (EOFError, OSError, ValueError, struct.error) as exc:
                 code = self.proc.poll()
-                self._fail(f"stage worker died (exit code {code})" if code is not None
+                # A forked worker's exit code is its fork server's to reap: it says only that it exited.
+                self._fail(("stage worker died" if isinstance(self.proc, ForkedProcess)
+                            else f"stage worker died (exit code {code})") if code is not None
                            else f"stage worker broke the pipe: {type(exc).__name__}: {exc}")
         status, held, _, payload = got
         if status is Status.REFUSED:
@@ -214,7 +225,21 @@ class StageWorker:
             raise ExecError(f"stage worker error: {payload.decode('utf-8', 'replace')}")
         return got
 
-    def _fail(self, why: str) -> None:
+    def _answer(self, stdout: BinaryIO) -> tuple[Status, int, float, bytes]:
+        ready, _, _ = select.select([stdout], [], [], self.config.reply_timeout_s)
+        if not ready:
+            self._fail(f"stage worker gave no answer in {self.config.reply_timeout_s:g} s")
+        return parse_reply(read_frame(stdout))
+
+    def _hello(self, stdout: BinaryIO) -> None:
+        """A forked child's first frame: its pid, so it can be watched and killed."""
+        status, pid, _, _ = self._answer(stdout)
+        if status is not Status.OK or pid <= 0 or not isinstance(self.proc, ForkedProcess):
+            self._fail("stage worker broke the pipe: no hello")
+        self.proc.hello(pid)
+        self._greeted = True
+
+    def _fail(self, why: str) -> NoReturn:
         self._dead = why
         self.proc.kill()
         raise WorkerError(why)
@@ -300,7 +325,9 @@ def serve(host: object, inp: BinaryIO, out: BinaryIO) -> None:
         write_frame(out, answer)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, model: GGUFModelFile | None = None) -> None:
+    """Run a worker (or, with ``--fork-server FD``, a fork server for the model's workers).
+    `model`: the model file already mapped (a forked worker's, from its server)."""
     parser = argparse.ArgumentParser(description="stage compute for a shard server (a child process)")
     parser.add_argument("model")
     parser.add_argument("--weights", default="fp32")
@@ -313,19 +340,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--gate-fd", type=int, default=-1,
                         help="an inherited FrameGate fd: wait on it before each layer")
+    parser.add_argument("--hello", action="store_true",
+                        help="first write a frame carrying this process's pid (a forked worker)")
+    parser.add_argument("--fork-server", type=int, default=-1, metavar="FD",
+                        help="be a fork server on this Unix socket (hive_core.exec.worker_fork)")
     args = parser.parse_args(argv)
+    if args.fork_server >= 0:
+        _fork_server(args.fork_server, args.model)
+        return
     # Frames go out on a private copy of stdout; anything a library prints goes to stderr.
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
+    if args.hello:
+        write_frame(out, reply(Status.OK, os.getpid()))
     if args.nice:
         os.nice(args.nice)  # before torch starts threads: they inherit it
 
     prepare_compute(max(1, args.threads))
-    host = StageHost(GGUFModelFile(args.model), HostConfig(
+    if model is None or str(model.path) != str(args.model):
+        model = GGUFModelFile(args.model)
+    host = StageHost(model, HostConfig(
         weights=args.weights, load_on_demand=not args.no_load_on_demand,
         max_sessions=args.max_sessions, fault=Fault.parse(args.fault) if args.fault else None,
         fault_seed=args.fault_seed, allow_dequant=args.allow_dequant), pause=FrameGate(args.gate_fd).wait if args.gate_fd >= 0 else None)
     serve(host, sys.stdin.buffer, out)
+
+
+def _fork_server(sock_fd: int, path: str) -> None:
+    """Map the model and load our kernel library here once; fork a worker per request."""
+    from hive_core import native
+
+    shared = GGUFModelFile(path)
+    native.ops()  # loaded before the forks: every worker inherits it (None where not built)
+    serve_forks(sock_fd, lambda argv: main(argv, model=shared))
 
 
 if __name__ == "__main__":

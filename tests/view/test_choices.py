@@ -168,8 +168,10 @@ async def test_hosting_a_stage_moves_the_players_server_in_the_embedded_hive(tin
         assert all(ps.nodes for ps in hive.client.plan.stages)
         assert "already serves" in await choices.command(f"/host {other.start}-{other.end}")
         result = await session.ask("hi", max_new_tokens=3)
-        mine = [r for r in result.receipts if r.worker_id == me]
-        assert mine and {(r.layer_start, r.layer_end) for r in mine} == {(other.start, other.end)}
+        mine = {(r.layer_start, r.layer_end) for r in result.receipts if r.worker_id == me}
+        # The stage it left kept one replica, so it is audited, and the player's node may be
+        # drawn as that audit's auditor (paid for it too); the stage it serves pays it surely.
+        assert (other.start, other.end) in mine and mine <= {(other.start, other.end), (first.start, first.end)}
         assert server.config.preload == (other,)
     finally:
         await session.close()
