@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from hive_core.events import NodeLeft, ReplicaAnswered, Slashed, Verified, trial_id
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
@@ -44,6 +45,19 @@ PRIOR_LAYER_S = 0.01  # seconds per layer and row assumed before anything was me
 EWMA = 0.3
 SILENT_GRACE = 3.0  # a hedged replica still unanswered after this many patiences is silent
 MIN_GRACE_S = 2.0
+
+
+def _watched(coro: Coroutine[Any, Any, Answer]) -> asyncio.Future[Answer]:
+    """A replica's request as a task whose failure counts as seen: a verdict reads the ones
+    it needs, and the others (outrun, abandoned) are no error to report."""
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
+
+
+def _abandon(tasks: dict[asyncio.Future[Answer], bytes]) -> None:
+    for t in tasks:
+        t.cancel()
 
 
 class StepClock:
@@ -122,10 +136,20 @@ class StageVerifier:
 
     async def run(self, i: int, hop: Hop, nodes: list[bytes]) -> Answer | None:
         """The accepted answer, or None when every replica failed (the caller fails over)."""
+        tasks: dict[asyncio.Future[Answer], bytes] = {
+            _watched(self._ask(i, n, hop)): n for n in nodes}
+        try:
+            return await self._run(i, hop, nodes, tasks)
+        except BaseException:
+            # Cancelled (the asker gave up) or no verdict: the replicas' requests are abandoned,
+            # not left waiting out the request timeout.
+            _abandon(tasks)
+            raise
+
+    async def _run(self, i: int, hop: Hop, nodes: list[bytes],
+                   tasks: dict[asyncio.Future[Answer], bytes]) -> Answer | None:
         cfg = self.s.client.config
         need = 2 if cfg.verify and len(nodes) >= 2 else 1
-        tasks: dict[asyncio.Future[Answer], bytes] = {
-            asyncio.ensure_future(self._ask(i, n, hop)): n for n in nodes}
         rank = {n: k for k, n in enumerate(nodes)}
         outlasted: set[bytes] = set()  # replicas a hedge was sent for
         hedgers: set[bytes] = set()  # spares a hedge went to (busy rebuilding, not silent)
@@ -147,7 +171,7 @@ class StageVerifier:
                     logger.info("stage %s step %d: no answer from %s in time: hedging to %s",
                                 self.s.stages[i].stage, hop.step,
                                 ", ".join(n.hex()[:12] for n in silent), spare.hex()[:12])
-                    hedge = asyncio.ensure_future(self._hedge(i, spare, hop))
+                    hedge = _watched(self._hedge(i, spare, hop))
                     tasks[hedge], rank[spare] = spare, len(rank)
                     pending.add(hedge)
                 elif answers:
@@ -180,6 +204,7 @@ class StageVerifier:
                 continue
             found = await self.convict(i, hop, a, "disagrees with agreeing replicas")
             if found is False:
+                _abandon(tasks)  # the recomputation settles the step
                 return await self._settle(i, hop, answers)  # it was right: the pair lied
             if found is None:  # nothing here can judge it: outvoted, left out, not published
                 self.s.client.reputation.distrust(a.node)
