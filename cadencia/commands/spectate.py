@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cadencia.game.runner import check_hive_url, say, view_config
+    from cadencia.game.runner import check_hive_url, early_fork_server, say, view_config
     from world.view.frame import ViewError
 
     cfg = view_config(args)
@@ -49,10 +49,12 @@ def run(args: argparse.Namespace) -> int:
         check_hive_url(args.hive)
     if args.max_new_tokens < 1:
         raise ViewError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    return asyncio.run(_spectate(args, cfg, say))
+    # The local hive's workers fork from a server importing torch beside this process.
+    forks = early_fork_server(args.model) if args.hive == "local" else None
+    return asyncio.run(_spectate(args, cfg, say, forks))
 
 
-async def _spectate(args: argparse.Namespace, cfg, say) -> int:
+async def _spectate(args: argparse.Namespace, cfg, say, forks=None) -> int:
     from cadencia.game.runner import run_view
     from cadencia.game.session import HiveSession, game_source
     from cadencia.game.spectator import MIN_LEG_S, LiveSpectator, pulses_on_screen
@@ -63,7 +65,8 @@ async def _spectate(args: argparse.Namespace, cfg, say) -> int:
     app = WorldApp(cfg, source, mode="spectate")
     session = spectator = None
     if args.hive == "local":
-        session = HiveSession(source, model=args.model, say=say, host=False, weights=args.weights)
+        session = HiveSession(source, model=args.model, say=say, host=False, weights=args.weights,
+                              forks=forks)
         app.gate = session.gate  # the local hive computes between frames
         ready = session.ready
 
