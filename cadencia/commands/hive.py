@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="torch threads of each serving node (default: the physical cores "
                          "split among them; one answer passes the nodes in turn, so N up to "
                          "the cores each serves it fastest, many askers at once prefer the split)")
+    up.add_argument("--cascade", action="store_true",
+                    help="the API server's asker sends hidden states node to node (--http)")
     from hive_core.exec.serve import add_allow_dequant_argument
 
     add_allow_dequant_argument(up)
@@ -271,7 +273,8 @@ async def _start_http(args: argparse.Namespace, procs: list[asyncio.subprocess.P
     threads = next((f[f.index("--threads") + 1] for f in serving if "--threads" in f), "1")
     print(f"starting the API and web page on {args.http} ...", file=sys.stderr, flush=True)
     procs.append(await _spawn(["serve", "--hive", url, "--http", args.http, "--json",
-                               "--model", model, "--weights", args.weights, "--threads", threads]))
+                               "--model", model, "--weights", args.weights, "--threads", threads,
+                               *(["--cascade"] if getattr(args, "cascade", False) else [])]))
     ready = await _ready_line(procs[-1], "the API server")
     return str(ready["http"])
 

@@ -20,6 +20,11 @@ class BadAnswer(ExecError):
     """A replica's answer that cannot be used (forged, corrupt, refused): it is dropped."""
 
 
+class OtherInput(BadAnswer):
+    """A signed answer about another input than the one asked of it (in a cascade: the carrier
+    before it forwarded other bytes than it reported, or the node misstates what it got)."""
+
+
 class Unavailable(ExecError):
     """A replica that is gone (link closed, timed out, crashed)."""
 
@@ -94,4 +99,4 @@ def check_statement(node: bytes, hop: Hop, att: Attestation, output: bytes | Non
     if worker_id(att) != node or got != expected:
         raise BadAnswer(f"{node.hex()[:12]} attested another task or identity")
     if att.input_digest != merkle_root(hop.input_bytes):
-        raise BadAnswer(f"{node.hex()[:12]} attested another input")
+        raise OtherInput(f"{node.hex()[:12]} attested another input")

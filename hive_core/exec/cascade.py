@@ -50,6 +50,7 @@ from hive_core.exec.answer import (
     BadAnswer,
     Hop,
     NeedsRebuild,
+    OtherInput,
     check_answer,
     check_statement,
 )
@@ -213,25 +214,27 @@ class Cascade:
         for i, ns in enumerate(nodes):
             hop = Hop(s.session_id, s.step, s.stages[i].stage, s.position, x.shape[0],
                       x.tobytes())
-            answers, why = self._check(hop, ns, wait.got, i, wall)
+            answers, why, lasting = self._check(hop, ns, wait.got, i, wall)
             if not answers:
-                lasting = why == MIXED_CLASSES or any(
-                    r.code is ErrorCode.NOT_FOUND for r in wait.got.values())
+                lasting = lasting or any(r.code is ErrorCode.NOT_FOUND for r in wait.got.values())
                 return i, x, why, lasting
             self._accept(s, i, hop, answers, wall / len(nodes))
             x = answers[0].out
         return len(nodes), x, "", False
 
     def _check(self, hop: Hop, nodes: list[bytes], got: dict[tuple[int, bytes], CascadeResult],
-               i: int, wall: float) -> tuple[list[Answer], str]:
-        """Stage i's answers, carrier first, if they may be accepted; else ([], why)."""
+               i: int, wall: float) -> tuple[list[Answer], str, bool]:
+        """Stage i's answers, carrier first, if they may be accepted; else ([], why, whether
+        it lasts as long as the route: replicas of two classes, or a stage whose nodes attest
+        another input than its carrier reported, which the asker cannot blame on either side
+        (the forwarded bytes are sealed, not signed) but will not try again)."""
         client, cfg = self.client, self.client.config
         results = [got.get((i, n)) for n in nodes]
         for n, r in zip(nodes, results, strict=True):
             if r is None:
-                return [], f"no report from {n.hex()[:12]} in time"
+                return [], f"no report from {n.hex()[:12]} in time", False
             if not r.ok:
-                return [], f"{n.hex()[:12]} refused: {r.error}"
+                return [], f"{n.hex()[:12]} refused: {r.error}", False
         carrier, first = nodes[0], results[0]
         assert first is not None  # every result was checked present above
         as_star = StageResult(0, first.code, first.error, first.cache_len, first.compute_s,
@@ -240,24 +243,24 @@ class Cascade:
             lead = check_answer(carrier, hop, as_star, client.box(carrier),
                                 client.local.config.hidden, cfg.verify, wall, client.wire)
         except (BadAnswer, NeedsRebuild) as exc:
-            return [], str(exc)
+            return [], str(exc), isinstance(exc, OtherInput)
         answers = [lead]
         for n, r in zip(nodes[1:], results[1:], strict=True):
             assert r is not None
             att = r.attestation
             if cfg.verify:
                 if att is None or lead.attestation is None:
-                    return [], f"{n.hex()[:12]} sent no attestation"
+                    return [], f"{n.hex()[:12]} sent no attestation", False
                 try:
                     check_statement(n, hop, att, None)
                 except BadAnswer as exc:
-                    return [], str(exc)
+                    return [], str(exc), isinstance(exc, OtherInput)
                 if att.kernel != lead.kernel:
-                    return [], MIXED_CLASSES
+                    return [], MIXED_CLASSES, True
                 if att.output_root != lead.attestation.output_root or att.kv != lead.attestation.kv:
-                    return [], f"{n.hex()[:12]} and {carrier.hex()[:12]} disagree"
+                    return [], f"{n.hex()[:12]} and {carrier.hex()[:12]} disagree", False
             answers.append(Answer(n, lead.out, lead.out_bytes, att, max(r.compute_s, 0.0), wall))
-        return answers, ""
+        return answers, "", False
 
     def _accept(self, s: HiveSession, i: int, hop: Hop, answers: list[Answer],
                 wall: float) -> None:

@@ -133,6 +133,9 @@ class CascadeNode:
         if carrier and msg.index + 1 < len(route.hops):
             for k in route.hops[msg.index + 1].nodes:
                 nid = node_id_of(k)
+                if k == me:  # this node serves the next stage too: handed over here
+                    targets.append((nid, k))
+                    continue
                 link = self.server.node.peers.best(nid)
                 if link is None or link.public_key != k:
                     raise CascadeRefused(ErrorCode.NOT_FOUND,
@@ -183,10 +186,15 @@ class CascadeNode:
     async def _finish(self, msg: RunCascade, ok: Admitted,
                       job: asyncio.Future[tuple[CascadeResult, list[tuple[bytes, RunCascade]]]]) -> None:
         result, forwards = await job
+        me = self.server.node.node_id
+        for nid, f in forwards:
+            if nid == me:
+                self.on_run(me, f)  # the next stage is ours too
         # The next hop first: it is on the answer's critical path, the report is not.
-        sent = await asyncio.gather(*(self.server.node.send(nid, f) for nid, f in forwards),
-                                    return_exceptions=True)
-        lost = [nid for (nid, _), r in zip(forwards, sent, strict=True) if isinstance(r, BaseException)]
+        sent = await asyncio.gather(*(self.server.node.send(nid, f) for nid, f in forwards
+                                      if nid != me), return_exceptions=True)
+        lost = [nid for (nid, _), r in zip([f for f in forwards if f[0] != me], sent, strict=True)
+                if isinstance(r, BaseException)]
         self.forwarded += len(forwards) - len(lost)
         if lost:
             result = replace(result, code=ErrorCode.NOT_FOUND,

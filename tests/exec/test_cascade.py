@@ -166,6 +166,45 @@ async def test_speculative_decoding_over_a_cascade_equals_greedy(tiny_gguf, tiny
         await hive.close()
 
 
+async def test_a_node_attesting_another_input_is_dropped_and_the_cascade_resumes(
+        tiny_gguf, tiny_file, tiny_local) -> None:
+    """Stage 1's node computes on bytes other than those it was sent (a careless liar about
+    its input): the asker cannot tell whether the carrier or the node lied, so the route goes
+    to the star, which drops the node for attesting another input and fails over to the
+    spare; the new route cascades again."""
+    hive = await cascade_hive(tiny_gguf, tiny_file, 2, spares=1)
+    liar = hive.servers[1]
+    honest_step = liar.step
+
+    def tampered(*args: Any) -> Any:
+        *head, data = args
+        return honest_step(*head, bytes([data[0] ^ 1]) + data[1:])
+
+    liar.step = tampered  # type: ignore[method-assign]
+    try:
+        ids, s = await hive_ids(hive)
+        assert ids == local_ids(tiny_local)
+        assert liar.node.node_id not in s.stages[1].nodes and s.failovers == 1
+        assert s.fallbacks == 1 and s.cascaded == N - 1
+    finally:
+        await hive.close()
+
+
+async def test_a_node_serving_two_stages_in_a_row_hands_over_to_itself(
+        tiny_gguf, tiny_file, tiny_local) -> None:
+    hive = await cascade_hive(tiny_gguf, tiny_file, 2)
+    try:
+        s = hive.client.new_session()
+        s.stages[1].nodes = [hive.servers[0].node.node_id]  # it loads layers 2-3 on demand
+        g = await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=N, context_length=64,
+                                                 sampler=Sampler(1.0, seed=7)), 60)
+        assert g.new_ids == local_ids(tiny_local)
+        assert s.cascaded == N and hive.servers[0].cascade.forwarded == N
+        assert hive.servers[1].stats.requests == 0
+    finally:
+        await hive.close()
+
+
 async def test_a_route_without_links_between_servers_runs_by_the_star(
         tiny_gguf, tiny_file, tiny_local) -> None:
     """Stage 0's carrier is told to forward to a node it has no link to: it refuses with a
