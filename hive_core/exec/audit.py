@@ -10,6 +10,17 @@ calibrated prefill-versus-step bound convict their worker by replaying its own s
 (`StageVerifier.convict`); if the replay clears the worker, the auditor lied and is
 convicted on its own signed audit steps. A lie found here was already used: the session is
 marked tainted, so its answer does not count as verified.
+
+What an audit costs is mostly the auditor loading the stage (SmolLM2, 7 layers: 0.3 s in
+fp32, 0.03 s packed, against 0.06 s for the 72-row prefill), and a node lets a stage it does
+not serve go when the last session using it ends. So a client keeps its auditors: each
+stage's auditor is drawn from a client-wide random order (one stage per auditor where the
+hive allows) and kept, all re-drawn at random with probability 1/`AUDITOR_TERM` per session;
+after each audit the client leaves a one-row session of its own open on the auditor
+(`Auditors.warm_session`), which keeps the stage loaded there until its idle eviction.
+Keeping an auditor does not help a liar: the audit recomputes every step whoever audits,
+and over many sessions a colluding auditor is drawn for a given stage as often as with a
+draw per session (in runs of sessions instead of one at a time).
 """
 
 from __future__ import annotations
@@ -17,11 +28,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import secrets
 import time
+import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hive_core.base.ids import SESSION_BYTES
+from hive_core.base.stage import Stage
 from hive_core.events import Verified, trial_id
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
 from hive_core.exec.errors import ExecError
@@ -46,6 +63,33 @@ MAX_AUDITORS = 2  # auditors tried for one stage when the first one is caught ly
 class SilentAuditor(ExecError):
     """An auditor took an audit request and did not answer within its grace."""
 
+AUDITOR_TERM = 8  # sessions a client keeps its auditors for, on average (re-drawn at random)
+WARM_TIMEOUT_S = 5.0  # the one-row request keeping an auditor warm (it never holds an ask up longer)
+
+
+@dataclass
+class Auditors:
+    """A client's kept auditors: who audits which stage, and the session keeping them warm."""
+
+    salt: bytes = field(default_factory=lambda: os.urandom(32))  # the client's draw
+    warm_session: bytes = field(default_factory=lambda: os.urandom(SESSION_BYTES))
+    kept: dict[Stage, bytes] = field(default_factory=dict)
+
+    def redraw(self) -> None:
+        self.salt = os.urandom(32)
+        self.kept.clear()
+
+
+_AUDITORS: weakref.WeakKeyDictionary[object, Auditors] = weakref.WeakKeyDictionary()
+
+
+def auditors_of(client: object) -> Auditors:
+    """The auditors `client` keeps (made on first use)."""
+    found = _AUDITORS.get(client)
+    if found is None:
+        found = _AUDITORS[client] = Auditors()
+    return found
+
 
 def _drawn(session_id: bytes, i: int, rate: float) -> bool:
     """Whether stage `i` of this session is audited: a draw no worker can predict."""
@@ -61,6 +105,8 @@ async def audit_session(s: HiveSession) -> None:
     todo = [i for i, st in enumerate(s.stages)
             if st.steps and st.verified_steps < st.steps and not st.audited and st.segments
             and _drawn(s.session_id, i, s.client.config.audit_rate)]
+    if todo and secrets.randbelow(AUDITOR_TERM) == 0:
+        auditors_of(s.client).redraw()
     await asyncio.gather(*(_audit_logged(s, i) for i in todo))
 
 
@@ -92,7 +138,7 @@ async def audit_stage(s: HiveSession, i: int) -> bool:
     workers = {node for *_, node in spans}
     refused: list[bytes] = []
     for _ in range(MAX_AUDITORS):
-        auditor = s.spare_for(i, [*workers, *refused])
+        auditor = _auditor_for(s, i, [*workers, *refused])
         if auditor is not None:
             try:
                 audit, kernel, statements = await _remote(s, i, auditor, inputs)
@@ -113,6 +159,53 @@ async def audit_stage(s: HiveSession, i: int) -> bool:
             return False
         refused.append(auditor)  # it lied (convicted): ask another
     return False
+
+
+def _usable(s: HiveSession, i: int, exclude: list[bytes]) -> list[bytes]:
+    """Nodes that may audit stage `i` (what `HiveSession.spare_for` takes, in no order)."""
+    st = s.stages[i]
+    client = s.client
+    return [n for n in s.spares
+            if n not in st.nodes and n not in exclude and n not in st.failed
+            and client.same_mode(n, st.weights) and not client.reputation.excluded(n)
+            and client.node.peers.best(n) is not None]
+
+
+def _auditor_for(s: HiveSession, i: int, exclude: list[bytes]) -> bytes | None:
+    """The stage's kept auditor if it can still audit, else one drawn from the client's order
+    (preferring a node that audits no other stage, so each keeps one stage loaded)."""
+    kept = auditors_of(s.client)
+    stage = s.stages[i].stage
+    usable = _usable(s, i, exclude)
+    mine = kept.kept.get(stage)
+    if mine in usable:
+        return mine
+    others = {n for st, n in kept.kept.items() if st != stage}
+    usable.sort(key=lambda n: (n in others, hashlib.blake2b(kept.salt + n).digest()))
+    if not usable:
+        kept.kept.pop(stage, None)
+        return None
+    kept.kept[stage] = usable[0]
+    return usable[0]
+
+
+async def _keep_warm(s: HiveSession, i: int, auditor: bytes, row: np.ndarray) -> None:
+    """Leave a one-row session of the client's own open on the auditor: the stage stays
+    loaded there for the next audit (until that session's idle eviction)."""
+    st = s.stages[i]
+    hop = Hop(auditors_of(s.client).warm_session, s.next_replay_step(), st.stage, 0, 1,
+              np.ascontiguousarray(row, dtype="<f4").tobytes())
+    billed = st.work.get(auditor)
+    kept = list(billed) if billed is not None else None
+    try:
+        await asyncio.wait_for(s.ask(auditor, hop, keep=False), WARM_TIMEOUT_S)
+    except (Unavailable, BadAnswer, NeedsRebuild, TimeoutError) as exc:
+        logger.info("could not keep %s warm on %s: %s", st.stage, auditor.hex()[:12], exc)
+    finally:  # not this session's work: it serves the client's next audit
+        if kept is None:
+            st.work.pop(auditor, None)
+        else:
+            st.work[auditor] = kept
 
 
 async def _compare(s: HiveSession, i: int, spans: list[tuple[int, int, int, bytes]],
@@ -182,6 +275,7 @@ async def _remote(s: HiveSession, i: int, auditor: bytes,
         raise ExecError(f"auditor {auditor.hex()[:12]} failed: {exc}") from None
     if not kernel:
         raise ExecError(f"auditor {auditor.hex()[:12]} sent no attestation")
+    await _keep_warm(s, i, auditor, inputs[:1])
     return np.concatenate(outs), kernel, statements
 
 
