@@ -29,7 +29,7 @@ from hive_core.mesh.wschannel import ws_connect
 from hive_core.model.config import LlamaConfig
 from hive_core.protocol.inference import ShardInfo, ShardQuery
 from hive_core.sched.planner import CostModel, Plan, PlanError, PlannedStage, fixed_plan, plan
-from hive_core.sched.routing import candidate, prefer_planned
+from hive_core.sched.routing import candidate, level_compute, prefer_planned
 
 MAX_CLAIMED_TFLOPS = 64.0  # a server's own TFLOPS claim counts up to this (a CPU's ceiling)
 
@@ -137,6 +137,8 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
                        roles=(roles or {}).get(n, ()), max_tflops=MAX_CLAIMED_TFLOPS)
              for lab, n in sorted(label.items()) for i in (same[n],)]
     cost = CostModel.for_model(cfg)
+    if spans is not None:
+        cands = level_compute(cands)
     try:
         p = plan(cands, last - first_layer, cost, replicas=replicas)
     except PlanError:

@@ -7,14 +7,17 @@ Roles (alpha for attention and its cache, beta for the MLP) come from its roles 
 
 Servers preload spans; when the spans cover the model, the asker takes them as they are
 unless the planner finds a route at least `gain` times faster and `min_saving_s` a token
-faster (a slow or far node in a pipeline of fast ones: exo #489 saw a 40 and a 20 tok/s
-device give 24 together). Both thresholds keep equal nodes, whose micro-benchmarks differ
-by noise, on their spans: a planned route makes servers load layers on first use.
+faster, weighing the servers at one TFLOPS figure (`level_compute`): a far node, one on a
+draining battery or one that drops requests is left out; preloaded layers never move for a
+TFLOPS claim. Without spans (servers that load on demand) the planner reads the claims too
+and leaves a slow node out of a pipeline of fast ones (exo #489: a 40 and a 20 tok/s
+device gave 24 together). A planned route makes servers load layers on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import statistics
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from hive_core.base.health import HealthRecord, HealthVector
@@ -41,6 +44,17 @@ def candidate(node_id: bytes, *, tflops: float, free_ram_mb: float, on_ac: bool,
     vector = replace(vector, tflops=min(max(claimed, 0.01), max_tflops),
                      free_ram_mb=vector.free_ram_mb or free_ram_mb)
     return Candidate(node_id, vector, rtt_ms, frozenset(r for r in roles if r in ROLE_NAMES))
+
+
+def level_compute(cands: Sequence[Candidate]) -> list[Candidate]:
+    """`cands` with every TFLOPS figure set to their median: how spans are weighed against a
+    plan. A figure is a node's own claim from a quarter-second benchmark, ten times apart on a
+    loaded machine, and a liar's bait for layers; RTTs the asker measured itself, and power
+    and stability, stay as they are."""
+    if not cands:
+        return []
+    median = statistics.median(c.health.tflops for c in cands)
+    return [replace(c, health=replace(c.health, tflops=median)) for c in cands]
 
 
 def estimate(p: Plan, candidates: Mapping[bytes, Candidate], cost: CostModel) -> float:

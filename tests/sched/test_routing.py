@@ -9,7 +9,7 @@ from hive_core.base.health import HealthRecord, HealthVector
 from hive_core.base.stage import Stage
 from hive_core.model.config import LlamaConfig
 from hive_core.sched.planner import Candidate, CostModel, fixed_plan, plan
-from hive_core.sched.routing import candidate, estimate, prefer_planned
+from hive_core.sched.routing import candidate, estimate, level_compute, prefer_planned
 
 CFG = LlamaConfig(n_layers=30, hidden=576, ffn=1536, n_heads=9, n_kv_heads=3, vocab_size=49152,
                   context_length=8192, rope_base=100000.0, rms_eps=1e-5)
@@ -125,3 +125,20 @@ def test_a_vector_from_the_record_keeps_its_median_rtt() -> None:
     assert isinstance(c.health, HealthVector) and c.health.rtt_median_ms == 5.0
     assert COST.hop_s(c) == pytest.approx(0.005 + COST.hop_overhead_s
                                           + 2 * COST.hidden_bytes * 8 / COST.bandwidth_bps)
+
+
+def test_preloaded_spans_never_move_for_a_tflops_claim() -> None:
+    """A node's TFLOPS is its own quarter-second benchmark (ten times apart on a loaded
+    machine, or a liar's bait for layers): spans are weighed at one figure for all."""
+    raw = {A: cand(A, rtt=1.0, tflops=0.005), B: cand(B, rtt=1.0, tflops=5.0)}
+    two = fixed_plan([Stage(1, 15), Stage(15, 29)], [[A], [B]])
+    assert prefer_planned(two, plan(list(raw.values()), 28, COST), raw, COST)  # by the claims
+    level = {c.node_id: c for c in level_compute(list(raw.values()))}
+    assert [c.health.tflops for c in level.values()] == pytest.approx([2.505, 2.505])  # 0.01 at least
+    assert level[A].rtt_ms == 1.0 and level[A].health.success_rate == 1.0
+    assert not prefer_planned(two, plan(list(level.values()), 28, COST), level, COST)
+    # What the asker measured itself still counts: a far node's span gives way.
+    far = {A: cand(A, rtt=1.0), B: cand(B, rtt=290.0, tflops=50.0)}
+    level = {c.node_id: c for c in level_compute(list(far.values()))}
+    assert prefer_planned(two, plan(list(level.values()), 28, COST), level, COST)
+    assert level_compute([]) == []
