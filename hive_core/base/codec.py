@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from hive_core.base.errors import ProtocolError
 from hive_core.base.fields import Field, Reader, Writer
+from hive_core.base.hoptiming import timed
 
 PROTOCOL_VERSION = 1
 # aiortc advertises and accepts 256 KiB messages; a whole frame must fit in one message.
@@ -123,6 +124,7 @@ def decode_struct(data: bytes, cls: type[C], max_bytes: int = MAX_FRAME_BYTES) -
     return obj
 
 
+@timed("framing")
 def encode(msg: Any) -> bytes:
     """One frame for `msg`; raises ProtocolError if a field is out of range or it is too big."""
     tag = getattr(type(msg), "__wire_tag__", None)
@@ -136,6 +138,7 @@ def encode(msg: Any) -> bytes:
     return w.getvalue()
 
 
+@timed("framing")
 def decode(data: bytes | bytearray | memoryview) -> Any:
     """The message in one frame; raises ProtocolError (and nothing else) if it is malformed."""
     if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -10,6 +10,7 @@ from pathlib import Path
 from nacl import exceptions as nacl_exceptions
 from nacl import signing
 
+from hive_core.base.hoptiming import timed
 from hive_core.base.ids import ID_BYTES
 
 KEY_FILE = "node.key"
@@ -26,6 +27,7 @@ def node_id_of(public_key: bytes) -> bytes:
     return hashlib.blake2b(public_key, digest_size=ID_BYTES).digest()
 
 
+@timed("signing")
 def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
     """Raise IdentityError unless `signature` is `public_key`'s Ed25519 signature of `message`."""
     if len(public_key) != 32 or len(signature) != 64:
@@ -94,6 +96,7 @@ class Identity:
     def node_id_hex(self) -> str:
         return self.node_id.hex()
 
+    @timed("signing")
     def sign(self, message: bytes) -> bytes:
         """Detached 64-byte Ed25519 signature."""
         return self.signing_key.sign(message).signature

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -91,3 +92,51 @@ def install_from_env() -> bool:
 # `python -c LAUNCHER <cadencia arguments>`: a cadencia command shaped by CADENCIA_SHAPING.
 LAUNCHER = ("import sys; from hive_core.sim.shaped import install_from_env; install_from_env(); "
             "from cadencia.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+# -- a WAN of hosts placed in countries --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One process of an emulated WAN: the address it sends from and the country it sits in."""
+
+    address: str  # its own host address (a loopback alias, or a namespace's address)
+    country: str  # ISO code in the RIPE Atlas matrix
+
+
+def pair_rtt_ms(data: Any, a: str, b: str) -> float:
+    """Measured RTT between two countries (`CountryRtt`); within one country, its access RTT.
+
+    SimError when the pair (or the country's own RTT) was not measured: the bench must not
+    invent latencies."""
+    index = {c: i for i, c in enumerate(data.countries)}
+    if a not in index or b not in index:
+        raise SimError(f"no RTT data for country {a if a not in index else b!r}")
+    i, j = index[a], index[b]
+    ms = float(data.intra[i]) if i == j else float(data.rtt[i, j])
+    if math.isnan(ms):  # never measured
+        raise SimError(f"the RTT between {a} and {b} was not measured")
+    return ms
+
+
+def wan_specs(hosts: list[Placed], data: Any, *, loss: float = 0.0, jitter: float = 0.05,
+              seed: int = 0) -> list[str]:
+    """One `CADENCIA_SHAPING` JSON per host: each send to another host leaves after half
+    their pair's RTT (plus up to `jitter` of it, uniform) or is dropped with `loss`; both ends
+    shape their own sends, so each link's round trip is the measured RTT (plus jitter)."""
+    if not 0.0 <= loss < 1.0 or not 0.0 <= jitter <= 1.0:
+        raise SimError(f"loss must be in [0, 1) and jitter in [0, 1], got {loss} and {jitter}")
+    if len({h.address for h in hosts}) != len(hosts):
+        raise SimError("two hosts share an address")
+    specs = []
+    for k, me in enumerate(hosts):
+        links = {}
+        for other in hosts:
+            if other.address == me.address:
+                continue
+            one_way = pair_rtt_ms(data, me.country, other.country) / 2
+            links[other.address] = {"delay_ms": round(one_way, 3),
+                                    "jitter_ms": round(one_way * jitter, 3), "loss": loss}
+        specs.append(json.dumps({"links": links, "seed": seed * 1000 + k}))
+    return specs

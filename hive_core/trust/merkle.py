@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from hive_core.base.hoptiming import timed
 from hive_core.trust.errors import TrustError
 
 DIGEST_BYTES = 32
@@ -43,6 +44,7 @@ def _levels(leaves: list[bytes]) -> list[list[bytes]]:
     return levels
 
 
+@timed("hashing")
 def merkle_root(data: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> bytes:
     """The 32-byte root over `data` cut in `chunk_bytes` chunks."""
     return _levels(leaf_hashes(data, chunk_bytes))[-1][0]

@@ -15,6 +15,7 @@ from nacl import exceptions as nacl_exceptions
 from nacl.public import Box, PrivateKey, PublicKey, SealedBox
 from nacl.signing import VerifyKey
 
+from hive_core.base.hoptiming import timed
 from hive_core.base.identity import Identity
 from hive_core.trust.errors import SealError
 
@@ -39,6 +40,7 @@ def box_between(me: Identity, peer_public_key: bytes) -> Box:
     return Box(curve_private(me), curve_public(peer_public_key))
 
 
+@timed("sealing")
 def seal(box: Box, payload: bytes, context: bytes) -> bytes:
     """Encrypt and authenticate `payload` bound to `context` (a random nonce each time)."""
     if len(context) > 0xFFFF:
@@ -46,6 +48,7 @@ def seal(box: Box, payload: bytes, context: bytes) -> bytes:
     return bytes(box.encrypt(struct.pack("<H", len(context)) + context + payload))
 
 
+@timed("sealing")
 def open_sealed(box: Box, sealed: bytes, context: bytes) -> bytes:
     """Inverse of `seal`; SealError if forged, corrupted, or sealed for another context."""
     try:

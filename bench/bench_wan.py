@@ -1,0 +1,181 @@
+"""Benchmark of a hive over emulated internet links: separate processes, real aiortc, real RTTs.
+
+Run: `.venv/bin/python -m bench wan [--quick]` (or `python -m bench.bench_wan`). Prints
+markdown tables.
+
+Each scenario starts a sentinel and one node process per stage (SmolLM2, one span each) and
+an asker (`cadencia ask --json`), every one on a loopback address of its own and started
+through `hive_core.sim.shaped.LAUNCHER`: each UDP datagram it sends to another process leaves
+after half the RTT between their countries in the RIPE Atlas matrix shipped in
+`hive_core/sim/data/internet-rtt` (plus up to 5 % jitter), or is dropped with the scenario's
+loss. The kernel here has no netem (`tc qdisc ... netem` fails), so this is the shaping. The
+sentinel (rendezvous only, it serves no layers) and WebSocket joins are not shaped.
+
+The physical floor of a token: the sum of the one-way latencies the token must cross plus
+the compute, measured as `cadencia generate` on this machine at the nodes' thread count. A
+star (every stage's output comes back to the asker) crosses 2 one-way hops per stage; a
+cascade (asker -> A -> B -> C -> asker) one per stage plus one. Both floors are printed;
+the cascade's is the physical one. Targets are printed beside, never asserted.
+
+"star" keeps the nodes' own spans (`CADENCIA_PLANNER=spans`); in the 3-region hive the
+asker also routes as it does by default, where the planner may leave a far node out.
+
+Then, on loopback: what one hop costs beyond the wire and the compute, per part
+(`bench/wan_hop.py`), and the 4-node hive of `cadencia hive up --nodes 4` asked with
+`cadencia ask --threads 1`, verified or not, against `cadencia generate --threads 1` (the
+thread count of each node: on a loaded 2-core machine two OpenMP threads spin against
+everyone else's processes, and `generate` with both ran at a seventh of its one-thread speed).
+
+Every hive here shares this machine's cores: a 2-core machine runs all of its processes on
+2 cores, so compute is slower than on one device each; the floors use the same compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from bench.wan_hive import Mode, Scenario, local_generate, loopback_hive, wan_hive
+from bench.wan_hop import hop_costs
+from hive_core.exec.join import PLANNER_ENV
+from hive_core.sched.health import measured_tflops
+from hive_core.sim import load_country_rtt
+from hive_core.sim.shaped import pair_rtt_ms
+
+SCENARIOS = (
+    Scenario("3 regions (ES asks; ES, DE, NZ)", "ES", ("ES", "DE", "NZ"), planner=True),
+    Scenario("one country (ES, 3 nodes)", "ES", ("ES", "ES", "ES")),
+    Scenario("4 stages, ~30 ms links (CH asks; DE, IT, NL, PL)", "CH", ("DE", "IT", "NL", "PL")),
+    Scenario("one country, 1 % loss", "ES", ("ES", "ES", "ES"), loss=0.01),
+    Scenario("one country, 5 % loss", "ES", ("ES", "ES", "ES"), loss=0.05),
+)
+
+
+def floors_ms(asker: str, stages: list[str], data: Any, compute_ms: float) -> tuple[float, float]:
+    """(star floor, cascade floor) in ms a token over stages in these countries: the one-way
+    latencies a token crosses plus compute."""
+    star = sum(pair_rtt_ms(data, asker, c) for c in stages)
+    path = [asker, *stages, asker]
+    cascade = sum(pair_rtt_ms(data, a, b) / 2 for a, b in itertools.pairwise(path))
+    return star + compute_ms, cascade + compute_ms
+
+
+def route_countries(r: dict[str, Any], where: dict[str, str]) -> list[str]:
+    """The country of each stage's first node in an answer's route."""
+    return [where.get(st["nodes"][0], "?") for st in r["route"]]
+
+
+def cascade_flag() -> str | None:
+    """`ask`'s flag for the compute cascade, once the client has one; else None (star only)."""
+    done = subprocess.run([sys.executable, "-m", "cadencia", "ask", "--help"], capture_output=True,
+                          text=True, check=False, timeout=120)
+    return "--cascade" if "--cascade" in done.stdout else None
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def cell(r: dict[str, Any] | str, key: str, fmt: str) -> str:
+    return format(r[key], fmt) if isinstance(r, dict) else "failed"
+
+
+def same_answer(r: dict[str, Any] | str, ref: list[int]) -> str:
+    if not isinstance(r, dict):
+        return f"lost: {r[:80]}"
+    return "same as local" if r["new_ids"] == ref else "DIFFERENT"
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    from hive_core.model.locate import resolve_model_path
+
+    model = resolve_model_path(None).name
+    data = load_country_rtt()
+    n_new = 6 if args.quick else 24
+    work = tempfile.mkdtemp(prefix="cadencia-wan-")
+    try:
+        # Every node is this machine: one TFLOPS figure for all, so that routes follow the
+        # links and not the noise of each process's start-up benchmark on shared cores.
+        tflops = await asyncio.to_thread(measured_tflops)
+        local = await local_generate(n_new, 1)
+        if not isinstance(local, dict):
+            raise SystemExit(f"bench wan: local generate failed: {local}")
+        compute_ms = 1000.0 / local["tokens_per_s"]
+        ref = local["new_ids"]
+        flag = cascade_flag()
+        plain = ["--replicas", "1", "--no-verify"]
+        fixed: list[Mode] = [("star", plain, {PLANNER_ENV: "spans"})]
+        fixed += [("cascade", [*plain, flag], {PLANNER_ENV: "spans"})] if flag else []
+        print(f"## WAN hive (SmolLM2-135M, {n_new} new tokens, greedy, 1 replica, not verified; "
+              f"compute {compute_ms:.1f} ms a token: `cadencia generate --threads 1` here)\n")
+        print("| scenario | mode | route | TTFT s | decode tok/s | its floor tok/s | % of floor "
+              "| cascade floor tok/s | hedged | answer |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        scenarios = SCENARIOS[:3] + SCENARIOS[4:] if args.quick else SCENARIOS
+        results: dict[str, dict[str, dict[str, Any] | str]] = {}
+        for scn in scenarios:
+            modes = fixed + ([("star, planner's route", plain, {PLANNER_ENV: "auto"})]
+                             if scn.planner else [])
+            res, where = await wan_hive(scn, data, model, os.path.join(work, str(len(results))),
+                                        n_new, modes, tflops)
+            results[scn.name] = res
+            for mode, r in res.items():
+                stages = route_countries(r, where) if isinstance(r, dict) else list(scn.nodes)
+                star_f, casc_f = floors_ms(scn.asker, stages, data, compute_ms)
+                floor = 1000.0 / (casc_f if mode.startswith("cascade") else star_f)
+                pct = (f"{100 * r['tokens_per_s'] / floor:.0f} %" if isinstance(r, dict)
+                       else "-")
+                print(f"| {scn.name} | {mode} | {' > '.join(stages)} | "
+                      f"{cell(r, 'ttft_s', '.2f')} | {cell(r, 'tokens_per_s', '.2f')} | "
+                      f"{floor:.2f} | {pct} | {1000.0 / casc_f:.2f} | {cell(r, 'hedges', 'd')} | "
+                      f"{same_answer(r, ref)} |",
+                      flush=True)
+        print("\nFloors: star = the asker's RTT to each stage of the route + compute; cascade = "
+              "the one-way hops asker -> stage 1 -> ... -> asker + compute. \"star\" keeps the "
+              "nodes' own spans (CADENCIA_PLANNER=spans); the planner's route may leave nodes "
+              "out.")
+        four = results.get(SCENARIOS[2].name, {})
+        star4, casc4 = four.get("star"), four.get("cascade")
+        ratio = (f"{casc4['tokens_per_s'] / star4['tokens_per_s']:.2f}x"
+                 if isinstance(star4, dict) and isinstance(casc4, dict) else "not measured "
+                 "(no cascade in this client yet)")
+        lossy = results.get(SCENARIOS[4].name, {})
+        lost = [m for m, r in lossy.items() if not isinstance(r, dict) or r["new_ids"] != ref]
+        print(f"\nTargets: cascade within 15 % of its floor; cascade >= 1.6x star at 4 stages "
+              f"over ~30 ms links: {ratio}; no answer lost at 5 % loss: "
+              f"{'met' if lossy and not lost else 'NOT met: ' + ', '.join(lost) or 'not run'}.\n")
+        await hop_costs(work, model, 32 if args.quick else 96, tflops, compute_ms)
+        loop = await loopback_hive(work, n_new * 2)
+        local2 = await local_generate(n_new * 2, 1)
+        print("## Loopback: `cadencia hive up --nodes 4` (2 stages x 2 replicas) and "
+              "`cadencia ask --threads 1`, against `cadencia generate --threads 1`\n")
+        print("| run | TTFT s | decode tok/s | vs local | target |")
+        print("|---|---|---|---|---|")
+        base = local2["tokens_per_s"] if isinstance(local2, dict) else float("nan")
+        print(f"| local generate | {cell(local2, 'ttft_s', '.2f')} | "
+              f"{cell(local2, 'tokens_per_s', '.1f')} | 100 % | |")
+        for name, r in loop.items():
+            target = ">= 80 %" if name == "not verified" else ">= 70 %"
+            vs = f"{100 * r['tokens_per_s'] / base:.0f} %" if isinstance(r, dict) else "-"
+            print(f"| ask, {name} | {cell(r, 'ttft_s', '.2f')} | "
+                  f"{cell(r, 'tokens_per_s', '.1f')} | {vs} | {target} |", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_wan", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 6 tokens, 4 scenarios")
+    asyncio.run(main_async(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
