@@ -29,7 +29,6 @@ from hive_core.model.locate import resolve_model_path
 from hive_core.model.modes import DEFAULT_WEIGHTS
 from hive_core.model.tokenizer import GGUFTokenizer
 from hive_core.protocol.inference import KvKind
-from world.layout import HiveMap
 from world.view.frame import RoadView
 from world.view.game_source import GameSource
 
@@ -46,6 +45,24 @@ COMPUTE_PROCESS = True
 # working ones (on 2 cores the workers burned 7 times the CPU per token, 5.6 -> 12 tok/s
 # with one thread each, measured by the demo's own run).
 THREADS = 1
+
+
+def star_layout(hub: bytes, ring: list[tuple[bytes, float]]) -> dict[bytes, tuple[float, float]]:
+    """Map positions for a hive measured only from its asker (the embedded hive: servers link
+    to the asker alone). Its RTTs say how far each server is from the asker and nothing about
+    where servers are from each other, so MDS would pile them up; here they stand on a ring
+    around the asker in pipeline order (stage by stage, then the spares), each a little
+    further out the slower its link measured."""
+    if not ring:
+        return {hub: (0.0, 0.0)}
+    slowest = max(max(ms for _, ms in ring), 1e-9)
+    radius = 10.0  # map units: only ratios matter to the view
+    out = {hub: (0.0, 0.0)}
+    for k, (node, ms) in enumerate(ring):
+        angle = math.pi / 2 - 2 * math.pi * k / len(ring)
+        r = radius * (1.0 + 0.35 * max(ms, 0.0) / slowest)
+        out[node] = (r * math.cos(angle), r * math.sin(angle))
+    return out
 
 
 @dataclass(frozen=True)
@@ -137,21 +154,22 @@ class EmbeddedHive:
         self.source.on_event(event, time.monotonic())
 
     async def _map(self, pings: int = 3) -> None:
-        """Districts placed by MDS of the RTTs the asker measures (servers see only the asker)."""
+        """Roads carry the RTTs the asker measures by pinging each server; districts stand on
+        a ring around the asker (`star_layout`: servers see only the asker, so there is no
+        server-to-server distance for MDS to place them by)."""
         hive = self._hive()
-        ids = [n.hex() for n in self.node_ids]
-        rtt = np.full((len(ids), len(ids)), np.nan)
-        np.fill_diagonal(rtt, 0.0)
-        roads = []
-        for k, node in enumerate(hive.node_ids, start=1):
+        asker = hive.asker.node_id
+        roads, rtt = [], {}
+        for node in hive.node_ids:
             link = hive.asker.peers.best(node)
             samples = [await hive.asker.ping(link) for _ in range(pings)] if link is not None else []
             if samples:
-                rtt[0, k] = rtt[k, 0] = float(np.median(samples))
-                roads.append(RoadView(ids[0], ids[k], rtt[0, k]))
-        snap = HiveMap(dim=2).update(ids, rtt)
-        self.source.state.set_layout({bytes.fromhex(str(k)): v for k, v in snap.as_dict().items()})
+                rtt[node] = float(np.median(samples))
+                roads.append(RoadView(asker.hex(), node.hex(), rtt[node]))
         self.source.roads = tuple(roads)
+        order = [n for ps in hive.client.plan.stages for n in ps.nodes]
+        order += [n for n in hive.node_ids if n not in order]  # spares: the referee
+        self.source.state.set_layout(star_layout(asker, [(n, rtt.get(n, 0.0)) for n in order]))
 
     def _status(self, kv: str, weights: str, links: str) -> None:
         hive, cfg = self._hive(), self.file.config

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,24 +21,6 @@ from .hive_link import N_SERVERS, THREADS, AskResult, EmbeddedHive
 MAX_LINE = 8  # prompts waiting for the hive at most
 PLOT_SIZE = 8.0  # a new player's plot, world units (cells of 1)
 SLOW_MOTION = 25.0  # the embedded hive's hops take milliseconds: played 25x slower they can be seen
-
-
-def star_layout(hub: bytes, ring: list[tuple[bytes, float]]) -> dict[bytes, tuple[float, float]]:
-    """Map positions for a hive measured only from its asker (the embedded hive: servers link
-    to the asker alone). Its RTTs say how far each server is from the asker and nothing about
-    where servers are from each other, so MDS would pile them up; here they stand on a ring
-    around the asker in pipeline order (stage by stage, then the spares), each a little
-    further out the slower its link measured."""
-    if not ring:
-        return {hub: (0.0, 0.0)}
-    slowest = max(max(ms for _, ms in ring), 1e-9)
-    radius = 10.0  # map units: only ratios matter to the view
-    out = {hub: (0.0, 0.0)}
-    for k, (node, ms) in enumerate(ring):
-        angle = math.pi / 2 - 2 * math.pi * k / len(ring)
-        r = radius * (1.0 + 0.35 * max(ms, 0.0) / slowest)
-        out[node] = (r * math.cos(angle), r * math.sin(angle))
-    return out
 
 
 def game_source(player: str = "", slow_motion: float = SLOW_MOTION, min_leg_s: float = 0.0) -> GameSource:
@@ -91,11 +72,6 @@ class HiveSession:
             hive = self.hive._hive()
             for spare in hive.servers[N_SERVERS:]:  # they hold no stage: they referee disagreements
                 self.source.roles[spare.node.node_id.hex()] = "referee"
-            order = [n for ps in hive.client.plan.stages for n in ps.nodes]
-            order += [s.node.node_id for s in hive.servers if s.node.node_id not in order]
-            rtt = {r.b: r.rtt_ms for r in self.source.roads if r.a == hive.asker.node_id.hex()}
-            self.source.state.set_layout(star_layout(
-                hive.asker.node_id, [(n, rtt.get(n.hex(), 0.0)) for n in order]))
             if self.host:  # this device hosts the first server's shard: its credits are the player's
                 hosted = self.hive._hive().servers[0]
                 self.source.me = hosted.node.node_id

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from cadencia.game.session import game_source, star_layout
+from cadencia.game.hive_link import star_layout
+from cadencia.game.session import game_source
 from cadencia.game.synthetic import SyntheticWorld
 from hive_core.base.stage import Part
 from hive_core.events import HopSent, ReplicaAnswered, Slashed, StageStarted, Verified, trial_id
