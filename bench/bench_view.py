@@ -19,7 +19,10 @@ before each layer and each job; the hosting run is repeated without the gate to 
 Rendering is Panda3D's EGL offscreen on whatever GL the machine has (Mesa llvmpipe on
 CPU-only machines). Targets: p95 at most 16.7 ms (60 fps) at 200 districts, hosting adds at
 most 10 % to it. The load average before and after is printed with the table: others' work
-on a shared machine shows in the numbers.
+on a shared machine shows in the numbers. A sentence follows for the README (hosting's cost
+on p95 with the gate and without it). Last, the demo's speed against `ask` on the same hive
+shape (`bench/demo_speed.py`: hive ready time, decode tokens/s of demo, play and ask, the
+targets beside; `--demo-rounds 0` skips it).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ async def run(args: argparse.Namespace) -> None:
     sizes = (20, 200) if args.quick else (20, 200, 2000)
     load_before = os.getloadavg()[0]
     rows, p95_idle, renderer = [], None, ""
+    hosting: dict[bool, tuple[float, int]] = {}  # gate on/off: (p95 ms, verified steps)
     worlds = {}
     for n in sizes:
         print(f"building a {n}-district world ...", file=sys.stderr, flush=True)
@@ -110,6 +114,7 @@ async def run(args: argparse.Namespace) -> None:
             state = "on, as the game runs" if gated else "off"
             rows.append(row(f"view + hive serving an ask, frame gate {state} ({steps} verified stage "
                             f"steps meanwhile, compute in {where})", 200, args.buildings, ms))
+            hosting[gated] = (float(np.percentile(ms, 95)), steps)
             if p95_idle:
                 over = 100.0 * (float(np.percentile(ms, 95)) / p95_idle - 1.0)
                 rows.append(f"| hosting overhead on p95, frame gate {'on' if gated else 'off'} | 200 | | | "
@@ -127,6 +132,34 @@ async def run(args: argparse.Namespace) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(r)
+    if p95_idle and hosting:
+        print("\n" + hosting_sentence(p95_idle, hosting, args.frames if not args.quick else 30))
+    if args.demo_rounds > 0:
+        from bench import demo_speed
+
+        print("measuring the demo against ask on the same hive shape ...", file=sys.stderr, flush=True)
+        runs = demo_speed.measure(args.demo_rounds, args.demo_tokens, with_play=not args.quick,
+                       say=lambda m: print(m, file=sys.stderr, flush=True))
+        print(f"\nThe demo against `ask` on the same hive shape, {os.cpu_count()} CPUs, "
+              f"{args.demo_tokens} new tokens, load average {os.getloadavg()[0]:.1f} after\n")
+        print(demo_speed.table(runs))
+
+
+def hosting_sentence(p95_idle: float, hosting: dict[bool, tuple[float, int]], frames: int) -> str:
+    """What hosting did to p95, with the gate and without, as one README sentence."""
+    parts = []
+    if True in hosting:
+        p95, _ = hosting[True]
+        parts.append(f"With the gate, hosting changed p95 by {100.0 * (p95 / p95_idle - 1.0):+.0f} % "
+                     f"in this run ({p95_idle:.1f} -> {p95:.1f} ms)")
+    if False in hosting:
+        p95, _ = hosting[False]
+        parts.append(f"without it, by {100.0 * (p95 / p95_idle - 1.0):+.0f} % ({p95:.1f} ms)")
+    out = "; ".join(parts) + "."
+    if True in hosting and False in hosting:
+        out += (f" The hive verified {hosting[True][1]} stage steps in {frames} frames with the gate "
+                f"and {hosting[False][1]} without.")
+    return out[0].upper() + out[1:]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +180,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="hosting with the frame gate held during each frame (as the game "
                              "runs), without it (compute runs through frames), or both in turn "
                              "(default)")
-    asyncio.run(run(parser.parse_args(argv)))
+    parser.add_argument("--demo-rounds", type=int, default=3,
+                        help="rounds of ask, demo and play compared (default 3, --quick 1; 0: skip)")
+    parser.add_argument("--demo-tokens", type=int, default=32, help="new tokens per answer (default 32)")
+    args = parser.parse_args(argv)
+    if args.quick and args.demo_rounds == 3:
+        args.demo_rounds = 1
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
