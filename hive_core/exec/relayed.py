@@ -29,10 +29,19 @@ from hive_core.events import Consumer
 from hive_core.exec.board import VerdictBoard
 from hive_core.exec.client import ClientConfig, HiveClient
 from hive_core.exec.errors import ExecError
-from hive_core.exec.join import AskerPart, Say, model_name, published_health
+from hive_core.exec.join import (
+    PING_TIMEOUT_S,
+    PLANNER_ENV,
+    AskerPart,
+    Say,
+    model_name,
+    published_health,
+    published_roles,
+)
 from hive_core.exec.relay import RelayError, relaying
 from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
 from hive_core.exec.replay import shared_replayer
+from hive_core.exec.tunnel import TUNNEL_KIND
 from hive_core.mesh.hivenode import HiveNode
 from hive_core.mesh.node import Node, NodeConfig
 from hive_core.mesh.peers import Link
@@ -118,11 +127,26 @@ class RelayedNode:
         channel = await relaying(self.via).open_tunnel(self.relay, target, self.node.identity,
                                                        cfg.open_timeout_s)
         try:
-            await asyncio.wait_for(self.node.attach(channel, kind="tunnel", expect=target,
+            await asyncio.wait_for(self.node.attach(channel, kind=TUNNEL_KIND, expect=target,
                                                     mode="both"), cfg.open_timeout_s)
         except BaseException:
             await channel.close("handshake failed")
             raise
+
+    async def rtts(self, targets: Sequence[bytes], timeout_s: float) -> dict[bytes, float]:
+        """Round trips to `targets` through the relay (what each hop costs): the tunnel's ping
+        average, else one ping now; unanswered: left out."""
+        async def one(target: bytes) -> None:
+            link = self.node.peers.best(target)
+            if link is not None and link.rtt_ms is None:
+                try:
+                    await asyncio.wait_for(self.node.ping(link), timeout_s)
+                except (TimeoutError, ConnectionError):
+                    pass
+
+        await asyncio.gather(*(one(t) for t in targets))
+        return {t: lk.rtt_ms for t in targets
+                if (lk := self.node.peers.best(t)) is not None and lk.rtt_ms is not None}
 
     def _lost(self, link: Link) -> None:
         if not self._closing and not self.node.peers.all() and self.failure is None:
@@ -200,15 +224,21 @@ async def _route(hive: HiveNode, file: GGUFModelFile, asker: AskerPart, relayed:
                  reputation: ReputationBook) -> HiveClient:
     infos = await discover(relayed.node, timeout=timeout_s)
     say(f"{len(infos)} shard servers answered through the relay")
-    rtts = {lk.node_id: lk.rtt_ms for lk in relayed.node.peers.all() if lk.rtt_ms is not None}
+    rtts = await relayed.rtts(list(infos), min(timeout_s, PING_TIMEOUT_S))  # via the relay
+    health, roles = await asyncio.gather(published_health(hive, list(infos)),
+                                         published_roles(hive, list(infos)))
     exclude = {relayed.relay} | await VerdictBoard(hive, reputation).review(infos)
     exclude |= {n for n in infos if reputation.excluded(n)}
     n = file.config.n_layers
     plan = route(infos, file.config, model_name(file.path), replicas, rtts,
                  first_layer=asker.local_layers, prefer=asker.weights,
-                 last_layer=n - asker.tail_layers, salt=os.urandom(32), exclude=exclude)
+                 last_layer=n - asker.tail_layers, salt=os.urandom(32), exclude=exclude,
+                 health=health, roles=roles,
+                 replan=os.environ.get(PLANNER_ENV, "auto") != "spans")
+    say("route: " + ", ".join(
+        f"layers {ps.stage.start}-{ps.stage.end} on {' '.join(x.hex()[:8] for x in ps.nodes)}"
+        for ps in plan.stages))
     spares = [s for s in infos if s not in plan.nodes and s not in exclude]
-    health = await published_health(hive, list(infos))
     client = HiveClient(relayed.node, asker.executor, plan, config, spares=spares,
                         on_event=on_event, weights=weights_of(infos), pool=asker.pool,
                         own_pool=own_part, reputation=reputation, health=health)

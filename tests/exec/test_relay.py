@@ -12,8 +12,9 @@ import pytest
 from hive_core.exec import ClientConfig, ExecError, generate_hive
 from hive_core.exec.client import HiveClient
 from hive_core.exec.hive import build_hive, identity
-from hive_core.exec.relay import RelayError, Relaying, TunnelChannel, relaying
+from hive_core.exec.relay import RelayError, Relaying, relaying
 from hive_core.exec.relayed import RelayedNode, TunnelConfig, parse_relay
+from hive_core.exec.tunnel import TunnelChannel
 from hive_core.mesh.memchannel import memory_pair
 from hive_core.mesh.node import Node
 from hive_core.model.sampling import Sampler

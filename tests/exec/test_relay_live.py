@@ -13,9 +13,10 @@ from dataclasses import replace
 import pytest
 
 from hive_core.base.identity import Identity
-from hive_core.exec.relay import TUNNEL_KIND, serve_relay
+from hive_core.exec.relay import serve_relay
 from hive_core.exec.serve import attach_shard_server
 from hive_core.exec.server import ShardServer
+from hive_core.exec.tunnel import TUNNEL_KIND
 from hive_core.mesh.hivenode import HiveNode
 from hive_core.mesh.runner import parse_span
 from tests.exec.test_ask_cli import FAST, PROMPT, local_ids, serve_args
