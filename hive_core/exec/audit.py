@@ -57,11 +57,16 @@ if TYPE_CHECKING:
     from hive_core.exec.client import HiveSession, StageState
 
 logger = logging.getLogger(__name__)
-MAX_AUDITORS = 2  # auditors tried for one stage when the first one is caught lying or silent
+MAX_AUDITORS = 2  # auditors tried for one stage when the first one lies, fails or is silent
 
 
-class SilentAuditor(ExecError):
+class AuditorFailed(ExecError):
+    """An auditor did not deliver the audit (gone, a bad answer, no attestation)."""
+
+
+class SilentAuditor(AuditorFailed):
     """An auditor took an audit request and did not answer within its grace."""
+
 
 AUDITOR_TERM = 8  # sessions a client keeps its auditors for, on average (re-drawn at random)
 WARM_TIMEOUT_S = 5.0  # the one-row request keeping an auditor warm (it never holds an ask up longer)
@@ -137,17 +142,20 @@ async def audit_stage(s: HiveSession, i: int) -> bool:
     outputs = np.concatenate([seg[3] for seg in sorted(st.segments, key=lambda seg: seg[1])])
     workers = {node for *_, node in spans}
     refused: list[bytes] = []
+    failed: AuditorFailed | None = None
     for _ in range(MAX_AUDITORS):
         auditor = _auditor_for(s, i, [*workers, *refused])
         if auditor is not None:
             try:
                 audit, kernel, statements = await _remote(s, i, auditor, inputs)
-            except SilentAuditor as exc:  # banned as a silent replica is; another audits
+            except AuditorFailed as exc:  # another audits (or the asker): the answer stays checked
                 logger.warning("stage %s: %s", st.stage, exc)
-                ban = s.client.reputation.ban(auditor, f"silent on the audit of {st.stage}")
-                if s.client.publish_ban is not None:
-                    s.client.publish_ban(auditor, ban)
+                if isinstance(exc, SilentAuditor):  # banned as a silent replica is
+                    ban = s.client.reputation.ban(auditor, f"silent on the audit of {st.stage}")
+                    if s.client.publish_ban is not None:
+                        s.client.publish_ban(auditor, ban)
                 refused.append(auditor)
+                failed = exc
                 continue
         else:
             audit, kernel = await _local(s, st, inputs)
@@ -158,6 +166,8 @@ async def audit_stage(s: HiveSession, i: int) -> bool:
         if auditor is None:
             return False
         refused.append(auditor)  # it lied (convicted): ask another
+    if failed is not None:
+        raise failed
     return False
 
 
@@ -272,9 +282,9 @@ async def _remote(s: HiveSession, i: int, auditor: bytes,
                 kernel = a.attestation.kernel
                 statements.append((a.attestation, hop.input_bytes, a.out_bytes))
     except (Unavailable, BadAnswer, NeedsRebuild) as exc:
-        raise ExecError(f"auditor {auditor.hex()[:12]} failed: {exc}") from None
+        raise AuditorFailed(f"auditor {auditor.hex()[:12]} failed: {exc}") from None
     if not kernel:
-        raise ExecError(f"auditor {auditor.hex()[:12]} sent no attestation")
+        raise AuditorFailed(f"auditor {auditor.hex()[:12]} sent no attestation")
     await _keep_warm(s, i, auditor, inputs[:1])
     return np.concatenate(outs), kernel, statements
 

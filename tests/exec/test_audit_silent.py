@@ -1,4 +1,4 @@
-"""An audit sent to a silent auditor costs a grace, not the request timeout.
+"""Audits under silence and churn: a silent auditor costs a grace, not the request timeout.
 
 Adversary: a silent node (`--fault silent`) that is a spare, so the asker picks it to audit a
 stage served by one replica; it takes the audit request and never answers. Found by the soak
@@ -14,6 +14,7 @@ import time
 
 from hive_core.exec import ClientConfig, Fault, generate_hive
 from hive_core.exec.hive import build_hive
+from hive_core.exec.server import ShardServer
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
 
@@ -38,5 +39,23 @@ async def test_a_silent_auditor_is_banned_and_the_stage_audited_by_another(
         assert all(st.audited for st in s.stages) and s.verified
         assert hive.client.reputation.banned(silent)
         assert hive.servers[1].stats.requests >= 1  # it did take the audit
+    finally:
+        await hive.close()
+
+
+async def test_an_auditor_that_dies_mid_audit_is_replaced_and_the_answer_still_verified(
+        tiny_gguf, tiny_file) -> None:
+    """Adversary: churn, not malice: the only spare dies on the audit request (`--fault
+    crash-after=0`), as a node killed with SIGKILL mid-audit does. The soak saw such answers
+    left unverified; the asker now audits the stage itself instead."""
+    hive = await build_hive(tiny_gguf, 1, spares=1, model=tiny_file,
+                            faults={1: Fault.parse("crash-after=0")})
+    try:
+        s = hive.client.new_session()
+        await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=12, context_length=64),
+                               60)
+        await asyncio.wait_for(s.finish(), 60)
+        assert hive.servers[1].state is ShardServer.State.CRASHED  # on the audit's request
+        assert all(st.audited for st in s.stages) and s.verified
     finally:
         await hive.close()
