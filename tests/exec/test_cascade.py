@@ -73,7 +73,10 @@ async def test_cascade_gives_the_star_s_and_local_tokens(tiny_gguf, tiny_file, t
         assert ids == star_ids == want
         # Every step went node to node: no fallback, and stage 0's carrier forwarded each one.
         assert s.cascaded == N and s.fallbacks == 0
-        assert hive.servers[0].cascade.forwarded == N * replicas
+        # No amplification: only stage 0's carrier forwards, once a step to each replica of
+        # stage 1; its other replica and the last stage forward nothing.
+        assert [srv.cascade.forwarded for srv in hive.servers] == (
+            [N * replicas] + [0] * (2 * replicas - 1))
         assert s.verified and not s.tainted
         if replicas == 2:
             assert all(st.verified_steps == st.steps == N for st in s.stages)
