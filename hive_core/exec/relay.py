@@ -72,8 +72,10 @@ class _Circuit:
                  target: tuple[bytes, bytes]) -> None:
         self.owner = owner
         self.ends = (opener, target)
-        self.queues: dict[tuple[bytes, bytes], asyncio.Queue[bytes]] = {
+        # None in a queue: its end closed the circuit once the frames before it are passed on.
+        self.queues: dict[tuple[bytes, bytes], asyncio.Queue[bytes | None]] = {
             k: asyncio.Queue(maxsize=owner.config.queue_frames) for k in self.ends}
+        self.reason = ""
         self.pumps = [owner.node.spawn(self._pump(src, dst), name="relay pump",
                                        expected=(PeerUnavailable,))
                       for src, dst in (self.ends, self.ends[::-1])]
@@ -88,10 +90,21 @@ class _Circuit:
         except asyncio.QueueFull:
             self.owner.spawn_cut(self, "a tunnel end stopped reading")
 
+    def close_from(self, src: tuple[bytes, bytes], reason: str) -> None:
+        """`src` closed the circuit: what it sent before (its last receipts) still goes on."""
+        self.reason = reason
+        try:
+            self.queues[src].put_nowait(None)
+        except asyncio.QueueFull:
+            self.owner.spawn_cut(self, reason)
+
     async def _pump(self, src: tuple[bytes, bytes], dst: tuple[bytes, bytes]) -> None:
         queue = self.queues[src]
         while True:
             sealed = await queue.get()
+            if sealed is None:
+                await self.owner.cut(self, self.reason, skip=src)
+                return
             try:
                 await self.owner.node.send(dst[0], TunnelFrame(dst[1], sealed))
             except PeerUnavailable:
@@ -165,13 +178,12 @@ class Relaying:
         else:
             logger.debug("%s: frame on an unknown circuit from %s", self.node, peer.hex()[:12])
 
-    def _on_close(self, peer: bytes, msg: TunnelClose) -> asyncio.Future[None] | None:
+    def _on_close(self, peer: bytes, msg: TunnelClose) -> None:
         route = self._routes.get((peer, msg.circuit))
         if isinstance(route, TunnelChannel):
             route.ended(f"closed by the far side: {msg.reason}")
         elif route is not None:
-            return asyncio.ensure_future(self.cut(route, msg.reason, skip=(peer, msg.circuit)))
-        return None
+            route.close_from((peer, msg.circuit), msg.reason)
 
     def _on_link_lost(self, link: Link) -> None:
         if self.node.peers.best(link.node_id) is not None:

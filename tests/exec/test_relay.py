@@ -56,6 +56,14 @@ class Tap:
         await self.inner.close()
 
 
+class Slow(Tap):
+    """A channel end whose sends take 10 ms each (a slow link)."""
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.sleep(0.01)
+        await self.inner.send(data)
+
+
 async def link(a: Node, b: Node, a_log: list[bytes] | None = None,
                b_log: list[bytes] | None = None) -> None:
     ca: Any
@@ -282,3 +290,41 @@ def test_relay_flag_values() -> None:
     for bad in ("", "xyz", "ab" * 19, "ab" * 21):
         with pytest.raises(RelayError, match="node id"):
             parse_relay(bad)
+
+
+async def test_what_is_sent_before_a_close_still_arrives() -> None:
+    """The asker's last frames (its receipts) are queued at the relay when it closes the
+    tunnel: the relay passes them on before it passes the close on."""
+    from hive_core.protocol.inference import ReceiptMsg
+
+    asker, relay, target = (Node(identity(n)) for n in ("a", "r", "t"))
+    relaying(relay).relays = True
+    relaying(target).accepts = True
+    got: list[bytes] = []
+    target.on(ReceiptMsg, lambda _peer, msg: got.append(msg.receipt))
+    await link(asker, relay)
+    ca: Any
+    ca, cb = memory_pair()
+    ca = Slow(ca, [])  # the relay's sends to the target wait: frames queue at the relay
+    await asyncio.gather(relay.attach(ca, kind="memory", expect=target.node_id),
+                         target.attach(cb, kind="memory", expect=relay.node_id))
+    relayed = RelayedNode(asker, relay.node_id, FAST)
+    try:
+        assert await relayed.open([target.node_id]) == [target.node_id]
+        for k in range(20):
+            await relayed.node.send(target.node_id, ReceiptMsg(bytes([k]) * 100))
+        await relayed.close()
+        for _ in range(100):
+            if len(got) == 20:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [bytes([k]) * 100 for k in range(20)]
+        for _ in range(100):  # then the close reaches the target and the relay forgets it
+            if not relaying(relay).circuits and target.peers.best(relayed.node.node_id) is None:
+                break
+            await asyncio.sleep(0.02)
+        assert relaying(relay).circuits == 0
+        assert target.peers.best(relayed.node.node_id) is None
+    finally:
+        for n in (asker, relay, target):
+            await n.close()
