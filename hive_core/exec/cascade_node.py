@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from hive_core.base.codec import encode_struct
 from hive_core.base.identity import Identity, IdentityError, node_id_of, verify
 from hive_core.base.stage import Stage
-from hive_core.events import ReplicaAnswered, StageStarted, trial_id
+from hive_core.events import HopSent, ReplicaAnswered, StageStarted, trial_id
 from hive_core.exec.errors import ExecError
+from hive_core.exec.feed import hop_time_s
 from hive_core.exec.wire import seal_context, stage_of
 from hive_core.mesh.node import PeerUnavailable
 from hive_core.protocol.inference import CascadeHop, CascadeResult, CascadeRoute, RunCascade
@@ -201,11 +202,23 @@ class CascadeNode:
                              error=f"could not forward to {lost[0].hex()[:12]}: link lost")
         if not result.ok:
             self.server.stats.errors += 1
-        elif result.attestation is not None:
+        else:
+            self._published(msg, ok, result)
+        await self._report(ok.asker, result)
+
+    def _published(self, msg: RunCascade, ok: Admitted, result: CascadeResult) -> None:
+        """The hop that brought the input, and the commitment, on this node's live feed."""
+        me, sender = self.server.node.node_id, node_id_of(ok.sender_key)
+        now = time.monotonic()
+        if sender != me:
+            hop_s = hop_time_s(self.server.node, sender)
+            self.server.events(HopSent(msg.route.session_id, sender, me,
+                                       max(0.0, now - hop_s - result.compute_s), hop_s,
+                                       len(msg.payload)))
+        if result.attestation is not None:
             self.server.events(ReplicaAnswered(
                 msg.route.session_id, trial_id(msg.route.step, ok.stage.start, ok.stage.part),
-                self.server.node.node_id, result.attestation.output_root, time.monotonic()))
-        await self._report(ok.asker, result)
+                me, result.attestation.output_root, now))
 
     async def _report(self, asker: bytes, result: CascadeResult) -> None:
         try:

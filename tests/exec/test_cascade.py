@@ -208,6 +208,22 @@ async def test_a_node_serving_two_stages_in_a_row_hands_over_to_itself(
         await hive.close()
 
 
+async def test_a_silent_node_in_the_cascade_is_hedged_by_the_star(tiny_gguf, tiny_file,
+                                                                   tiny_local) -> None:
+    """A node that takes the work and never answers: the step waits out its patience, the star
+    hedges it to a spare, and the cascade carries on over the spare."""
+    cfg = replace(CASCADE, hedge_floor_s=0.2)
+    hive = await cascade_hive(tiny_gguf, tiny_file, 2, cfg, spares=1,
+                              faults={1: Fault.parse("silent")})
+    try:
+        ids, s = await hive_ids(hive)
+        assert ids == local_ids(tiny_local)
+        assert s.hedges == 1 and hive.servers[1].node.node_id not in s.stages[1].nodes
+        assert s.fallbacks == 1 and s.cascaded == N - 1
+    finally:
+        await hive.close()
+
+
 async def test_a_route_without_links_between_servers_runs_by_the_star(
         tiny_gguf, tiny_file, tiny_local) -> None:
     """Stage 0's carrier is told to forward to a node it has no link to: it refuses with a
