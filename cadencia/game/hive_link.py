@@ -172,14 +172,11 @@ class EmbeddedHive:
         self.source.state.set_layout(star_layout(asker, [(n, rtt.get(n, 0.0)) for n in order]))
 
     def _status(self, kv: str, weights: str, links: str) -> None:
-        hive, cfg = self._hive(), self.file.config
-        stages: dict[int, list[str]] = {}
-        for k, server in enumerate(hive.servers):
-            if k < N_SERVERS:
-                stages.setdefault(k // REPLICAS, []).append(server.node.node_id.hex()[:6])
-        per = math.ceil(cfg.n_layers / len(stages))
-        sharding = " | ".join(f"L{i * per}-{min((i + 1) * per, cfg.n_layers) - 1}: {'+'.join(n)}"
-                              for i, n in sorted(stages.items()))
+        hive = self._hive()
+        # The plan's own spans: the asker keeps the first and last layers (ClientConfig).
+        sharding = " | ".join(f"L{ps.stage.start}-{ps.stage.end - 1}: "
+                              + "+".join(n.hex()[:6] for n in ps.nodes)
+                              for ps in hive.client.plan.stages)
         rtts = [r.rtt_ms for r in self.source.roads]
         self.source.hud.set(
             sharding=f"{sharding} (full blocks, x{REPLICAS}, {weights} weights)",

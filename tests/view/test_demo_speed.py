@@ -23,6 +23,8 @@ async def test_no_verify_reaches_the_client_and_nobody_is_judged(tiny_gguf) -> N
         assert hive.client.config.verify is False
         assert torch.get_num_threads() == 1  # the embedded hive's default
         assert not result.slashed and not result.verified
+        sharding = source.hud.view().sharding  # the plan's spans, the asker's own layers left out
+        assert all(f"L{ps.stage.start}-{ps.stage.end - 1}: " in sharding for ps in hive.client.plan.stages)
         assert result.new_ids
     finally:
         await session.close()
