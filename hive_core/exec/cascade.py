@@ -32,7 +32,8 @@ fp32 wire's, per row: fp16 max 2.4e-3 (median 4.7e-4), bf16 max 1.0e-2 (median 3
 row over the replica tolerance between two float32 kernel classes (8.1e-5), greedy tokens
 unchanged. So fp32 stays the default; fp16 or bf16 halves the bytes of every hop for an
 answer no longer within the replica tolerance of an fp32 run (replicas fed the same 16-bit
-bytes still agree to the bit).
+bytes still agree to the bit; a single replica's end-of-session audit, one prefill against
+its steps, can differ past the audit bound once rounded, leaving the stage unaudited).
 """
 
 from __future__ import annotations
