@@ -84,6 +84,19 @@ async def test_cascade_gives_the_star_s_and_local_tokens(tiny_gguf, tiny_file, t
         await hive.close()
 
 
+async def test_an_unverified_cascade_signs_nothing_and_answers_the_same(tiny_gguf, tiny_file,
+                                                                       tiny_local) -> None:
+    hive = await cascade_hive(tiny_gguf, tiny_file, 4, replace(CASCADE, verify=False),
+                              replicas=2)
+    try:
+        ids, s = await hive_ids(hive)
+        assert ids == local_ids(tiny_local)
+        assert s.cascaded == N and not s.verified
+        assert not any(st.history for st in s.stages)  # no statements were asked for
+    finally:
+        await hive.close()
+
+
 async def test_a_liar_in_the_cascade_is_slashed_on_the_star(tiny_gguf, tiny_file,
                                                             tiny_local) -> None:
     """A noisy liar carrying stage 0: its root disagrees with its replica's, the step goes to
