@@ -118,6 +118,9 @@ class Relaying:
     """The tunnel roles of one node: open tunnels (always), relay and end them (`serve`)."""
 
     def __init__(self, node: Node, config: RelayConfig | None = None) -> None:
+        if node in _INSTALLED:  # two services would both answer every tunnel message
+            raise ValueError(f"{node} already has its tunnel service (use `relaying`)")
+        _INSTALLED[node] = self
         self.node = node
         self.config = config or RelayConfig()
         self.relays = False  # forwards other askers' circuits
@@ -336,9 +339,7 @@ _INSTALLED: weakref.WeakKeyDictionary[Node, Relaying] = weakref.WeakKeyDictionar
 def relaying(node: Node, config: RelayConfig | None = None) -> Relaying:
     """The node's tunnel service, installed on first use (opening tunnels only)."""
     found = _INSTALLED.get(node)
-    if found is None:
-        found = _INSTALLED[node] = Relaying(node, config)
-    return found
+    return found if found is not None else Relaying(node, config)
 
 
 def serve_relay(node: Node, config: RelayConfig | None = None, *,

@@ -12,14 +12,14 @@ import pytest
 from hive_core.exec import ClientConfig, ExecError, generate_hive
 from hive_core.exec.client import HiveClient
 from hive_core.exec.hive import build_hive, identity
-from hive_core.exec.relay import RelayError, Relaying, relaying
+from hive_core.exec.relay import RelayConfig, RelayError, Relaying, relaying
 from hive_core.exec.relayed import RelayedNode, TunnelConfig, parse_relay
 from hive_core.exec.tunnel import TunnelChannel
 from hive_core.mesh.memchannel import memory_pair
 from hive_core.mesh.node import Node
 from hive_core.model.sampling import Sampler
 from hive_core.protocol import decode
-from hive_core.protocol.tunnel import TunnelFrame
+from hive_core.protocol.tunnel import TunnelFrame, TunnelOpened
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
 N = 8
@@ -325,6 +325,64 @@ async def test_what_is_sent_before_a_close_still_arrives() -> None:
             await asyncio.sleep(0.02)
         assert relaying(relay).circuits == 0
         assert target.peers.best(relayed.node.node_id) is None
+    finally:
+        for n in (asker, relay, target):
+            await n.close()
+
+
+class KeySwapping(Relaying):
+    """A relay that answers with its own key for the target's, to read what the asker seals
+    (a man in the middle)."""
+
+    async def _answer(self, peer: bytes, reply: TunnelOpened) -> None:
+        if reply.ok:
+            reply = TunnelOpened(reply.rpc_id, reply.code, "", self.node.identity.public_key)
+        await super()._answer(peer, reply)
+
+
+async def three_nodes(relay_service: type[Relaying] = Relaying,
+                      config: RelayConfig | None = None) -> tuple[Node, Node, Node]:
+    asker, relay, target = (Node(identity(n)) for n in ("a", "r", "t"))
+    relay_service(relay, config).relays = True
+    relaying(target).accepts = True
+    await link(asker, relay)
+    await link(relay, target)
+    return asker, relay, target
+
+
+async def test_a_relay_cannot_put_its_own_key_in_the_middle() -> None:
+    """Adversary: the relay names its own key as the target's. The asker checks that the key
+    hashes to the target's node id and refuses the tunnel before sealing anything with it."""
+    asker, relay, target = await three_nodes(KeySwapping)
+    try:
+        with pytest.raises(RelayError, match="not .* key|a key that is not"):
+            await relaying(asker).open_tunnel(relay.node_id, target.node_id,
+                                              identity("throwaway"), 5.0)
+        assert not _channels(relaying(asker))
+    finally:
+        for n in (asker, relay, target):
+            await n.close()
+
+
+async def test_a_relay_bounds_the_circuits_one_asker_holds() -> None:
+    asker, relay, target = await three_nodes(config=RelayConfig(max_per_peer=1))
+    with pytest.raises(ValueError, match="already has its tunnel service"):
+        Relaying(relay)
+    try:
+        opener = identity("throwaway")
+        first = await relaying(asker).open_tunnel(relay.node_id, target.node_id, opener, 5.0)
+        with pytest.raises(RelayError, match="as many circuits here as one node may"):
+            await relaying(asker).open_tunnel(relay.node_id, target.node_id,
+                                              identity("another"), 5.0)
+        await first.close()
+        for _ in range(100):
+            if not relaying(relay).circuits:
+                break
+            await asyncio.sleep(0.02)
+        assert relaying(relay).circuits == 0  # closed: room for the next one
+        again = await relaying(asker).open_tunnel(relay.node_id, target.node_id,
+                                                  identity("another"), 5.0)
+        await again.close()
     finally:
         for n in (asker, relay, target):
             await n.close()
