@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--stages", type=number(int, 1, 64), default=None, metavar="S",
                     help="split the layers into S contiguous spans; node i serves span i mod S "
                          "(default: one per node up to 3, else N/2 so every span has replicas)")
+    up.add_argument("--plan", action="store_true",
+                    help="nodes preload no spans: each asker's planner places the layers (and "
+                         "splits attention and MLP over alpha and beta nodes where its cost "
+                         "model says that pays) and the nodes load them on first use")
     up.add_argument("--sentinel-serves", action="store_true",
                     help="the sentinel takes a share of the layers too, like a node")
     up.add_argument("--threads", type=number(int, 1, 1024), default=None, metavar="N",
@@ -198,6 +202,8 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, list[list[str]]]:
     if args.allow_dequant:
         flags.append("--allow-dequant")
     out = [list(flags) if i >= first else [] for i in range(args.nodes + 1)]
+    if args.plan:  # checked as if spread evenly above; nothing preloaded: askers place layers
+        spans = []
     for i, span in enumerate(spans):
         out[first + i] += ["--serve", span]
     return str(path), out
