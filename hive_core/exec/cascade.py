@@ -52,6 +52,7 @@ from hive_core.exec.answer import (
     Hop,
     NeedsRebuild,
     OtherInput,
+    Unavailable,
     check_answer,
     check_statement,
 )
@@ -118,6 +119,8 @@ class Cascade:
             step.add(peer, msg)
 
     def _star_because(self, reason: str) -> None:
+        if len(self._said) > REMEMBERED_ROUTES:
+            self._said.clear()
         if reason not in self._said:
             self._said.add(reason)
             logger.info("cascade: this route runs by the star: %s", reason)
@@ -175,13 +178,17 @@ class Cascade:
         lasts as long as the route's nodes do)."""
         client, cfg = self.client, self.client.config
         nodes = [list(ns) for ns in self._nodes(s)]
-        route = sign_route(client.node.identity, CascadeRoute(
-            client.node.identity.public_key, s.session_id, s.step, s.position, x.shape[0],
-            cfg.kv, cfg.verify, client.wire,
-            tuple(CascadeHop(st.stage.start, st.stage.end, st.stage.part,
-                             tuple(client.node.link(n).public_key for n in ns))
-                  for st, ns in zip(s.stages, nodes, strict=True)),
-            bytes(64)))
+        try:
+            route = sign_route(client.node.identity, CascadeRoute(
+                client.node.identity.public_key, s.session_id, s.step, s.position, x.shape[0],
+                cfg.kv, cfg.verify, client.wire,
+                tuple(CascadeHop(st.stage.start, st.stage.end, st.stage.part,
+                                 tuple(client.node.link(n).public_key for n in ns))
+                      for st, ns in zip(s.stages, nodes, strict=True)),
+                bytes(64)))
+            boxes = {n: client.box(n) for n in nodes[0]}
+        except (PeerUnavailable, Unavailable) as exc:  # a link went since `why_not` looked
+            return 0, x, str(exc), False
         key = (s.session_id, s.step)
         wait = self._waiting[key] = _Step({(i, n) for i, ns in enumerate(nodes) for n in ns})
         sent = time.monotonic()
@@ -189,7 +196,7 @@ class Cascade:
             first = s.stages[0].stage
             ctx = seal_context(b"in", s.session_id, s.step, first, s.position)
             data = to_wire(x, client.wire)
-            msgs = [(n, RunCascade(route, 0, seal(client.box(n), data, ctx)))  # type: ignore[arg-type]
+            msgs = [(n, RunCascade(route, 0, seal(boxes[n], data, ctx)))  # type: ignore[arg-type]
                     for n in nodes[0]]
             try:
                 await asyncio.gather(*(client.node.send(n, m) for n, m in msgs))

@@ -47,6 +47,7 @@ from hive_core.exec.stage_worker import StageWorker, WorkerConfig
 from hive_core.exec.wire import (
     WEIGHTS_TO_WIRE,
     WireError,
+    WireRangeError,
     attested_kv,
     from_wire,
     seal_context,
@@ -408,6 +409,8 @@ def refusal_code(exc: Exception) -> tuple[ErrorCode, int]:
     """The code a failed step answers with, and the positions the cache holds (a rebuild)."""
     if isinstance(exc, StepRefused):
         return ErrorCode.NEEDS_REBUILD, exc.held
+    if isinstance(exc, WireRangeError):  # the asker's choice of wire, not a bad request
+        return ErrorCode.UNSUPPORTED, 0
     if isinstance(exc, (StageError, WireError)):
         return ErrorCode.MALFORMED, 0
     if isinstance(exc, TrustError):

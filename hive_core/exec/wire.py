@@ -38,6 +38,10 @@ class WireError(ExecError):
     """Hidden states that cannot travel in the requested dtype, or bytes that do not decode."""
 
 
+class WireRangeError(WireError):
+    """Hidden states past float16's range: this model's states need the bf16 or fp32 wire."""
+
+
 def seal_context(direction: bytes, session_id: bytes, step: int, stage: Stage, position: int) -> bytes:
     """What a sealed payload is bound to: direction (b"in"/b"out"), session, step, stage, position."""
     return _CTX.pack(direction, session_id, step, stage.start, stage.end,
@@ -72,7 +76,7 @@ def to_wire(rows: np.ndarray, wire: Dtype) -> bytes:
         return a.tobytes()
     if wire is Dtype.F16:
         if a.size and float(np.abs(a).max()) > F16_MAX:
-            raise WireError(f"hidden states reach {float(np.abs(a).max()):.0f}, past float16's "
+            raise WireRangeError(f"hidden states reach {float(np.abs(a).max()):.0f}, past float16's "
                             f"{F16_MAX:.0f}: use the bf16 or fp32 wire")
         return a.astype("<f2").tobytes()
     if wire is Dtype.BF16:
