@@ -40,12 +40,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from typing import Any
 
 from bench.wan_hive import Mode, Scenario, local_generate, loopback_hive, wan_hive
 from bench.wan_hop import hop_costs
+from hive_core.base.health import HealthVector
+from hive_core.base.stage import Part
 from hive_core.exec.join import PLANNER_ENV
+from hive_core.model.config import LlamaConfig
 from hive_core.sched.health import measured_tflops
+from hive_core.sched.planner import Candidate, CostModel, plan
 from hive_core.sim import load_country_rtt
 from hive_core.sim.shaped import pair_rtt_ms
 
@@ -92,7 +97,44 @@ def same_answer(r: dict[str, Any] | str, ref: list[int]) -> str:
     return "same as local" if r["new_ids"] == ref else "DIFFERENT"
 
 
+# Llama-3.1-8B's published shape with its 128K context: what the cost model needs. At that
+# context a layer's KV cache (1 GiB in float32) outweighs its weights.
+LLAMA31_8B = LlamaConfig(n_layers=32, hidden=4096, ffn=14336, n_heads=32, n_kv_heads=8,
+                         vocab_size=128256, context_length=131072, rope_base=500000.0,
+                         rms_eps=1e-5)
+
+
+def split_table(smollm: LlamaConfig, tflops: float, hop_ms: float) -> None:
+    """When the planner splits attention (alpha: this machine's speed, 160 GB free) and MLP
+    (beta: 4x its compute, RAM for the MLP weights but not for a full context's KV cache) by
+    its cost model, at the hop cost measured here and on faster links."""
+    print("## Attention on alpha, MLP on beta: when the planner's cost model takes the split\n")
+    print("| model | hop ms (RTT + overhead) | plan | est ms a token | without the split |")
+    print("|---|---|---|---|---|")
+    for name, cfg in (("SmolLM2-135M", smollm), ("Llama-3.1-8B shape, 128K context", LLAMA31_8B)):
+        for hop in (hop_ms, 1.0, 0.1):
+            cost = CostModel.for_model(cfg, hop_overhead_s=hop / 1000)
+            mlp = cost.layer_bytes * (1 - cost.attn_share) * cfg.n_layers / cost.ram_share
+            ram_mb = mlp * 1.05 / 2**20  # every MLP, and not every whole layer with its cache
+            alpha = Candidate(b"a" * 20, HealthVector(
+                tflops=tflops, battery_pct=None, on_ac=True, peers=(), uptime_s=3600.0,
+                success_rate=1.0, free_ram_mb=160_000.0, temperature_c=None, measured_at_ms=0),
+                0.0, frozenset({"alpha"}))
+            beta = Candidate(b"b" * 20, replace(alpha.health, tflops=4 * tflops,
+                                                free_ram_mb=ram_mb), 0.0, frozenset({"beta"}))
+            with_split = plan([alpha, beta], cfg.n_layers, cost)
+            without = plan([alpha, beta], cfg.n_layers, cost, split=False)
+            split = any(st.stage.part is not Part.FULL for st in with_split.stages)
+            print(f"| {name} | {hop:.1f} | {'split' if split else 'whole layers'} | "
+                  f"{1000 * with_split.est_token_s:.1f} | {1000 * without.est_token_s:.1f} |")
+    print(f"\nCost model only (`hive_core.sched.planner`), not a live run. Alpha: this "
+          f"machine's speed ({tflops:.3f} TFLOPS measured), 160 GB free; beta: 4x that, with "
+          "room for the MLP weights but not for the KV cache of a full context. The split costs "
+          "two hops a layer: it pays only where a layer's MLP time saved exceeds them.\n")
+
+
 async def main_async(args: argparse.Namespace) -> None:
+    from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
 
     model = resolve_model_path(None).name
@@ -150,7 +192,9 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"\nTargets: cascade within 15 % of its floor; cascade >= 1.6x star at 4 stages "
               f"over ~30 ms links: {ratio}; no answer lost at 5 % loss: "
               f"{'met' if lossy and not lost else 'NOT met: ' + ', '.join(lost) or 'not run'}.\n")
-        await hop_costs(work, model, 32 if args.quick else 96, tflops, compute_ms)
+        hop_ms = await hop_costs(work, model, 32 if args.quick else 96, tflops, compute_ms)
+        split_table(GGUFModelFile(resolve_model_path(None)).config, tflops,
+                    hop_ms if hop_ms is not None else 10.0)
         loop = await loopback_hive(work, n_new * 2)
         local2 = await local_generate(n_new * 2, 1)
         print("## Loopback: `cadencia hive up --nodes 4` (2 stages x 2 replicas) and "

@@ -146,11 +146,12 @@ def timing_totals(where: str) -> dict[str, tuple[int, float]]:
     return out
 
 
-async def hop_costs(work: str, model: str, n_new: int, tflops: float, compute_ms: float) -> None:
+async def hop_costs(work: str, model: str, n_new: int, tflops: float,
+                    compute_ms: float) -> float | None:
     """A 2-stage loopback hive of separate processes, timed per part (`hoptiming`): each mode
     asks a short and a long answer; what every process spent during the long one less what
     it spent during the short one is what the extra tokens cost (joining, routing and the
-    session's end cancel out)."""
+    session's end cancel out). Returns the ms a hop costs beyond compute, not verified."""
     stages, short = 2, 4
     where = os.path.join(work, "timing")
     seen: dict[str, dict[str, tuple[int, float]]] = {}
@@ -234,5 +235,7 @@ async def hop_costs(work: str, model: str, n_new: int, tflops: float, compute_ms
             cells += [f"{calls:.1f}", f"{1000 * secs:.2f}"] if totals else ["-", "-"]
         print(f"| {part} | " + " | ".join(cells) + " |")
     print()
+    hop = beyond.get("not verified")
+    return None if hop is None else hop / 1000
 
 
