@@ -268,3 +268,16 @@ def test_prompt_box_asks_the_hive_and_typing_does_not_fly_the_camera(make_app):
     app.base.messenger.send("a-up")
     app.hud._submit("   ")
     assert asked == ["what is a hive?"]  # blank prompts are not sent
+
+
+def test_a_long_answer_grows_upwards_clear_of_the_refusal_line(make_app):
+    """A five-line answer and a refusal on screen at once: the answer's last line stays above
+    the red message, so neither covers the other."""
+    hud = replace(WorldFrame(DISTRICTS).hud, answer="word " * 80, refused="refused: too little credit")
+    app = make_app(SyntheticWorld(WorldFrame(DISTRICTS, hud=hud)), mode="play")
+    app.step()
+    answer, message = app.hud.answer, app.hud.message
+    assert answer.getText().count("\n") == 4 and message.getText().startswith("refused")
+    (_, _, answer_bottom), _ = answer.getTightBounds(app.hud.message.getParent())
+    _, (_, _, message_top) = message.getTightBounds(app.hud.message.getParent())
+    assert answer_bottom > message_top

@@ -52,6 +52,10 @@ def truth_lines(hud: HudView) -> list[str]:
     return lines
 
 
+ANSWER_Y = 0.42  # the baseline of the answer's last line, above the message line
+ANSWER_SCALE = 0.045
+
+
 class Hud:
     """2D overlay on `aspect2d`-style anchors of the window."""
 
@@ -66,7 +70,7 @@ class Hud:
         self.rate = self._text(top_right, (-0.05, -0.16), CYAN, 0.05, TextNode.A_right)
         self.credits = self._text(top_right, (-0.05, -0.23), GOLD, 0.05, TextNode.A_right)
         self.truth = self._text(top_right, (-0.05, -0.30), WHITE, 0.045, TextNode.A_right)
-        self.answer = self._text(bottom_left, (0.05, 0.42), WHITE, 0.045, TextNode.A_left)
+        self.answer = self._text(bottom_left, (0.05, ANSWER_Y), WHITE, ANSWER_SCALE, TextNode.A_left)
         self.message = self._text(bottom_left, (0.05, 0.30), WHITE, 0.05, TextNode.A_left)
         self.prompt = DirectEntry(parent=bottom_left, pos=(0.05, 0, 0.12), scale=0.05, width=40,
                                   numLines=1, initialText="", focus=0, command=self._submit,
@@ -101,8 +105,12 @@ class Hud:
         _set(self.rate, f"{hud.tokens_per_s:.1f} tokens/s")
         _set(self.credits, f"{hud.credits_mc / 1000:.3f} credits")
         _set(self.truth, "\n".join(truth_lines(hud)))
-        tail = hud.answer[-400:]
-        _set(self.answer, "\n".join(textwrap.wrap(tail, 70)[-5:]))
+        lines = textwrap.wrap(hud.answer[-400:], 70)[-5:]
+        if _set(self.answer, "\n".join(lines)):
+            # The answer grows upwards: its last line stays above the message line (a refusal
+            # in red), which a growing answer would otherwise run over.
+            lift = max(len(lines) - 1, 0) * self.answer.textNode.getLineHeight() * ANSWER_SCALE
+            self.answer.setPos(0.05, ANSWER_Y + lift)
         _set(self.message, message)
         self.message["fg"] = RED if refused else CYAN
 
@@ -111,6 +119,9 @@ class Hud:
             item.show() if visible else item.hide()
 
 
-def _set(node: OnscreenText, text: str) -> None:
+def _set(node: OnscreenText, text: str) -> bool:
+    """Set the text if it changed; whether it did."""
     if node.getText() != text:
         node.setText(text)
+        return True
+    return False
