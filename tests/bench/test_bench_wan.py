@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from hive_core.sim.shaped import pair_rtt_ms
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the bench package lives beside hive_core, not installed
 
-from bench.bench_wan import floors_ms, route_countries
+from bench.bench_wan import SCENARIOS, floors_ms, route_countries, targets
 from bench.wan_hive import spans
 from bench.wan_hop import timing_totals
 
@@ -92,3 +93,16 @@ def test_routes_are_named_by_country_and_spans_cover_the_model() -> None:
     assert route_countries(answer, {"aa": "ES", "cc": "NZ"}) == ["ES", "NZ"]
     assert route_countries({"route": [{"nodes": ["dd"]}]}, {}) == ["?"]
     assert spans(4) == [(0, 8), (8, 16), (16, 23), (23, 30)]
+
+
+def test_targets_name_the_best_cascade_and_any_answer_lost() -> None:
+    four, lossy = SCENARIOS[2].name, SCENARIOS[4].name
+    results: dict[str, dict[str, Any]] = {
+        four: {"star": {"tokens_per_s": 2.0}, "cascade": {"tokens_per_s": 3.0},
+               "cascade, fp16 wire": {"tokens_per_s": 3.5}},
+        lossy: {"star": {"new_ids": [1, 2]}, "cascade": "no answer within 900 s"}}
+    line = targets(results, {(four, "cascade, fp16 wire"): 0.8, (four, "cascade"): 0.7}, [1, 2])
+    assert "1.75x (cascade, fp16 wire), at 80 % of its floor" in line
+    assert line.rstrip().endswith("NOT met: cascade.")
+    assert "not measured" in targets({four: {"star": {"tokens_per_s": 2.0}}}, {}, [])
+    assert "5 % loss: not run" in targets({}, {}, [])
