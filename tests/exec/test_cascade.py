@@ -97,6 +97,18 @@ async def test_an_unverified_cascade_signs_nothing_and_answers_the_same(tiny_ggu
         await hive.close()
 
 
+async def test_a_cascade_over_servers_computing_in_child_processes(tiny_gguf, tiny_file,
+                                                                   tiny_local) -> None:
+    """As a game hosts its shards: each server's compute in a process of its own."""
+    hive = await cascade_hive(tiny_gguf, tiny_file, 2, compute_process=True)
+    try:
+        ids, s = await hive_ids(hive)
+        assert ids == local_ids(tiny_local)
+        assert s.cascaded == N and s.verified
+    finally:
+        await hive.close()
+
+
 async def test_a_liar_in_the_cascade_is_slashed_on_the_star(tiny_gguf, tiny_file,
                                                             tiny_local) -> None:
     """A noisy liar carrying stage 0: its root disagrees with its replica's, the step goes to
