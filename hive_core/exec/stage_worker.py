@@ -183,10 +183,14 @@ class StageWorker:
             args.append("--allow-dequant")
         self.proc: subprocess.Popen[bytes] | ForkedProcess
         server = active(config.model_path)
-        self._greeted = server is None  # a forked child says its pid before its first answer
+        self._greeted = True  # a forked child says its pid before its first answer
         if server is not None:
-            self.proc = server.spawn([*args, "--hello"], config.gate_fd)
-            return
+            try:
+                self.proc = server.spawn([*args, "--hello"], config.gate_fd)
+                self._greeted = False
+                return
+            except OSError as exc:  # the fork server is gone: this worker starts on its own
+                logger.warning("stage worker fork server unavailable (%s): starting a process", exc)
         fds: tuple[int, ...] = ()
         if config.gate_fd >= 0:
             args += ["--gate-fd", str(config.gate_fd)]

@@ -86,14 +86,18 @@ async def test_a_process_hive_forks_its_workers_from_a_server_started_early(tiny
     assert all(_gone(p) for p in pids)
 
 
-def test_a_worker_of_a_closed_server_fails_clearly(tiny_gguf: Any) -> None:
-    """The server died before forking (killed): the worker's first call says so at once."""
+def test_a_worker_whose_fork_server_died_starts_on_its_own(tiny_gguf: Any) -> None:
+    """The server was killed before anyone asked it to fork: the worker is started as a
+    process of its own instead, and answers."""
     server = ForkServer(str(tiny_gguf))
     server.proc.kill()
     server.proc.wait()
-    with forking(str(tiny_gguf), server), pytest.raises((OSError, WorkerError)):
-        worker = StageWorker(WorkerConfig(str(tiny_gguf), reply_timeout_s=30))  # may be refused here
-        try:
-            worker.ready()  # ...or here: no hello ever comes
-        finally:
-            worker.close()
+    with forking(str(tiny_gguf), server):
+        worker = StageWorker(WorkerConfig(str(tiny_gguf), reply_timeout_s=60))
+    try:
+        assert not isinstance(worker.proc, ForkedProcess)
+        worker.ready()
+        worker.load(Stage(0, 2))
+        assert worker.alive and worker.loaded_stages == [str(Stage(0, 2))]
+    finally:
+        worker.close()
