@@ -5,7 +5,9 @@ between torch ops (dozens per layer, per token), so the frame loop waits on them
 low-priority thread holding the lock can be descheduled while the frame waits. With a
 `StageWorker` the server's `StageHost` (weights, KV caches, faults) lives in a child
 process at the compute priority instead; the server keeps links, sealing and signing, and
-forwards each stage step over the child's stdin/stdout pipes.
+forwards each stage step over the child's stdin/stdout pipes. Inside `worker_fork.forking`
+the child is forked from a fork server that imported torch and mapped the model once (its
+first frame, a hello, carries its pid); elsewhere it is a process started on its own.
 
 Frames are ``u32 length | body``, little-endian; bodies are fixed headers and raw bytes
 (hidden states as float32 rows), never pickled objects. A reply is ``status u8 | held u32 |
