@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 BENCHES = ("model", "packed", "models", "mesh", "world", "layout", "infer", "view", "feed",
-           "api", "calibrate", "privacy", "wan", "soak")
+           "api", "calibrate", "privacy", "wan", "soak", "wire")
 HERE = Path(__file__).resolve().parent
 
 
