@@ -121,7 +121,9 @@ class HiveClient:
         self._cascade: object | None = None
         node.register_reply(StageResult)
         hidden = local.config.hidden
-        self.max_hop_tokens = self.config.max_hop_tokens or max(1, (MAX_PAYLOAD - 64) // (hidden * 4))
+        item = 4 if self.wire is Dtype.F32 else 2  # a 16-bit wire fits twice the rows a frame
+        self.max_hop_tokens = self.config.max_hop_tokens or max(
+            1, (MAX_PAYLOAD - 64) // (hidden * item))
 
     def _mode_of(self, stage: Stage, nodes: Sequence[bytes]) -> str | None:
         modes = sorted({self.weights[n] for n in nodes if n in self.weights})

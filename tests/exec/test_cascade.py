@@ -20,6 +20,7 @@ from hive_core.model.generation import generate
 from hive_core.model.kv.factory import kv_factory
 from hive_core.model.sampling import Sampler
 from hive_core.protocol.inference import (
+    MAX_PAYLOAD,
     CascadeHop,
     CascadeResult,
     CascadeRoute,
@@ -348,6 +349,8 @@ async def test_a_16_bit_wire_verifies_and_slashes_like_fp32(tiny_gguf, tiny_file
         bad = hive.servers[4].node.node_id
         assert hive.client.reputation.slashed == [bad]
         assert s.verified and s.cascaded >= 1
+        # Half the bytes a row: a frame carries twice the rows (the tiny model is 64 wide).
+        assert hive.client.max_hop_tokens == (MAX_PAYLOAD - 64) // (64 * 2)
         # Judged late, the liar may still be on the next step's route: one conviction a step.
         assert hive.client.reputation.evidence
         assert {check_evidence(e) for e in hive.client.reputation.evidence} == {bad}
