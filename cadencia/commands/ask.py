@@ -215,7 +215,9 @@ async def _ask(args: argparse.Namespace) -> int:
             sys.stdout.write(on_token.tail + "\n")
             print(f"{len(result.new_ids)} tokens, first after {result.ttft_s:.2f}s, "
                   f"{result.tokens_per_s:.1f} tokens/s, {len(session.stages)} stages, "
-                  f"verified={session.verified}, slashed={len(out['slashed'])}", file=sys.stderr)
+                  f"verified={session.verified}, slashed={len(out['slashed'])}"
+                  + (f", cascade: {session.cascaded} of {session.cascaded + session.fallbacks} "
+                     "steps node to node" if args.cascade else ""), file=sys.stderr)
     finally:
         for close in reversed(closers):
             await close()
