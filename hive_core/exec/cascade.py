@@ -170,7 +170,7 @@ class Cascade:
     @staticmethod
     async def _star(s: HiveSession, first: int, x: np.ndarray) -> np.ndarray:
         for i in range(first, len(s.stages)):
-            x = await s._run_stage(i, x)
+            x = await s.run_stage(i, x)
         return x
 
     async def _cascade(self, s: HiveSession, x: np.ndarray) -> tuple[int, np.ndarray, str, bool]:

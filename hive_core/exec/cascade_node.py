@@ -104,7 +104,7 @@ class CascadeNode:
             logger.info("%s: refused a cascade hop from %s: %s", self.server.node,
                         peer.hex()[:12], exc)
             return asyncio.ensure_future(self._report(asker, _refusal(msg, exc.code, str(exc))))
-        job = asyncio.get_running_loop().run_in_executor(self.server._pool, self._compute, msg, ok)
+        job = self.server.compute(self._compute, msg, ok)
         self.server.events(StageStarted(route.session_id, self.server.node.node_id,
                                         ok.stage.start, ok.stage.end, ok.stage.part,
                                         time.monotonic()))
@@ -155,7 +155,7 @@ class CascadeNode:
         srv, route = self.server, msg.route
         try:
             ok.stage.check(srv.model.config.n_layers)
-            box = srv._box(node_id_of(ok.sender_key), ok.sender_key)
+            box = srv.box(node_id_of(ok.sender_key), ok.sender_key)
             data = open_sealed(box, msg.payload,  # type: ignore[arg-type]
                                seal_context(b"in", route.session_id, route.step, ok.stage,
                                             route.position))
@@ -174,12 +174,12 @@ class CascadeNode:
             nxt = hop_stage(route.hops[msg.index + 1])
             ctx = seal_context(b"in", route.session_id, route.step, nxt, route.position)
             forwards = [(nid, RunCascade(route, msg.index + 1,
-                                         seal(srv._box(nid, k), out, ctx)))  # type: ignore[arg-type]
+                                         seal(srv.box(nid, k), out, ctx)))  # type: ignore[arg-type]
                         for nid, k in ok.targets]
         payload = b""
         if ok.carrier:
             ctx = seal_context(b"out", route.session_id, route.step, ok.stage, route.position)
-            payload = seal(srv._box(ok.asker, route.asker_key), out, ctx)  # type: ignore[arg-type]
+            payload = seal(srv.box(ok.asker, route.asker_key), out, ctx)  # type: ignore[arg-type]
         result = CascadeResult(route.session_id, route.step, msg.index, ErrorCode.OK, "",
                                route.position + route.tokens, compute_s, att, payload)
         return result, forwards

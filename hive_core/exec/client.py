@@ -232,7 +232,7 @@ class HiveSession:
                     x = await self.client.cascade.run(self, x)
                 else:
                     for i in range(len(self.stages)):
-                        x = await self._run_stage(i, x)
+                        x = await self.run_stage(i, x)
             except BaseException:
                 self.rollback(self.position)  # drop this step's kept inputs: retry cleanly
                 raise
@@ -280,7 +280,8 @@ class HiveSession:
 
     # -- one stage -------------------------------------------------------------------
 
-    async def _run_stage(self, i: int, x: np.ndarray) -> np.ndarray:
+    async def run_stage(self, i: int, x: np.ndarray) -> np.ndarray:
+        """Stage i of the current step by the star: every replica asked, the answers judged."""
         st = self.stages[i]
         hop = Hop(self.session_id, self.step, st.stage, self.position, x.shape[0], x.tobytes())
         while True:

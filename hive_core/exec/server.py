@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -74,6 +75,7 @@ from hive_core.protocol.trust import Attestation
 from hive_core.trust import TrustError, attest, box_between, open_sealed, seal
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 SERVED_SESSIONS = 4096  # (asker, session) pairs remembered: receipts for others are refused
 
 
@@ -338,7 +340,12 @@ class ShardServer:
 
     # -- compute (worker thread) -----------------------------------------------------
 
-    def _box(self, peer: bytes, public_key: bytes) -> object:
+    def compute(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """`fn(*args)` on the compute thread, after the jobs submitted before it."""
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def box(self, peer: bytes, public_key: bytes) -> object:
+        """The seal box between this node and `peer` (kept per peer)."""
         box = self._boxes.get(peer)
         if box is None:
             box = self._boxes[peer] = box_between(self.node.identity, public_key)
@@ -356,7 +363,7 @@ class ShardServer:
     def _compute(self, peer: bytes, public_key: bytes, msg: RunStage) -> StageResult:
         stage = stage_of(msg.layer_start, msg.layer_end, msg.part)
         stage.check(self.model.config.n_layers)  # a range past the model is refused before decrypting
-        box = self._box(peer, public_key)
+        box = self.box(peer, public_key)
         data = open_sealed(box, msg.payload,  # type: ignore[arg-type]
                            seal_context(b"in", msg.session_id, msg.step, stage, msg.position))
         att, out_wire, compute_s = self.step(peer, msg.session_id, msg.step, stage, msg.position,
