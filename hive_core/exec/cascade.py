@@ -23,7 +23,12 @@ step to the star from that stage on, with its input from the accepted output bef
 replica comparison, hedging, failover, replays and slashing then run on the disputed step as
 they always did. A session whose route the cascade cannot carry (more than `MAX_ROUTE`
 stages or `MAX_CASCADE_REPLICAS` replicas, a node this asker holds no link to) runs by the
-star, and says so once in the log. The attention/MLP split travels like any stage.
+star, and says so once in the log; so does a route, for as long as its nodes stay, once a
+carrier refused to forward (no link to the next stage), its replicas showed two kernel
+classes, or a stage attested another input than its carrier reported (the forwarded bytes
+are sealed, not signed, so neither side can be blamed for that; the star then drops a node
+that attests another input than the one it was sent). A node serving two stages in a row
+hands the output over to itself. The attention/MLP split travels like any stage.
 
 Wire dtypes (`--wire`, `exec.wire`): measured by `python -m bench.bench_wire` on the bundled
 SmolLM2-135M Q4_1 (packed weights, the asker's first and last layers and 4 stages between:
