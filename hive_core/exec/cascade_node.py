@@ -3,7 +3,8 @@ to the next hop's nodes and forward it, and report the signed commitment to the 
 
 A node forwards only when the asker's signed route names it as its hop's carrier (the hop's
 first node), only to the next hop's nodes (each must be a peer it holds a link to under the
-listed key), and each (asker, session, step, hop) only once: one asker request moves at most
+listed key, or itself: then it hands the output over here), and each (asker, session, step,
+hop) only once: one asker request moves at most
 the route's length of hops, so nobody can use the hive to amplify traffic. Whatever it
 refuses is answered to the asker with a typed code (`CascadeRefused`), and the asker runs
 that step by the star.
