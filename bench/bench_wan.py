@@ -168,11 +168,14 @@ async def main_async(args: argparse.Namespace) -> None:
         # Every node is this machine: one TFLOPS figure for all, so that routes follow the
         # links and not the noise of each process's start-up benchmark on shared cores.
         tflops = await asyncio.to_thread(measured_tflops)
-        local = await local_generate(n_new, 1)
-        if not isinstance(local, dict):
-            raise SystemExit(f"bench wan: local generate failed: {local}")
-        compute_ms = 1000.0 / local["tokens_per_s"]
-        ref = local["new_ids"]
+        # The floor's compute: the fastest of three local runs (other work on shared cores
+        # only ever slows a run down), 24 tokens each; the reference answer is their prefix.
+        runs = [await local_generate(24, 1) for _ in range(3)]
+        local = [r for r in runs if isinstance(r, dict)]
+        if not local:
+            raise SystemExit(f"bench wan: local generate failed: {runs[0]}")
+        compute_ms = 1000.0 / max(r["tokens_per_s"] for r in local)
+        ref = local[0]["new_ids"][:n_new]
         have = ask_flags()
         plain = ["--replicas", "1", "--no-verify"]
         fixed: list[Mode] = [("star", plain, {PLANNER_ENV: "spans"})]
@@ -183,7 +186,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 fixed.append(("cascade, fp16 wire", [*plain, "--cascade", "--wire", "fp16"],
                               spans_only))
         print(f"## WAN hive (SmolLM2-135M, {n_new} new tokens, greedy, 1 replica, not verified; "
-              f"compute {compute_ms:.1f} ms a token: `cadencia generate --threads 1` here)\n")
+              f"compute {compute_ms:.1f} ms a token: the best of 3 `cadencia generate --threads 1` "
+              "here)\n")
         print("| scenario | mode | route | TTFT s | decode tok/s | its floor tok/s | % of floor "
               "| cascade floor tok/s | hedged | answer |")
         print("|---|---|---|---|---|---|---|---|---|---|")
