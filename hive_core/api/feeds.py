@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hive_core.events import EvidenceAssembler, HiveEvent, Slashed, from_feed
+from hive_core.exec.audit import auditors_of
 from hive_core.mesh.node import Node
 from hive_core.protocol.feed import EventKind, FeedAnswer, FeedEvent, FeedSubscribe
 from hive_core.trust import EvidenceError, check_evidence
@@ -121,6 +122,8 @@ class HiveFeeds:
     def _own(self, session_id: bytes) -> None:
         if self.tap is not None:
             self.tap.own(session_id)
+            if self.engine.client is not None:  # the session keeping its auditors warm
+                self.tap.own(auditors_of(self.engine.client).warm_session)
 
     def route_changed(self) -> None:
         client = self.engine.client
