@@ -42,7 +42,6 @@ from hive_core.base.stage import Stage
 from hive_core.events import Verified, trial_id
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
 from hive_core.exec.errors import ExecError
-from hive_core.exec.verdicts import MIN_GRACE_S, SILENT_GRACE
 from hive_core.protocol.trust import Attestation
 from hive_core.trust import (
     EvidenceError,
@@ -151,9 +150,7 @@ async def audit_stage(s: HiveSession, i: int) -> bool:
             except AuditorFailed as exc:  # another audits (or the asker): the answer stays checked
                 logger.warning("stage %s: %s", st.stage, exc)
                 if isinstance(exc, SilentAuditor):  # banned as a silent replica is
-                    ban = s.client.reputation.ban(auditor, f"silent on the audit of {st.stage}")
-                    if s.client.publish_ban is not None:
-                        s.client.publish_ban(auditor, ban)
+                    s.verifier.ban_silent(auditor, f"silent on the audit of {st.stage}")
                 refused.append(auditor)
                 failed = exc
                 continue
@@ -271,7 +268,7 @@ async def _remote(s: HiveSession, i: int, auditor: bytes,
             # The hedging grace of a step of these rows: a silent auditor (it takes the
             # request and never answers) would otherwise hold the session's end for the
             # whole request timeout.
-            grace = max(MIN_GRACE_S, SILENT_GRACE * s.verifier.patience(i, lo + part.shape[0]))
+            grace = s.verifier.silent_after(i, lo + part.shape[0])
             try:
                 a = await asyncio.wait_for(s.ask(auditor, hop, keep=False), grace)
             except TimeoutError:

@@ -360,8 +360,15 @@ class HiveSession:
                                      "no spare node" + (f" with {mode} weights" if mode else "")
                                      + " is left")
             tried.append(spare)
+            # The hedging grace of every row so far: a silent spare (it takes the rebuild and
+            # never answers) would otherwise hold the answer for the whole request timeout.
+            grace = self.verifier.silent_after(i, hop.position + hop.tokens)
             try:
-                await self.rebuild(i, spare, hop.position)
+                await asyncio.wait_for(self.rebuild(i, spare, hop.position), grace)
+            except TimeoutError:
+                logger.info("spare %s did not rebuild within %.1f s", spare.hex()[:12], grace)
+                self.verifier.ban_silent(spare, f"silent on a failover of {self.stages[i].stage}")
+                continue
             except (Unavailable, BadAnswer, NeedsRebuild) as exc:
                 logger.info("spare %s failed to rebuild: %s", spare.hex()[:12], exc)
                 continue

@@ -125,6 +125,17 @@ class StageVerifier:
         expected = self.clocks.setdefault(i, StepClock()).expect(rows, per * layers * rows)
         return max(cfg.hedge_floor_s, cfg.hedge_factor * expected)
 
+    def silent_after(self, i: int, rows: int) -> float:
+        """How long a request of `rows` rows may go unanswered before its node counts as
+        silent: SILENT_GRACE patience spans, at least MIN_GRACE_S."""
+        return max(MIN_GRACE_S, SILENT_GRACE * self.patience(i, rows))
+
+    def ban_silent(self, node: bytes, reason: str) -> None:
+        """Ban a node that took a request and never answered (and publish the ban)."""
+        ban = self.s.client.reputation.ban(node, reason)
+        if self.s.client.publish_ban is not None:
+            self.s.client.publish_ban(node, ban)
+
     @staticmethod
     def agree(a: Answer, b: Answer) -> bool:
         try:
@@ -221,7 +232,7 @@ class StageVerifier:
             if a.node not in st.nodes and a.node not in st.failed:
                 st.nodes.append(a.node)  # a hedge's spare now holds the cache
         late: dict[asyncio.Future[Answer], bytes] = {}
-        grace = max(MIN_GRACE_S, SILENT_GRACE * self.patience(i, hop.tokens))
+        grace = self.silent_after(i, hop.tokens)
         for t, node in tasks.items():
             if t.done():
                 continue
@@ -339,10 +350,7 @@ class StageVerifier:
         else:
             task.cancel()
         if a is None:
-            st = self.s.stages[i]
-            ban = self.s.client.reputation.ban(node, f"silent on step {hop.step} of {st.stage}")
-            if self.s.client.publish_ban is not None:
-                self.s.client.publish_ban(node, ban)
+            self.ban_silent(node, f"silent on step {hop.step} of {self.s.stages[i].stage}")
         elif a.attestation is not None and not self.agree(accepted, a):
             await self.convict(i, hop, a, "disagrees with the answer that outran it")
 
