@@ -48,7 +48,11 @@ class ForkServer:
         cmd = [sys.executable, "-m", "hive_core.exec.stage_worker", model_path,
                "--fork-server", str(theirs.fileno())]
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),))
+            # One thread when it forks: numpy's BLAS would otherwise start a helper thread at
+            # import (the workers compute with torch; the server computes nothing).
+            env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                                         env=env)
         finally:
             theirs.close()
 
