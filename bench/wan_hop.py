@@ -219,13 +219,16 @@ async def hop_costs(work: str, model: str, n_new: int, tflops: float,
         for n in runs) + " |")
     print("| **a hop beyond compute**: (ms a token - local compute) / stages | " + " | ".join(
         f"**{beyond[n]:.0f}**" if n in beyond else "failed" for n in runs) + " |")
-    print("\nCPU a token (ms; the sentinel, then each stage's node): " + "; ".join(
-        f"{n} " + ", ".join(f"{v:.1f}" for v in ms) for n, ms in cpu_ms.items()) + ".")
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    print("\nCPU a token (ms; the sentinel, then each stage's node; /proc counts "
+          f"{tick:.0f} ms ticks): " + "; ".join(
+              f"{n} " + ", ".join(f"{v:.1f}" for v in ms) for n, ms in cpu_ms.items()) + ".")
     print(f"Parts: each measured alone on a real request and reply (one SmolLM2 row), "
           f"median of 300; local compute {compute_ms:.1f} ms a token (`cadencia generate "
           f"--threads 1`). The hive's own processes, timed by `CADENCIA_HOP_TIMING` while "
           f"making those tokens (every call in every process: the hops, and the pings and DHT "
-          f"upkeep beside them), a token:\n")
+          f"upkeep beside them), a token; a difference of two asks, so the times are within "
+          f"their noise (calls are exact):\n")
     print("| part | " + " | ".join(f"{n}: calls | {n}: ms" for n in runs) + " |")
     print("|---|" + "---|---|" * len(runs))
     for part in PARTS:
