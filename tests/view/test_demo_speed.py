@@ -41,3 +41,24 @@ def test_demo_and_play_parse_no_verify() -> None:
         command.add_arguments(parser)
         assert parser.parse_args([]).no_verify is False
         assert parser.parse_args(["--no-verify"]).no_verify is True
+
+
+def test_demo_command_runs_unverified_with_forked_workers(tiny_gguf, tmp_path, capsys) -> None:
+    """`cadencia demo --no-verify` end to end on the tiny model: the hive starts (its workers
+    forked from the server the command started first), answers, and, with nothing compared,
+    the noisy liar is not slashed; its JSON says verification was off."""
+    import json
+
+    from cadencia.cli import main
+
+    threads = torch.get_num_threads()
+    png = tmp_path / "demo.png"
+    try:
+        code = main(["demo", "hi", "--model", str(tiny_gguf), "--offscreen", "--json", "--no-verify",
+                     "--max-new-tokens", "3", "--size", "320x240", "--links", "memory",
+                     "--screenshot", str(png)])
+    finally:
+        torch.set_num_threads(threads)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code in (0, None) and out["verify"] is False and out["verified"] is False
+    assert out["slashed"] == [] and out["answer"] is not None and png.exists()
