@@ -32,7 +32,7 @@ from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.remote import discover, find_span_owners, link_nodes, route, weights_of
 from hive_core.exec.replay import shared_replayer
 from hive_core.mesh.dht import RecordKind, node_key
-from hive_core.mesh.dht.records import RolesRecord, decode_value, owner_of
+from hive_core.mesh.dht.records import LinksRecord, RolesRecord, decode_value, owner_of
 from hive_core.mesh.hivenode import HiveNode
 from hive_core.mesh.node import NodeConfig, PeerUnavailable
 from hive_core.mesh.rtc import RTCOptions
@@ -113,7 +113,7 @@ class AskerPart:
 async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, first_layer: int,
                      prefer: str | None, timeout_s: float,
                      say: Say = lambda _m: None, last_layer: int | None = None,
-                     reputation: ReputationBook | None = None,
+                     reputation: ReputationBook | None = None, topology: str = "star",
                      ) -> tuple[Plan, dict[bytes, ShardInfo]]:
     """Link to the model's servers, ask each what it holds, and route layers `first_layer` ..
     `last_layer` over them, leaving out what `reputation` excludes (after checking the
@@ -128,6 +128,7 @@ async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, firs
     rtts = await measured_rtts(hive, list(infos), min(timeout_s, PING_TIMEOUT_S))
     health, roles = await asyncio.gather(published_health(hive, list(infos)),
                                          published_roles(hive, list(infos)))
+    links = await published_links(hive, list(infos)) if topology == "cascade" else None
     exclude: set[bytes] = set()
     if reputation is not None:
         exclude = await VerdictBoard(hive, reputation).review(infos)
@@ -136,7 +137,8 @@ async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, firs
             say(f"leaving out {len(exclude)} slashed or banned servers")
     plan = route(infos, cfg, name, replicas, rtts, first_layer=first_layer, prefer=prefer,
                  last_layer=last_layer, salt=os.urandom(32), exclude=exclude, health=health,
-                 roles=roles, replan=os.environ.get(PLANNER_ENV, "auto") != "spans")
+                 roles=roles, replan=os.environ.get(PLANNER_ENV, "auto") != "spans",
+                 links=links)
     if plan.left_out:
         say(f"left out (they would slow the route): "
             f"{' '.join(n.hex()[:8] for n in plan.left_out)}")
@@ -166,7 +168,8 @@ async def connect(hive: HiveNode, file: GGUFModelFile, asker: AskerPart, *, repl
         reputation.replayer = shared_replayer(file)
     plan, infos = await find_route(hive, file, replicas=replicas, first_layer=asker.local_layers,
                                    prefer=asker.weights, timeout_s=timeout_s, say=say,
-                                   last_layer=n - asker.tail_layers, reputation=reputation)
+                                   last_layer=n - asker.tail_layers, reputation=reputation,
+                                   topology=config.topology)
     spares = [n for n in infos if n not in plan.nodes and not reputation.excluded(n)]
     health = await published_health(hive, list(infos))
     client = HiveClient(hive.node, asker.executor, plan, config, spares=spares,
@@ -192,6 +195,23 @@ async def measured_rtts(hive: HiveNode, nodes: list[bytes], timeout_s: float) ->
 
     await asyncio.gather(*(one(n) for n in nodes))
     return {link.node_id: link.rtt_ms for link in node.peers.all() if link.rtt_ms is not None}
+
+
+async def published_links(hive: HiveNode, nodes: list[bytes]) -> dict[tuple[bytes, bytes], float]:
+    """The map between `nodes`: each one's published RTT to each other one (its links record)."""
+    found = await asyncio.gather(*(hive.dht.get(node_key(n, RecordKind.LINKS)) for n in nodes),
+                                 return_exceptions=True)
+    wanted, out = set(nodes), {}
+    for node, records in zip(nodes, found, strict=True):
+        if isinstance(records, BaseException):
+            continue
+        for record in records:
+            value = decode_value(record)
+            if owner_of(record) == node and isinstance(value, LinksRecord):
+                out.update({(node, p.node_id): p.rtt_ms for p in value.peers
+                            if p.node_id in wanted})
+                break
+    return out
 
 
 async def published_roles(hive: HiveNode, nodes: list[bytes]) -> dict[bytes, tuple[str, ...]]:

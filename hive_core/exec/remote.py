@@ -29,7 +29,7 @@ from hive_core.mesh.wschannel import ws_connect
 from hive_core.model.config import LlamaConfig
 from hive_core.protocol.inference import ShardInfo, ShardQuery
 from hive_core.sched.planner import CostModel, Plan, PlanError, PlannedStage, fixed_plan, plan
-from hive_core.sched.routing import candidate, level_compute, prefer_planned
+from hive_core.sched.routing import candidate, level_compute, order_for_cascade, prefer_planned
 
 MAX_CLAIMED_TFLOPS = 64.0  # a server's own TFLOPS claim counts up to this (a CPU's ceiling)
 
@@ -108,12 +108,15 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
           rtt_ms: Mapping[bytes, float], first_layer: int = 0, prefer: str | None = None, *,
           last_layer: int | None = None, salt: bytes = b"",
           exclude: Collection[bytes] = (), health: Mapping[bytes, HealthRecord] | None = None,
-          roles: Mapping[bytes, Collection[str]] | None = None, replan: bool = True) -> Plan:
+          roles: Mapping[bytes, Collection[str]] | None = None, replan: bool = True,
+          links: Mapping[tuple[bytes, bytes], float] | None = None) -> Plan:
     """Servers of this model (less `exclude`): their spans if they cover layers `first_layer`
     .. `last_layer` (unless, with `replan`, the planner's route is clearly faster:
     `hive_core.sched.routing`), else the planner's route over the servers of one weights mode
     (the most common; `prefer` on a tie), priced by their published `health` records and
-    split by their `roles`. Ties go by the session's draw (`salt`), never by id."""
+    split by their `roles`, its stages in the order that crosses the least latency between
+    them where `links` (node pairs' RTTs, for a cascade) are given. Ties go by the session's
+    draw (`salt`), never by id."""
     last = cfg.n_layers if last_layer is None else last_layer
     same = {n: i for n, i in infos.items() if n not in exclude
             and i.model == model_name and i.n_layers == cfg.n_layers and i.hidden == cfg.hidden}
@@ -152,7 +155,7 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
     if spans is not None and not prefer_planned(
             spans, planned, {label[c.node_id]: c for c in cands}, cost):
         return spans
-    return planned
+    return planned if links is None else order_for_cascade(planned, rtt_ms, links)
 
 
 async def find_span_owners(hive: object, model: str, n_layers: int) -> list[bytes]:

@@ -16,6 +16,7 @@ device gave 24 together). A planned route makes servers load layers on first use
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -82,3 +83,41 @@ def prefer_planned(spans: Plan, planned: Plan, candidates: Mapping[bytes, Candid
         return False
     old, new = estimate(spans, candidates, cost), estimate(planned, candidates, cost)
     return new * gain <= old and old - new >= min_saving_s
+
+
+def chain_ms(order: Sequence[bytes], asker_rtt: Mapping[bytes, float],
+             links: Mapping[tuple[bytes, bytes], float], unknown_ms: float = 50.0) -> float:
+    """One-way milliseconds a cascade token crosses: asker -> order[0] -> ... -> asker. A
+    pair's RTT is what either end published (the map), else `unknown_ms`."""
+    def rtt(a: bytes, b: bytes) -> float:
+        return links.get((a, b), links.get((b, a), unknown_ms))
+
+    if not order:
+        return 0.0
+    hops = [asker_rtt.get(order[0], unknown_ms), asker_rtt.get(order[-1], unknown_ms)]
+    hops += [rtt(a, b) for a, b in itertools.pairwise(order)]
+    return sum(hops) / 2
+
+
+def order_for_cascade(p: Plan, asker_rtt: Mapping[bytes, float],
+                      links: Mapping[tuple[bytes, bytes], float], *, unknown_ms: float = 50.0,
+                      max_stages: int = 7) -> Plan:
+    """`p` with its stages' nodes taken in the order that crosses the least latency as a
+    cascade, each node keeping its number of layers (the compute is the same in any order, a
+    star's hops too). Plans with split stages, or more than `max_stages`, stay as they are."""
+    stages = p.stages
+    if len(stages) < 2 or len(stages) > max_stages or any(
+            ps.stage.part is not Part.FULL for ps in stages):
+        return p
+    first = [ps.nodes[0] for ps in stages]
+    # Ties (a chain and its reverse cross the same RTTs) keep the plan's own order, else
+    # go by the nodes' ids: the same inputs always give the same route.
+    best = min(itertools.permutations(stages), key=lambda perm: (
+        round(chain_ms([ps.nodes[0] for ps in perm], asker_rtt, links, unknown_ms), 9),
+        [ps.nodes[0] for ps in perm] != first, [ps.nodes[0] for ps in perm]))
+    at, placed = stages[0].stage.start, []
+    for ps in best:
+        n = len(ps.stage.layers)
+        placed.append(replace(ps, stage=replace(ps.stage, start=at, end=at + n)))
+        at += n
+    return replace(p, stages=tuple(placed))

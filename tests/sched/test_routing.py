@@ -6,10 +6,17 @@ from __future__ import annotations
 import pytest
 
 from hive_core.base.health import HealthRecord, HealthVector
-from hive_core.base.stage import Stage
+from hive_core.base.stage import Part, Stage
 from hive_core.model.config import LlamaConfig
 from hive_core.sched.planner import Candidate, CostModel, fixed_plan, plan
-from hive_core.sched.routing import candidate, estimate, level_compute, prefer_planned
+from hive_core.sched.routing import (
+    candidate,
+    chain_ms,
+    estimate,
+    level_compute,
+    order_for_cascade,
+    prefer_planned,
+)
 
 CFG = LlamaConfig(n_layers=30, hidden=576, ffn=1536, n_heads=9, n_kv_heads=3, vocab_size=49152,
                   context_length=8192, rope_base=100000.0, rms_eps=1e-5)
@@ -142,3 +149,25 @@ def test_preloaded_spans_never_move_for_a_tflops_claim() -> None:
     level = {c.node_id: c for c in level_compute(list(far.values()))}
     assert prefer_planned(two, plan(list(level.values()), 28, COST), level, COST)
     assert level_compute([]) == []
+
+
+def test_a_cascade_takes_its_stages_in_the_order_that_crosses_the_least_latency() -> None:
+    """Asker at 0 ms, nodes on a line at 10, 20 and 30 ms from it (RTT = distance): the chain
+    0 -> 10 -> 20 -> 30 -> 0 crosses 30 ms one way; 20 -> 10 -> 30 would cross 40."""
+    asker = {A: 10.0, B: 20.0, C: 30.0}
+    links = {(A, B): 10.0, (B, C): 10.0, (C, A): 20.0}  # either end's record will do
+    assert chain_ms([A, B, C], asker, links) == pytest.approx(30.0)
+    assert chain_ms([B, A, C], asker, links) == pytest.approx(40.0)
+    assert chain_ms([A, C], asker, {}, unknown_ms=50.0) == pytest.approx(45.0)
+    p = fixed_plan([Stage(1, 9), Stage(9, 20), Stage(20, 29)], [[B, C], [A], [C]])
+    best = order_for_cascade(p, asker, links)
+    order = [ps.nodes[0] for ps in best.stages]
+    assert chain_ms(order, asker, links) == pytest.approx(30.0)  # the least there is
+    assert order in ([A, B, C], [C, B, A], [B, C, A], [A, C, B])  # its reverses tie
+    assert order == [A, B, C]  # a tie goes by id: the same inputs, the same route
+    assert [ps.nodes for ps in best.stages] == [(A,), (B, C), (C,)]  # replicas ride along
+    # Each node keeps its number of layers; the ranges stay contiguous from the same start.
+    assert [(ps.stage.start, ps.stage.end) for ps in best.stages] == [(1, 12), (12, 20), (20, 29)]
+    assert order_for_cascade(best, asker, links) == best  # already the best: unchanged
+    split = fixed_plan([Stage(1, 2, Part.ATTENTION), Stage(1, 2, Part.MLP)], [[B], [A]])
+    assert order_for_cascade(split, asker, links) is split
