@@ -210,17 +210,24 @@ async def ask_through(client: Any, file: GGUFModelFile, tokenizer: GGUFTokenizer
     hud, stream = source.hud, tokenizer.stream()
     hud.set(answer="", tokens_per_s=0.0)
     session = client.new_session()
-    t0, count = time.perf_counter(), [0]
+    first, count = [0.0], [0]
 
     def on_token(token: int) -> None:
+        # The decode rate, as `ask` reports it: tokens after the first, per second since it
+        # came (the prompt's prefill before it is not decode).
         count[0] += 1
+        now = time.perf_counter()
+        if count[0] == 1:
+            first[0] = now
         hud.append_answer(stream.push(token))
-        hud.set(tokens_per_s=count[0] / max(time.perf_counter() - t0, 1e-6))
+        if count[0] > 1:
+            hud.set(tokens_per_s=(count[0] - 1) / max(now - first[0], 1e-6))
 
     gen = await generate_hive(session, ids, max_new_tokens=max_new_tokens,
                               context_length=file.config.context_length,
                               stop_ids=tokenizer.stop_ids, on_token=on_token)
     hud.append_answer(stream.finish())
+    hud.set(tokens_per_s=gen.tokens_per_s)  # the answer's own figure, once it is in
     receipts = tuple(await session.finish())
     slashed = tuple(sorted(n.hex() for n in client.reputation.slashed))
     return AskResult(tokenizer.decode(gen.new_ids), list(gen.new_ids), gen.tokens_per_s,

@@ -26,6 +26,7 @@ async def test_no_verify_reaches_the_client_and_nobody_is_judged(tiny_gguf) -> N
         sharding = source.hud.view().sharding  # the plan's spans, the asker's own layers left out
         assert all(f"L{ps.stage.start}-{ps.stage.end - 1}: " in sharding for ps in hive.client.plan.stages)
         assert result.new_ids
+        assert source.hud.view().tokens_per_s == result.tokens_per_s  # the HUD shows decode, as ask does
     finally:
         await session.close()
         torch.set_num_threads(threads)
