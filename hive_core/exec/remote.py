@@ -148,6 +148,11 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
         if spans is not None:
             return spans
         raise
+    if links is not None:  # ordered under the drawn labels too: ties never go by real ids
+        lab = {n: lb for lb, n in label.items()}
+        p = order_for_cascade(p, {lab[n]: r for n, r in rtt_ms.items() if n in lab},
+                              {(lab[a], lab[b]): r for (a, b), r in links.items()
+                               if a in lab and b in lab})
     shifted = tuple(PlannedStage(Stage(s.stage.start + first_layer, s.stage.end + first_layer,
                                        s.stage.part), tuple(label[n] for n in s.nodes), s.est_s)
                     for s in p.stages)
@@ -155,7 +160,7 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
     if spans is not None and not prefer_planned(
             spans, planned, {label[c.node_id]: c for c in cands}, cost):
         return spans
-    return planned if links is None else order_for_cascade(planned, rtt_ms, links)
+    return planned
 
 
 async def find_span_owners(hive: object, model: str, n_layers: int) -> list[bytes]:

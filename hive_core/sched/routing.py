@@ -111,7 +111,7 @@ def order_for_cascade(p: Plan, asker_rtt: Mapping[bytes, float],
         return p
     first = [ps.nodes[0] for ps in stages]
     # Ties (a chain and its reverse cross the same RTTs) keep the plan's own order, else
-    # go by the nodes' ids: the same inputs always give the same route.
+    # go by the ids given (an asker passes the session's drawn labels, never real ids).
     best = min(itertools.permutations(stages), key=lambda perm: (
         round(chain_ms([ps.nodes[0] for ps in perm], asker_rtt, links, unknown_ms), 9),
         [ps.nodes[0] for ps in perm] != first, [ps.nodes[0] for ps in perm]))

@@ -3,6 +3,8 @@ out a node that would slow the pipeline; the servers' own spans give way only to
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from hive_core.base.health import HealthRecord, HealthVector
@@ -171,3 +173,25 @@ def test_a_cascade_takes_its_stages_in_the_order_that_crosses_the_least_latency(
     assert order_for_cascade(best, asker, links) == best  # already the best: unchanged
     split = fixed_plan([Stage(1, 2, Part.ATTENTION), Stage(1, 2, Part.MLP)], [[B], [A]])
     assert order_for_cascade(split, asker, links) is split
+
+
+def test_an_asker_routes_a_cascade_along_the_map() -> None:
+    """Three servers that each hold 10 of SmolLM2's 30 layers; of the three ways around, one
+    crosses 50 ms one way and the others 175: the route takes it (either direction), whatever
+    order the session's draw gave the planner."""
+    from hive_core.exec.remote import route
+    from hive_core.protocol.inference import ShardInfo
+
+    ram = ram_for(10)
+    infos = {n: ShardInfo(1, "m.gguf", 30, 576, 0, 0, 1.0, ram, True) for n in (A, B, C)}
+    asker = {A: 10.0, B: 100.0, C: 30.0}
+    links = {(A, B): 20.0, (B, C): 40.0, (A, C): 200.0}
+    assert sorted(chain_ms(o, asker, links) for o in itertools.permutations([A, B, C])) == [
+        50.0, 50.0, 175.0, 175.0, 175.0, 175.0]
+    for salt in (b"1", b"2", b"3", b"4", b"5", b"6"):
+        p = route(infos, CFG, "m.gguf", 1, asker, salt=salt, links=links)
+        order = [ps.nodes[0] for ps in p.stages]
+        assert order in ([A, B, C], [C, B, A])
+        assert [ps.stage.start for ps in p.stages] == [0, 10, 20]
+    star = [ps.nodes[0] for ps in route(infos, CFG, "m.gguf", 1, asker, salt=b"x").stages]
+    assert sorted(star) == [A, B, C]  # a star's order is the draw's: its hops cost the same
