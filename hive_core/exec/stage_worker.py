@@ -376,7 +376,11 @@ def _fork_server(sock_fd: int, path: str) -> None:
     """Map the model and load our kernel library here once; fork a worker per request."""
     from hive_core import native
 
-    shared = GGUFModelFile(path)
+    try:
+        shared = GGUFModelFile(path)
+    except (ModelError, OSError) as exc:  # the parent opens the file too and reports it
+        logger.info("fork server: %s", exc)
+        sys.exit(1)
     native.ops()  # loaded before the forks: every worker inherits it (None where not built)
     serve_forks(sock_fd, lambda argv: main(argv, model=shared))
 

@@ -101,3 +101,14 @@ def test_a_worker_whose_fork_server_died_starts_on_its_own(tiny_gguf: Any) -> No
         assert worker.alive and worker.loaded_stages == [str(Stage(0, 2))]
     finally:
         worker.close()
+
+
+def test_a_fork_server_on_a_file_that_is_no_model_exits_quietly(tmp_path: Any, capfd: Any) -> None:
+    """The parent opens the file itself and reports what is wrong with it; the server only
+    exits (no traceback of its own on the player's terminal)."""
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file")
+    server = ForkServer(str(bad))
+    server.close()
+    assert server.wait(60) == 1
+    assert "Traceback" not in capfd.readouterr().err
