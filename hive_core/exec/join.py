@@ -179,22 +179,30 @@ async def connect(hive: HiveNode, file: GGUFModelFile, asker: AskerPart, *, repl
     return client
 
 
-async def measured_rtts(hive: HiveNode, nodes: list[bytes], timeout_s: float) -> dict[bytes, float]:
-    """The asker's RTT to each of `nodes`: its links' ping average, else one ping now (a link
-    just opened has none yet, and the planner prices hops by it); unanswered: left out."""
+async def measured_rtts(hive: HiveNode, nodes: list[bytes], timeout_s: float,
+                       pings: int = 3) -> dict[bytes, float]:
+    """The asker's RTT to each of `nodes`, which the planner prices hops by: the least of
+    `pings` pings now (a late answer is a busy server as often as a far one; the least is the
+    path's own delay), else its link's ping average; never answered: left out."""
     node = hive.node
+    out: dict[bytes, float] = {}
 
     async def one(target: bytes) -> None:
         link = node.peers.best(target)
-        if link is None or link.rtt_ms is not None:
+        if link is None:
             return
-        try:
-            await asyncio.wait_for(node.ping(link), timeout_s)
-        except (TimeoutError, ConnectionError, PeerUnavailable):
-            pass
+        samples = []
+        for _ in range(pings):
+            try:
+                samples.append(await asyncio.wait_for(node.ping(link), timeout_s))
+            except (TimeoutError, ConnectionError, PeerUnavailable):
+                break
+        best = min(samples, default=link.rtt_ms)
+        if best is not None:
+            out[target] = best
 
     await asyncio.gather(*(one(n) for n in nodes))
-    return {link.node_id: link.rtt_ms for link in node.peers.all() if link.rtt_ms is not None}
+    return out
 
 
 async def published_links(hive: HiveNode, nodes: list[bytes]) -> dict[tuple[bytes, bytes], float]:

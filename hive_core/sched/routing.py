@@ -7,9 +7,10 @@ Roles (alpha for attention and its cache, beta for the MLP) come from its roles 
 
 Servers preload spans; when the spans cover the model, the asker takes them as they are
 unless the planner finds a route at least `gain` times faster and `min_saving_s` a token
-faster, weighing the servers at one TFLOPS figure (`level_compute`): a far node, one on a
-draining battery or one that drops requests is left out; preloaded layers never move for a
-TFLOPS claim. Without spans (servers that load on demand) the planner reads the claims too
+faster that leaves out a far node (over 80 ms by the asker's own pings, the least of three),
+one on a draining battery or one that drops requests, weighing the servers at one TFLOPS
+figure (`level_compute`): preloaded layers never move for a TFLOPS claim, nor for a ping
+that a busy server answered late. Without spans (servers that load on demand) the planner reads the claims too
 and leaves a slow node out of a pipeline of fast ones (exo #489: a 40 and a 20 tok/s
 device gave 24 together). A planned route makes servers load layers on first use.
 """
@@ -74,12 +75,21 @@ def estimate(p: Plan, candidates: Mapping[bytes, Candidate], cost: CostModel) ->
 
 
 def prefer_planned(spans: Plan, planned: Plan, candidates: Mapping[bytes, Candidate],
-                   cost: CostModel, *, gain: float = 2.0, min_saving_s: float = 0.05) -> bool:
-    """Whether `planned` beats the servers' own `spans` by `gain` times and `min_saving_s`.
-    Spans on a server outside `candidates` (another weights mode) cannot be priced: kept."""
+                   cost: CostModel, *, gain: float = 2.0, min_saving_s: float = 0.05,
+                   far_ms: float = 80.0) -> bool:
+    """Whether `planned` beats the servers' own `spans` by `gain` times and `min_saving_s`,
+    leaving out a span's server that is far (the asker measured more than `far_ms` to it:
+    mesh-llm keeps such peers out of splits) or that the cost model cannot use (a draining
+    battery, dropped requests). Spans are kept where they cannot be judged: a server outside
+    `candidates` (another weights mode), or one whose RTT the asker did not measure itself."""
     if gain < 1.0 or min_saving_s < 0.0:
         raise ValueError(f"gain must be >= 1 and the saving >= 0, got {gain} and {min_saving_s}")
-    if any(ps.nodes[0] not in candidates for ps in spans.stages):
+    primaries = [ps.nodes[0] for ps in (*spans.stages, *planned.stages)]
+    if any(n not in candidates or candidates[n].rtt_ms is None for n in primaries):
+        return False
+    kept = set(planned.nodes)
+    dropped = [candidates[ps.nodes[0]] for ps in spans.stages if ps.nodes[0] not in kept]
+    if not any((c.rtt_ms or 0.0) > far_ms or not cost.usable(c) for c in dropped):
         return False
     old, new = estimate(spans, candidates, cost), estimate(planned, candidates, cost)
     return new * gain <= old and old - new >= min_saving_s

@@ -115,6 +115,12 @@ def test_spans_give_way_only_to_a_clear_gain() -> None:
     assert C in planned.left_out
     assert estimate(spans, cands, COST) > 0.29
     assert prefer_planned(spans, planned, cands, COST)
+    # A late ping (a busy server on loopback measured 75 ms) is not "far": spans stay.
+    busy = {A: cand(A, rtt=75.0), B: cand(B, rtt=15.0)}
+    busy_plan = plan(list(busy.values()), 28, COST)
+    assert busy_plan.nodes == [B]
+    assert not prefer_planned(fixed_plan([Stage(1, 15), Stage(15, 29)], [[A], [B]]), busy_plan,
+                              busy, COST, gain=1.0, min_saving_s=0.0)
     # Equal nodes on loopback: a planned route saves a hop or two, not enough to move layers.
     local = {n: cand(n, rtt=1.0) for n in (A, B)}
     two = fixed_plan([Stage(1, 15), Stage(15, 29)], [[A], [B]])
@@ -122,6 +128,11 @@ def test_spans_give_way_only_to_a_clear_gain() -> None:
     # A stage on a node the cost model cannot use is never kept; one it cannot price is.
     assert estimate(two, {A: local[A]}, COST) == float("inf")
     assert not prefer_planned(two, plan([local[A]], 28, COST), {A: local[A]}, COST)
+    # A server the asker could not ping in time is not judged far on a guess.
+    unmeasured = {A: cand(A, rtt=None), B: local[B]}  # type: ignore[arg-type]
+    assert COST.hop_s(unmeasured[A]) > COST.hop_s(local[B])  # priced at its record's median
+    assert not prefer_planned(two, plan([local[B]], 28, COST), unmeasured, COST,
+                              gain=1.0, min_saving_s=0.0)
     draining = {**local, B: cand(B, rtt=1.0, battery=5.0, on_ac=False)}
     assert prefer_planned(two, plan(list(draining.values()), 28, COST), draining, COST,
                           min_saving_s=0.0)
@@ -141,7 +152,9 @@ def test_preloaded_spans_never_move_for_a_tflops_claim() -> None:
     machine, or a liar's bait for layers): spans are weighed at one figure for all."""
     raw = {A: cand(A, rtt=1.0, tflops=0.005), B: cand(B, rtt=1.0, tflops=5.0)}
     two = fixed_plan([Stage(1, 15), Stage(15, 29)], [[A], [B]])
-    assert prefer_planned(two, plan(list(raw.values()), 28, COST), raw, COST)  # by the claims
+    by_claims = plan(list(raw.values()), 28, COST)
+    assert by_claims.nodes == [B] and estimate(by_claims, raw, COST) * 2 < estimate(two, raw, COST)
+    assert not prefer_planned(two, by_claims, raw, COST)  # A is near and usable: it stays
     level = {c.node_id: c for c in level_compute(list(raw.values()))}
     assert [c.health.tflops for c in level.values()] == pytest.approx([2.505, 2.505])  # 0.01 at least
     assert level[A].rtt_ms == 1.0 and level[A].health.success_rate == 1.0
