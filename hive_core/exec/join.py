@@ -7,8 +7,9 @@ serve the model, links to them, asks what each holds, leaves out the ones convic
 evidence it recomputed (its own verdicts, kept in the data directory, and those other nodes
 published) or banned, routes the model's layers over the rest in an order drawn for the
 session (priced by the asker's own RTTs and the Health and roles records the servers
-published: a far, draining or flaky server is left out where that is clearly faster), and returns a `HiveClient` ready for sessions: verified by default, paying by the
-Health records the servers published, publishing what it convicts.
+published: a far, draining or flaky server is left out where that is clearly faster), and
+returns a `HiveClient` ready for sessions: verified by default, paying by the Health records
+the servers published, publishing what it convicts.
 """
 
 from __future__ import annotations
