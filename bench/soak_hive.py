@@ -121,7 +121,8 @@ class Soak:
         self.s = settings
         self.base = base
         self.path = resolve_model_path(settings.model)
-        self.rng = random.Random(settings.seed)
+        self.rng = random.Random(settings.seed)  # the victims: the same draw for a seed
+        self.entries = random.Random(settings.seed + 1)  # where askers join (timing-dependent)
         self.tally = Tally()
         self.kills: list[str] = []
         self.asker_rss: dict[int, int] = {}
@@ -256,7 +257,7 @@ class Asker:
         if self.client is None or self.uses >= self.soak.s.asks_per_join:
             await self.drop()
             entries = [m.url for m in self.soak.members if m.live] or [self.soak.members[0].url]
-            self.hive = await join_hive(self.soak.rng.choice(entries), timeout_s=15)
+            self.hive = await join_hive(self.soak.entries.choice(entries), timeout_s=15)
             self.client = await connect(self.hive, self.file, self.part, replicas=2,
                                         timeout_s=15)
             self.uses = 0
