@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from hive_core.exec.client import HiveSession, StageState
 
 logger = logging.getLogger(__name__)
-MAX_AUDITORS = 2  # auditors tried for one stage when the first one lies, fails or is silent
+MAX_AUDITORS = 2  # nodes asked to audit one stage before the asker audits it itself
 
 
 class AuditorFailed(ExecError):
@@ -135,15 +135,15 @@ def _kept(st: StageState) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]
 
 async def audit_stage(s: HiveSession, i: int) -> bool:
     """Recompute stage `i`'s accepted steps as one prefill; True if all held. An auditor found
-    lying is convicted and another one audits instead."""
+    lying is convicted, and one that lies, fails or stays silent is replaced by another; after
+    MAX_AUDITORS of them the asker audits the stage itself."""
     st = s.stages[i]
     inputs, spans = _kept(st)
     outputs = np.concatenate([seg[3] for seg in sorted(st.segments, key=lambda seg: seg[1])])
     workers = {node for *_, node in spans}
     refused: list[bytes] = []
-    failed: AuditorFailed | None = None
-    for _ in range(MAX_AUDITORS):
-        auditor = _auditor_for(s, i, [*workers, *refused])
+    for k in range(MAX_AUDITORS + 1):  # the last round is the asker's own
+        auditor = _auditor_for(s, i, [*workers, *refused]) if k < MAX_AUDITORS else None
         if auditor is not None:
             try:
                 audit, kernel, statements = await _remote(s, i, auditor, inputs)
@@ -152,7 +152,6 @@ async def audit_stage(s: HiveSession, i: int) -> bool:
                 if isinstance(exc, SilentAuditor):  # banned as a silent replica is
                     s.verifier.ban_silent(auditor, f"silent on the audit of {st.stage}")
                 refused.append(auditor)
-                failed = exc
                 continue
         else:
             audit, kernel = await _local(s, st, inputs)
@@ -163,8 +162,6 @@ async def audit_stage(s: HiveSession, i: int) -> bool:
         if auditor is None:
             return False
         refused.append(auditor)  # it lied (convicted): ask another
-    if failed is not None:
-        raise failed
     return False
 
 

@@ -59,3 +59,21 @@ async def test_an_auditor_that_dies_mid_audit_is_replaced_and_the_answer_still_v
         assert all(st.audited for st in s.stages) and s.verified
     finally:
         await hive.close()
+
+
+async def test_after_two_auditors_fail_the_asker_audits_the_stage_itself(tiny_gguf,
+                                                                         tiny_file) -> None:
+    """Adversaries: a silent spare and a spare that dies on the audit: the soak saw a session
+    whose two auditors were the silent node and a node just killed, left unaudited."""
+    hive = await build_hive(tiny_gguf, 1, spares=2, model=tiny_file,
+                            faults={1: Fault.parse("silent"), 2: Fault.parse("crash-after=0")})
+    try:
+        s = hive.client.new_session()
+        await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=12, context_length=64),
+                               60)
+        await asyncio.wait_for(s.finish(), 60)
+        assert hive.servers[2].state is ShardServer.State.CRASHED
+        assert hive.client.reputation.banned(hive.servers[1].node.node_id)
+        assert all(st.audited for st in s.stages) and s.verified
+    finally:
+        await hive.close()
