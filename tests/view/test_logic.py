@@ -7,10 +7,12 @@ import math
 import pytest
 
 from cadencia.game.runner import check_hive_url
+from world.game.snapshot import GameSnapshot, SessionSnapshot
 from world.view.camera import CameraState, framing, orbit, track
 from world.view.city_view import CityView
 from world.view.editor import Editor, cell_at
 from world.view.frame import EditRefused, PlotView, ViewError
+from world.view.game_source import _latest_rate
 from world.view.palette import district_light, rtt_color
 from world.view.script import Step, parse_script
 from world.view.shaders import shader_paths
@@ -235,3 +237,18 @@ def test_spectator_camera_follows_the_latest_pulse():
     pulses = (PulseView("a", "b", 1.0, 0.5), PulseView("b", "c", 2.0, 0.5), PulseView("c", "a", 9.0, 0.5))
     assert follow_target(WorldFrame(ds, pulses=pulses), 5.0) == "c"  # the 9.0 hop is not sent yet
     assert follow_target(WorldFrame(), 5.0) is None
+
+
+def test_spectator_rate_stays_on_the_last_answer_while_the_next_begins() -> None:
+    def session(sid: bytes, rate: float, last_at: float) -> SessionSnapshot:
+        return SessionSnapshot(sid, b"a" * 32, steps=int(rate), tokens_per_s=rate, verified=0,
+                               started_at=0.0, last_at=last_at)
+
+    def snap(*sessions: SessionSnapshot) -> GameSnapshot:
+        return GameSnapshot(now=10.0, districts=(), pulses=(), towers=(), total_credits_mc=0,
+                            verified_trials=0, slashings=0, sessions=sessions)
+
+    assert _latest_rate(snap()) == 0.0
+    done, begun = session(b"1" * 16, 12.5, 8.0), session(b"2" * 16, 0.0, 9.0)
+    assert _latest_rate(snap(done, begun)) == 12.5  # the new answer has no decode step yet
+    assert _latest_rate(snap(done, begun, session(b"3" * 16, 20.0, 9.5))) == 20.0

@@ -131,7 +131,7 @@ class GameSource:
             if live.asker is not None:
                 hud = replace(hud, asker=names.get(live.asker.hex(), live.asker.hex()[:8]))
             if hud.tokens_per_s == 0.0:  # nobody here measured it (a spectator): the feed's rate
-                hud = replace(hud, tokens_per_s=live.tokens_per_s)
+                hud = replace(hud, tokens_per_s=_latest_rate(snap))
         self._last = WorldFrame(
             districts=last.districts if districts == last.districts else districts,
             roads=last.roads if roads == last.roads else roads,
@@ -145,6 +145,13 @@ class GameSource:
 def _latest_session(snap: GameSnapshot) -> SessionSnapshot | None:
     """The answer most recently active (the one a spectator is watching)."""
     return max(snap.sessions, key=lambda s: (s.last_at, s.session_id), default=None)
+
+
+def _latest_rate(snap: GameSnapshot) -> float:
+    """The decode rate of the answer most recently active that has one: an answer that has
+    just begun (no decode step yet) leaves the last answer's rate on screen, not zero."""
+    rated = [s for s in snap.sessions if s.tokens_per_s > 0]
+    return max(rated, key=lambda s: (s.last_at, s.session_id)).tokens_per_s if rated else 0.0
 
 
 def _districts(snap: GameSnapshot, tflops: dict[str, float], names: dict[str, str],
