@@ -17,7 +17,8 @@ not serve go when the last session using it ends. So a client keeps its auditors
 stage's auditor is drawn from a client-wide random order (one stage per auditor where the
 hive allows) and kept, all re-drawn at random with probability 1/`AUDITOR_TERM` per session;
 after each audit the client leaves a one-row session of its own open on the auditor
-(`Auditors.warm_session`), which keeps the stage loaded there until its idle eviction.
+(`Auditors.warm_session`), which keeps the stage loaded there until its idle eviction, for
+stages small enough to hold beside the auditor's own layers (`WARM_MAX_WEIGHTS`).
 Keeping an auditor does not help a liar: the audit recomputes every step whoever audits,
 and over many sessions a colluding auditor is drawn for a given stage as often as with a
 draw per session (in runs of sessions instead of one at a time).
@@ -38,10 +39,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hive_core.base.ids import SESSION_BYTES
-from hive_core.base.stage import Stage
+from hive_core.base.stage import Part, Stage
 from hive_core.events import Verified, trial_id
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable
 from hive_core.exec.errors import ExecError
+from hive_core.model.config import LlamaConfig
 from hive_core.protocol.trust import Attestation
 from hive_core.trust import (
     EvidenceError,
@@ -69,6 +71,10 @@ class SilentAuditor(AuditorFailed):
 
 AUDITOR_TERM = 8  # sessions a client keeps its auditors for, on average (re-drawn at random)
 WARM_TIMEOUT_S = 5.0  # the one-row request keeping an auditor warm (it never holds an ask up longer)
+# Stages kept loaded on their auditors at most this many weights: reloading a small stage is
+# most of its audit, but a big one (a quarter of Llama-3-8B: 1.7 billion weights, a GB packed)
+# would double the memory of a node sized for its own layers, which is what a hive is for.
+WARM_MAX_WEIGHTS = 256e6
 
 
 @dataclass
@@ -193,10 +199,21 @@ def _auditor_for(s: HiveSession, i: int, exclude: list[bytes]) -> bytes | None:
     return usable[0]
 
 
+def stage_weights(cfg: LlamaConfig, stage: Stage) -> float:
+    """How many weights `stage` holds (its part of each of its layers' matrices)."""
+    attn = cfg.hidden * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
+    mlp = 3 * cfg.hidden * cfg.ffn
+    per = {Part.FULL: attn + mlp, Part.ATTENTION: attn, Part.MLP: mlp}[stage.part]
+    return float(per * (stage.end - stage.start))
+
+
 async def _keep_warm(s: HiveSession, i: int, auditor: bytes, row: np.ndarray) -> None:
     """Leave a one-row session of the client's own open on the auditor: the stage stays
-    loaded there for the next audit (until that session's idle eviction)."""
+    loaded there for the next audit (until that session's idle eviction), where the stage is
+    small enough (`WARM_MAX_WEIGHTS`) for an auditor to hold beside its own layers."""
     st = s.stages[i]
+    if stage_weights(s.client.local.config, st.stage) > WARM_MAX_WEIGHTS:
+        return
     hop = Hop(auditors_of(s.client).warm_session, s.next_replay_step(), st.stage, 0, 1,
               np.ascontiguousarray(row, dtype="<f4").tobytes())
     billed = st.work.get(auditor)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hive_core.base.stage import Part, Stage
 from hive_core.exec import ClientConfig, generate_hive
 from hive_core.exec import audit as audit_mod
 from hive_core.exec.hive import build_hive
+from hive_core.model.config import LlamaConfig
 from hive_core.model.sampling import Sampler
 
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
@@ -72,3 +74,31 @@ async def test_a_kept_auditor_that_can_no_longer_audit_is_replaced(tiny_gguf, ti
     finally:
         await hive.close()
 
+
+
+async def test_a_stage_too_big_to_hold_beside_its_own_is_not_kept_warm(tiny_gguf, tiny_file,
+                                                                      monkeypatch) -> None:
+    """Over `WARM_MAX_WEIGHTS` an auditor lets the stage go after each audit (its memory is
+    for its own layers), so every session loads it again, and is still audited."""
+    monkeypatch.setattr(audit_mod, "AUDITOR_TERM", 1 << 60)
+    monkeypatch.setattr(audit_mod, "WARM_MAX_WEIGHTS", 0.0)
+    hive = await build_hive(tiny_gguf, 2, model=tiny_file, client_config=CFG)
+    try:
+        start = loads(hive)
+        for n in (1, 2):
+            s = await session(hive)
+            assert s.verified and all(st.audited for st in s.stages)
+            await asyncio.sleep(0.2)  # the session's end reaches the auditors
+            assert loads(hive) - start == 2 * n  # each audit loaded its stage again
+    finally:
+        await hive.close()
+
+
+def test_stage_weights_counts_each_part() -> None:
+    cfg = LlamaConfig(n_layers=32, hidden=4096, ffn=14336, n_heads=32, n_kv_heads=8,
+                      vocab_size=128256, context_length=8192, rope_base=5e5, rms_eps=1e-5)
+    full = audit_mod.stage_weights(cfg, Stage(0, 8))
+    assert full == 8 * (4096 * 128 * 80 + 3 * 4096 * 14336)  # a quarter of Llama-3-8B's layers
+    assert full > audit_mod.WARM_MAX_WEIGHTS
+    assert (audit_mod.stage_weights(cfg, Stage(0, 8, Part.ATTENTION))
+            + audit_mod.stage_weights(cfg, Stage(0, 8, Part.MLP))) == full
