@@ -46,7 +46,7 @@ def identity(name: str) -> Identity:
     return Identity.from_seed(hashlib.blake2b(name.encode(), digest_size=32).digest())
 
 
-class _TapChannel:
+class TapChannel:
     """Wraps a channel end and reports every frame it receives (privacy tests)."""
 
     def __init__(self, inner: Any, owner: bytes, tap: Tap) -> None:
@@ -117,7 +117,7 @@ async def _link(a: Node, b: Node, transport: str, tap: Tap | None, peers: list[A
     else:
         raise ValueError(f"unknown transport {transport!r}: memory or rtc")
     if tap is not None:
-        cb = _TapChannel(cb, b.node_id, tap)
+        cb = TapChannel(cb, b.node_id, tap)
     await asyncio.gather(a.attach(ca, kind=transport, expect=b.node_id, rtc=rtc_a),
                          b.attach(cb, kind=transport, expect=a.node_id, rtc=rtc_b))
 

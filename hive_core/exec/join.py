@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from hive_core.base.health import HealthRecord
 from hive_core.base.identity import Identity
@@ -45,6 +46,7 @@ from hive_core.sched.planner import Plan
 from hive_core.trust import ReputationBook, VerdictStore
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 MAX_MODEL_NAME = 128  # bytes of a model name in layer-span records and shard info
 PING_TIMEOUT_S = 2.0  # a server not answering a ping in this long is priced as unmeasured
 # "spans": take the servers' preloaded spans whenever they cover the model, even where the
@@ -205,37 +207,35 @@ async def measured_rtts(hive: HiveNode, nodes: list[bytes], timeout_s: float,
     return out
 
 
-async def published_links(hive: HiveNode, nodes: list[bytes]) -> dict[tuple[bytes, bytes], float]:
-    """The map between `nodes`: each one's published RTT to each other one (its links record)."""
-    found = await asyncio.gather(*(hive.dht.get(node_key(n, RecordKind.LINKS)) for n in nodes),
+async def _published(hive: HiveNode, nodes: list[bytes], kind: RecordKind,
+                     record_type: type[T]) -> dict[bytes, T]:
+    """Each node's own record of `kind` (the first one it signed), where the DHT has one."""
+    found = await asyncio.gather(*(hive.dht.get(node_key(n, kind)) for n in nodes),
                                  return_exceptions=True)
-    wanted, out = set(nodes), {}
+    out: dict[bytes, T] = {}
     for node, records in zip(nodes, found, strict=True):
         if isinstance(records, BaseException):
             continue
         for record in records:
             value = decode_value(record)
-            if owner_of(record) == node and isinstance(value, LinksRecord):
-                out.update({(node, p.node_id): p.rtt_ms for p in value.peers
-                            if p.node_id in wanted})
+            if owner_of(record) == node and isinstance(value, record_type):
+                out[node] = value
                 break
     return out
+
+
+async def published_links(hive: HiveNode, nodes: list[bytes]) -> dict[tuple[bytes, bytes], float]:
+    """The map between `nodes`: each one's published RTT to each other one (its links record)."""
+    wanted = set(nodes)
+    return {(node, p.node_id): p.rtt_ms
+            for node, value in (await _published(hive, nodes, RecordKind.LINKS, LinksRecord)).items()
+            for p in value.peers if p.node_id in wanted}
 
 
 async def published_roles(hive: HiveNode, nodes: list[bytes]) -> dict[bytes, tuple[str, ...]]:
     """Each node's roles as it published them ("alpha", "beta", ...): who may take a split."""
-    found = await asyncio.gather(*(hive.dht.get(node_key(n, RecordKind.ROLES)) for n in nodes),
-                                 return_exceptions=True)
-    out: dict[bytes, tuple[str, ...]] = {}
-    for node, records in zip(nodes, found, strict=True):
-        if isinstance(records, BaseException):
-            continue
-        for record in records:
-            value = decode_value(record)
-            if owner_of(record) == node and isinstance(value, RolesRecord):
-                out[node] = tuple(r.name.lower() for r in value.roles)
-                break
-    return out
+    return {node: tuple(r.name.lower() for r in value.roles)
+            for node, value in (await _published(hive, nodes, RecordKind.ROLES, RolesRecord)).items()}
 
 
 async def published_health(hive: HiveNode, nodes: list[bytes]) -> dict[bytes, HealthRecord]:

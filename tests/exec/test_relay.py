@@ -11,7 +11,7 @@ import pytest
 
 from hive_core.exec import ClientConfig, ExecError, generate_hive
 from hive_core.exec.client import HiveClient
-from hive_core.exec.hive import build_hive, identity
+from hive_core.exec.hive import TapChannel, build_hive, identity
 from hive_core.exec.relay import RelayConfig, RelayError, Relaying, relaying
 from hive_core.exec.relayed import RelayedNode, TunnelConfig, parse_relay
 from hive_core.exec.tunnel import TunnelChannel
@@ -27,33 +27,11 @@ CFG = ClientConfig(hedge_floor_s=60.0, request_timeout_s=20.0)
 FAST = TunnelConfig(ping_interval_s=0.3, dead_after_s=1.5, open_timeout_s=5.0)
 
 
-class Tap:
+class Tap(TapChannel):
     """Wraps a channel end and records every frame it receives."""
 
     def __init__(self, inner: Any, log: list[bytes]) -> None:
-        self.inner, self.log = inner, log
-
-    @property
-    def label(self) -> str:
-        return str(self.inner.label)
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.inner.closed)
-
-    async def send(self, data: bytes) -> None:
-        await self.inner.send(data)
-
-    async def recv(self) -> bytes:
-        data = await self.inner.recv()
-        self.log.append(bytes(data))
-        return data
-
-    def __aiter__(self) -> Any:
-        return self.inner.__aiter__()
-
-    async def close(self) -> None:
-        await self.inner.close()
+        super().__init__(inner, b"", lambda _node, data: log.append(data))
 
 
 class Slow(Tap):
