@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import re
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from cadencia.commands.hive import HiveUpError, ready_line
 
 PROMPTS = ["Name a primary color.", "What is the capital of France?", "Say hello in Spanish.",
            "Count to five."]
@@ -165,19 +166,14 @@ class Soak:
                 sys.executable, "-m", "cadencia", *m.cmd, stdout=asyncio.subprocess.PIPE,
                 stderr=err, stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=die_with_parent())
+        try:
+            await ready_line(m.proc, m.role, READY_S)
+        except HiveUpError as exc:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
+            raise RuntimeError(f"{exc}: {tail[0][:300]}") from None
+        m.live = True
         assert m.proc.stdout is not None
-        deadline = time.monotonic() + READY_S
-        while time.monotonic() < deadline:
-            line = await asyncio.wait_for(m.proc.stdout.readline(), READY_S)
-            if not line:
-                tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
-                raise RuntimeError(f"{m.role} exited with {await m.proc.wait()} before ready: "
-                                   f"{tail[0][:300]}")
-            if line.startswith(b"{") and json.loads(line).get("event") == "ready":
-                m.live = True
-                asyncio.ensure_future(m.proc.stdout.read())  # drain: a full pipe would block it
-                return
-        raise RuntimeError(f"{m.role} was not ready within {READY_S:g} s")
+        asyncio.ensure_future(m.proc.stdout.read())  # drain: a full pipe would block it
 
     async def stop_all(self) -> None:
         for m in self.members:

@@ -11,11 +11,11 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cadencia.commands.hive import HiveUpError, ready_line
 from hive_core.sim.shaped import ENV, LAUNCHER, Placed, wan_specs
 
 PROMPT = "Name three rivers of Europe and the seas they flow into."
@@ -58,18 +58,10 @@ async def spawn(args: list[str], env: dict[str, str] | None = None) -> asyncio.s
 
 
 async def ready(proc: asyncio.subprocess.Process, what: str) -> dict[str, Any]:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + READY_S
-    while True:
-        line = await asyncio.wait_for(proc.stdout.readline(), max(1.0, deadline - time.monotonic()))
-        if not line:
-            raise SystemExit(f"bench wan: {what} exited with status {await proc.wait()}")
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict) and msg.get("event") == "ready":
-            return msg
+    try:
+        return await ready_line(proc, what, READY_S)
+    except HiveUpError as exc:
+        raise SystemExit(f"bench wan: {exc}") from None
 
 
 async def stop(procs: list[asyncio.subprocess.Process]) -> None:

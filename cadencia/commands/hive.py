@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 NAME = "hive"
@@ -138,13 +139,18 @@ def _child_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
-async def _ready_line(proc: asyncio.subprocess.Process, what: str) -> dict[str, Any]:
+async def ready_line(proc: asyncio.subprocess.Process, what: str,
+                     timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+    """The JSON line `{"event": "ready", ...}` a `cadencia` process prints on its stdout once
+    it serves (other lines are skipped), within `timeout_s` of the call."""
     assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
+            line = await asyncio.wait_for(proc.stdout.readline(),
+                                          max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            raise HiveUpError(f"{what} did not become ready in {READY_TIMEOUT_S:g} s") from None
+            raise HiveUpError(f"{what} did not become ready in {timeout_s:g} s") from None
         if not line:
             code = await proc.wait()
             raise HiveUpError(f"{what} exited with status {code} before it was ready")
@@ -281,7 +287,7 @@ async def _start_http(args: argparse.Namespace, procs: list[asyncio.subprocess.P
     procs.append(await _spawn(["serve", "--hive", url, "--http", args.http, "--json",
                                "--model", model, "--weights", args.weights, "--threads", threads,
                                *(["--cascade"] if getattr(args, "cascade", False) else [])]))
-    ready = await _ready_line(procs[-1], "the API server")
+    ready = await ready_line(procs[-1], "the API server")
     return str(ready["http"])
 
 
@@ -304,7 +310,7 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
         procs.append(await _spawn(["sentinel", "--listen", args.listen, "--data-dir",
                                    os.path.join(base, "sentinel"), *_child_args(args),
                                    *serving[0]]))
-        sentinel = await _ready_line(procs[0], "the sentinel")
+        sentinel = await ready_line(procs[0], "the sentinel")
         url = sentinel["listen"]
         node_config(args, listen=None, join=[url])  # validate the flags once more, with the URL
         for i in range(args.nodes):
@@ -313,7 +319,7 @@ async def _up_async(args: argparse.Namespace, base: str) -> int:
                                        *_child_args(args), *serving[i + 1]]))
         nodes = []
         for i, proc in enumerate(procs[1:]):
-            nodes.append(await _ready_line(proc, f"node {i}"))
+            nodes.append(await ready_line(proc, f"node {i}"))
             print(f"node {i + 1}/{args.nodes} ready: {nodes[-1]['id'][:12]} "
                   f"({nodes[-1]['peers']} peers)", file=sys.stderr, flush=True)
         spans = [_span_of(flags) for flags in serving]

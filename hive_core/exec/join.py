@@ -240,15 +240,4 @@ async def published_roles(hive: HiveNode, nodes: list[bytes]) -> dict[bytes, tup
 
 async def published_health(hive: HiveNode, nodes: list[bytes]) -> dict[bytes, HealthRecord]:
     """Each node's Health record as it published it in the DHT (what its receipts pay by)."""
-    found = await asyncio.gather(*(hive.dht.get(node_key(n, RecordKind.HEALTH)) for n in nodes),
-                                 return_exceptions=True)
-    out: dict[bytes, HealthRecord] = {}
-    for node, records in zip(nodes, found, strict=True):
-        if isinstance(records, BaseException):
-            continue
-        for record in records:
-            value = decode_value(record)
-            if owner_of(record) == node and isinstance(value, HealthRecord):
-                out[node] = value
-                break
-    return out
+    return await _published(hive, nodes, RecordKind.HEALTH, HealthRecord)

@@ -279,6 +279,15 @@ async def test_no_spare_left_is_a_clear_error(tiny_gguf, tiny_file) -> None:
         await hive.close()
 
 
+
+async def speculation_rolls_back_local_layers(hive) -> None:
+    """Speculative rollbacks also roll back the asker's own layers' caches."""
+    spec = hive.client.new_session()
+    g = await generate_hive(spec, [5, 9, 12, 7, 5, 9, 12, 7, 5, 9], max_new_tokens=12,
+                            context_length=64, speculate=3)
+    assert all(len(c) == spec.position for c in spec.local_caches.values())
+    assert len(g.new_ids) == 12
+
 async def test_first_layers_can_stay_on_the_asker(tiny_gguf, tiny_file, tiny_local) -> None:
     hive = await build_hive(tiny_gguf, 3, model=tiny_file,
                             client_config=ClientConfig(local_layers=1, local_tail_layers=0))
@@ -287,12 +296,7 @@ async def test_first_layers_can_stay_on_the_asker(tiny_gguf, tiny_file, tiny_loc
         assert ids == local_ids(tiny_local)
         assert [str(st.stage) for st in s.stages] == ["1:2:full", "2:3:full", "3:4:full"]
         assert all(0 not in srv.executors[0].weights.attention for srv in hive.servers)
-        # Speculative rollbacks also roll back the asker's own layer.
-        spec = hive.client.new_session()
-        g = await generate_hive(spec, [5, 9, 12, 7, 5, 9, 12, 7, 5, 9], max_new_tokens=12,
-                                context_length=64, speculate=3)
-        assert all(len(c) == spec.position for c in spec.local_caches.values())
-        assert len(g.new_ids) == 12
+        await speculation_rolls_back_local_layers(hive)
     finally:
         await hive.close()
 
@@ -306,10 +310,6 @@ async def test_by_default_the_asker_keeps_its_first_and_last_layers(tiny_gguf, t
         assert [str(st.stage) for st in s.stages] == ["1:2:full", "2:3:full"]
         held = {layer for srv in hive.servers for layer in srv.executors[0].weights.attention}
         assert held == {1, 2}  # no server holds layer 0 (embeddings in) or 3 (head's input)
-        spec = hive.client.new_session()
-        g = await generate_hive(spec, [5, 9, 12, 7, 5, 9, 12, 7, 5, 9], max_new_tokens=12,
-                                context_length=64, speculate=3)
-        assert all(len(c) == spec.position for c in spec.local_caches.values())
-        assert len(g.new_ids) == 12
+        await speculation_rolls_back_local_layers(hive)
     finally:
         await hive.close()
