@@ -281,3 +281,36 @@ def test_a_long_answer_grows_upwards_clear_of_the_refusal_line(make_app):
     (_, _, answer_bottom), _ = answer.getTightBounds(app.hud.message.getParent())
     _, (_, _, message_top) = message.getTightBounds(app.hud.message.getParent())
     assert answer_bottom > message_top
+
+
+def test_a_frame_flushes_the_city_once_and_finishes_once(monkeypatch):
+    """The city is drawn tall layers first with one glFlush after them (the rasteriser's
+    threads start while the rest is submitted); a measured frame ends in one glFinish, not
+    one per draw call as Panda's own `gl-finish` does; the 2D overlay clears no depth."""
+    from world.view import config
+    from world.view.app import WorldApp
+    from world.view.config import ViewConfig, prc_text
+    from world.view.scene import DRAW_ORDER, WORLD_BIN
+
+    calls: list[str] = []
+    real = config.gl_entry
+
+    def counted(name: str):
+        fn = real(name)
+        assert fn is not None, f"no {name} in this libGL"
+        return lambda: (calls.append(name), fn())[1]
+
+    monkeypatch.setattr(config, "gl_entry", counted)
+    cfg = ViewConfig(320, 240, offscreen=True, finish=True)
+    assert "gl-finish" not in prc_text(cfg)
+    app = WorldApp(cfg, SyntheticWorld(WorldFrame(DISTRICTS)), mode="spectate")
+    try:
+        app.step()
+        app.step()
+        assert calls == ["glFlush", "glFinish"] * 2
+        assert not app.base.cam2d.node().get_display_region(0).get_clear_depth_active()
+        drawn = sorted((c.get_bin_draw_order(), c.get_name()) for c in app.scene.root.get_children()
+                       if c.get_bin_name() == WORLD_BIN)
+        assert [name for _, name in drawn] == list(DRAW_ORDER)
+    finally:
+        app.destroy()

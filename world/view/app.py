@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .camera import CameraState, framing, orbit, track
-from .config import ViewConfig, apply_config
+from .config import ViewConfig, apply_config, gl_finish
 from .editor import Editor
 from .frame import ComputeGate, EditableCity, WorldFrame, WorldSource
 from .modes import Modes
@@ -56,6 +56,10 @@ class WorldApp:
         from .scene import GROUND
 
         self.base.setBackgroundColor(*GROUND, 1)  # the land (the sky is a dome drawn over it)
+        # The 2D overlay neither tests nor writes depth: clearing it again costs a CPU
+        # rasteriser a pass over every tile of the frame.
+        self.base.cam2d.node().get_display_region(0).set_clear_depth_active(False)
+        self._finish = gl_finish() if cfg.finish else None
         self.base.camLens.set_fov(40.0 * cfg.width / cfg.height, 40.0)
         self.base.camLens.set_near_far(0.5, 1e5)
         self.source = source
@@ -126,6 +130,8 @@ class WorldApp:
             message, refused = frame.hud.refused, True
         self.hud.show(frame.hud, self.modes.name, message, refused)
         self.base.taskMgr.step()
+        if self._finish is not None:
+            self._finish()
         self.frames += 1
 
     async def run(self, frames: int | None = None, fps: float = 60.0) -> int:

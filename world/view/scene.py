@@ -26,6 +26,14 @@ FOG = (0.64, 0.6, 0.62)  # the horizon's haze, also the sky's lowest colour
 GROUND = (0.23, 0.27, 0.21)  # the land: the window's clear colour
 SHADE = (0.13, 0.15, 0.12)
 SKIRT_DEG = 20.0  # the sky dome reaches this far below the horizon
+# The city's draw order (a fixed-order bin between the opaque and transparent ones): tall
+# things first, so that a CPU rasteriser's early depth test skips shading the ground layers
+# they hide; `FLUSH` hands what was drawn so far to the rasteriser's threads (glFlush), so
+# they fill it while the rest of the frame is still being submitted instead of after.
+FLUSH = "flush"
+DRAW_ORDER = ("districts", "towers", "slabs", "plots", "buildings", "roofs", FLUSH,
+              "plazas", "roads", "ground", "shadows", "traffic", "pulses")
+WORLD_BIN = "city"
 
 
 class Scene:
@@ -74,11 +82,43 @@ class Scene:
         self.hops_per_chevron = 1  # the legend's scale: hops a chevron stands for
         self.pulses = InstancedLayer("pulses", PULSE, self.root)
         self.pulses.np.set_shader(self._pulse_shader)
+        self._order_draws()
         self.layout = district_layout(())
         self._detail = True
         self._houses = True  # districts big enough on screen to show their houses
         self._districts: tuple[DistrictView, ...] = ()
         self._seen: dict[str, object] = {}
+
+    def _order_draws(self) -> None:
+        """Put the city's layers in `DRAW_ORDER`, with a glFlush where it says (none where
+        this platform has no libGL to call)."""
+        from panda3d.core import (
+            CallbackNode,
+            CullBinEnums,
+            CullBinManager,
+            OmniBoundingVolume,
+            PythonCallbackObject,
+        )
+
+        from .config import gl_entry
+
+        bins = CullBinManager.get_global_ptr()
+        if bins.find_bin(WORLD_BIN) < 0:
+            opaque = bins.get_bin_sort(bins.find_bin("opaque"))
+            bins.add_bin(WORLD_BIN, CullBinEnums.BT_fixed, opaque + 1)
+        flush = gl_entry("glFlush")
+        nodes = {"ground": self.ground, "roads": self.roads, "shadows": self.shadows.np,
+                 "plazas": self.plazas.np, "traffic": self.traffic.np, "pulses": self.pulses.np,
+                 **{name: layer.np for name, layer in self.layers.items()}}
+        for k, name in enumerate(DRAW_ORDER):
+            if name != FLUSH:
+                nodes[name].set_bin(WORLD_BIN, k)
+            elif flush is not None:
+                cb = CallbackNode(FLUSH)
+                cb.set_draw_callback(PythonCallbackObject(lambda _data: flush()))
+                cb.set_bounds(OmniBoundingVolume())  # drawn whatever the camera sees
+                cb.set_final(True)
+                self.root.attach_new_node(cb).set_bin(WORLD_BIN, k)
 
     # -- sync -------------------------------------------------------------------------
 
