@@ -183,6 +183,7 @@ class Cascade:
         lasts as long as the route's nodes do)."""
         client, cfg = self.client, self.client.config
         nodes = [list(ns) for ns in self._nodes(s)]
+        s.asked.update(n for ns in nodes for n in ns)  # each may hold caches of the session
         try:
             route = sign_route(client.node.identity, CascadeRoute(
                 client.node.identity.public_key, s.session_id, s.step, s.position, x.shape[0],

@@ -191,6 +191,9 @@ class HiveSession:
         self.failovers = 0
         self.hedges = 0  # steps sent to a spare because a replica stayed silent
         self.tainted = False  # a lie was found after its output was used: the answer may be wrong
+        # Every node sent a step of this session (replicas, hedges, spares, auditors, the lost
+        # ones): each holds its caches until told the session ended (`pay_session`).
+        self.asked: set[bytes] = set()
         self.stages = [StageState(s.stage, list(s.nodes), weights=mode)
                        for s, mode in zip(client.plan.stages, client.stage_weights, strict=True)]
         cfg, n = client.config, client.n_layers
@@ -299,6 +302,8 @@ class HiveSession:
         """Send one stage step to one replica and check its answer (`keep`: record it in the
         stage's history and work, as steps of this session are)."""
         cfg = self.client.config
+        if hop.session_id == self.session_id:  # not a warm session, kept on purpose
+            self.asked.add(node)
         try:
             box = self.client.box(node)
             wire = self.client.wire

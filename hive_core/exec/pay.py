@@ -49,7 +49,8 @@ def receipt_for(s: HiveSession, node: bytes, layer_start: int, layer_end: int, p
 
 
 async def pay_session(s: HiveSession) -> list[WorkReceipt]:
-    """Sign and send one receipt per worker and stage; free the workers' caches."""
+    """Sign and send one receipt per worker and stage; free the caches of every node the
+    session asked, paid or not (a slashed liar, a hedge's loser, a silent replica)."""
     receipts = []
     rep = s.client.reputation
     for st in s.stages:
@@ -66,7 +67,14 @@ async def pay_session(s: HiveSession) -> list[WorkReceipt]:
             s.client.emit(ReceiptIssued(r, time.monotonic()))
             try:
                 await s.client.node.send(node, ReceiptMsg(bytes(r)))
-                await s.client.node.send(node, EndSession(s.session_id))
             except (PeerUnavailable, ConnectionError):
                 pass
+    # After the receipts: a server keeps a receipt only for a session it served.
+    for node in sorted(s.asked | {n for st in s.stages for n in st.work}):
+        if s.client.node.peers.best(node) is None:
+            continue  # its caches went with the link
+        try:
+            await s.client.node.send(node, EndSession(s.session_id))
+        except (PeerUnavailable, ConnectionError):
+            pass
     return receipts

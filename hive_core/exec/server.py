@@ -42,6 +42,7 @@ from hive_core.exec.faults import Fault
 from hive_core.exec.feed import EventFeed, FeedConfig, hop_time_s
 from hive_core.exec.frame_gate import FrameGate
 from hive_core.exec.kernel import kernel_class, load_stages, model_digest
+from hive_core.exec.open_sessions import OpenSessions
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.stage_host import HostConfig, StageHost, StepRefused
 from hive_core.exec.stage_worker import StageWorker, WorkerConfig
@@ -77,6 +78,7 @@ from hive_core.trust import TrustError, attest, box_between, open_sealed, seal
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 SERVED_SESSIONS = 4096  # (asker, session) pairs remembered: receipts for others are refused
+KEPT_RECEIPTS = 4096  # receipts kept on the server for status and tests (hooks get every one)
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,10 @@ class ShardServer:
         # What its attestations name: the model file and the kernel class computing here.
         self.model_digest = model_digest(model.path)
         self.kernel = kernel_class(cfg.weights, cfg.kernel_path or None)
-        self.receipts: list[WorkReceipt] = []
+        self.receipts: list[WorkReceipt] = []  # the last KEPT_RECEIPTS or so
         self._served: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()  # (asker, session)
+        # Ended when their asker's last link goes, if the asker did not end them.
+        self.open_sessions = OpenSessions(self.config.max_sessions, SERVED_SESSIONS)
         self.receipt_hooks: list[Callable[[WorkReceipt], None]] = []  # called per kept receipt
         self.feed = EventFeed(node, self.config.feed)
         # What this node does, logged and shown to its spectators.
@@ -160,6 +164,7 @@ class ShardServer:
         node.on(ShardQuery, self._on_query)
         node.on(EndSession, self._on_end)
         node.on(ReceiptMsg, self._on_receipt)
+        node.on_link_lost.append(self._on_link_lost)
         self.cascade = CascadeNode(self)  # hops of a cascade: computed, forwarded, reported
         node.on(RunCascade, self.cascade.on_run)
 
@@ -238,6 +243,7 @@ class ShardServer:
         self._served.move_to_end((asker, session_id))
         while len(self._served) > SERVED_SESSIONS:
             self._served.popitem(last=False)
+        self.open_sessions.opened(asker, session_id)
         if fault is not None and fault.silent:
             return False  # takes the work and never answers
         if self._evictor is None:  # started lazily when the node was built outside a loop
@@ -307,14 +313,28 @@ class ShardServer:
     def _on_end(self, peer: bytes, msg: EndSession) -> asyncio.Future[None] | None:
         if not self.serving:
             return None
+        self.open_sessions.ended(peer, msg.session_id)
         # Sessions are only touched on the worker thread.
         return asyncio.get_running_loop().run_in_executor(self._pool, self._end, peer, msg.session_id)
 
-    def _end(self, peer: bytes, session_id: bytes) -> None:
+    def _end(self, peer: bytes, *session_ids: bytes) -> None:
         try:
-            self.host.end(peer, session_id)
+            for session_id in session_ids:
+                self.host.end(peer, session_id)
         except ExecError as exc:  # a dead worker: its caches are gone anyway
             logger.info("%s: could not end a session: %s", self.node, exc)
+
+    def _on_link_lost(self, link: object) -> None:
+        """The asker's last link went: its sessions cannot go on (an asker that comes back
+        rebuilds from position 0), so their caches go now, not at the idle eviction minutes
+        later; an asker's key is often one it throws away after a few asks."""
+        peer = getattr(link, "node_id", b"")
+        if self.node.peers.best(peer) is not None:
+            return
+        self._boxes.pop(peer, None)
+        left = self.open_sessions.gone(peer)
+        if left and self.state is not ShardServer.State.CLOSED:
+            self._pool.submit(self._end, peer, *left)
 
     def _on_receipt(self, peer: bytes, msg: ReceiptMsg) -> None:
         try:
@@ -331,6 +351,8 @@ class ShardServer:
                         self.node, peer.hex()[:12])
             return
         self.receipts.append(receipt)
+        if len(self.receipts) > 2 * KEPT_RECEIPTS:  # trimmed in batches: one copy per batch
+            del self.receipts[:-KEPT_RECEIPTS]
         self.events(ReceiptIssued(receipt, time.monotonic()))
         for hook in list(self.receipt_hooks):
             try:
