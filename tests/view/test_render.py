@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -314,3 +315,14 @@ def test_a_frame_flushes_the_city_once_and_finishes_once(monkeypatch):
         assert [name for _, name in drawn] == list(DRAW_ORDER)
     finally:
         app.destroy()
+
+
+def test_software_rendering_gets_one_thread_more_than_the_cores_unless_told(monkeypatch):
+    from world.view.config import ViewConfig, apply_config
+
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+    apply_config(ViewConfig(320, 240, offscreen=True))
+    assert os.environ["LP_NUM_THREADS"] == str((os.cpu_count() or 1) + 1)
+    monkeypatch.setenv("LP_NUM_THREADS", "1")  # the user's choice stands
+    apply_config(ViewConfig(320, 240, offscreen=True))
+    assert os.environ["LP_NUM_THREADS"] == "1"
