@@ -55,11 +55,13 @@ def prc_text(cfg: ViewConfig) -> str:
 def gl_entry(name: str) -> Callable[[], None] | None:
     """An argument-less OpenGL entry point (`glFinish`, `glFlush`) of the system's libGL,
     which Panda links on Linux (same library, same current context); None where there is
-    no libGL.so.1."""
+    no libGL.so.1. Called holding the GIL, as Panda's own drawing is: a call that let it go
+    would hand the frame's thread to the hosted hive's Python threads, and take it back only
+    after their switch interval (milliseconds)."""
     import ctypes
 
     try:
-        fn = getattr(ctypes.CDLL("libGL.so.1"), name)
+        fn = getattr(ctypes.PyDLL("libGL.so.1"), name)
     except (OSError, AttributeError):
         return None
     fn.restype = None
