@@ -1,9 +1,11 @@
-"""Audits: a stage no replica checked is recomputed, as one prefill, before the receipts.
+"""Audits: a stage no replica checked is recomputed, in prefills, before the receipts.
 
 A stage served by a single replica (the hive had no other, or it failed) is not compared
-step by step; at the end of the session an auditor recomputes every step it accepted in one
-prefill over the inputs the asker kept (VeriLLM-style re-execution: one batched pass, a
-fraction of the decode's cost): a spare of the stage's weights mode (under the session's id,
+step by step; an auditor recomputes every step it accepted in prefills over the inputs the
+asker kept (VeriLLM-style re-execution: batched passes, a fraction of the decode's cost),
+streamed during the decode in chunks (`audit_stream`) with only the last chunk left for the
+session's end, or, where the stream stopped, in one prefill at the end (`audit_stage`):
+a spare of the stage's weights mode (under the session's id,
 with step numbers of their own, so spectators see the audit as part of the ask), or, with no
 spare, the asker itself on its own copy of the model. Rows outside the
 calibrated prefill-versus-step bound convict their worker by replaying its own signed steps
@@ -111,18 +113,31 @@ def _drawn(session_id: bytes, i: int, rate: float) -> bool:
 
 async def audit_session(s: HiveSession) -> None:
     """Audit every stage of `s` whose steps replicas did not all confirm (drawn at the
-    configured rate), all at once: each stage's auditor is another node."""
-    todo = [i for i, st in enumerate(s.stages)
-            if st.steps and st.verified_steps < st.steps and not st.audited and st.segments
-            and _drawn(s.session_id, i, s.client.config.audit_rate)]
-    if todo and secrets.randbelow(AUDITOR_TERM) == 0:
-        auditors_of(s.client).redraw()
+    configured rate), all at once: each stage's auditor is another node. A stage whose audit
+    streamed during the decode (`audit_stream`) has only its last rows left to recompute."""
+    todo = [i for i in range(len(s.stages)) if due(s, i)]
+    if todo:
+        s.audit_stream.draw_term()
     await asyncio.gather(*(_audit_logged(s, i) for i in todo))
+
+
+def due(s: HiveSession, i: int) -> bool:
+    """Whether stage `i` is to be audited: steps that replicas did not all confirm, not yet
+    audited, drawn at the configured rate."""
+    st = s.stages[i]
+    return bool(st.steps and st.verified_steps < st.steps and not st.audited and st.segments
+                and _drawn(s.session_id, i, s.client.config.audit_rate))
+
+
+def draw_term(s: HiveSession) -> None:
+    """Re-draw the client's auditors with probability 1/`AUDITOR_TERM` (once per session)."""
+    if secrets.randbelow(AUDITOR_TERM) == 0:
+        auditors_of(s.client).redraw()
 
 
 async def _audit_logged(s: HiveSession, i: int) -> None:
     try:
-        await audit_stage(s, i)
+        await s.audit_stream.finish(i)
     except (ExecError, TrustError) as exc:  # no auditor, or bfloat16: nothing to judge by
         logger.warning("stage %s was not audited: %s", s.stages[i].stage, exc)
 
@@ -139,36 +154,47 @@ def _kept(st: StageState) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]
     return np.ascontiguousarray(np.concatenate(rows), dtype="<f4"), spans
 
 
-async def audit_stage(s: HiveSession, i: int) -> bool:
+async def audit_stage(s: HiveSession, i: int, refused: list[bytes] | None = None,
+                      first: int = 0) -> bool:
     """Recompute stage `i`'s accepted steps as one prefill; True if all held. An auditor found
     lying is convicted, and one that lies, fails or stays silent is replaced by another; after
-    MAX_AUDITORS of them the asker audits the stage itself."""
+    MAX_AUDITORS of them (`first` already tried, the `refused` ones) the asker audits the
+    stage itself."""
     st = s.stages[i]
     inputs, spans = _kept(st)
     outputs = np.concatenate([seg[3] for seg in sorted(st.segments, key=lambda seg: seg[1])])
     workers = {node for *_, node in spans}
-    refused: list[bytes] = []
-    for k in range(MAX_AUDITORS + 1):  # the last round is the asker's own
-        auditor = _auditor_for(s, i, [*workers, *refused]) if k < MAX_AUDITORS else None
+    refused = list(refused or [])
+    for k in range(first, MAX_AUDITORS + 1):  # the last round is the asker's own
+        auditor = auditor_for(s, i, [*workers, *refused]) if k < MAX_AUDITORS else None
         if auditor is not None:
             try:
-                audit, kernel, statements = await _remote(s, i, auditor, inputs)
+                audit, kernel, statements = await remote(s, i, auditor, inputs)
             except AuditorFailed as exc:  # another audits (or the asker): the answer stays checked
-                logger.warning("stage %s: %s", st.stage, exc)
-                if isinstance(exc, SilentAuditor):  # banned as a silent replica is
-                    s.verifier.ban_silent(auditor, f"silent on the audit of {st.stage}")
+                failed(s, i, auditor, exc)
                 refused.append(auditor)
                 continue
+            await keep_warm(s, i, auditor, inputs[:1])
         else:
             audit, kernel = await _local(s, st, inputs)
             statements = []
-        verdict = await _compare(s, i, spans, outputs, audit, kernel, auditor, statements)
-        if verdict is not None:
-            return verdict
+        verdict = await check(s, i, spans, outputs, audit, kernel, auditor, statements)
+        if verdict:
+            settle(s, i, auditor)
+            return True
+        if verdict is False:
+            return False
         if auditor is None:
             return False
         refused.append(auditor)  # it lied (convicted): ask another
     return False
+
+
+def failed(s: HiveSession, i: int, auditor: bytes, exc: AuditorFailed) -> None:
+    """An auditor did not deliver: logged, and banned as a silent replica is if it was silent."""
+    logger.warning("stage %s: %s", s.stages[i].stage, exc)
+    if isinstance(exc, SilentAuditor):
+        s.verifier.ban_silent(auditor, f"silent on the audit of {s.stages[i].stage}")
 
 
 def _usable(s: HiveSession, i: int, exclude: list[bytes]) -> list[bytes]:
@@ -181,7 +207,7 @@ def _usable(s: HiveSession, i: int, exclude: list[bytes]) -> list[bytes]:
             and client.node.peers.best(n) is not None]
 
 
-def _auditor_for(s: HiveSession, i: int, exclude: list[bytes]) -> bytes | None:
+def auditor_for(s: HiveSession, i: int, exclude: list[bytes]) -> bytes | None:
     """The stage's kept auditor if it can still audit, else one drawn from the client's order
     (preferring a node that audits no other stage, so each keeps one stage loaded)."""
     kept = auditors_of(s.client)
@@ -207,7 +233,7 @@ def stage_weights(cfg: LlamaConfig, stage: Stage) -> float:
     return float(per * (stage.end - stage.start))
 
 
-async def _keep_warm(s: HiveSession, i: int, auditor: bytes, row: np.ndarray) -> None:
+async def keep_warm(s: HiveSession, i: int, auditor: bytes, row: np.ndarray) -> None:
     """Leave a one-row session of the client's own open on the auditor: the stage stays
     loaded there for the next audit (until that session's idle eviction), where the stage is
     small enough (`WARM_MAX_WEIGHTS`) for an auditor to hold beside its own layers."""
@@ -229,13 +255,16 @@ async def _keep_warm(s: HiveSession, i: int, auditor: bytes, row: np.ndarray) ->
             st.work[auditor] = kept
 
 
-async def _compare(s: HiveSession, i: int, spans: list[tuple[int, int, int, bytes]],
-                   outputs: np.ndarray, audit: np.ndarray, kernel: str, auditor: bytes | None,
-                   statements: list[Statement]) -> bool | None:
-    """True: every row held; False: a worker lied; None: the auditor lied (try another)."""
+async def check(s: HiveSession, i: int, spans: list[tuple[int, int, int, bytes]],
+                outputs: np.ndarray, audit: np.ndarray, kernel: str, auditor: bytes | None,
+                statements: list[Statement], base: int = 0) -> bool | None:
+    """True: every row held; False: a worker lied (or nothing could judge who did); None: the
+    auditor lied (convicted: try another). `outputs` and `audit` hold rows from `base` on;
+    `spans` are in the session's positions, `statements` are all of the auditor's so far."""
     st = s.stages[i]
     for step, lo, hi, node in spans:
-        bad = outside_audit(outputs[lo:hi], _kernel_of(st, node), audit[lo:hi], kernel)
+        bad = outside_audit(outputs[lo - base:hi - base], _kernel_of(st, node),
+                            audit[lo - base:hi - base], kernel)
         if not len(bad):
             continue
         logger.warning("audit of %s: %d rows of step %d from %s are off", st.stage, len(bad),
@@ -248,12 +277,18 @@ async def _compare(s: HiveSession, i: int, spans: list[tuple[int, int, int, byte
             return False
         await _convict_auditor(s, i, auditor, statements, lo)
         return None
-    st.audited = True
-    last = spans[-1]
-    nodes = tuple(dict.fromkeys([*(n for *_, n in spans), *([auditor] if auditor else [])]))
-    s.client.emit(Verified(s.session_id, trial_id(last[0], st.stage.start, st.stage.part),
-                           nodes, time.monotonic()))
     return True
+
+
+def settle(s: HiveSession, i: int, auditor: bytes | None) -> None:
+    """Every accepted step of stage `i` was recomputed and held: the stage is audited."""
+    st = s.stages[i]
+    workers = [seg[4] for seg in sorted(st.segments, key=lambda seg: seg[1])]
+    last = max(seg[0] for seg in st.segments)
+    st.audited = True
+    nodes = tuple(dict.fromkeys([*workers, *([auditor] if auditor else [])]))
+    s.client.emit(Verified(s.session_id, trial_id(last, st.stage.start, st.stage.part),
+                           nodes, time.monotonic()))
 
 
 def _kernel_of(st: StageState, node: bytes) -> str:
@@ -266,9 +301,10 @@ def _kernel_of(st: StageState, node: bytes) -> str:
 Statement = tuple[Attestation, bytes, bytes]
 
 
-async def _remote(s: HiveSession, i: int, auditor: bytes,
-                  inputs: np.ndarray) -> tuple[np.ndarray, str, list[Statement]]:
-    """The auditor's recomputation (its cache for this stage starts empty: it never served it)."""
+async def remote(s: HiveSession, i: int, auditor: bytes, inputs: np.ndarray,
+                 start: int = 0) -> tuple[np.ndarray, str, list[Statement]]:
+    """The auditor's recomputation of the rows from position `start` on (its cache for this
+    stage holds the rows before them: none for a whole audit, it never served the stage)."""
     st = s.stages[i]
     n = s.client.max_hop_tokens
     outs: list[np.ndarray] = []
@@ -277,14 +313,17 @@ async def _remote(s: HiveSession, i: int, auditor: bytes,
     try:
         for lo in range(0, inputs.shape[0], n):
             part = np.ascontiguousarray(inputs[lo:lo + n])
-            hop = Hop(s.session_id, s.next_replay_step(), st.stage, lo, part.shape[0],
+            hop = Hop(s.session_id, s.next_replay_step(), st.stage, start + lo, part.shape[0],
                       part.tobytes())
             # The hedging grace of a step of these rows: a silent auditor (it takes the
             # request and never answers) would otherwise hold the session's end for the
             # whole request timeout.
-            grace = s.verifier.silent_after(i, lo + part.shape[0])
+            grace = s.verifier.silent_after(i, start + lo + part.shape[0])
             try:
-                a = await asyncio.wait_for(s.ask(auditor, hop, keep=False), grace)
+                # In this task, not a task of its own (`wait_for`): Python 3.11 could leave such
+                # a task cancelling for good when its deadline passed during a streamed chunk.
+                async with asyncio.timeout(grace):
+                    a = await s.ask(auditor, hop, keep=False)
             except TimeoutError:
                 raise SilentAuditor(f"auditor {auditor.hex()[:12]} did not answer within "
                                     f"{grace:.1f} s") from None
@@ -296,7 +335,6 @@ async def _remote(s: HiveSession, i: int, auditor: bytes,
         raise AuditorFailed(f"auditor {auditor.hex()[:12]} failed: {exc}") from None
     if not kernel:
         raise AuditorFailed(f"auditor {auditor.hex()[:12]} sent no attestation")
-    await _keep_warm(s, i, auditor, inputs[:1])
     return np.concatenate(outs), kernel, statements
 
 

@@ -7,7 +7,7 @@ replicas at once (`verdicts.StageVerifier`): answers are compared per token row 
 bit within a kernel class), a step that a replica leaves unanswered is hedged to a spare,
 and disagreement is settled by recomputing the disputed steps (`hive_core.exec.replay`), so
 a liar is slashed on evidence anyone can replay. Stages with a single replica are audited
-at the end (`audit`). After the session, the asker signs a work receipt per worker and
+while the answer is decoded and at its end (`audit_stream`, `audit`). After the session, the asker signs a work receipt per worker and
 stage (`pay`), with the asker's own measurements.
 
 Replicas are compared only with replicas holding their weights in the same mode (packed,
@@ -37,6 +37,7 @@ from hive_core.base.stage import Stage
 from hive_core.economy import WorkReceipt
 from hive_core.events import Consumer, EventSink, HopSent, StageStarted
 from hive_core.exec.answer import Answer, BadAnswer, Hop, NeedsRebuild, Unavailable, check_answer
+from hive_core.exec.audit_stream import AuditStream
 from hive_core.exec.errors import ExecError, NoReplicaError
 from hive_core.exec.feed import tell_verdict
 from hive_core.exec.frame_gate import FrameGate
@@ -214,6 +215,7 @@ class HiveSession:
         self._replay_step = REPLAY_STEP_BASE
         self.local_layer_s: float | None = None  # measured seconds per row and layer here
         self.cascaded = self.fallbacks = 0  # steps the cascade carried / handed to the star
+        self.audit_stream = AuditStream(self)  # single-replica stages audited while decoding
 
     # -- the forward pass ------------------------------------------------------------
 
@@ -224,6 +226,7 @@ class HiveSession:
         n = self.client.max_hop_tokens
         for lo in range(0, len(ids), n):
             chunk = ids[lo:lo + n]
+            self.audit_stream.tick()  # the rows accepted so far go to their auditors
             t0 = time.perf_counter()
             h = await self.client.local_call(self._embed, chunk)
             if self.local_stage is not None:
@@ -274,6 +277,7 @@ class HiveSession:
         if position > self.position:
             raise ValueError(f"cannot roll forward from {self.position} to {position}")
         self.position = position
+        self.audit_stream.rollback(position)
         for cache in self.local_caches.values():
             if len(cache) > position:
                 cache.truncate(position)
