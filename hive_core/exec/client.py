@@ -7,8 +7,8 @@ replicas at once (`verdicts.StageVerifier`): answers are compared per token row 
 bit within a kernel class), a step that a replica leaves unanswered is hedged to a spare,
 and disagreement is settled by recomputing the disputed steps (`hive_core.exec.replay`), so
 a liar is slashed on evidence anyone can replay. Stages with a single replica are audited
-while the answer is decoded and at its end (`audit_stream`, `audit`). After the session, the asker signs a work receipt per worker and
-stage (`pay`), with the asker's own measurements.
+while the answer is decoded and at its end (`audit_stream`, `audit`). After the session, the
+asker signs a work receipt per worker and stage (`pay`), with the asker's own measurements.
 
 Replicas are compared only with replicas holding their weights in the same mode (packed,
 fp32, bf16): a plan that mixes modes in one stage is refused, and spares and referees are
