@@ -119,13 +119,21 @@ class AuditStream:
             self._term_drawn = True
             draw_term(self.s)
 
-    def tick(self) -> None:
+    def tick(self, after: bytes | None = None) -> None:
         """Send each due stage's rows accepted since its last chunk to its auditor, where no
-        chunk is in flight and enough rows wait (the prompt's at once)."""
+        chunk is in flight and enough rows wait (the prompt's at once).
+
+        A node computes in request order, so a chunk holds up the auditor's own next step if
+        it serves a stage of the session: its chunks go when it has just answered a step
+        (`after`, the node that did), with a whole step of the others before its next; the
+        chunks of an auditor serving none go before each step (`after` None), as do all in a
+        cascade (whose steps do not come back node by node)."""
         s = self.s
-        if not s.client.config.verify:
+        if not (s.client.config.verify and s.client.config.stream_audits):
             return
         upto = s.position  # rows of steps already taken: no rollback reaches below them
+        serving: set[bytes] = set() if s.client.config.topology == "cascade" else {
+            n for st in s.stages for n in st.nodes}
         for i in range(len(s.stages)):
             stream = self.streams.get(i)
             if stream is not None and (stream.outcome is not Outcome.LIVE
@@ -138,6 +146,9 @@ class AuditStream:
                 stream = self._start(i)
                 if stream is None:
                     continue
+            goes_now = stream.auditor == after if stream.auditor in serving else after is None
+            if not goes_now:
+                continue
             if upto <= stream.done or (stream.done and upto - stream.done < STREAM_ROWS):
                 continue
             stream.task = s.client.node.spawn(self._chunk(i, stream, upto),

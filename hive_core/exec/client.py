@@ -300,6 +300,7 @@ class HiveSession:
                 break
         st.segments.append((hop.step, hop.position, x, answer.out, answer.node))
         st.steps += 1
+        self.audit_stream.tick(after=answer.node)  # it has a step's time before its next
         return answer.out
 
     async def ask(self, node: bytes, hop: Hop, *, keep: bool = True) -> Answer:

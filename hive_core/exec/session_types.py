@@ -21,6 +21,10 @@ class ClientConfig:
     kv: KvKind = KvKind.FP32  # cache kind the shard servers keep for this session
     verify: bool = True  # signed roots, replica comparison and audits (False: --no-verify)
     audit_rate: float = 1.0  # share of sessions whose single-replica stages are audited
+    # Audits stream to their auditors while the answer decodes (`exec.audit_stream`), leaving
+    # the session's end only the last rows; False: each stage in one prefill at the end (less
+    # compute in all, but the answer's verdict waits for it).
+    stream_audits: bool = True
     request_timeout_s: float = 120.0  # one stage request (covers a first-use weight load)
     hedge_factor: float = 4.0  # a step unanswered this many times its expected time is hedged
     hedge_floor_s: float = 1.0  # ...but never sooner than this

@@ -139,3 +139,16 @@ def test_rows_of_takes_the_rows_of_a_range_and_refuses_a_gap() -> None:
     st.segments.pop(1)
     with pytest.raises(ExecError, match="gap at position 3"):
         rows_of(st, 0, 6)
+
+
+async def test_with_streaming_off_the_whole_audit_runs_at_the_end(tiny_gguf, tiny_file) -> None:
+    cfg = ClientConfig(hedge_floor_s=60.0, stream_audits=False)
+    hive = await build_hive(tiny_gguf, 1, spares=1, model=tiny_file, client_config=cfg)
+    try:
+        s = hive.client.new_session()
+        await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=N, context_length=64), 60)
+        assert s.audit_stream.streams == {} and hive.servers[1].stats.requests == 0
+        await asyncio.wait_for(s.finish(), 30)
+        assert s.verified and s.stages[0].audited and hive.servers[1].stats.requests > 0
+    finally:
+        await hive.close()
