@@ -41,6 +41,7 @@ from hive_core.exec.audit_stream import AuditStream
 from hive_core.exec.errors import ExecError, NoReplicaError
 from hive_core.exec.feed import tell_verdict
 from hive_core.exec.frame_gate import FrameGate
+from hive_core.exec.heap import trim_heap
 from hive_core.exec.priority import compute_pool
 from hive_core.exec.session_types import ClientConfig, StageState
 from hive_core.exec.verdicts import StageVerifier
@@ -418,6 +419,7 @@ class HiveSession:
             await audit_session(self)
         receipts = await pay_session(self)
         await self.client.flush()
+        await self.client.local_call(trim_heap)  # the session's buffers back to the OS
         return receipts
 
     @property

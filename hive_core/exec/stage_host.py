@@ -23,6 +23,7 @@ import torch
 from hive_core.base.stage import Stage
 from hive_core.exec.errors import ExecError
 from hive_core.exec.faults import Fault
+from hive_core.exec.heap import trim_heap
 from hive_core.exec.wire import hidden_bytes, hidden_from_bytes
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
@@ -169,9 +170,12 @@ class StageHost:
 
     def end(self, peer: bytes, session_id: bytes) -> None:
         """Forget every cache of `peer`'s session."""
-        for key in [k for k in self.sessions if k[0] == peer and k[1] == session_id]:
+        keys = [k for k in self.sessions if k[0] == peer and k[1] == session_id]
+        for key in keys:
             del self.sessions[key]
         self._let_go_unused()
+        if keys:
+            trim_heap()  # the caches' pages back to the OS (`exec.heap`)
 
     def evict_idle(self, idle_s: float, now: float) -> int:
         """Drop sessions unused for more than `idle_s` at monotonic time `now`; how many went."""
@@ -180,6 +184,8 @@ class StageHost:
             del self.sessions[k]
         self.evicted += len(stale)
         self._let_go_unused()
+        if stale:
+            trim_heap()
         return len(stale)
 
     def _let_go_unused(self) -> None:

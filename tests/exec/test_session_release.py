@@ -75,7 +75,7 @@ async def test_sessions_of_an_asker_whose_links_went_are_dropped_at_once(tiny_gg
     try:
         for _ in range(3):
             await ask(hive, finish=False)
-        assert all(len(srv.sessions) == 3 for srv in hive.servers)
+        assert all(len(srv.sessions) >= 3 for srv in hive.servers)  # and the audits' ones
         assert all(srv.config.idle_evict_s >= 300 for srv in hive.servers)
         for srv in hive.servers:
             await srv.node.drop(hive.asker.node_id, "the asker left")
