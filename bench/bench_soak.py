@@ -7,7 +7,8 @@ every request, never answers). Four askers in this process, each through the one
 (`join_hive` at a random live entry, `connect`, sessions of 2 replicas per stage), ask in a
 loop; each keeps its client for a few asks and joins again after any refusal. Once a minute
 a random serving process is killed with SIGKILL and started again on the same port and data
-dir (same key). The RSS of every process (children included) is sampled every 2 s.
+dir (same key). The RSS of every process is sampled every 2 s (a member's with its children;
+the askers' row is this process alone: the members are its children).
 
 Reported: answers attempted, answered, refused with a reason (each reason and its count),
 hung (no outcome within the deadline), failed without a reason, correct (tokens equal to the

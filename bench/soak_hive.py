@@ -106,6 +106,7 @@ def where(task: asyncio.Task[Any]) -> str:
 
 
 def rss_of(pid: int) -> int:
+    """RSS of `pid` and its children (a node's compute process, where it runs one)."""
     try:
         p = psutil.Process(pid)
         return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
@@ -218,7 +219,9 @@ class Soak:
             for m in self.members:
                 if m.proc is not None and m.proc.returncode is None:
                     m.rss[minute] = max(m.rss.get(minute, 0), rss_of(m.proc.pid))
-            self.asker_rss[minute] = max(self.asker_rss.get(minute, 0), rss_of(os.getpid()))
+            # This process alone: its children are the members, counted in their own rows.
+            own = psutil.Process().memory_info().rss
+            self.asker_rss[minute] = max(self.asker_rss.get(minute, 0), own)
             try:
                 await asyncio.wait_for(stop.wait(), SAMPLE_S)
             except TimeoutError:
