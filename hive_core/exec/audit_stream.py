@@ -105,7 +105,8 @@ def rows_of(st: StageState, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray,
 
 
 class AuditStream:
-    """A session's streaming audits: `tick` before each step, `finish` at the session's end."""
+    """A session's streaming audits (`ClientConfig.stream_audits`): `tick` before and after each
+    step, `finish` at the session's end."""
 
     def __init__(self, session: HiveSession) -> None:
         self.s = session

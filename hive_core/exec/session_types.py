@@ -22,9 +22,9 @@ class ClientConfig:
     verify: bool = True  # signed roots, replica comparison and audits (False: --no-verify)
     audit_rate: float = 1.0  # share of sessions whose single-replica stages are audited
     # Audits stream to their auditors while the answer decodes (`exec.audit_stream`), leaving
-    # the session's end only the last rows; False: each stage in one prefill at the end (less
-    # compute in all, but the answer's verdict waits for it).
-    stream_audits: bool = True
+    # the session's end only the last rows. Off by default: where nodes share the asker's cores
+    # (one machine, bench_infer) the chunks slow the decode by more than they save at the end.
+    stream_audits: bool = False
     request_timeout_s: float = 120.0  # one stage request (covers a first-use weight load)
     hedge_factor: float = 4.0  # a step unanswered this many times its expected time is hedged
     hedge_floor_s: float = 1.0  # ...but never sooner than this

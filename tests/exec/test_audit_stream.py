@@ -27,7 +27,7 @@ from hive_core.exec.session_types import StageState
 PROMPT = [5, 9, 12, 7, 5, 9, 12, 33, 40, 11, 3]
 N = 20  # new tokens: N - 1 one-row decode steps after the prompt's prefill
 ROWS = len(PROMPT) + N - 1  # rows each stage computed (the last token is never fed)
-CFG = ClientConfig(hedge_floor_s=60.0)  # no hedging: the spare only audits
+CFG = ClientConfig(hedge_floor_s=60.0, stream_audits=True)  # no hedging: the spare audits
 
 
 def lie_on(pick: Any) -> Fault:
@@ -141,8 +141,8 @@ def test_rows_of_takes_the_rows_of_a_range_and_refuses_a_gap() -> None:
         rows_of(st, 0, 6)
 
 
-async def test_with_streaming_off_the_whole_audit_runs_at_the_end(tiny_gguf, tiny_file) -> None:
-    cfg = ClientConfig(hedge_floor_s=60.0, stream_audits=False)
+async def test_by_default_the_whole_audit_runs_at_the_end(tiny_gguf, tiny_file) -> None:
+    cfg = ClientConfig(hedge_floor_s=60.0)
     hive = await build_hive(tiny_gguf, 1, spares=1, model=tiny_file, client_config=cfg)
     try:
         s = hive.client.new_session()
@@ -150,5 +150,47 @@ async def test_with_streaming_off_the_whole_audit_runs_at_the_end(tiny_gguf, tin
         assert s.audit_stream.streams == {} and hive.servers[1].stats.requests == 0
         await asyncio.wait_for(s.finish(), 30)
         assert s.verified and s.stages[0].audited and hive.servers[1].stats.requests > 0
+    finally:
+        await hive.close()
+
+
+async def test_a_silent_auditor_stops_the_stream_and_another_audits(tiny_gguf, tiny_file) -> None:
+    """Adversary: a silent spare (`--fault silent`) drawn as the auditor: its first chunk goes
+    unanswered, it is banned, and the asker audits the whole stage at the end, within a grace
+    of the chunk (not the request timeout)."""
+    cfg = ClientConfig(request_timeout_s=60.0, stream_audits=True)
+    hive = await build_hive(tiny_gguf, 1, spares=1, model=tiny_file, client_config=cfg,
+                            faults={1: Fault.parse("silent")})
+    silent = hive.servers[1].node.node_id
+    try:
+        s = hive.client.new_session()
+        await asyncio.wait_for(generate_hive(s, PROMPT, max_new_tokens=N, context_length=64), 60)
+        assert s.audit_stream.streams[0].auditor == silent
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(s.finish(), 60)
+        assert asyncio.get_running_loop().time() - t0 < 15
+        assert s.audit_stream.streams[0].outcome is Outcome.BROKEN
+        assert hive.client.reputation.banned(silent)
+        assert s.stages[0].audited and s.verified
+    finally:
+        await hive.close()
+
+
+async def test_auditors_serving_the_other_stage_stream_between_their_steps(tiny_gguf,
+                                                                          tiny_file) -> None:
+    """Two stages, no spare: each node audits the other's stage, its chunks sent as it answers
+    its own step; both stages verified, each row audited once."""
+    hive = await build_hive(tiny_gguf, 2, model=tiny_file, client_config=CFG)
+    try:
+        s = await decode(hive)
+        for i, st in enumerate(s.stages):
+            stream = s.audit_stream.streams[i]
+            assert stream.auditor != st.nodes[0] and stream.auditor in s.stages[1 - i].nodes
+            assert stream.outcome is Outcome.LIVE and stream.done >= len(PROMPT)
+        await asyncio.wait_for(s.finish(), 30)
+        assert s.verified and all(st.audited for st in s.stages)
+        await asyncio.sleep(0.2)
+        for srv in hive.servers:  # its own stage's rows and the other stage's audit
+            assert sorted(r.tokens for r in srv.receipts) == [ROWS, ROWS]
     finally:
         await hive.close()

@@ -229,10 +229,7 @@ async def test_a_node_serving_two_stages_in_a_row_hands_over_to_itself(
                                                  sampler=Sampler(1.0, seed=7)), 60)
         assert g.new_ids == local_ids(tiny_local)
         assert s.cascaded == N and hive.servers[0].cascade.forwarded == N
-        # Server 1 served no step: what it took were the stages' audits, streamed while decoding.
-        other = hive.servers[1]
-        assert other.cascade.forwarded == 0
-        assert all(other.node.node_id not in st.history for st in s.stages)
+        assert hive.servers[1].stats.requests == 0
     finally:
         await hive.close()
 
