@@ -5,9 +5,12 @@ checked, as one prefill, after the last token: the answer waits for it. Here the
 runs while the answer is decoded: as soon as the prompt's rows are accepted they go to the
 stage's auditor, then every `STREAM_ROWS` decode rows the next chunk, each chunk one prefill
 extending the auditor's own cache for the session's stage (its requests carry the session's
-id and positions, so the rows before a chunk are already there). The pipeline computes one
-stage at a time, so the auditor mostly uses cores the decode leaves idle. At the end of the
-session only the rows since the last chunk remain (`AuditStream.finish`).
+id and positions, so the rows before a chunk are already there). At the end of the session
+only the rows since the last chunk remain (`AuditStream.finish`). It pays where the auditor
+is a device of its own, idle between its steps; where the nodes share the asker's cores (the
+in-process hives of bench_infer, 2 cores) the chunks slowed the decode by more than they
+saved at the end (smaller prefills cost more per row, and two threads driving torch at once
+throttle each other), so it is opt-in: `ClientConfig.stream_audits`.
 
 Nothing checked is weakened: each chunk's rows are compared as the whole audit compares them
 (`audit.check`, the same per-row bound), a lie found in a chunk convicts its worker or the
