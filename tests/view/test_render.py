@@ -326,3 +326,25 @@ def test_software_rendering_gets_one_thread_more_than_the_cores_unless_told(monk
     monkeypatch.setenv("LP_NUM_THREADS", "1")  # the user's choice stands
     apply_config(ViewConfig(320, 240, offscreen=True))
     assert os.environ["LP_NUM_THREADS"] == "1"
+
+
+def test_the_cycle_collector_waits_for_the_frame_to_end(make_app):
+    import gc
+
+    seen: list[bool] = []
+
+    class Watched:
+        def frame(self, now: float) -> WorldFrame:
+            seen.append(gc.isenabled())
+            return WorldFrame()
+
+    app = make_app(Watched(), mode="spectate")
+    assert gc.isenabled()
+    app.step()
+    assert seen == [False] and gc.isenabled()
+    gc.disable()  # a program that keeps it off keeps it off
+    try:
+        app.step()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

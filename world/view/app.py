@@ -4,6 +4,7 @@ share one loop (compute runs in worker threads). Config is applied before `ShowB
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -105,11 +106,17 @@ class WorldApp:
     def step(self) -> None:
         """Read the model, update the scene, HUD and camera, render one frame (holding the
         frame gate, if any, meanwhile)."""
-        if self.gate is None:
-            self._step()
-            return
-        with self.gate.holding():
-            self._step()
+        collecting = gc.isenabled()
+        gc.disable()  # Python's cycle collector runs between frames (the hive's heap is big), not in one
+        try:
+            if self.gate is None:
+                self._step()
+                return
+            with self.gate.holding():
+                self._step()
+        finally:
+            if collecting:
+                gc.enable()
 
     def _step(self) -> None:
         now = self.clock()
