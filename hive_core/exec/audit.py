@@ -142,16 +142,29 @@ async def _audit_logged(s: HiveSession, i: int) -> None:
         logger.warning("stage %s was not audited: %s", s.stages[i].stage, exc)
 
 
-def _kept(st: StageState) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
-    """The accepted inputs as one array from position 0, and each step's rows in it."""
-    rows, spans, at = [], [], 0
-    for step, pos, x_in, _, node in sorted(st.segments, key=lambda seg: seg[1]):
-        if pos != at:
+def rows_of(st: StageState, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray,
+                                                        list[tuple[int, int, int, bytes]]]:
+    """The accepted inputs and outputs of positions [lo, hi), and each step's rows in them (in
+    the session's positions). Segments are appended in position order: scan back from the end."""
+    found = []
+    for seg in reversed(st.segments):
+        if seg[1] + seg[2].shape[0] <= lo:
+            break
+        if seg[1] < hi:
+            found.append(seg)
+    ins, outs, spans, at = [], [], [], lo
+    for step, pos, x_in, x_out, node in sorted(found, key=lambda seg: seg[1]):
+        a, b = max(pos, lo), min(pos + x_in.shape[0], hi)
+        if a != at:
             raise ExecError(f"kept inputs of {st.stage} have a gap at position {at}")
-        rows.append(x_in)
-        spans.append((step, pos, pos + x_in.shape[0], node))
-        at += x_in.shape[0]
-    return np.ascontiguousarray(np.concatenate(rows), dtype="<f4"), spans
+        ins.append(x_in[a - pos:b - pos])
+        outs.append(x_out[a - pos:b - pos])
+        spans.append((step, a, b, node))
+        at = b
+    if at != hi:
+        raise ExecError(f"kept inputs of {st.stage} end at {at}, not {hi}")
+    return (np.ascontiguousarray(np.concatenate(ins), dtype="<f4"),
+            np.ascontiguousarray(np.concatenate(outs), dtype="<f4"), spans)
 
 
 async def audit_stage(s: HiveSession, i: int, refused: list[bytes] | None = None,
@@ -161,8 +174,7 @@ async def audit_stage(s: HiveSession, i: int, refused: list[bytes] | None = None
     MAX_AUDITORS of them (`first` already tried, the `refused` ones) the asker audits the
     stage itself."""
     st = s.stages[i]
-    inputs, spans = _kept(st)
-    outputs = np.concatenate([seg[3] for seg in sorted(st.segments, key=lambda seg: seg[1])])
+    inputs, outputs, spans = rows_of(st, 0, max(seg[1] + seg[2].shape[0] for seg in st.segments))
     workers = {node for *_, node in spans}
     refused = list(refused or [])
     for k in range(first, MAX_AUDITORS + 1):  # the last round is the asker's own

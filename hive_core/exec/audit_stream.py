@@ -31,8 +31,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from hive_core.exec.audit import (
     MAX_AUDITORS,
     AuditorFailed,
@@ -45,13 +43,14 @@ from hive_core.exec.audit import (
     failed,
     keep_warm,
     remote,
+    rows_of,
     settle,
 )
 from hive_core.exec.errors import ExecError
 from hive_core.trust import TrustError
 
 if TYPE_CHECKING:
-    from hive_core.exec.client import HiveSession, StageState
+    from hive_core.exec.client import HiveSession
 
 logger = logging.getLogger(__name__)
 # Decode rows a chunk waits for (the prompt's rows go in the first chunk whatever their
@@ -80,31 +79,6 @@ class _Stream:
     outcome: Outcome = Outcome.LIVE
     warm: bool = False  # the auditor was asked to keep the stage loaded (`audit.keep_warm`)
     task: asyncio.Task[None] | None = None  # the chunk in flight
-
-
-def rows_of(st: StageState, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray,
-                                                        list[tuple[int, int, int, bytes]]]:
-    """The accepted inputs and outputs of positions [lo, hi), and each step's rows in them (in
-    the session's positions). Segments are appended in position order: scan back from the end."""
-    found = []
-    for seg in reversed(st.segments):
-        if seg[1] + seg[2].shape[0] <= lo:
-            break
-        if seg[1] < hi:
-            found.append(seg)
-    ins, outs, spans, at = [], [], [], lo
-    for step, pos, x_in, x_out, node in sorted(found, key=lambda seg: seg[1]):
-        a, b = max(pos, lo), min(pos + x_in.shape[0], hi)
-        if a != at:
-            raise ExecError(f"kept inputs of {st.stage} have a gap at position {at}")
-        ins.append(x_in[a - pos:b - pos])
-        outs.append(x_out[a - pos:b - pos])
-        spans.append((step, a, b, node))
-        at = b
-    if at != hi:
-        raise ExecError(f"kept inputs of {st.stage} end at {at}, not {hi}")
-    return (np.ascontiguousarray(np.concatenate(ins), dtype="<f4"),
-            np.ascontiguousarray(np.concatenate(outs), dtype="<f4"), spans)
 
 
 class AuditStream:

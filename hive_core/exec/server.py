@@ -57,6 +57,7 @@ from hive_core.exec.wire import (
     to_wire,
 )
 from hive_core.mesh.node import Node
+from hive_core.mesh.peers import Link
 from hive_core.model.errors import ModelError
 from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
@@ -324,11 +325,11 @@ class ShardServer:
         except ExecError as exc:  # a dead worker: its caches are gone anyway
             logger.info("%s: could not end a session: %s", self.node, exc)
 
-    def _on_link_lost(self, link: object) -> None:
+    def _on_link_lost(self, link: Link) -> None:
         """The asker's last link went: its sessions cannot go on (an asker that comes back
         rebuilds from position 0), so their caches go now, not at the idle eviction minutes
         later; an asker's key is often one it throws away after a few asks."""
-        peer = getattr(link, "node_id", b"")
+        peer = link.node_id
         if self.node.peers.best(peer) is not None:
             return
         self._boxes.pop(peer, None)
