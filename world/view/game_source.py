@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import statistics
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from hive_core.base.stage import Part
@@ -142,16 +142,21 @@ class GameSource:
         return self._last
 
 
+def _latest(sessions: Iterable[SessionSnapshot]) -> SessionSnapshot | None:
+    """The answer most recently active among `sessions`."""
+    return max(sessions, key=lambda s: (s.last_at, s.session_id), default=None)
+
+
 def _latest_session(snap: GameSnapshot) -> SessionSnapshot | None:
     """The answer most recently active (the one a spectator is watching)."""
-    return max(snap.sessions, key=lambda s: (s.last_at, s.session_id), default=None)
+    return _latest(snap.sessions)
 
 
 def _latest_rate(snap: GameSnapshot) -> float:
     """The decode rate of the answer most recently active that has one: an answer that has
     just begun (no decode step yet) leaves the last answer's rate on screen, not zero."""
-    rated = [s for s in snap.sessions if s.tokens_per_s > 0]
-    return max(rated, key=lambda s: (s.last_at, s.session_id)).tokens_per_s if rated else 0.0
+    rated = _latest(s for s in snap.sessions if s.tokens_per_s > 0)
+    return rated.tokens_per_s if rated is not None else 0.0
 
 
 def _districts(snap: GameSnapshot, tflops: dict[str, float], names: dict[str, str],
