@@ -131,6 +131,8 @@ def _child_args(args: argparse.Namespace) -> list[str]:
         out += ["--ice-host", host]
     if args.loopback_candidate:
         out.append("--loopback-candidate")
+    if not args.lan_links:
+        out.append("--no-lan-links")
     if args.tflops is not None:
         out += ["--tflops", str(args.tflops)]
     if args.verbose:

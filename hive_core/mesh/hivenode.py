@@ -33,6 +33,7 @@ from hive_core.mesh.dht.records import RecordError, ServingRecord, decode_value,
 from hive_core.mesh.events import RecordsPublished
 from hive_core.mesh.ice import IceOffer
 from hive_core.mesh.joining import join_mesh
+from hive_core.mesh.lan import LanLinks
 from hive_core.mesh.listener import Listener
 from hive_core.mesh.node import Node, NodeConfig, PeerUnavailable
 from hive_core.mesh.peers import Link, Unreachable
@@ -93,6 +94,7 @@ class HiveNode:
         self._entries: dict[str, None] = {}  # listen URLs of peers seen, oldest first
         self._known: dict[bytes, None] = {}  # ids that had a data channel with us, oldest first
         self.unreachable = Unreachable()  # peers that did not link when asked, backing off
+        self.lan = LanLinks(self)  # direct WebSockets to near peers beside the data channels
 
     def __repr__(self) -> str:
         return f"HiveNode({self.node.node_id_hex[:8]}, {len(self.node.peers)} peers)"
@@ -121,7 +123,8 @@ class HiveNode:
         self._set_state(HiveNode.State.STARTING)
         self.roles  # noqa: B018 - validate role names before any network work
         if self.config.listen is not None:
-            self.listener = Listener(self.node, self.config.admission, self.is_known)
+            self.listener = Listener(self.node, self.config.admission, self.is_known,
+                                     lan=self.config.lan_links)
             self.node.listen_url = await self.listener.start(self.config.listen)
             self.dht.contact = Contact(self.node_id, self.node.identity.public_key,
                                        self.node.listen_url)
@@ -170,6 +173,7 @@ class HiveNode:
             while len(self._known) > MAX_KNOWN:
                 del self._known[next(iter(self._known))]
             self.unreachable.linked(link.node_id)
+            self.lan.consider(link)
         if link.listen:
             self._entries.pop(link.listen, None)
             self._entries[link.listen] = None
@@ -290,6 +294,7 @@ class HiveNode:
         for link in self.node.peers.all():
             if link.rtt_ms is not None and link.node_id in self.dht.routing:
                 self.dht.observe_rtt(link.node_id, link.rtt_ms / 1000)
+        self.lan.consider_all()
         try:
             self.dht.store.expire(self.dht.clock())
             await asyncio.gather(self.publish(), self.heal())

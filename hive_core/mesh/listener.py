@@ -4,7 +4,8 @@ The WebSocket server bounds handshakes (see `hive_core.mesh.admission`); this cl
 connections that proved a key and admits them into a lane of the authenticated-link budget:
 keys the node knows into the reserved share, others into the general share, evicting the
 link idle longest when full, else into a brief slot, else refusing with OVERLOADED. A sweep
-closes links that sent nothing but pings for `idle_s` and brief links after `brief_s`.
+closes links that sent nothing but pings for `idle_s` (direct LAN links to known peers stay
+until the budget needs their place) and brief links after `brief_s`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hive_core.mesh.admission import Admission, AdmissionConfig, Lane, decide
+from hive_core.mesh.lan import near
 from hive_core.mesh.node import Node
 from hive_core.mesh.peers import Link
 from hive_core.mesh.wschannel import WsChannel, WsServer
@@ -54,10 +56,11 @@ class Listener:
     keys may use the reserved share (the node had a data channel with them)."""
 
     def __init__(self, node: Node, config: AdmissionConfig,
-                 is_known: Callable[[bytes], bool]) -> None:
+                 is_known: Callable[[bytes], bool], *, lan: bool = False) -> None:
         self.node = node
         self.config = config
         self.is_known = is_known
+        self.lan = lan  # a known peer dialling from a near address is a direct LAN link
         self.server = WsServer(self._accept, config)
         self.links: dict[bytes, _Admitted] = {}  # peer id -> its accepted WebSocket link
         self.stats = ListenerStats()
@@ -112,6 +115,7 @@ class Listener:
             self._close(verdict.evict, "evicted: idle while the node is full")
             self.stats.evicted += 1
         self.server.authenticated(channel)
+        link.lan = self.lan and self.is_known(peer_id) and near(channel.source)
         self.links[peer_id] = _Admitted(link, verdict.lane, channel.source)
         self.stats.admitted[verdict.lane.value] += 1
         return True
@@ -131,6 +135,7 @@ class Listener:
                 if entry.lane is Lane.BRIEF and now - entry.since > self.config.brief_s:
                     self.stats.brief_closed += 1
                     self._close(entry, f"brief slot of {self.config.brief_s:g} s is over")
-                elif now - (entry.last_active or entry.since) > self.config.idle_s:
+                elif (not entry.link.lan
+                      and now - (entry.last_active or entry.since) > self.config.idle_s):
                     self.stats.idle_closed += 1
                     self._close(entry, f"idle for {self.config.idle_s:g} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,6 +47,7 @@ from hive_core.protocol import (
 from hive_core.protocol.tensor import MAX_CHUNK_PAYLOAD
 
 logger = logging.getLogger(__name__)
+LAN_ENV = "CADENCIA_LAN_LINKS"
 
 Handler = Callable[[bytes, Any], Awaitable[None] | None]
 TensorHandler = Callable[[bytes, WireTensor], Awaitable[None] | None]
@@ -100,6 +102,10 @@ class NodeConfig:
     dht_k: int = 20  # DHT bucket size and replication factor
     tflops: float | None = None  # None: measure at start (matmul benchmark); a number skips it
     spans: tuple[LayerSpanRecord, ...] = ()  # layer spans this node serves, published in the DHT
+    # Direct WebSockets to near peers beside the data channels (`hive_core.mesh.lan`); on unless
+    # `--no-lan-links` or CADENCIA_LAN_LINKS=0 (a bench that pushes every byte through a
+    # simulated WAN on one machine sets it for all its processes).
+    lan_links: bool = field(default_factory=lambda: os.environ.get(LAN_ENV, "1") != "0")
 
 
 class Node:

@@ -64,6 +64,9 @@ class Link:
         self.on_first_active: Callable[[], bool] | None = None
         self.refused_here = False  # this node refused the link: its frames are dropped
         self.reader: asyncio.Task[None] | None = None
+        # A direct WebSocket to a peer on this machine or LAN (`hive_core.mesh.lan`): preferred
+        # over the data channel while it is open.
+        self.lan = False
 
     def __repr__(self) -> str:
         return f"Link({self.node_id.hex()[:8]}, {self.kind})"
@@ -128,8 +131,15 @@ class PeerTable:
         return False
 
     def best(self, node_id: bytes) -> Link | None:
-        """The link to use for ``node_id``: its data channel, else its WebSocket."""
-        return self._rtc.get(node_id) or self._ws.get(node_id)
+        """The link to use for ``node_id``: a direct LAN link, else its data channel, else its
+        WebSocket."""
+        ws = self._ws.get(node_id)
+        if ws is not None and ws.lan and not ws.channel.closed:
+            return ws
+        return self._rtc.get(node_id) or ws
+
+    def ws(self, node_id: bytes) -> Link | None:
+        return self._ws.get(node_id)
 
     def rtc(self, node_id: bytes) -> Link | None:
         return self._rtc.get(node_id)

@@ -116,6 +116,11 @@ def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "
                              "127.0.0.1 when every given address is loopback")
     parser.add_argument("--loopback-candidate", action="store_true",
                         help="also offer a 127.0.0.1 candidate (aioice skips loopback)")
+    parser.add_argument("--no-lan-links", dest="lan_links", action="store_false",
+                        help="use data channels only, even to peers on this machine or LAN "
+                             "(default: a direct WebSocket to each near peer that listens, "
+                             "beside its data channel, carries its traffic; also "
+                             "CADENCIA_LAN_LINKS=0)")
     parser.add_argument("--connect-timeout", type=number(float, 0.1, 600, "s"), default=15.0,
                         metavar="S",
                         help="give up on a data channel not open after S seconds (default 15)")
@@ -218,6 +223,7 @@ def node_config(args: argparse.Namespace, *, listen: str | None, join: list[str]
         ping_interval_s=args.ping_interval, dead_after_s=args.dead_after,
         record_ttl_s=args.record_ttl, republish_s=args.record_ttl / 4, tflops=args.tflops,
         spans=tuple(parse_span(s) for s in args.serve),
+        **({} if getattr(args, "lan_links", True) else {"lan_links": False}),
     )
 
 
