@@ -49,6 +49,11 @@ from hive_core.protocol.tensor import MAX_CHUNK_PAYLOAD
 logger = logging.getLogger(__name__)
 LAN_ENV = "CADENCIA_LAN_LINKS"
 
+
+def lan_default() -> bool:
+    """Whether nodes open direct LAN links unless told otherwise (CADENCIA_LAN_LINKS=0: no)."""
+    return os.environ.get(LAN_ENV, "1") != "0"
+
 Handler = Callable[[bytes, Any], Awaitable[None] | None]
 TensorHandler = Callable[[bytes, WireTensor], Awaitable[None] | None]
 ChannelHandler = Callable[[bytes, RTCChannel], Awaitable[None] | None]
@@ -105,7 +110,7 @@ class NodeConfig:
     # Direct WebSockets to near peers beside the data channels (`hive_core.mesh.lan`); on unless
     # `--no-lan-links` or CADENCIA_LAN_LINKS=0 (a bench that pushes every byte through a
     # simulated WAN on one machine sets it for all its processes).
-    lan_links: bool = field(default_factory=lambda: os.environ.get(LAN_ENV, "1") != "0")
+    lan_links: bool = field(default_factory=lan_default)
 
 
 class Node:

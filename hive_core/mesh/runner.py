@@ -18,7 +18,7 @@ from typing import Any
 
 from hive_core.base.identity import Identity
 from hive_core.mesh.dht.records import LayerSpanRecord
-from hive_core.mesh.node import NodeConfig
+from hive_core.mesh.node import NodeConfig, lan_default
 from hive_core.mesh.rtc import RTCOptions
 from hive_core.mesh.wschannel import parse_listen, parse_ws_url
 
@@ -223,7 +223,7 @@ def node_config(args: argparse.Namespace, *, listen: str | None, join: list[str]
         ping_interval_s=args.ping_interval, dead_after_s=args.dead_after,
         record_ttl_s=args.record_ttl, republish_s=args.record_ttl / 4, tflops=args.tflops,
         spans=tuple(parse_span(s) for s in args.serve),
-        **({} if getattr(args, "lan_links", True) else {"lan_links": False}),
+        lan_links=getattr(args, "lan_links", True) and lan_default(),
     )
 
 
