@@ -20,11 +20,12 @@ the cascade's is the physical one. Targets are printed beside, never asserted.
 "star" keeps the nodes' own spans (`CADENCIA_PLANNER=spans`); in the 3-region hive the
 asker also routes as it does by default, where the planner may leave a far node out.
 
-Then, on loopback: what one hop costs beyond the wire and the compute, per part
-(`bench/wan_hop.py`), and the 4-node hive of `cadencia hive up --nodes 4` asked with
-`cadencia ask --threads 1`, verified or not, against `cadencia generate --threads 1` (the
-thread count of each node: on a loaded 2-core machine two OpenMP threads spin against
-everyone else's processes, and `generate` with both ran at a seventh of its one-thread speed).
+Then, on loopback: what one hop over a data channel costs beyond the wire and the compute,
+per part (`bench/wan_hop.py`). The hive of `cadencia hive up` against local `generate` is
+`python -m bench loopback` (`bench/bench_loopback.py`).
+
+Every process here runs with CADENCIA_LAN_LINKS=0: nodes on one machine would otherwise open
+direct WebSockets to each other (`hive_core.mesh.lan`) and their bytes would skip the shaping.
 
 Every hive here shares this machine's cores: a 2-core machine runs all of its processes on
 2 cores, so compute is slower than on one device each; the floors use the same compute.
@@ -43,11 +44,12 @@ import tempfile
 from dataclasses import replace
 from typing import Any
 
-from bench.wan_hive import Mode, Scenario, local_generate, loopback_hive, wan_hive
+from bench.wan_hive import Mode, Scenario, local_generate, wan_hive
 from bench.wan_hop import hop_costs
 from hive_core.base.health import HealthVector
 from hive_core.base.stage import Part
 from hive_core.exec.join import PLANNER_ENV
+from hive_core.mesh.node import LAN_ENV
 from hive_core.model.config import LlamaConfig
 from hive_core.sched.health import measured_tflops
 from hive_core.sched.planner import Candidate, CostModel, plan
@@ -156,6 +158,9 @@ def split_table(smollm: LlamaConfig, tflops: float, hop_ms: float) -> None:
           "two hops a layer: it pays only where a layer's MLP time saved exceeds them.\n")
 
 
+NO_LAN = {LAN_ENV: "0"}  # shaped hives: every byte through the emulated links, none direct
+
+
 async def main_async(args: argparse.Namespace) -> None:
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
@@ -198,7 +203,7 @@ async def main_async(args: argparse.Namespace) -> None:
             modes = fixed + ([("star, planner's route", plain, {PLANNER_ENV: "auto"})]
                              if scn.planner else [])
             res, where = await wan_hive(scn, data, model, os.path.join(work, str(len(results))),
-                                        n_new, modes, tflops)
+                                        n_new, modes, tflops, env_all=NO_LAN)
             results[scn.name] = res
             for mode, r in res.items():
                 stages = route_countries(r, where) if isinstance(r, dict) else list(scn.nodes)
@@ -221,20 +226,6 @@ async def main_async(args: argparse.Namespace) -> None:
         hop_ms = await hop_costs(work, model, 32 if args.quick else 96, tflops, compute_ms)
         split_table(GGUFModelFile(resolve_model_path(None)).config, tflops,
                     hop_ms if hop_ms is not None else 10.0)
-        loop = await loopback_hive(work, n_new * 2)
-        local2 = await local_generate(n_new * 2, 1)
-        print("## Loopback: `cadencia hive up --nodes 4` (2 stages x 2 replicas) and "
-              "`cadencia ask --threads 1`, against `cadencia generate --threads 1`\n")
-        print("| run | TTFT s | decode tok/s | vs local | target |")
-        print("|---|---|---|---|---|")
-        base = local2["tokens_per_s"] if isinstance(local2, dict) else float("nan")
-        print(f"| local generate | {cell(local2, 'ttft_s', '.2f')} | "
-              f"{cell(local2, 'tokens_per_s', '.1f')} | 100 % | |")
-        for name, r in loop.items():
-            target = ">= 80 %" if name == "not verified" else ">= 70 %"
-            vs = f"{100 * r['tokens_per_s'] / base:.0f} %" if isinstance(r, dict) else "-"
-            print(f"| ask, {name} | {cell(r, 'ttft_s', '.2f')} | "
-                  f"{cell(r, 'tokens_per_s', '.1f')} | {vs} | {target} |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

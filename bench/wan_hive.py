@@ -158,24 +158,41 @@ async def local_generate(n_new: int, threads: int | None) -> dict[str, Any] | st
                           {}, ASK_TIMEOUT_S)
 
 
-async def loopback_hive(work: str, n_new: int) -> dict[str, dict[str, Any] | str]:
-    """`hive up --nodes 4` and `ask` on it: unverified (1 replica), verified (1 replica,
-    audited), verified with 2 replicas compared."""
+LOOP_MODES = (  # name, ask's extra flags: the cascade (node to node), as the API sends it
+    ("not verified, cascade", ["--no-verify", "--replicas", "1", "--cascade"]),
+    ("not verified, star", ["--no-verify", "--replicas", "1"]),
+    ("verified (audited), 1 replica, cascade", ["--replicas", "1", "--cascade"]),
+    ("verified, 2 replicas compared, cascade", ["--replicas", "2", "--cascade"]),
+)
+LOOP_SETTLE_S = 5.0  # after `hive up` is ready: links pinged, start-up benchmarks over
+
+
+async def loopback_hive(work: str, n_new: int, rounds: int, *, lan: bool = True,
+                        modes: tuple[tuple[str, list[str]], ...] = LOOP_MODES,
+                        ) -> dict[str, list[dict[str, Any] | str]]:
+    """`hive up --nodes 4` (2 stages x 2 replicas) and `ask` on it in each of `modes`, with
+    `generate --threads 1` ("local") run between them: `rounds` times each, interleaved, so a
+    busy minute on shared cores slows both sides alike. `lan`: False runs every process with
+    CADENCIA_LAN_LINKS=0 (data channels only, no direct WebSockets between them)."""
+    env_lan = {} if lan else {"CADENCIA_LAN_LINKS": "0"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cadencia", "hive", "up", "--nodes", "4", "--json", "--no-world",
         "--data-dir", os.path.join(work, "up"), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
-        start_new_session=True)
-    out: dict[str, dict[str, Any] | str] = {}
+        env={**os.environ, **env_lan}, start_new_session=True)
+    out: dict[str, list[dict[str, Any] | str]] = {name: [] for name, _ in modes}
+    out["local"] = []
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), READY_S * 2)
         url = json.loads(line)["sentinel"]
-        env = {"CADENCIA_DATA_DIR": os.path.join(work, "asker-up")}
-        for name, extra in (("not verified", ["--no-verify", "--replicas", "1"]),
-                            ("verified, 1 replica", ["--replicas", "1"]),
-                            ("verified, 2 replicas", ["--replicas", "2"])):
-            out[name] = await run_json(ask_args(url, n_new, *extra), env, ASK_TIMEOUT_S)
+        await asyncio.sleep(LOOP_SETTLE_S)
+        env = {"CADENCIA_DATA_DIR": os.path.join(work, "asker-up"), **env_lan}
+        for _ in range(rounds):
+            for name, extra in modes:
+                out[name].append(await run_json(ask_args(url, n_new, *extra), env,
+                                                ASK_TIMEOUT_S))
+            out["local"].append(await local_generate(n_new, 1))
     finally:
         await stop([proc])
     return out

@@ -24,6 +24,7 @@ from typing import Any
 from bench.wan_hive import Mode, Scenario, wan_hive
 from hive_core.base.hoptiming import ENV as HOP_ENV
 from hive_core.base.hoptiming import PARTS
+from hive_core.mesh.node import LAN_ENV
 
 # -- what a hop costs beyond the wire and the compute -------------------------------------------
 
@@ -181,7 +182,8 @@ async def hop_costs(work: str, model: str, n_new: int, tflops: float,
         modes += [(f"{name} short", [*flags, "--max-new-tokens", str(short)], {}),
                   (name, flags, {})]
     res, _ = await wan_hive(Scenario("loopback", "", ("",) * stages), None, model,
-                            os.path.join(work, "hop"), n_new, modes, tflops, {HOP_ENV: where},
+                            os.path.join(work, "hop"), n_new, modes, tflops,
+                            {HOP_ENV: where, LAN_ENV: "0"},  # the data channel's hop
                             snapshot, UPKEEP_APART)
     runs: dict[str, tuple[dict[str, Any] | str, dict[str, tuple[float, float]]]] = {}
     cpu_ms: dict[str, list[float]] = {}
