@@ -135,6 +135,8 @@ def _child_args(args: argparse.Namespace) -> list[str]:
         out.append("--no-lan-links")
     if args.tflops is not None:
         out += ["--tflops", str(args.tflops)]
+    if args.max_memory is not None:
+        out += ["--max-memory", str(args.max_memory)]
     if args.verbose:
         out.append("--verbose")
     out += ["--no-world"] if args.no_world else ["--world-interval", str(args.world_interval)]

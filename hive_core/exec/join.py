@@ -50,8 +50,10 @@ T = TypeVar("T")
 MAX_MODEL_NAME = 128  # bytes of a model name in layer-span records and shard info
 PING_TIMEOUT_S = 2.0  # a server not answering a ping in this long is priced as unmeasured
 # "spans": take the servers' preloaded spans whenever they cover the model, even where the
-# planner finds a faster route (benches measuring a fixed layout); default "auto".
+# planner finds a faster route (benches measuring a fixed layout); "whole": the planner never
+# splits attention and MLP over two nodes (a bench's comparison); default "auto".
 PLANNER_ENV = "CADENCIA_PLANNER"
+PLANNER_CHOICES = ("auto", "spans", "whole")
 
 
 def model_name(path: Path) -> str:
@@ -137,10 +139,10 @@ async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, firs
         exclude |= {n for n in infos if reputation.excluded(n)}
         if exclude:
             say(f"leaving out {len(exclude)} slashed or banned servers")
+    planner = planner_mode()
     plan = route(infos, cfg, name, replicas, rtts, first_layer=first_layer, prefer=prefer,
                  last_layer=last_layer, salt=os.urandom(32), exclude=exclude, health=health,
-                 roles=roles, replan=os.environ.get(PLANNER_ENV, "auto") != "spans",
-                 links=links)
+                 roles=roles, replan=planner != "spans", links=links, split=planner != "whole")
     if plan.left_out:
         say(f"left out (they would slow the route): "
             f"{' '.join(n.hex()[:8] for n in plan.left_out)}")
@@ -148,6 +150,14 @@ async def find_route(hive: HiveNode, file: GGUFModelFile, *, replicas: int, firs
         f"layers {ps.stage.start}-{ps.stage.end} on {' '.join(n.hex()[:8] for n in ps.nodes)}"
         for ps in plan.stages))
     return plan, infos
+
+
+def planner_mode() -> str:
+    """$CADENCIA_PLANNER (see `PLANNER_ENV`); ExecError on a value it does not know."""
+    mode = os.environ.get(PLANNER_ENV, "auto") or "auto"
+    if mode not in PLANNER_CHOICES:
+        raise ExecError(f"{PLANNER_ENV}={mode[:40]!r}: expected one of {', '.join(PLANNER_CHOICES)}")
+    return mode
 
 
 async def connect(hive: HiveNode, file: GGUFModelFile, asker: AskerPart, *, replicas: int,

@@ -31,10 +31,10 @@ from hive_core.exec.client import ClientConfig, HiveClient
 from hive_core.exec.errors import ExecError
 from hive_core.exec.join import (
     PING_TIMEOUT_S,
-    PLANNER_ENV,
     AskerPart,
     Say,
     model_name,
+    planner_mode,
     published_health,
     published_roles,
 )
@@ -229,12 +229,12 @@ async def _route(hive: HiveNode, file: GGUFModelFile, asker: AskerPart, relayed:
                                          published_roles(hive, list(infos)))
     exclude = {relayed.relay} | await VerdictBoard(hive, reputation).review(infos)
     exclude |= {n for n in infos if reputation.excluded(n)}
-    n = file.config.n_layers
+    n, planner = file.config.n_layers, planner_mode()
     plan = route(infos, file.config, model_name(file.path), replicas, rtts,
                  first_layer=asker.local_layers, prefer=asker.weights,
                  last_layer=n - asker.tail_layers, salt=os.urandom(32), exclude=exclude,
-                 health=health, roles=roles,
-                 replan=os.environ.get(PLANNER_ENV, "auto") != "spans")
+                 health=health, roles=roles, replan=planner != "spans",
+                 split=planner != "whole")
     say("route: " + ", ".join(
         f"layers {ps.stage.start}-{ps.stage.end} on {' '.join(x.hex()[:8] for x in ps.nodes)}"
         for ps in plan.stages))

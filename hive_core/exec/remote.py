@@ -109,14 +109,14 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
           last_layer: int | None = None, salt: bytes = b"",
           exclude: Collection[bytes] = (), health: Mapping[bytes, HealthRecord] | None = None,
           roles: Mapping[bytes, Collection[str]] | None = None, replan: bool = True,
-          links: Mapping[tuple[bytes, bytes], float] | None = None) -> Plan:
+          links: Mapping[tuple[bytes, bytes], float] | None = None, split: bool = True) -> Plan:
     """Servers of this model (less `exclude`): their spans if they cover layers `first_layer`
     .. `last_layer` (unless, with `replan`, the planner's route is clearly faster:
     `hive_core.sched.routing`), else the planner's route over the servers of one weights mode
     (the most common; `prefer` on a tie), priced by their published `health` records and
-    split by their `roles`, its stages in the order that crosses the least latency between
-    them where `links` (node pairs' RTTs, for a cascade) are given. Ties go by the session's
-    draw (`salt`), never by id."""
+    split by their `roles` (unless not `split`: whole layers only), its stages in the order
+    that crosses the least latency between them where `links` (node pairs' RTTs, for a
+    cascade) are given. Ties go by the session's draw (`salt`), never by id."""
     last = cfg.n_layers if last_layer is None else last_layer
     same = {n: i for n, i in infos.items() if n not in exclude
             and i.model == model_name and i.n_layers == cfg.n_layers and i.hidden == cfg.hidden}
@@ -143,7 +143,7 @@ def route(infos: Mapping[bytes, ShardInfo], cfg: LlamaConfig, model_name: str, r
     if spans is not None:
         cands = level_compute(cands)
     try:
-        p = plan(cands, last - first_layer, cost, replicas=replicas)
+        p = plan(cands, last - first_layer, cost, replicas=replicas, split=split)
     except PlanError:
         if spans is not None:
             return spans

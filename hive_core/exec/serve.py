@@ -15,6 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from hive_core.mesh.runner import number
 from hive_core.model.modes import DEFAULT_WEIGHTS, add_weights_argument
+from hive_core.sched.memory import (
+    MemoryBudget,
+    MemoryCapError,
+    cap_bytes,
+    layer_bytes,
+    published_free_mb,
+)
 
 if TYPE_CHECKING:  # heavy (torch): imported when serving starts, not for --help
     from hive_core.exec.frame_gate import FrameGate
@@ -57,6 +64,19 @@ def add_allow_dequant_argument(parser: argparse.ArgumentParser) -> None:
                              "refused by default, naming the tensor and the memory it would take)")
 
 
+def memory_budget(path: Any, weights: str, max_memory_mb: float | None,
+                  compute_process: bool) -> MemoryBudget | None:
+    """The budget a node with ``--max-memory`` loads its stages under; None without one.
+    A compute child process (a game hosting the server) holds the weights out of its reach:
+    refused there rather than ignored."""
+    if max_memory_mb is None:
+        return None
+    if compute_process:
+        raise MemoryCapError("--max-memory is not enforced on a server computing in a child "
+                             "process")
+    return MemoryBudget(cap_bytes(max_memory_mb), layer_bytes(path, weights))
+
+
 def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: int = 0,
                         compute_process: bool = False,
                         compute_gate: FrameGate | None = None) -> ShardServer | None:
@@ -69,6 +89,7 @@ def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: i
     from hive_core.base.stage import Stage
     from hive_core.exec.faults import Fault
     from hive_core.exec.server import ServerConfig, ShardServer
+    from hive_core.exec.stage_host import StageHost
     from hive_core.model.gguf_file import GGUFModelFile
     from hive_core.model.locate import resolve_model_path
 
@@ -101,6 +122,9 @@ def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: i
     import psutil
 
     weights = getattr(args, "weights", None) or DEFAULT_WEIGHTS
+    budget = memory_budget(path, weights, getattr(args, "max_memory", None), compute_process)
+    if budget is not None:  # past --max-memory: refused before anything loads
+        budget.check(preload)
     if preload:  # refused before anything loads, with the numbers
         from hive_core.model.packed import check_fits
         from hive_core.model.weights import check_loadable, weights_need
@@ -113,9 +137,12 @@ def attach_shard_server(node: Node, args: argparse.Namespace, *, compute_nice: i
                    f"{model.path.name} ({len(layers)} layers, {weights} weights)")
     server = ShardServer(node, model, ServerConfig(
         preload=tuple(preload), fault=fault, tflops=float(getattr(args, "tflops", 0) or 0),
-        free_ram_mb=psutil.virtual_memory().available / (1024 * 1024), weights=weights,
+        free_ram_mb=published_free_mb(psutil.virtual_memory().available / (1024 * 1024),
+                                      getattr(args, "max_memory", None)), weights=weights,
         compute_nice=compute_nice, compute_process=compute_process, compute_gate=compute_gate,
         allow_dequant=bool(getattr(args, "allow_dequant", False))))
+    if budget is not None and isinstance(server.host, StageHost):
+        server.host.budget = budget
     for stage in preload:
         print(f"loading layers {stage.start}..{stage.end} of {model.path.name} ({weights} "
               "weights)", file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,9 @@ from hive_core.model.executor import ShardExecutor
 from hive_core.model.gguf_file import GGUFModelFile
 from hive_core.model.kv.cache import KVCache
 from hive_core.model.kv.factory import kv_factory
+from hive_core.model.packed.mapped import streaming
 from hive_core.protocol.inference import KvKind
+from hive_core.sched.memory import MemoryBudget
 
 KV_NAMES = {KvKind.FP32: "fp32", KvKind.INT4: "int4"}
 SessionKey = tuple[bytes, bytes, Stage]  # (asker node id, session id, stage)
@@ -87,6 +90,7 @@ class StageHost:
         self.evicted = 0
         self.served: list[Stage] = []  # the stages `load` was asked for: held for good
         self._passing: ShardExecutor | None = None  # one stage outside them, held while asked
+        self.budget: MemoryBudget | None = None  # the node's --max-memory: loads past it refused
         self._gen = torch.Generator().manual_seed(self.config.fault_seed)
 
     def executor_for(self, stage: Stage) -> ShardExecutor:
@@ -98,16 +102,27 @@ class StageHost:
                 return ex
         if self.executors and not self.config.load_on_demand:
             raise ExecError(f"stage {stage} is not served here")
-        passing = bool(self.served) and not any(_covers(s, stage) for s in self.served)
+        passing = self._outside(stage)
         if passing:
             self._let_go()
-        ex = ShardExecutor.load(self.model, [stage], weights=self.config.weights,
-                                allow_dequant=self.config.allow_dequant)
+        if self.budget is not None:
+            self.budget.admit(stage)
+        try:
+            ex = ShardExecutor.load(self.model, [stage], weights=self.config.weights,
+                                    allow_dequant=self.config.allow_dequant)
+        except BaseException:
+            if self.budget is not None:
+                self.budget.release(stage)
+            raise
         self.executors.append(ex)
         self.loaded_stages.append(str(stage))
         if passing:
             self._passing = ex
         return ex
+
+    def _outside(self, stage: Stage) -> bool:
+        """Whether `stage` lies outside the stages this node serves (held only while asked)."""
+        return bool(self.served) and not any(_covers(s, stage) for s in self.served)
 
     def _let_go(self) -> None:
         """Drop the stage held outside the served ones, and its pages."""
@@ -115,6 +130,9 @@ class StageHost:
         if ex is not None and ex in self.executors:
             self.executors.remove(ex)
             ex.weights.release()
+            if self.budget is not None:
+                for stage in ex.stages:
+                    self.budget.release(stage)
 
     def ready(self) -> None:
         """Nothing to wait for here (a `StageWorker` waits for its child process)."""
@@ -132,7 +150,11 @@ class StageHost:
         """Run `key`'s stage on `raw` hidden states (float32 rows) at `position`: the output
         bytes and the compute seconds. Raises StepRefused, ExecError or ModelError."""
         stage = key[2]
-        ex = self.executor_for(stage)
+        # Many rows of a stage this node does not serve (an audit, a rebuild): streamed, so
+        # its pages come and go one matrix at a time instead of adding the whole stage's.
+        stream = streaming if tokens > 1 and self._outside(stage) else nullcontext
+        with stream():
+            ex = self.executor_for(stage)
         hidden = torch.from_numpy(hidden_from_bytes(raw, tokens, self.model.config.hidden).copy())
         now = time.monotonic()
         sess = self.sessions.get(key)
@@ -153,7 +175,7 @@ class StageHost:
                 cache.truncate(position)  # rejected speculative tokens
         t0 = time.perf_counter()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), stream():
                 out = ex.run_stage(stage, hidden, position, sess.caches, self.pause)
         except Exception:
             for cache in sess.caches.values():

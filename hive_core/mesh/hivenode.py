@@ -264,7 +264,8 @@ class HiveNode:
         """Measure and sign this node's records and store them in the DHT."""
         uptime = time.monotonic() - self.node.started_at
         self.health = await local_health(self.node.peers_info(), uptime_s=uptime,
-                                         tflops=self.config.tflops)
+                                         tflops=self.config.tflops,
+                                         max_memory_mb=self.config.max_memory_mb)
         values: list[Any] = [self.health, RolesRecord(self.roles), self.reach(), self.links(),
                              *self.config.spans]
         if self.config.spans:  # what `hive status` shows of this node's layers

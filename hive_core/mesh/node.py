@@ -107,6 +107,7 @@ class NodeConfig:
     dht_k: int = 20  # DHT bucket size and replication factor
     tflops: float | None = None  # None: measure at start (matmul benchmark); a number skips it
     spans: tuple[LayerSpanRecord, ...] = ()  # layer spans this node serves, published in the DHT
+    max_memory_mb: float | None = None  # the most memory it gives (--max-memory): its free RAM
     # Direct WebSockets to near peers beside the data channels (`hive_core.mesh.lan`); on unless
     # `--no-lan-links` or CADENCIA_LAN_LINKS=0 (a bench that pushes every byte through a
     # simulated WAN on one machine sets it for all its processes).

@@ -21,6 +21,7 @@ from hive_core.mesh.dht.records import LayerSpanRecord
 from hive_core.mesh.node import NodeConfig, lan_default
 from hive_core.mesh.rtc import RTCOptions
 from hive_core.mesh.wschannel import parse_listen, parse_ws_url
+from hive_core.sched.memory import check_max_memory
 
 ROLE_CHOICES = ("auto", "alpha", "beta", "verifier")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -146,6 +147,13 @@ def add_mesh_arguments(parser: argparse.ArgumentParser, *, default_role: str = "
                         help=argparse.SUPPRESS)
     parser.add_argument("--tflops", type=number(float, 0, 1e5), default=None, metavar="X",
                         help="report X TFLOPS instead of running the start-up benchmark")
+    parser.add_argument("--max-memory", type=number(float, 1, 1e9, "MB"), default=None,
+                        metavar="MB",
+                        help="give the hive at most MB MiB: published as this node's free RAM "
+                             "(the planner places no more on it) and enforced on the layers it "
+                             "loads, counting a full context's KV cache for each attention it "
+                             "runs (so a node short of memory can still take the MLP half of "
+                             "an attention/MLP split); default: what the machine has")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON line when ready (id, listen URL, peers) on stdout")
     parser.add_argument("-v", "--verbose", action="store_true", help="log mesh events")
@@ -223,6 +231,7 @@ def node_config(args: argparse.Namespace, *, listen: str | None, join: list[str]
         ping_interval_s=args.ping_interval, dead_after_s=args.dead_after,
         record_ttl_s=args.record_ttl, republish_s=args.record_ttl / 4, tflops=args.tflops,
         spans=tuple(parse_span(s) for s in args.serve),
+        max_memory_mb=check_max_memory(getattr(args, "max_memory", None)),
         lan_links=getattr(args, "lan_links", True) and lan_default(),
     )
 

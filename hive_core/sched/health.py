@@ -26,6 +26,7 @@ from hive_core.base.health import (
     HealthVector,
     PeerRtt,
 )
+from hive_core.sched.memory import published_free_mb
 
 # -- measurement ---------------------------------------------------------------------------
 
@@ -163,12 +164,14 @@ def measure_health(
     attempts: int = 0,
     tflops: float | None = None,
     now_ms: int | None = None,
+    max_memory_mb: float | None = None,
 ) -> HealthVector:
     """This device's Health Vector now.
 
     `peers`: `PeerInfo`s from the node's peer table (RTT EWMA, pings/pongs) or an
     id -> RTT mapping; `successes`/`attempts`: tasks served; `tflops`: override the
-    cached start-up benchmark (tests, simulator).
+    cached start-up benchmark (tests, simulator); `max_memory_mb`: the most memory the node
+    gives (`--max-memory`), published as its free RAM where the machine has more.
     """
     if isinstance(peers, Mapping):
         rtts = peer_rtts(peers)
@@ -185,14 +188,15 @@ def measure_health(
         peers=rtts,
         uptime_s=max(0.0, float(uptime_s)),
         success_rate=rate,
-        free_ram_mb=psutil.virtual_memory().available / 2**20,
+        free_ram_mb=published_free_mb(psutil.virtual_memory().available / 2**20, max_memory_mb),
         temperature_c=read_temperature(),
         measured_at_ms=int(time.time() * 1000) if now_ms is None else int(now_ms),
     )
 
 
-async def local_health(peers: Iterable[Any], *, uptime_s: float,
-                       tflops: float | None = None) -> HealthRecord:
+async def local_health(peers: Iterable[Any], *, uptime_s: float, tflops: float | None = None,
+                       max_memory_mb: float | None = None) -> HealthRecord:
     """This device's Health Vector as its DHT summary; the matmul benchmark runs off the loop."""
-    vector = await asyncio.to_thread(measure_health, list(peers), uptime_s=uptime_s, tflops=tflops)
+    vector = await asyncio.to_thread(measure_health, list(peers), uptime_s=uptime_s, tflops=tflops,
+                                     max_memory_mb=max_memory_mb)
     return vector.to_health_record()
