@@ -157,9 +157,12 @@ async def _ask(args: argparse.Namespace) -> int:
             here = "embedding, head" + (f" and layers 0-{args.local_layers}"
                                         if args.local_layers else "")
             say(f"loading this device's part ({here}, {args.weights} weights) ...")
-            asker = AskerPart.load(model, local_layers=args.local_layers, weights=args.weights,
-                                   nice=config.compute_nice, tail_layers=args.local_tail_layers,
-                                   allow_dequant=args.allow_dequant)
+            # Off the loop: dequantising float32 weights takes longer than the mesh's
+            # dead-after, and a blocked loop answers no ping (the links to the servers drop).
+            asker = await asyncio.to_thread(
+                AskerPart.load, model, local_layers=args.local_layers, weights=args.weights,
+                nice=config.compute_nice, tail_layers=args.local_tail_layers,
+                allow_dequant=args.allow_dequant)
             closers.append(lambda: asyncio.to_thread(asker.close))
             if args.relay is None:
                 client = await connect(hive, model, asker, replicas=args.replicas,

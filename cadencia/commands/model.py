@@ -21,7 +21,7 @@ DESCRIPTION = (
 )
 
 FILE_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K")
-SHAPES = ("llama3-8b", "llama3-70b", "tiny-llama3")
+SHAPES = ("llama3-8b", "llama3.1-8b", "llama3-70b", "tiny-llama3")
 INFO_FORMULA = (
     "Node memory, the layers split evenly over N nodes (contiguous ranges, the first L mod N "
     "nodes one layer more): node_i = sum of its layers' tensor bytes as the file stores them "

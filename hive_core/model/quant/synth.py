@@ -75,6 +75,9 @@ class PublishedShape:
 SHAPES: dict[str, PublishedShape] = {s.name: s for s in (
     PublishedShape("llama3-8b", 32, 4096, 14336, 32, 8, 128256, 8192, 500000.0,
                    rope_scaling=Llama3RopeScaling()),
+    # Llama 3.1: the same matrices with a 128K context, whose KV cache outweighs a layer.
+    PublishedShape("llama3.1-8b", 32, 4096, 14336, 32, 8, 128256, 131072, 500000.0,
+                   rope_scaling=Llama3RopeScaling()),
     PublishedShape("llama3-70b", 80, 8192, 28672, 64, 8, 128256, 8192, 500000.0,
                    rope_scaling=Llama3RopeScaling()),
     # A miniature of the same family for tests: K formats fit its 256-wide rows.
