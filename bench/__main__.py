@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 BENCHES = ("model", "packed", "models", "mesh", "world", "layout", "infer", "view", "feed",
-           "api", "calibrate", "privacy", "wan", "loopback", "soak", "wire", "relay")
+           "api", "calibrate", "privacy", "wan", "loopback", "soak", "wire", "relay", "split")
 HERE = Path(__file__).resolve().parent
 
 
