@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+import torch
 
 from cadencia.cli import main as cli
 from hive_core.base.stage import Stage
@@ -58,7 +59,9 @@ def test_each_node_of_a_hive_holds_its_layers_and_little_more(
         tmp_path: Path, llama3_prefix: Path) -> None:
     """`hive up --nodes 2` over the Llama-3-8B prefix answers `ask`, and each serving node's
     peak RSS (VmHWM, read while it runs) is at most 1.15x its layers' bytes plus what
-    `import torch` alone takes: no embedding, no head, no copy of its weights. (The margin,
+    `import torch` alone takes: no embedding, no head, no copy of its weights, and no second
+    stage while it audits the other node's (verification is on: one replica a stage, so each
+    node audits the other's). (The margin,
     0.15 of 8 layers, holds the mesh's own imports and state, about 80 MB, and the KV caches;
     a node of one or two layers would spend more than that on the mesh alone.)"""
     baseline = torch_baseline()
@@ -72,10 +75,13 @@ def test_each_node_of_a_hive_holds_its_layers_and_little_more(
         summary = json.loads(up.stdout.readline())
         answer = subprocess.run(
             [*CLI, "ask", "Hello", "--raw", "--hive", summary["sentinel"], "--model",
-             str(llama3_prefix), "--max-new-tokens", "4", "--json", "--no-verify",
-             "--timeout", "60"], check=False, capture_output=True, text=True, timeout=300)
+             str(llama3_prefix), "--max-new-tokens", "4", "--json", "--timeout", "60"],
+            check=False, capture_output=True, text=True, timeout=300)
         assert answer.returncode == 0, answer.stderr[-2000:]
-        assert len(json.loads(answer.stdout)["new_ids"]) == 4
+        result = json.loads(answer.stdout)
+        assert len(result["new_ids"]) == 4
+        # Verified: each node audited the other's stage, streamed through (stage_host.py).
+        assert result["verified"] is True
         nodes = [p for p in psutil.Process(up.pid).children() if "--serve" in p.cmdline()]
         assert len(nodes) == 2
         for node in nodes:
@@ -162,3 +168,36 @@ def test_a_model_larger_than_the_free_memory_is_refused_before_anything_starts(
     _tiny_memory(monkeypatch, 64 << 30)
     assert cli(["generate", "hi", "--model", str(tiny_gguf), "--raw", "--max-new-tokens", "2",
                 "--json"]) == 0
+
+
+def _rss_file() -> int:
+    """This process's resident file-backed pages (RssFile), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile")
+
+
+def test_an_audited_stage_is_streamed_through_and_its_answer_is_unchanged(
+        smollm_path: Path) -> None:
+    """Many rows of a stage a node does not serve (an audit) pass it one matrix at a time: the
+    node ends with none of that stage's pages, where loading it to serve holds them all, and
+    the output bytes are the same bits."""
+    file = GGUFModelFile(smollm_path)
+    audited = Stage(15, 30)
+    hidden = torch.randn(8, file.config.hidden, generator=torch.Generator().manual_seed(3))
+    raw = hidden.numpy().astype("<f4").tobytes()
+    node = StageHost(file, _host_config())
+    node.load(Stage(0, 15))
+    before = _rss_file()
+    streamed, _ = node.step((b"a" * 20, b"\x01", audited), 0, 8, KvKind.FP32, raw)
+    kept = _rss_file() - before
+    server = StageHost(file, _host_config())
+    server.load(audited)  # serving it: its pages are read in and held
+    served, _ = server.step((b"a" * 20, b"\x02", audited), 0, 8, KvKind.FP32, raw)
+    held = _rss_file() - before
+    stage_bytes = sum(read_footprint(smollm_path).layer_bytes[15:30])
+    assert streamed == served
+    assert held > 0.8 * stage_bytes, f"the served stage holds {held / 1e6:.1f} MB"
+    assert kept < 0.1 * stage_bytes, (f"{kept / 1e6:.1f} MB of the audited stage's "
+                                      f"{stage_bytes / 1e6:.1f} MB stayed")

@@ -13,9 +13,10 @@ import torch
 
 from hive_core import native
 from hive_core.model.packed.formats import FORMATS, check_blocks, row_bytes
-from hive_core.model.packed.mapped import evict, file_bytes, file_of, populate
+from hive_core.model.packed.mapped import evict, file_bytes, file_of, populate, streamed
 
 NATIVE_QTYPE = {name: f.ggml for name, f in FORMATS.items()}  # the kernel's qtype: GGML's number
+STREAM_BYTES = 4 << 20  # a streamed product's slice of the matrix (see `BlockLinear._streamed`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +45,24 @@ class BlockLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.cols)
-        y = self.kernel(flat.float(), self.data, self.offsets, self.cols, NATIVE_QTYPE[self.qtype])
+        if streamed():  # a stage computed once (an audit): its pages go as it goes
+            y = self._streamed(flat.float())
+        else:
+            y = self.kernel(flat.float(), self.data, self.offsets, self.cols,
+                            NATIVE_QTYPE[self.qtype])
         return y.to(x.dtype).reshape(*lead, self.out_features)
+
+    def _streamed(self, x: torch.Tensor) -> torch.Tensor:
+        """The product a slice of output rows at a time, each slice's pages let go once it is
+        done: at most STREAM_BYTES of this matrix resident at once. Each output row is its own
+        dot product, so the bits are those of one call."""
+        per = max(1, STREAM_BYTES // row_bytes(self.qtype, self.cols))
+        parts = []
+        for lo in range(0, self.out_features, per):
+            offsets = self.offsets[lo:lo + per]
+            parts.append(self.kernel(x, self.data, offsets, self.cols, NATIVE_QTYPE[self.qtype]))
+            _evict_rows(self.data, offsets, row_bytes(self.qtype, self.cols))
+        return torch.cat(parts, dim=-1)
 
     def tensors(self) -> list[torch.Tensor]:
         """What this matrix holds of its own (the file's pages are the page cache's)."""
@@ -58,9 +75,13 @@ class BlockLinear:
     def release(self) -> None:
         """Let this process's pages of its rows go (the page cache keeps them): a matrix no
         longer served. Pages shared with a matrix still in use fault back in on its next call."""
-        if self.out_features:
-            lo, hi = int(self.offsets.min()), int(self.offsets.max())
-            evict(self.data, lo, hi - lo + row_bytes(self.qtype, self.cols))
+        _evict_rows(self.data, self.offsets, row_bytes(self.qtype, self.cols))
+
+
+def _evict_rows(data: torch.Tensor, offsets: torch.Tensor, stride: int) -> None:
+    if offsets.numel():
+        lo, hi = int(offsets.min()), int(offsets.max())
+        evict(data, lo, hi - lo + stride)
 
 
 def native_kernel() -> Any | None:

@@ -1,7 +1,7 @@
 """A model file's bytes as one uint8 tensor over a memory map (`file_bytes`), shared by every
 matrix our kernel multiplies where the file holds it; where an array of blocks lies in its
 file (`file_of`); bringing a matrix's pages in at load (`populate`) and letting them go
-(`evict`)."""
+(`evict`), or, within `streaming()`, neither holding them at load nor after each product."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import mmap
 import os
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -19,6 +21,26 @@ from hive_core.model.packed.memory import LIBC
 _MADV_POPULATE_READ = 22  # Linux 5.14: fault the range in, readable, without touching it
 _maps: dict[tuple[str, int, int], weakref.ref[torch.Tensor]] = {}
 _lock = threading.Lock()
+_streaming = threading.local()
+
+
+@contextmanager
+def streaming() -> Iterator[None]:
+    """On this thread, while inside: a load leaves its matrices' pages out (`populate` does
+    nothing) and each product lets its rows' pages go as soon as it is done (`BlockLinear`).
+    A stage computed once and then dropped, such as another node's stage being audited, so
+    holds one matrix's pages at a time instead of the whole stage's."""
+    old = getattr(_streaming, "on", False)
+    _streaming.on = True
+    try:
+        yield
+    finally:
+        _streaming.on = old
+
+
+def streamed() -> bool:
+    """Whether this thread is inside `streaming()`."""
+    return bool(getattr(_streaming, "on", False))
 
 
 def file_bytes(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -56,7 +78,10 @@ def file_of(blocks: np.ndarray) -> tuple[str, int] | None:
 
 def populate(data: torch.Tensor, start: int, nbytes: int) -> None:
     """Read bytes ``start .. start + nbytes`` of a mapped file in now (a load's work, not the
-    first token's); a hint where the kernel cannot populate a range. No-op off Linux."""
+    first token's); a hint where the kernel cannot populate a range. No-op off Linux and
+    inside `streaming()`."""
+    if streamed():
+        return
     span = _pages(data, start, nbytes)
     if span is not None and LIBC is not None and LIBC.madvise(*span, _MADV_POPULATE_READ) != 0:
         LIBC.madvise(*span, mmap.MADV_WILLNEED)
