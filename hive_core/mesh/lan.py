@@ -1,11 +1,10 @@
 """Direct WebSocket links to peers on this machine or this LAN: the fast lane beside the data
 channel.
 
-A WebRTC data channel runs SCTP over DTLS over UDP, all of it in Python (aiortc). Between two
-processes on one machine a 2.4 KB message round trip took about 0.9 ms that way, against about
-0.3 ms over a WebSocket (TCP) to the peer's listen address, on a 2-core machine; a token of a
-cascade crosses S + 1 such hops, and on a loopback hive the data channels' wire was about half
-of what the hive added to local compute.
+A WebRTC data channel runs SCTP over DTLS over UDP, all of it in Python (aiortc); a WebSocket
+to the peer's listen address is the kernel's TCP, several times quicker a message between two
+processes on one machine, and a token of a cascade crosses S + 1 such hops (`python -m bench
+loopback` measures a hive both ways).
 
 So once a data channel to a peer is up, a node whose peer listens at an address that is near
 (loopback, private or link-local: the same machine or network) dials that address too. The
