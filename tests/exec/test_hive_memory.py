@@ -20,6 +20,7 @@ from cadencia.cli import main as cli
 from hive_core.base.stage import Stage
 from hive_core.exec.stage_host import StageHost
 from hive_core.model.gguf_file import GGUFModelFile
+from hive_core.model.packed.mapped import evict, file_bytes
 from hive_core.model.quant import read_footprint, write_synthetic
 from hive_core.protocol.inference import KvKind
 
@@ -170,12 +171,17 @@ def test_a_model_larger_than_the_free_memory_is_refused_before_anything_starts(
                 "--json"]) == 0
 
 
-def _rss_file() -> int:
-    """This process's resident file-backed pages (RssFile), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssFile:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no RssFile")
+def _mapped_rss(mapped: torch.Tensor) -> int:
+    """Bytes of the memory map under `mapped` resident in this process (its smaps Rss)."""
+    ptr, lines = mapped.data_ptr(), Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        span = line.split(" ", 1)[0]
+        if "-" in span and not line.endswith(":") and ":" not in span:
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= ptr < hi:
+                rss = next(x for x in lines[i + 1:] if x.startswith("Rss:"))
+                return int(rss.split()[1]) * 1024
+    raise AssertionError("the model's map is not in smaps")
 
 
 def test_an_audited_stage_is_streamed_through_and_its_answer_is_unchanged(
@@ -187,15 +193,17 @@ def test_an_audited_stage_is_streamed_through_and_its_answer_is_unchanged(
     audited = Stage(15, 30)
     hidden = torch.randn(8, file.config.hidden, generator=torch.Generator().manual_seed(3))
     raw = hidden.numpy().astype("<f4").tobytes()
+    mapped = file_bytes(smollm_path)  # the one map of the file this process's matrices share
+    evict(mapped, 0, mapped.numel())  # earlier tests in this process may hold its pages
     node = StageHost(file, _host_config())
     node.load(Stage(0, 15))
-    before = _rss_file()
+    before = _mapped_rss(mapped)
     streamed, _ = node.step((b"a" * 20, b"\x01", audited), 0, 8, KvKind.FP32, raw)
-    kept = _rss_file() - before
+    kept = _mapped_rss(mapped) - before
     server = StageHost(file, _host_config())
     server.load(audited)  # serving it: its pages are read in and held
     served, _ = server.step((b"a" * 20, b"\x02", audited), 0, 8, KvKind.FP32, raw)
-    held = _rss_file() - before
+    held = _mapped_rss(mapped) - before
     stage_bytes = sum(read_footprint(smollm_path).layer_bytes[15:30])
     assert streamed == served
     assert held > 0.8 * stage_bytes, f"the served stage holds {held / 1e6:.1f} MB"
