@@ -7,7 +7,8 @@ processes on one machine, and a token of a cascade crosses S + 1 such hops (`pyt
 loopback` measures a hive both ways).
 
 So once a data channel to a peer is up, a node whose peer listens at an address that is near
-(loopback, private or link-local: the same machine or network) dials that address too. The
+(loopback, private or link-local: the same machine or network) and is the address the data
+channel's packets come from dials that address too. The
 WebSocket is authenticated like any other (the peer proves the key the data channel already
 proved, or the link is dropped) and carries the same sealed, signed frames; `PeerTable.best`
 prefers it while it is open and falls back to the data channel when it closes. The dialer is
@@ -48,6 +49,20 @@ def near(host: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
+def same_host(listen_host: str, packets_from: str | None) -> bool:
+    """Whether a peer's listen host is where its data channel's packets come from (any two
+    loopback addresses are this machine)."""
+    if packets_from is None:
+        return False
+    try:
+        a = ipaddress.ip_address("127.0.0.1" if listen_host in NEAR_NAMES else
+                                 listen_host.strip("[]"))
+        b = ipaddress.ip_address(packets_from.strip("[]"))
+    except ValueError:
+        return False
+    return a == b or (a.is_loopback and b.is_loopback)
+
+
 def near_url(url: str) -> bool:
     """Whether a ``ws://HOST:PORT`` listen URL points at a near host (False if malformed)."""
     try:
@@ -67,9 +82,13 @@ class LanLinks:
         self.dialled = 0  # links this node opened (tests, status)
 
     def should_dial(self, link: Link) -> bool:
-        """Whether this node opens a direct link to the peer of data channel `link`."""
+        """Whether this node opens a direct link to the peer of data channel `link`: only to
+        the address the peer's packets already come from, so a peer cannot make this node
+        knock on another host of its network by naming it as its listen address."""
         node = self.hive.node
         if not self.hive.config.lan_links or link.kind != "rtc" or not near_url(link.listen):
+            return False
+        if link.rtc is None or not same_host(parse_ws_url(link.listen)[0], link.rtc.remote_host):
             return False
         if node.peers.ws(link.node_id) is not None or link.node_id in self.dialing:
             return False

@@ -276,14 +276,24 @@ class RTCPeer:
         """How the connection's packets travel, from the ICE pair in use: "direct" (host or
         server-reflexive candidates on both ends: through the NATs, hole-punched) or "relay"
         (a TURN server in between); None before ICE has chosen."""
-        sctp = self._pc.sctp
-        if sctp is None:
-            return None
-        pair = sctp.transport.transport.iceGatherer._connection._nominated.get(1)
+        pair = self._pair()
         if pair is None:
             return None
         kinds = {pair.local_candidate.type, pair.remote_candidate.type}
         return "relay" if "relay" in kinds else "direct"
+
+    @property
+    def remote_host(self) -> str | None:
+        """The address the peer's packets come from (the remote candidate of the ICE pair in
+        use; a TURN server's for a relayed link); None before ICE has chosen."""
+        pair = self._pair()
+        return None if pair is None else str(pair.remote_candidate.host)
+
+    def _pair(self) -> Any:
+        sctp = self._pc.sctp
+        if sctp is None:
+            return None
+        return sctp.transport.transport.iceGatherer._connection._nominated.get(1)
 
     async def wait_closed(self) -> None:
         """Return once the connection failed or was closed."""

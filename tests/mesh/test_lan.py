@@ -4,11 +4,12 @@ and the data channel carries on when it closes; far or mismatched addresses are 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from hive_core.mesh.hivenode import HiveNode
-from hive_core.mesh.lan import near, near_url
+from hive_core.mesh.lan import near, near_url, same_host
 from hive_core.mesh.node import NodeConfig
 from hive_core.protocol import FindNode
 
@@ -31,6 +32,17 @@ def test_near_url_refuses_what_is_not_a_ws_url() -> None:
     assert not near_url("ws://93.184.216.34:7700")
     assert not near_url("http://127.0.0.1:7700")
     assert not near_url("")
+
+
+@pytest.mark.parametrize(("listen", "packets", "expected"), [
+    ("127.0.0.1", "127.0.0.1", True), ("localhost", "127.0.0.1", True),
+    ("127.0.0.1", "127.0.0.2", True), ("10.0.0.5", "10.0.0.5", True),
+    ("10.0.0.5", "10.0.0.6", False), ("192.168.1.1", "203.0.113.7", False),
+    ("10.0.0.5", None, False), ("example.org", "10.0.0.5", False),
+])
+def test_a_listen_address_counts_only_where_the_packets_come_from(
+        listen: str, packets: str | None, expected: bool) -> None:
+    assert same_host(listen, packets) is expected
 
 
 def test_lan_links_can_be_turned_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,6 +96,22 @@ async def test_no_direct_links_when_turned_off(hive: Hive) -> None:
     await asyncio.sleep(0.5)
     assert all(lk.kind == "rtc" for n in nodes for lk in n.node.peers.all())
     assert all(n.lan.dialled == 0 for n in nodes)
+
+
+async def test_a_peer_cannot_send_this_node_to_another_host(hive: Hive) -> None:
+    """A data channel from 127.0.0.1 naming a private address of another host as its listen
+    URL is not dialled: the direct link goes only where the peer's packets come from."""
+    sentinel = await hive.sentinel()
+    a, b = sorted(await hive.join([sentinel.listen_url], 2, lan_links=False),
+                  key=lambda n: n.node_id)  # both listen: a, the smaller id, would dial
+    await wait_for(lambda: a.node.peers.rtc(b.node_id) is not None, 30, "a data channel")
+    link = a.node.peers.rtc(b.node_id)
+    assert link is not None and link.rtc is not None and link.rtc.remote_host is not None
+    a.config = replace(a.config, lan_links=True)
+    link.listen = "ws://192.168.77.1:80"  # what a peer could claim in its Hello
+    assert not a.lan.should_dial(link)
+    link.listen = b.listen_url  # where it listens and its packets come from: dialled
+    assert a.lan.should_dial(link)
 
 
 async def test_an_address_where_another_key_listens_is_not_taken_for_the_peer(hive: Hive) -> None:
