@@ -20,9 +20,6 @@ from hive_core.model.errors import ModelError
 
 MB = 1024 * 1024
 MAX_MEMORY_MB = 1.0e9  # the Health Vector's bound on free RAM
-_DENSE_BYTES = {"fp32": 4, "bf16": 2}  # bytes per weight of the dequantised modes
-_ATTENTION = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")
-_MLP = ("ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
 
 
 class MemoryCapError(ModelError):
@@ -47,23 +44,25 @@ class LayerBytes:
 def layer_bytes(path: str | os.PathLike[str], weights: str) -> list[LayerBytes]:
     """Each layer's `LayerBytes` for a node holding the GGUF file at `path` in mode `weights`
     ("packed", "fp32" or "bf16")."""
-    from hive_core.model.gguf_file import GGUFModelFile  # torch: only where a node serves
+    # torch: imported only where a node serves
+    from hive_core.model.gguf_file import GGUFModelFile
+    from hive_core.model.weights import DENSE_BYTES, needed_tensors
 
     file = GGUFModelFile(path)
     cfg = file.config
     kv = 2 * cfg.kv_dim * cfg.context_length * 4
-    if weights in _DENSE_BYTES:
-        per = _DENSE_BYTES[weights]
+    if weights in DENSE_BYTES:
+        per = DENSE_BYTES[weights]
         attn = (2 * cfg.hidden * cfg.hidden + 2 * cfg.kv_dim * cfg.hidden + cfg.hidden) * per
         mlp = (3 * cfg.hidden * cfg.ffn + cfg.hidden) * per
         return [LayerBytes(attn, mlp, kv) for _ in range(cfg.n_layers)]
-    names = set(file.tensor_names)
 
-    def stored(layer: int, parts: tuple[str, ...]) -> int:
-        return sum(int(file.raw(n)[0].nbytes) for n in (f"blk.{layer}.{p}.weight" for p in parts)
-                   if n in names)
+    def stored(layer: int, part: Part) -> int:  # the tensors a load of that part reads
+        names = needed_tensors(file, [Stage(layer, layer + 1, part)], embed=False, head=False)
+        return sum(int(file.raw(n)[0].nbytes) for n in names)
 
-    return [LayerBytes(stored(i, _ATTENTION), stored(i, _MLP), kv) for i in range(cfg.n_layers)]
+    return [LayerBytes(stored(i, Part.ATTENTION), stored(i, Part.MLP), kv)
+            for i in range(cfg.n_layers)]
 
 
 def published_free_mb(available_mb: float, max_memory_mb: float | None) -> float:
