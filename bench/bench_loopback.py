@@ -44,14 +44,14 @@ async def loopback_section(work: str, quick: bool) -> None:
                               modes=LOOP_MODES[:1] + LOOP_MODES[2:3])
     print("## Loopback: `cadencia hive up --nodes 4` (2 stages x 2 replicas) and "
           "`cadencia ask --threads 1`, against `cadencia generate --threads 1`\n")
-    print(f"{n_new} new tokens; each row is the median of {rounds} runs, each ask followed by a "
-          "`generate` on the same machine, and is compared with the median of the `generate` "
-          "runs of its own hive's block (range of the runs in brackets).\n")
+    print(f"{n_new} new tokens; each row is the median of {rounds} runs, each round of asks "
+          "followed by a `generate` on the same machine, and is compared with the median of the "
+          "`generate` runs of its own hive's block (range of the runs in brackets).\n")
     print("| links | run | TTFT s | decode tok/s | vs local | same tokens | target |")
     print("|---|---|---|---|---|---|---|")
     for label, res in (("direct LAN links (default)", lan), ("data channels only", rtc)):
-        base = median(speeds(res["local"]))
         local = speeds(res["local"])
+        base = median(local)
         ref = next((r["new_ids"] for r in res["local"] if isinstance(r, dict)), None)
         print(f"| {label} | local generate | {median(speeds(res['local'], 'ttft_s')):.2f} | "
               f"{base:.1f} ({min(local, default=0):.1f}-{max(local, default=0):.1f}) | "

@@ -158,7 +158,7 @@ async def local_generate(n_new: int, threads: int | None) -> dict[str, Any] | st
                           {}, ASK_TIMEOUT_S)
 
 
-LOOP_MODES = (  # name, ask's extra flags: the cascade (node to node), as the API sends it
+LOOP_MODES = (  # name, ask's extra flags
     ("not verified, cascade", ["--no-verify", "--replicas", "1", "--cascade"]),
     ("not verified, star", ["--no-verify", "--replicas", "1"]),
     ("verified (audited), 1 replica, cascade", ["--replicas", "1", "--cascade"]),

@@ -151,7 +151,7 @@ class StageHost:
         bytes and the compute seconds. Raises StepRefused, ExecError or ModelError."""
         stage = key[2]
         # Many rows of a stage this node does not serve (an audit, a rebuild): streamed, so
-        # its pages come and go one matrix at a time instead of adding the whole stage's.
+        # its pages come and go a slice of a matrix at a time instead of adding the stage's.
         stream = streaming if tokens > 1 and self._outside(stage) else nullcontext
         with stream():
             ex = self.executor_for(stage)

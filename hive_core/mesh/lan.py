@@ -86,9 +86,13 @@ class LanLinks:
         the address the peer's packets already come from, so a peer cannot make this node
         knock on another host of its network by naming it as its listen address."""
         node = self.hive.node
-        if not self.hive.config.lan_links or link.kind != "rtc" or not near_url(link.listen):
+        if not self.hive.config.lan_links or link.kind != "rtc" or link.rtc is None:
             return False
-        if link.rtc is None or not same_host(parse_ws_url(link.listen)[0], link.rtc.remote_host):
+        try:
+            host, _ = parse_ws_url(link.listen)
+        except ValueError:
+            return False
+        if not near(host) or not same_host(host, link.rtc.remote_host):
             return False
         if node.peers.ws(link.node_id) is not None or link.node_id in self.dialing:
             return False

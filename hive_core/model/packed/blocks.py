@@ -56,12 +56,13 @@ class BlockLinear:
         """The product a slice of output rows at a time, each slice's pages let go once it is
         done: at most STREAM_BYTES of this matrix resident at once. Each output row is its own
         dot product, so the bits are those of one call."""
-        per = max(1, STREAM_BYTES // row_bytes(self.qtype, self.cols))
+        stride = row_bytes(self.qtype, self.cols)
+        per = max(1, STREAM_BYTES // stride)
         parts = []
         for lo in range(0, self.out_features, per):
             offsets = self.offsets[lo:lo + per]
             parts.append(self.kernel(x, self.data, offsets, self.cols, NATIVE_QTYPE[self.qtype]))
-            _evict_rows(self.data, offsets, row_bytes(self.qtype, self.cols))
+            _evict_rows(self.data, offsets, stride)
         return torch.cat(parts, dim=-1)
 
     def tensors(self) -> list[torch.Tensor]:

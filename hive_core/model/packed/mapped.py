@@ -29,7 +29,7 @@ def streaming() -> Iterator[None]:
     """On this thread, while inside: a load leaves its matrices' pages out (`populate` does
     nothing) and each product lets its rows' pages go as soon as it is done (`BlockLinear`).
     A stage computed once and then dropped, such as another node's stage being audited, so
-    holds one matrix's pages at a time instead of the whole stage's."""
+    holds a slice of one matrix's pages at a time instead of the whole stage's."""
     old = getattr(_streaming, "on", False)
     _streaming.on = True
     try:
